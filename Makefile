@@ -1,0 +1,24 @@
+# The two commands: `make run` and `make test`. Both install what is missing (.venv with
+# LocalStack and cargo-lambda) and start LocalStack unless it already runs.
+.PHONY: run test build lint fmt clean
+
+run:
+	@scripts/run.sh
+
+test:
+	@scripts/test.sh
+
+# Release zips for deployment: target/lambda/<function>/bootstrap.zip
+build:
+	@bash -c 'source scripts/lib.sh && ensure_venv && cargo lambda build --release --output-format zip --bin audit-puller'
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt
+
+clean:
+	cargo clean
+	rm -rf .run

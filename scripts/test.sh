@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `make test`: unit tests, then integration tests against LocalStack (S3 + SSM) and the simulator.
+source "$(dirname "$0")/lib.sh"
+ensure_venv
+ensure_localstack
+cd "$ROOT"
+say "cargo test"
+cargo test --all-targets "$@"

@@ -1,0 +1,23 @@
+//! Shared AWS SDK configuration.
+//!
+//! The SDK reads credentials, region and `AWS_ENDPOINT_URL` from the environment; when an
+//! endpoint override is present (LocalStack) S3 is switched to path-style addressing, since a
+//! local endpoint has no wildcard DNS for virtual-hosted buckets.
+
+use aws_config::BehaviorVersion;
+
+/// Loads the SDK configuration from the environment (once per process).
+pub async fn load() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Builds the S3 client for `cfg`.
+pub fn s3_client(cfg: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = cfg.endpoint_url().is_some();
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(cfg).force_path_style(path_style).build())
+}
+
+/// Builds the SSM client for `cfg`.
+pub fn ssm_client(cfg: &aws_config::SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(cfg)
+}

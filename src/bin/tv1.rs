@@ -1,0 +1,130 @@
+//! `tv1`: the operator CLI. Runs the same library code as the Lambda function.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::time::Duration;
+use tv1_connector::pull::{Progress, Puller};
+use tv1_connector::simulate::{Generate, SimSettings, Simulator, generate};
+use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
+
+#[derive(Parser)]
+#[command(name = "tv1", version, about = "Trend Vision One → S3 connector: operator commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One scheduled run now; prints the run summary as JSON.
+    Pull,
+    /// Pulls a past range into the same layout without moving the checkpoint.
+    Backfill {
+        /// Start (RFC 3339, e.g. 2026-11-01T00:00:00Z, or a date).
+        #[arg(long, value_parser = parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End (exclusive).
+        #[arg(long, value_parser = parse_time)]
+        to: chrono::DateTime<chrono::Utc>,
+    },
+    /// Reads the token and makes one small request to Vision One.
+    TestConnection,
+    /// Last successful run, records, current lag, last error.
+    Status,
+    /// Serves the Vision One simulator on 127.0.0.1.
+    Simulate {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// Bearer token the simulator accepts.
+        #[arg(long, env = "TV1_SIM_TOKEN", default_value = "sim-token")]
+        token: String,
+        /// Entries to generate.
+        #[arg(long, default_value_t = 5_000)]
+        entries: usize,
+        /// Hours of history the entries span (they end 30 minutes in the future).
+        #[arg(long, default_value_t = 26)]
+        hours: i64,
+        /// Seconds after which a skip token expires.
+        #[arg(long, default_value_t = 300)]
+        skip_token_ttl: u64,
+        /// Treat endDateTime as exclusive (the default is inclusive).
+        #[arg(long)]
+        end_exclusive: bool,
+        /// Seed of the generated data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    timefmt::parse_user_time(s).ok_or_else(|| format!("{s:?} is not a time; use e.g. 2026-11-01T00:00:00Z"))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn puller() -> anyhow::Result<Puller> {
+    let cfg = PullerConfig::from_env()?;
+    let sdk = aws::load().await;
+    Ok(Puller::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk)))
+}
+
+#[tokio::main]
+async fn main() {
+    telemetry::init(false);
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pull => {
+            let p = puller().await?;
+            let summary = p.run(p.default_deadline()).await?;
+            print_json(&summary)
+        }
+        Command::Backfill { from, to } => {
+            let p = puller().await?;
+            let tty = std::io::stderr().is_terminal();
+            let progress = move |p: Progress| {
+                if tty {
+                    eprint!("\rbackfill: {}/{} hours, {} records, through {}   ", p.done, p.total, p.records, timefmt::api_time(p.at));
+                }
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
+            let summary = p.backfill(from, to, deadline, &progress).await?;
+            if tty {
+                eprintln!();
+            }
+            print_json(&summary)
+        }
+        Command::TestConnection => {
+            let check = puller().await?.test_connection().await;
+            print_json(&check)?;
+            anyhow::ensure!(check.ok, "{}", check.message);
+            Ok(())
+        }
+        Command::Status => print_json(&puller().await?.status().await?),
+        Command::Simulate { port, token, entries, hours, skip_token_ttl, end_exclusive, seed } => {
+            let sim = Simulator::new(SimSettings { token, skip_token_ttl: Duration::from_secs(skip_token_ttl), end_inclusive: !end_exclusive });
+            let now = chrono::Utc::now();
+            sim.set_entries(generate(&Generate {
+                count: entries,
+                from: timefmt::floor_second(now - chrono::Duration::hours(hours)),
+                to: timefmt::floor_second(now + chrono::Duration::minutes(30)),
+                seed,
+                ..Generate::default()
+            }));
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
+            tracing::info!("Vision One simulator listening on http://127.0.0.1:{port} ({entries} entries)");
+            sim.serve(listener).await?;
+            Ok(())
+        }
+    }
+}

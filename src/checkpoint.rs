@@ -1,0 +1,162 @@
+//! The checkpoint and status documents, kept in S3 next to the data.
+//!
+//! The checkpoint is the puller's only state. It is written with conditional requests so that
+//! two overlapping runs cannot both move it, and it records the segment being written *before*
+//! the objects are (write-ahead), so a run that dies half-way leaves enough behind for the next
+//! run to remove what was not committed.
+
+use crate::sink::{Condition, S3Sink, SinkError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where the puller stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Document format.
+    pub version: u32,
+    /// Where the scheduled puller started. Time before it belongs to `backfill`.
+    pub origin: DateTime<Utc>,
+    /// Every entry logged before this instant is in S3, exactly once.
+    pub committed_to: DateTime<Utc>,
+    /// A segment whose objects may be (partly) written but are not committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// When this document was written.
+    pub updated_at: DateTime<Utc>,
+    /// The run that wrote it.
+    pub run_id: String,
+}
+
+/// A segment in flight: its range, the keys its objects get and the writer's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Start of the segment (inclusive), equal to `committed_to`.
+    pub from: DateTime<Utc>,
+    /// End of the segment (exclusive).
+    pub to: DateTime<Utc>,
+    /// Keys the segment's objects are written under.
+    pub keys: Vec<String>,
+    /// The writer stops writing before this instant; after it, the segment is abandoned.
+    pub lease_until: DateTime<Utc>,
+    /// The writer.
+    pub run_id: String,
+}
+
+/// A failure reading or writing state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another run wrote the checkpoint since this run read it.
+    #[error("another run moved the checkpoint first; this run stopped without writing anything further")]
+    LostRace,
+    /// The document is not what this version writes.
+    #[error("state document s3://{bucket}/{key} is unreadable ({reason}); fix or delete it")]
+    Corrupt {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Parse error.
+        reason: String,
+    },
+    /// S3 failed.
+    #[error(transparent)]
+    Sink(SinkError),
+}
+
+impl From<SinkError> for StateError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::PreconditionFailed { .. } => StateError::LostRace,
+            other => StateError::Sink(other),
+        }
+    }
+}
+
+/// Reads and writes the state documents under one prefix.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    sink: S3Sink,
+    checkpoint_key: String,
+    status_key: String,
+}
+
+impl StateStore {
+    /// State for the dataset under `data_prefix`: `<data_prefix>_state/{checkpoint,status}.json`.
+    /// The leading underscore keeps Athena and Glue from reading them as data.
+    pub fn new(sink: S3Sink, data_prefix: &str) -> Self {
+        StateStore {
+            sink,
+            checkpoint_key: format!("{data_prefix}_state/checkpoint.json"),
+            status_key: format!("{data_prefix}_state/status.json"),
+        }
+    }
+
+    /// Key of the checkpoint document.
+    pub fn checkpoint_key(&self) -> &str {
+        &self.checkpoint_key
+    }
+
+    /// Key of the status document.
+    pub fn status_key(&self) -> &str {
+        &self.status_key
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, key: &str, body: &[u8]) -> Result<T, StateError> {
+        serde_json::from_slice(body).map_err(|e| StateError::Corrupt {
+            bucket: self.sink.bucket().to_owned(),
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The checkpoint and its ETag; `None` before the first run.
+    pub async fn load(&self) -> Result<Option<(Checkpoint, String)>, StateError> {
+        match self.sink.get(&self.checkpoint_key).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((self.parse(&self.checkpoint_key, &v.body)?, v.etag))),
+        }
+    }
+
+    /// Writes the checkpoint if it is still as read (`cond`); returns the new condition.
+    pub async fn save(&self, cp: &Checkpoint, cond: &Condition) -> Result<Condition, StateError> {
+        let body = serde_json::to_vec_pretty(cp).expect("checkpoint serialises");
+        let etag = self.sink.put_json_if(&self.checkpoint_key, body, cond).await?;
+        Ok(Condition::Matches(etag))
+    }
+
+    /// The status document, if any.
+    pub async fn load_status(&self) -> Result<Option<Status>, StateError> {
+        match self.sink.get(&self.status_key).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some(self.parse(&self.status_key, &v.body)?)),
+        }
+    }
+
+    /// Replaces the status document (informational: last writer wins).
+    pub async fn save_status(&self, status: &Status) -> Result<(), StateError> {
+        let body = serde_json::to_vec_pretty(status).expect("status serialises");
+        Ok(self.sink.put_json(&self.status_key, body).await?)
+    }
+}
+
+/// Collection status, as a SIEM's "collection status" screen shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// When the last run ended, successful or not.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// When the last successful run ended.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Summary of the last successful run.
+    pub last_success: Option<serde_json::Value>,
+    /// The last failure, cleared by the next success.
+    pub last_error: Option<LastError>,
+}
+
+/// A failed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// What went wrong.
+    pub message: String,
+}

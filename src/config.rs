@@ -1,0 +1,238 @@
+//! Environment → typed configuration, read once at start-up.
+//!
+//! Every error names the variable at fault, so a misconfigured function fails on its first
+//! line of log output instead of half-way through a run.
+
+use crate::timefmt::parse_duration;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A setting that is missing or cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it, and what would be accepted.
+    pub reason: String,
+}
+
+/// The Vision One regions and their API base URLs.
+pub const REGIONS: &[(&str, &str)] = &[
+    ("us", "https://api.xdr.trendmicro.com"),
+    ("eu", "https://api.eu.xdr.trendmicro.com"),
+    ("jp", "https://api.xdr.trendmicro.co.jp"),
+    ("sg", "https://api.sg.xdr.trendmicro.com"),
+    ("au", "https://api.au.xdr.trendmicro.com"),
+    ("in", "https://api.in.xdr.trendmicro.com"),
+    ("mea", "https://api.mea.xdr.trendmicro.com"),
+    ("ca", "https://api.ca.xdr.trendmicro.com"),
+    ("uk", "https://api.uk.xdr.trendmicro.com"),
+    ("za", "https://api.za.xdr.trendmicro.com"),
+    ("id", "https://api.id.xdr.trendmicro.com"),
+    ("br", "https://api.br.xdr.trendmicro.com"),
+    ("usgov", "https://api.usgov.xdr.trendmicro.com"),
+];
+
+/// Everything the audit puller needs, validated.
+#[derive(Debug, Clone)]
+pub struct PullerConfig {
+    /// Vision One origin, e.g. `https://api.xdr.trendmicro.com` (no trailing slash).
+    pub base_url: reqwest::Url,
+    /// SSM parameter holding the bearer token (SecureString).
+    pub token_param: String,
+    /// Destination bucket.
+    pub bucket: String,
+    /// Key prefix for audit objects; ends with `/` unless empty.
+    pub prefix: String,
+    /// How far back the very first run starts.
+    pub initial_lookback: Duration,
+    /// Entries younger than this are left for a later run (late-arriving entries).
+    pub lag: Duration,
+    /// API page size: 50, 100 or 200.
+    pub page_size: u32,
+    /// Longest window one run plans; a backlog is drained over several runs.
+    pub max_window: Duration,
+    /// Largest uncompressed size of one object before it is closed.
+    pub object_max_bytes: usize,
+    /// Largest record count of one object before it is closed.
+    pub object_max_records: usize,
+    /// Time kept free before the deadline for the final writes.
+    pub deadline_margin: Duration,
+    /// Run budget when no Lambda deadline applies (the CLI).
+    pub run_timeout: Duration,
+    /// Timeout of one HTTP request to Vision One.
+    pub http_timeout: Duration,
+    /// Attempts per request on `429`/`5xx`/network errors before giving up.
+    pub max_attempts: u32,
+}
+
+impl PullerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads the given variables (the environment, or a test's map).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let base_url = match get("TV1_BASE_URL") {
+            Some(url) => parse_base_url(url)?,
+            None => {
+                let region = get("TV1_REGION").unwrap_or("us").to_ascii_lowercase();
+                let (_, url) = REGIONS.iter().find(|(r, _)| *r == region).ok_or_else(|| ConfigError {
+                    var: "TV1_REGION",
+                    reason: format!(
+                        "unknown region {region:?}; expected one of {}",
+                        REGIONS.iter().map(|(r, _)| *r).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
+                reqwest::Url::parse(url).expect("built-in region URLs are valid")
+            }
+        };
+        let page_size = number(env, "TV1_PAGE_SIZE", 200)?;
+        if ![50, 100, 200].contains(&page_size) {
+            return Err(ConfigError { var: "TV1_PAGE_SIZE", reason: format!("{page_size} is not one of 50, 100, 200") });
+        }
+        let cfg = PullerConfig {
+            base_url,
+            token_param: required(env, "TV1_TOKEN_PARAM")?,
+            bucket: required(env, "BUCKET")?,
+            prefix: prefix(env, "AUDIT_PREFIX", "vision-one/audit/"),
+            initial_lookback: duration(env, "TV1_INITIAL_LOOKBACK", "24h")?,
+            lag: duration(env, "TV1_LAG", "5m")?,
+            page_size,
+            max_window: duration(env, "TV1_MAX_WINDOW", "24h")?,
+            object_max_bytes: number::<usize>(env, "TV1_OBJECT_MAX_MIB", 64)? << 20,
+            object_max_records: number(env, "TV1_OBJECT_MAX_RECORDS", 100_000)?,
+            deadline_margin: duration(env, "TV1_DEADLINE_MARGIN", "20s")?,
+            run_timeout: duration(env, "TV1_RUN_TIMEOUT", "14m")?,
+            http_timeout: duration(env, "TV1_HTTP_TIMEOUT", "60s")?,
+            max_attempts: number(env, "TV1_MAX_ATTEMPTS", 8)?,
+        };
+        for (var, zero) in [
+            ("TV1_MAX_WINDOW", cfg.max_window.is_zero()),
+            ("TV1_OBJECT_MAX_MIB", cfg.object_max_bytes == 0),
+            ("TV1_OBJECT_MAX_RECORDS", cfg.object_max_records == 0),
+            ("TV1_RUN_TIMEOUT", cfg.run_timeout.is_zero()),
+            ("TV1_HTTP_TIMEOUT", cfg.http_timeout.is_zero()),
+            ("TV1_MAX_ATTEMPTS", cfg.max_attempts == 0),
+        ] {
+            if zero {
+                return Err(ConfigError { var, reason: "must be greater than zero".into() });
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Reads a required, non-empty variable.
+pub fn required(env: &HashMap<String, String>, var: &'static str) -> Result<String, ConfigError> {
+    env.get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ConfigError { var, reason: "is not set".into() })
+}
+
+/// Reads a key prefix, normalised to end with `/` (an empty prefix stays empty).
+pub fn prefix(env: &HashMap<String, String>, var: &str, default: &str) -> String {
+    let p = env.get(var).map(|v| v.trim().trim_start_matches('/')).unwrap_or(default);
+    if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
+}
+
+/// Reads a duration (`300`, `90s`, `5m`, `24h`, `7d`).
+pub fn duration(env: &HashMap<String, String>, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
+    let raw = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default);
+    parse_duration(raw).ok_or_else(|| ConfigError {
+        var,
+        reason: format!("{raw:?} is not a duration (examples: 300, 90s, 5m, 24h, 7d)"),
+    })
+}
+
+/// Reads a non-negative integer.
+pub fn number<T: std::str::FromStr>(env: &HashMap<String, String>, var: &'static str, default: T) -> Result<T, ConfigError> {
+    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|_| ConfigError { var, reason: format!("{raw:?} is not a whole number") }),
+    }
+}
+
+/// `TV1_BASE_URL`: https anywhere, plain http only on loopback (tests, the simulator).
+fn parse_base_url(raw: &str) -> Result<reqwest::Url, ConfigError> {
+    let err = |reason: String| ConfigError { var: "TV1_BASE_URL", reason };
+    let url = reqwest::Url::parse(raw).map_err(|e| err(format!("{raw:?} is not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(err(format!("{raw:?} has no host"))),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err(err(format!("{raw:?}: plain http is only allowed for loopback hosts; use https"))),
+        s => return Err(err(format!("{raw:?}: unsupported scheme {s:?}"))),
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(err(format!("{raw:?}: give the origin only, e.g. https://api.xdr.trendmicro.com")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> =
+            [("TV1_TOKEN_PARAM", "/tv1/token"), ("BUCKET", "lake")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn defaults() {
+        let c = PullerConfig::from_map(&env(&[])).unwrap();
+        assert_eq!(c.base_url.as_str(), "https://api.xdr.trendmicro.com/");
+        assert_eq!(c.prefix, "vision-one/audit/");
+        assert_eq!(c.page_size, 200);
+        assert_eq!(c.lag, Duration::from_secs(300));
+        assert_eq!(c.initial_lookback, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn region_and_override() {
+        let c = PullerConfig::from_map(&env(&[("TV1_REGION", "EU")])).unwrap();
+        assert_eq!(c.base_url.host_str(), Some("api.eu.xdr.trendmicro.com"));
+        let c = PullerConfig::from_map(&env(&[("TV1_REGION", "eu"), ("TV1_BASE_URL", "http://127.0.0.1:9000")])).unwrap();
+        assert_eq!(c.base_url.as_str(), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("TV1_REGION", "mars")], "TV1_REGION"),
+            (&[("TV1_BASE_URL", "http://example.com")], "TV1_BASE_URL"),
+            (&[("TV1_BASE_URL", "https://example.com/v3.0")], "TV1_BASE_URL"),
+            (&[("TV1_PAGE_SIZE", "500")], "TV1_PAGE_SIZE"),
+            (&[("TV1_LAG", "soon")], "TV1_LAG"),
+            (&[("TV1_MAX_WINDOW", "0")], "TV1_MAX_WINDOW"),
+            (&[("BUCKET", "")], "BUCKET"),
+        ];
+        for (pairs, var) in cases {
+            let e = PullerConfig::from_map(&env(pairs)).unwrap_err();
+            assert_eq!(e.var, *var, "{e}");
+            assert!(e.to_string().contains(var));
+        }
+        let mut m = env(&[]);
+        m.remove("TV1_TOKEN_PARAM");
+        assert_eq!(PullerConfig::from_map(&m).unwrap_err().var, "TV1_TOKEN_PARAM");
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        assert_eq!(PullerConfig::from_map(&env(&[("AUDIT_PREFIX", "/raw/tv1")])).unwrap().prefix, "raw/tv1/");
+    }
+}

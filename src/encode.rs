@@ -1,0 +1,204 @@
+//! Records → gzip JSON Lines objects.
+//!
+//! Lines are streamed into a gzip encoder as they arrive, so an open object costs its
+//! compressed size in memory, not its raw size. Shared by both corridors.
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+/// One gzip JSON Lines object being built.
+pub struct ObjectEncoder {
+    gz: GzEncoder<Vec<u8>>,
+    raw_bytes: usize,
+    records: usize,
+}
+
+impl Default for ObjectEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ObjectEncoder {
+    /// An empty object (gzip level 6, the `gzip` CLI default).
+    pub fn new() -> Self {
+        ObjectEncoder { gz: GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(6)), raw_bytes: 0, records: 0 }
+    }
+
+    /// Appends one line; `line` must be a single JSON document without a newline.
+    pub fn push_line(&mut self, line: &[u8]) {
+        // Writing into a Vec cannot fail.
+        self.gz.write_all(line).expect("in-memory write");
+        self.gz.write_all(b"\n").expect("in-memory write");
+        self.raw_bytes += line.len() + 1;
+        self.records += 1;
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn raw_bytes(&self) -> usize {
+        self.raw_bytes
+    }
+
+    /// Lines so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Finishes the gzip stream.
+    pub fn finish(self) -> Bytes {
+        Bytes::from(self.gz.finish().expect("in-memory write"))
+    }
+}
+
+/// Writes `raw` (a JSON object) with `fields` inserted first, as one compact line into `out`.
+///
+/// The object's own bytes are kept as they are (field order, number formatting); only
+/// whitespace outside strings is dropped when the source was pretty-printed, because a
+/// JSON Lines record cannot span lines. Field values in `fields` are JSON-escaped.
+pub fn line_with_fields(raw: &[u8], fields: &[(&str, &str)], out: &mut Vec<u8>) {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let body = &raw[start..];
+    debug_assert!(body.first() == Some(&b'{'), "records are JSON objects");
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k).expect("in-memory write");
+        out.push(b':');
+        serde_json::to_writer(&mut *out, v).expect("in-memory write");
+    }
+    let rest = body[1..].trim_ascii();
+    let is_empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    if !fields.is_empty() && !is_empty {
+        out.push(b',');
+    }
+    if rest.iter().any(|&b| b == b'\n' || b == b'\r') {
+        minify_into(rest, out);
+    } else {
+        out.extend_from_slice(rest);
+    }
+}
+
+/// Drops insignificant whitespace (outside strings) from JSON text.
+fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    let (mut in_str, mut escaped) = (false, false);
+    for &b in json {
+        if in_str {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if !b.is_ascii_whitespace() {
+            in_str = b == b'"';
+            out.push(b);
+        }
+    }
+}
+
+/// SHA-256 of a JSON value in canonical form (object keys sorted, compact), so the same
+/// entry served twice with different key order or spacing hashes the same.
+pub fn content_hash(v: &Value) -> [u8; 32] {
+    let mut h = Sha256::new();
+    canonical(v, &mut h);
+    h.finalize().into()
+}
+
+fn canonical(v: &Value, h: &mut Sha256) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                h.update(serde_json::to_string(k).expect("string").as_bytes());
+                h.update(b":");
+                canonical(&m[k], h);
+            }
+            h.update(b"}");
+        }
+        Value::Array(a) => {
+            h.update(b"[");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                canonical(x, h);
+            }
+            h.update(b"]");
+        }
+        other => h.update(other.to_string().as_bytes()),
+    }
+}
+
+/// The `_id` of a record: the first 128 bits of its content hash in hex, plus `-n` for the
+/// n-th identical entry within the same second, so genuine repeats stay distinct while a
+/// re-fetch of the same entries gets the same ids.
+pub fn record_id(hash: &[u8; 32], occurrence: usize) -> String {
+    let hex = hex::encode(&hash[..16]);
+    if occurrence == 0 { hex } else { format!("{hex}-{occurrence}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn line(raw: &str, fields: &[(&str, &str)]) -> String {
+        let mut out = Vec::new();
+        line_with_fields(raw.as_bytes(), fields, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_go_first_and_source_bytes_are_kept() {
+        assert_eq!(line(r#"{"b":1.50,"a":"x"}"#, &[("_id", "abc")]), r#"{"_id":"abc","b":1.50,"a":"x"}"#);
+        assert_eq!(line(r#"  {}"#, &[("_id", "abc")]), r#"{"_id":"abc"}"#);
+        assert_eq!(line(r#"{ }"#, &[("_id", "q\"")]), r#"{"_id":"q\""}"#);
+        assert_eq!(line(r#"{"a":1}"#, &[]), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn pretty_printed_input_becomes_one_line() {
+        let raw = "{\n  \"a\": \"x y\\\" \\n z\",\n  \"b\": [1, 2]\n}";
+        let l = line(raw, &[("_id", "i")]);
+        assert_eq!(l, r#"{"_id":"i","a":"x y\" \n z","b":[1,2]}"#);
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["a"], "x y\" \n z");
+    }
+
+    #[test]
+    fn hash_ignores_key_order_and_spacing() {
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{ "b": {"x":"s","y":[1,2]}, "a": 1 }"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"a":2,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&c));
+        let h = content_hash(&a);
+        assert_eq!(record_id(&h, 0).len(), 32);
+        assert_eq!(record_id(&h, 2), format!("{}-2", record_id(&h, 0)));
+    }
+
+    #[test]
+    fn encoder_round_trips() {
+        let mut enc = ObjectEncoder::new();
+        enc.push_line(br#"{"a":1}"#);
+        enc.push_line(br#"{"a":2}"#);
+        assert_eq!((enc.records(), enc.raw_bytes()), (2, 16));
+        let gz = enc.finish();
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "{\"a\":1}\n{\"a\":2}\n");
+    }
+}

@@ -1,0 +1,346 @@
+//! Cuts the ordered stream of audit entries into segments: contiguous time ranges with
+//! whole-second bounds, each written as one object in one hourly partition.
+//!
+//! The API's only cursor is `loggedDateTime`, which is second-precise, and many entries can share
+//! a second. So entries of the newest second are held back until a later second shows up: only
+//! then is that second known to be complete. When a run has to stop early, the held second is
+//! dropped and the segment ends at its start; the next query starts there (the start bound is
+//! inclusive) and fetches that whole second again. No entry is cut in half across two runs.
+
+use crate::encode::{ObjectEncoder, content_hash, line_with_fields, record_id};
+use crate::timefmt::{compact_time, floor_hour, parse_api_time};
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+
+/// Limits of one object.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Uncompressed bytes after which the object is closed (at the next second boundary).
+    pub max_bytes: usize,
+    /// Records after which the object is closed (at the next second boundary).
+    pub max_records: usize,
+}
+
+/// A finished segment `[from, to)`: everything the API holds in that range, encoded.
+#[derive(Debug)]
+pub struct Segment {
+    /// Start (inclusive).
+    pub from: DateTime<Utc>,
+    /// End (exclusive).
+    pub to: DateTime<Utc>,
+    /// The object, when the range holds any entries.
+    pub object: Option<Object>,
+}
+
+/// One encoded object and where it goes.
+#[derive(Debug)]
+pub struct Object {
+    /// Full S3 key.
+    pub key: String,
+    /// gzip JSON Lines.
+    pub body: Bytes,
+    /// Lines in it.
+    pub records: usize,
+}
+
+/// An entry the API returned out of order, earlier than data already closed.
+#[derive(Debug, thiserror::Error)]
+#[error("Vision One returned an entry logged at {at} after entries up to {closed} were already written; ordering was violated")]
+pub struct OutOfOrder {
+    /// The entry's time.
+    pub at: DateTime<Utc>,
+    /// Start of the open segment.
+    pub closed: DateTime<Utc>,
+}
+
+struct Held {
+    raw: Box<RawValue>,
+    hash: [u8; 32],
+    time_error: bool,
+}
+
+/// Builds segments from entries pushed in API order.
+pub struct Assembler {
+    prefix: String,
+    limits: Limits,
+    seg_from: DateTime<Utc>,
+    seg_hour: Option<DateTime<Utc>>,
+    enc: ObjectEncoder,
+    second: Option<i64>,
+    held: Vec<Held>,
+    line: Vec<u8>,
+}
+
+/// The object key of segment `[from, to)` whose entries fall in the hour starting at `hour`.
+pub fn segment_key(prefix: &str, hour: DateTime<Utc>, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!("{}{}_{}.jsonl.gz", partition(prefix, hour), compact_time(from), compact_time(to))
+}
+
+/// The Hive-style partition path of an hour: `<prefix>dt=YYYY-MM-DD/hour=HH/`.
+pub fn partition(prefix: &str, hour: DateTime<Utc>) -> String {
+    format!("{prefix}{}", hour.format("dt=%Y-%m-%d/hour=%H/"))
+}
+
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(second, 0).single().expect("seconds from a parsed timestamp are in range")
+}
+
+impl Assembler {
+    /// Starts the first segment at `from` (a whole second).
+    pub fn new(prefix: &str, limits: Limits, from: DateTime<Utc>) -> Self {
+        Assembler {
+            prefix: prefix.to_owned(),
+            limits,
+            seg_from: from,
+            seg_hour: None,
+            enc: ObjectEncoder::new(),
+            second: None,
+            held: Vec::new(),
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Where a restarted query must begin: the start of the held (incomplete) second, or the
+    /// open segment's start when nothing is held.
+    pub fn resume_point(&self) -> DateTime<Utc> {
+        self.second.map(at).unwrap_or(self.seg_from).max(self.seg_from)
+    }
+
+    /// Forgets the held second (its entries will be fetched again from [`Self::resume_point`]).
+    pub fn drop_held(&mut self) {
+        self.held.clear();
+    }
+
+    /// Takes one entry; returns a segment when this entry closed one.
+    ///
+    /// Entries outside `[from, to)` of the current window must be filtered by the caller.
+    /// `time` is the parsed `loggedDateTime`, `None` when missing or unparseable: such an entry
+    /// is kept with the current second and flagged with `_time_error`.
+    pub fn push(&mut self, raw: Box<RawValue>, value: &Value, time: Option<DateTime<Utc>>) -> Result<Option<Segment>, OutOfOrder> {
+        let held = Held { raw, hash: content_hash(value), time_error: time.is_none() };
+        let sec = match time {
+            Some(t) => t.timestamp(),
+            None => self.second.unwrap_or(self.seg_from.timestamp()),
+        };
+        match self.second {
+            Some(cur) if sec == cur => {
+                self.held.push(held);
+                Ok(None)
+            }
+            Some(cur) if sec < cur => {
+                if sec < self.seg_from.timestamp() {
+                    return Err(OutOfOrder { at: at(sec), closed: self.seg_from });
+                }
+                // Earlier than the held second but inside the open segment: it can go straight
+                // into the object (the segment's range still covers it).
+                self.encode(std::slice::from_ref(&held), sec);
+                Ok(None)
+            }
+            _ => {
+                if let Some(cur) = self.second {
+                    let held = std::mem::take(&mut self.held);
+                    self.encode(&held, cur);
+                }
+                let closed = match self.seg_hour {
+                    Some(h) if floor_hour(at(sec)) != h || self.full() => Some(self.close(at(sec))),
+                    _ => None,
+                };
+                self.second = Some(sec);
+                self.held.push(held);
+                Ok(closed)
+            }
+        }
+    }
+
+    /// The window ended normally: everything up to `to` has been seen. Returns the last segment.
+    pub fn finish(mut self, to: DateTime<Utc>) -> Segment {
+        if let Some(cur) = self.second {
+            let held = std::mem::take(&mut self.held);
+            self.encode(&held, cur);
+        }
+        self.close(to)
+    }
+
+    /// The run stops early: the held second is dropped, the segment ends where it begins.
+    pub fn stop(mut self) -> Segment {
+        let to = self.resume_point();
+        self.close(to)
+    }
+
+    fn full(&self) -> bool {
+        self.enc.raw_bytes() >= self.limits.max_bytes || self.enc.records() >= self.limits.max_records
+    }
+
+    fn encode(&mut self, records: &[Held], second: i64) {
+        if records.is_empty() {
+            return;
+        }
+        if self.seg_hour.is_none() {
+            self.seg_hour = Some(floor_hour(at(second)));
+        }
+        // Identical entries within one second are told apart by their occurrence number, which
+        // is the same on every fetch because identical entries are interchangeable.
+        let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
+        for r in records {
+            let n = seen.entry(r.hash).or_default();
+            let id = record_id(&r.hash, *n);
+            *n += 1;
+            self.line.clear();
+            let fields: &[(&str, &str)] = if r.time_error {
+                &[("_id", &id), ("_time_error", "loggedDateTime missing or unparseable")]
+            } else {
+                &[("_id", &id)]
+            };
+            line_with_fields(r.raw.get().as_bytes(), fields, &mut self.line);
+            self.enc.push_line(&self.line);
+        }
+    }
+
+    fn close(&mut self, to: DateTime<Utc>) -> Segment {
+        let from = std::mem::replace(&mut self.seg_from, to);
+        let enc = std::mem::take(&mut self.enc);
+        let object = self.seg_hour.take().map(|hour| {
+            let records = enc.records();
+            Object { key: segment_key(&self.prefix, hour, from, to), body: enc.finish(), records }
+        });
+        Segment { from, to, object }
+    }
+}
+
+/// Parses one API item: its JSON value and its `loggedDateTime`.
+pub fn parse_item(raw: &RawValue) -> Result<(Value, Option<DateTime<Utc>>), serde_json::Error> {
+    let v: Value = serde_json::from_str(raw.get())?;
+    let t = v.get("loggedDateTime").and_then(Value::as_str).and_then(parse_api_time);
+    Ok((v, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    const LIMITS: Limits = Limits { max_bytes: 1 << 20, max_records: 1000 };
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_api_time(s).unwrap()
+    }
+
+    fn push(a: &mut Assembler, time: &str, n: u32) -> Option<Segment> {
+        let raw = RawValue::from_string(format!(r#"{{"loggedDateTime":"{time}","n":{n}}}"#)).unwrap();
+        let (v, tm) = parse_item(&raw).unwrap();
+        a.push(raw, &v, tm).unwrap()
+    }
+
+    fn lines(o: &Object) -> Vec<Value> {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(&o.body[..]).read_to_string(&mut s).unwrap();
+        s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_whole_window_makes_one_object() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        for (i, s) in ["2026-11-21T10:00:01Z", "2026-11-21 10:00:01", "2026-11-21T10:05:00Z"].iter().enumerate() {
+            assert!(push(&mut a, s, i as u32).is_none());
+        }
+        let seg = a.finish(t("2026-11-21T10:30:00Z"));
+        let o = seg.object.unwrap();
+        assert_eq!(o.key, "p/dt=2026-11-21/hour=10/20261121T100000Z_20261121T103000Z.jsonl.gz");
+        let ls = lines(&o);
+        assert_eq!(ls.len(), 3);
+        assert_eq!(ls[1]["loggedDateTime"], "2026-11-21 10:00:01", "fields unchanged");
+        assert!(ls.iter().all(|l| l["_id"].as_str().unwrap().len() == 32));
+    }
+
+    #[test]
+    fn hour_change_closes_the_segment_at_the_new_second() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T09:30:00Z"));
+        assert!(push(&mut a, "2026-11-21T09:59:59Z", 0).is_none());
+        let seg = push(&mut a, "2026-11-21T10:00:02Z", 1).expect("closed");
+        assert_eq!((seg.from, seg.to), (t("2026-11-21T09:30:00Z"), t("2026-11-21T10:00:02Z")));
+        assert_eq!(seg.object.as_ref().unwrap().records, 1);
+        let last = a.finish(t("2026-11-21T11:00:00Z"));
+        assert_eq!(last.from, t("2026-11-21T10:00:02Z"));
+        assert!(last.object.unwrap().key.contains("hour=10/"));
+    }
+
+    #[test]
+    fn stopping_drops_the_incomplete_second() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:00:01Z", 0);
+        push(&mut a, "2026-11-21T10:00:02Z", 1);
+        push(&mut a, "2026-11-21T10:00:02Z", 2);
+        assert_eq!(a.resume_point(), t("2026-11-21T10:00:02Z"));
+        let seg = a.stop();
+        assert_eq!(seg.to, t("2026-11-21T10:00:02Z"));
+        assert_eq!(lines(&seg.object.unwrap()).len(), 1, "only the complete second is kept");
+    }
+
+    #[test]
+    fn stopping_with_only_a_held_second_writes_nothing() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:00:07Z", 0);
+        let seg = a.stop();
+        assert!(seg.object.is_none());
+        assert_eq!(seg.to, t("2026-11-21T10:00:07Z"), "the empty seconds before it are done");
+    }
+
+    #[test]
+    fn full_objects_close_only_at_a_second_boundary() {
+        let mut a = Assembler::new("p/", Limits { max_bytes: 1 << 20, max_records: 2 }, t("2026-11-21T10:00:00Z"));
+        let mut segs = Vec::new();
+        for (i, s) in ["10:00:01", "10:00:01", "10:00:01", "10:00:02", "10:00:03", "10:00:03", "10:00:04"].iter().enumerate() {
+            segs.extend(push(&mut a, &format!("2026-11-21T{s}Z"), i as u32));
+        }
+        segs.push(a.finish(t("2026-11-21T10:00:10Z")));
+        let counts: Vec<usize> = segs.iter().map(|s| s.object.as_ref().unwrap().records).collect();
+        assert_eq!(counts, vec![3, 3, 1], "a second is never split");
+        assert_eq!(segs[0].to, t("2026-11-21T10:00:02Z"));
+        assert_eq!(segs[1].from, segs[0].to);
+    }
+
+    #[test]
+    fn identical_entries_get_distinct_stable_ids() {
+        let mk = || {
+            let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+            push(&mut a, "2026-11-21T10:00:01Z", 7);
+            push(&mut a, "2026-11-21T10:00:01Z", 7);
+            lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap())
+        };
+        let (x, y) = (mk(), mk());
+        assert_ne!(x[0]["_id"], x[1]["_id"]);
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn out_of_order_entries() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:00:05Z", 0);
+        push(&mut a, "2026-11-21T10:00:09Z", 1);
+        // Earlier, but inside the open segment: kept.
+        push(&mut a, "2026-11-21T10:00:03Z", 2);
+        let seg = a.stop();
+        assert_eq!(seg.object.unwrap().records, 2);
+        // Earlier than the open segment: refused.
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:59:00Z", 0);
+        push(&mut a, "2026-11-21T11:00:01Z", 1);
+        let raw = RawValue::from_string(r#"{"loggedDateTime":"2026-11-21T10:00:01Z"}"#.into()).unwrap();
+        let (v, tm) = parse_item(&raw).unwrap();
+        assert!(a.push(raw, &v, tm).is_err());
+    }
+
+    #[test]
+    fn unparseable_time_is_kept_and_flagged() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:00:05Z", 0);
+        let raw = RawValue::from_string(r#"{"loggedDateTime":"garbage"}"#.into()).unwrap();
+        let (v, tm) = parse_item(&raw).unwrap();
+        a.push(raw, &v, tm).unwrap();
+        let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
+        assert_eq!(ls[1]["_time_error"], "loggedDateTime missing or unparseable");
+    }
+}

@@ -1,0 +1,525 @@
+//! A faithful fake of the Vision One audit logs endpoint, for `make run` and the tests.
+//!
+//! It does what the real API does and what the puller must survive: bearer check, `top`
+//! validation, second-precision bounds with an inclusive start (and, by default, an inclusive
+//! end), `nextLink` paging with expiring skip tokens and literal spaces, both timestamp forms,
+//! bursts of entries within one second, entries that become visible only after a delay, and
+//! switchable faults (429 with or without `Retry-After`, a request budget per 60 s, 5xx, slow
+//! responses, 403, a `nextLink` to a foreign host).
+//!
+//! Control endpoints under `/_sim/` switch faults and inspect the data; tests can also drive a
+//! [`Simulator`] in-process.
+
+use crate::timefmt::api_time;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One audit log entry held by the simulator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimEntry {
+    /// `loggedDateTime`, whole seconds.
+    pub logged: DateTime<Utc>,
+    /// When the entry starts being served.
+    pub visible_at: DateTime<Utc>,
+    /// The item exactly as served.
+    pub json: String,
+}
+
+/// Switchable faults. All off by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Statuses to answer the next requests with, in order (e.g. `[503, 429]`).
+    pub fail_next: Vec<u16>,
+    /// Probability (0–1) of a 503 on any request.
+    pub error_rate: f64,
+    /// Requests allowed per 60 s window; 429 beyond it.
+    pub rate_limit_per_minute: Option<u32>,
+    /// `Retry-After` seconds sent with 429s (none when `None`).
+    pub retry_after_secs: Option<u64>,
+    /// Delay added to every response.
+    pub delay_ms: u64,
+    /// Answer 403 (role lacks API access).
+    pub forbidden: bool,
+    /// Serve `nextLink`s on this origin instead of the simulator's own.
+    pub foreign_next_link: Option<String>,
+}
+
+/// How the simulator behaves besides its faults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimSettings {
+    /// The accepted bearer token.
+    pub token: String,
+    /// Skip tokens expire after this long.
+    pub skip_token_ttl: Duration,
+    /// Whether `endDateTime` is inclusive (undocumented on the real API; both are possible).
+    pub end_inclusive: bool,
+}
+
+/// Parameters of generated data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Generate {
+    /// Entries to create.
+    pub count: usize,
+    /// First `loggedDateTime`.
+    pub from: DateTime<Utc>,
+    /// Last `loggedDateTime` (exclusive).
+    pub to: DateTime<Utc>,
+    /// Every this many entries, a burst of `burst_size` entries shares one second.
+    pub burst_every: usize,
+    /// Entries in a burst.
+    pub burst_size: usize,
+    /// Fraction (0–1) of entries that become visible late.
+    pub late_fraction: f64,
+    /// Longest visibility delay of a late entry.
+    pub late_max_secs: u64,
+    /// Fraction (0–1) of entries that are exact repeats of the previous one.
+    pub repeat_fraction: f64,
+    /// Seed: the same seed gives the same data.
+    pub seed: u64,
+}
+
+impl Default for Generate {
+    fn default() -> Self {
+        let now = Utc::now();
+        Generate {
+            count: 5_000,
+            from: now - chrono::Duration::hours(26),
+            to: now + chrono::Duration::minutes(30),
+            burst_every: 1_000,
+            burst_size: 450,
+            late_fraction: 0.02,
+            late_max_secs: 120,
+            repeat_fraction: 0.01,
+            seed: 42,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: u64,
+    by_status: HashMap<u16, u64>,
+    window_start: i64,
+    window_count: u32,
+}
+
+struct Inner {
+    settings: Mutex<SimSettings>,
+    entries: Mutex<Vec<SimEntry>>,
+    faults: Mutex<Faults>,
+    counters: Mutex<Counters>,
+}
+
+/// The simulator: shared state plus the HTTP routes.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+/// Request/served statistics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests to the audit logs endpoint.
+    pub requests: u64,
+    /// Responses by status.
+    pub by_status: HashMap<u16, u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SkipToken {
+    start: i64,
+    end: i64,
+    top: usize,
+    asc: bool,
+    offset: usize,
+    as_of: i64,
+    issued: i64,
+}
+
+/// A small deterministic generator (SplitMix64) so that a seed always gives the same data.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 % 1.0 < p
+    }
+}
+
+const USERS: &[(&str, &str, &str)] = &[
+    ("Root Account", "Master Administrator", "root@example.com"),
+    ("Alice Analyst", "SOC Analyst", "alice@example.com"),
+    ("Bob Builder", "Operator", "bob@example.com"),
+    ("svc-siem", "Master Administrator", "siem@example.com"),
+];
+const ACTIVITIES: &[(&str, &str)] = &[
+    ("Logon and Logoff", "Log on"),
+    ("Logon and Logoff", "Log off"),
+    ("Account Management", "Add user account"),
+    ("Account Management", "Edit user account"),
+    ("Workbench", "Change alert status"),
+    ("Response Management", "Isolate endpoint"),
+    ("API Keys", "Generate API key"),
+];
+const ACCESS: &[&str] = &["Console", "API", "Service Gateway", "Mobile App"];
+
+/// Makes entries from `g` (pure; the same `g` gives the same entries).
+pub fn generate(g: &Generate) -> Vec<SimEntry> {
+    let mut rng = SplitMix(g.seed);
+    let span = (g.to - g.from).num_seconds().max(1) as u64;
+    let mut out: Vec<SimEntry> = Vec::with_capacity(g.count);
+    let mut burst_left = 0usize;
+    let mut burst_at = 0u64;
+    for i in 0..g.count {
+        if g.burst_every > 0 && i % g.burst_every == g.burst_every / 2 {
+            burst_left = g.burst_size;
+            burst_at = rng.below(span);
+        }
+        let offset = if burst_left > 0 {
+            burst_left -= 1;
+            burst_at
+        } else {
+            ((i as u64 * span) / g.count as u64 + rng.below(3)).min(span - 1)
+        };
+        let logged = g.from + chrono::Duration::seconds(offset as i64);
+        let delay = if rng.chance(g.late_fraction) { rng.below(g.late_max_secs + 1) as i64 } else { 0 };
+        let visible_at = logged + chrono::Duration::seconds(delay);
+        if i > 0 && rng.chance(g.repeat_fraction) {
+            let prev = out.last().expect("i > 0").clone();
+            out.push(SimEntry { visible_at: visible_at.max(prev.visible_at), ..prev });
+            continue;
+        }
+        let (user, role, mail) = USERS[rng.below(USERS.len() as u64) as usize];
+        let (category, activity) = ACTIVITIES[rng.below(ACTIVITIES.len() as u64) as usize];
+        // Both timestamp forms seen in the field.
+        let when = if i % 3 == 0 { logged.format("%Y-%m-%d %H:%M:%S").to_string() } else { api_time(logged) };
+        let item = serde_json::json!({
+            "loggedDateTime": when,
+            "loggedUser": user,
+            "loggedRole": role,
+            "loggedUserId": format!("{:08x}", rng.below(1 << 32)),
+            "loggedUserMailAddress": mail,
+            "accessType": ACCESS[rng.below(ACCESS.len() as u64) as usize],
+            "category": category,
+            "activity": activity,
+            "result": if rng.chance(0.9) { "Successful" } else { "Unsuccessful" },
+            "details": {"sequence": i, "sourceIp": format!("10.0.{}.{}", rng.below(256), rng.below(256)), "note": "line\nbreak \"quoted\""},
+        });
+        out.push(SimEntry { logged, visible_at, json: item.to_string() });
+    }
+    out.sort_by_key(|e| e.logged);
+    out
+}
+
+fn vision_error(status: StatusCode, code: &str, message: &str, number: Option<i64>) -> Response {
+    let mut err = serde_json::json!({"code": code, "message": message});
+    if let Some(n) = number {
+        err["number"] = n.into();
+    }
+    (status, Json(serde_json::json!({ "error": err }))).into_response()
+}
+
+fn parse_bound(s: &str) -> Option<DateTime<Utc>> {
+    // The real API wants seconds precision: no milliseconds.
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ").ok().map(|n| Utc.from_utc_datetime(&n))
+}
+
+impl Simulator {
+    /// A simulator with `settings` and no entries.
+    pub fn new(settings: SimSettings) -> Self {
+        Simulator {
+            inner: Arc::new(Inner {
+                settings: Mutex::new(settings),
+                entries: Mutex::new(Vec::new()),
+                faults: Mutex::new(Faults::default()),
+                counters: Mutex::new(Counters::default()),
+            }),
+        }
+    }
+
+    /// Replaces the data set.
+    pub fn set_entries(&self, mut entries: Vec<SimEntry>) {
+        entries.sort_by_key(|e| e.logged);
+        *self.inner.entries.lock().unwrap() = entries;
+    }
+
+    /// Adds entries.
+    pub fn add_entries(&self, more: Vec<SimEntry>) {
+        let mut e = self.inner.entries.lock().unwrap();
+        e.extend(more);
+        e.sort_by_key(|e| e.logged);
+    }
+
+    /// Every entry visible now, in time order.
+    pub fn visible_entries(&self) -> Vec<SimEntry> {
+        let now = Utc::now();
+        self.inner.entries.lock().unwrap().iter().filter(|e| e.visible_at <= now).cloned().collect()
+    }
+
+    /// Switches faults.
+    pub fn set_faults(&self, f: Faults) {
+        *self.inner.faults.lock().unwrap() = f;
+    }
+
+    /// Changes the accepted token (a rotation on the Vision One side).
+    pub fn set_token(&self, token: &str) {
+        self.inner.settings.lock().unwrap().token = token.to_owned();
+    }
+
+    /// Request statistics.
+    pub fn stats(&self) -> Stats {
+        let c = self.inner.counters.lock().unwrap();
+        Stats { requests: c.requests, by_status: c.by_status.clone() }
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/v3.0/audit/logs", get(audit_logs))
+            .route("/_sim/faults", post(set_faults).get(get_faults))
+            .route("/_sim/entries", get(get_entries).post(post_entries))
+            .route("/_sim/generate", post(post_generate))
+            .route("/_sim/token", post(post_token))
+            .route("/_sim/stats", get(get_stats))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the future is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    fn count(&self, status: StatusCode) {
+        *self.inner.counters.lock().unwrap().by_status.entry(status.as_u16()).or_default() += 1;
+    }
+
+    /// Applies faults; `Some` is the response to send instead of data.
+    fn fault(&self) -> Option<Response> {
+        let mut f = self.inner.faults.lock().unwrap();
+        if !f.fail_next.is_empty() {
+            let code = StatusCode::from_u16(f.fail_next.remove(0)).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut r = vision_error(code, "InternalServerError", "injected fault", None);
+            if code == StatusCode::TOO_MANY_REQUESTS {
+                r = vision_error(code, "TooManyRequests", "Too many requests", None);
+                if let Some(s) = f.retry_after_secs {
+                    r.headers_mut().insert("retry-after", HeaderValue::from(s));
+                }
+            }
+            return Some(r);
+        }
+        if f.forbidden {
+            return Some(vision_error(StatusCode::FORBIDDEN, "AccessDenied", "Insufficient permissions", None));
+        }
+        if let Some(limit) = f.rate_limit_per_minute {
+            let mut c = self.inner.counters.lock().unwrap();
+            let now = Utc::now().timestamp();
+            if now - c.window_start >= 60 {
+                c.window_start = now - now.rem_euclid(60);
+                c.window_count = 0;
+            }
+            c.window_count += 1;
+            if c.window_count > limit {
+                let mut r = vision_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Rate limit exceeded", None);
+                let wait = (c.window_start + 60 - now).max(1) as u64;
+                if f.retry_after_secs.is_some() {
+                    r.headers_mut().insert("retry-after", HeaderValue::from(wait));
+                }
+                return Some(r);
+            }
+        }
+        if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
+            return Some((StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response());
+        }
+        None
+    }
+}
+
+async fn audit_logs(State(sim): State<Simulator>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    sim.inner.counters.lock().unwrap().requests += 1;
+    let delay = sim.inner.faults.lock().unwrap().delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let r = respond(&sim, &headers, &q);
+    sim.count(r.status());
+    r
+}
+
+fn respond(sim: &Simulator, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    let settings = sim.inner.settings.lock().unwrap().clone();
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == settings.token);
+    if !authorized {
+        return vision_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid or expired token", None);
+    }
+    if let Some(r) = sim.fault() {
+        return r;
+    }
+    let now = Utc::now();
+    let token = match q.get("skipToken") {
+        Some(raw) => {
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(raw)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok());
+            let Some(t) = decoded else {
+                return vision_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid skip token", None);
+            };
+            if now.timestamp() - t.issued > settings.skip_token_ttl.as_secs() as i64 {
+                return vision_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Request token expired. Please submit a new query to get a new token.",
+                    Some(crate::vision_one::PAGE_TOKEN_EXPIRED),
+                );
+            }
+            t
+        }
+        None => {
+            let bad = |m: &str| vision_error(StatusCode::BAD_REQUEST, "BadRequest", m, Some(3_090_003));
+            let top = q.get("top").map(String::as_str).unwrap_or("50");
+            let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
+                return bad(&format!("Invalid top value {top:?}: allowed values are 50, 100, 200"));
+            };
+            let asc = match q.get("orderBy").map(String::as_str) {
+                None | Some("loggedDateTime asc") => true,
+                Some("loggedDateTime desc") => false,
+                Some(o) => return bad(&format!("Invalid orderBy {o:?}")),
+            };
+            if let Some(l) = q.get("labels")
+                && !["none", "matched", "all"].contains(&l.as_str())
+            {
+                return bad(&format!("Invalid labels {l:?}"));
+            }
+            let start = match q.get("startDateTime").map(|s| parse_bound(s)) {
+                None => now - chrono::Duration::days(180),
+                Some(Some(t)) => t,
+                Some(None) => return bad("Invalid startDateTime: use yyyy-MM-ddThh:mm:ssZ"),
+            };
+            let end = match q.get("endDateTime").map(|s| parse_bound(s)) {
+                None => now,
+                Some(Some(t)) => t,
+                Some(None) => return bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ"),
+            };
+            SkipToken { start: start.timestamp(), end: end.timestamp(), top, asc, offset: 0, as_of: now.timestamp(), issued: now.timestamp() }
+        }
+    };
+    // Paging is over a snapshot (visibility as of the first request), as a search index would.
+    let entries = sim.inner.entries.lock().unwrap();
+    let mut matching: Vec<&SimEntry> = entries
+        .iter()
+        .filter(|e| {
+            let t = e.logged.timestamp();
+            t >= token.start && (if settings.end_inclusive { t <= token.end } else { t < token.end }) && e.visible_at.timestamp() <= token.as_of
+        })
+        .collect();
+    if !token.asc {
+        matching.reverse();
+    }
+    let page: Vec<&str> = matching.iter().skip(token.offset).take(token.top).map(|e| e.json.as_str()).collect();
+    let more = token.offset + page.len() < matching.len();
+    let mut body = String::with_capacity(page.iter().map(|s| s.len() + 1).sum::<usize>() + 256);
+    body.push_str("{\"items\":[");
+    body.push_str(&page.join(","));
+    body.push(']');
+    if more {
+        let next = SkipToken { offset: token.offset + page.len(), issued: now.timestamp(), ..token };
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&next).expect("token"));
+        let origin = sim.inner.faults.lock().unwrap().foreign_next_link.clone().unwrap_or_else(|| {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            format!("http://{host}")
+        });
+        // A literal space, as seen from the real API: clients must encode it.
+        let link = format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}");
+        body.push_str(",\"nextLink\":");
+        body.push_str(&serde_json::to_string(&link).expect("string"));
+    }
+    body.push('}');
+    ([("content-type", "application/json")], body).into_response()
+}
+
+async fn set_faults(State(sim): State<Simulator>, Json(f): Json<Faults>) -> Json<Faults> {
+    sim.set_faults(f.clone());
+    Json(f)
+}
+
+async fn get_faults(State(sim): State<Simulator>) -> Json<Faults> {
+    Json(sim.inner.faults.lock().unwrap().clone())
+}
+
+async fn get_entries(State(sim): State<Simulator>) -> Json<Vec<SimEntry>> {
+    Json(sim.visible_entries())
+}
+
+async fn post_entries(State(sim): State<Simulator>, Json(e): Json<Vec<SimEntry>>) -> Json<serde_json::Value> {
+    let n = e.len();
+    sim.add_entries(e);
+    Json(serde_json::json!({ "added": n }))
+}
+
+async fn post_generate(State(sim): State<Simulator>, Json(g): Json<Generate>) -> Json<serde_json::Value> {
+    let e = generate(&g);
+    let n = e.len();
+    sim.set_entries(e);
+    Json(serde_json::json!({ "entries": n }))
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+}
+
+async fn post_token(State(sim): State<Simulator>, Json(t): Json<TokenBody>) -> StatusCode {
+    sim.set_token(&t.token);
+    StatusCode::NO_CONTENT
+}
+
+async fn get_stats(State(sim): State<Simulator>) -> Json<Stats> {
+    Json(sim.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic_and_bursty() {
+        let from = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
+        let g = Generate { count: 3000, from, to: from + chrono::Duration::hours(2), ..Generate::default() };
+        let a = generate(&g);
+        let b = generate(&g);
+        assert_eq!(a.len(), 3000);
+        assert_eq!(a.iter().map(|e| &e.json).collect::<Vec<_>>(), b.iter().map(|e| &e.json).collect::<Vec<_>>());
+        let mut per_second: HashMap<i64, usize> = HashMap::new();
+        for e in &a {
+            *per_second.entry(e.logged.timestamp()).or_default() += 1;
+            assert!(e.logged >= from && e.logged < g.to);
+        }
+        assert!(per_second.values().any(|&n| n > 200), "a burst spans more than one page");
+        assert!(a.iter().any(|e| e.json.contains("\"loggedDateTime\":\"2026-11-20 ")), "zone-less form present");
+        assert!(a.windows(2).any(|w| w[0].json == w[1].json), "exact repeats present");
+    }
+}

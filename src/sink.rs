@@ -1,0 +1,183 @@
+//! S3 objects: data objects with their content headers, and small JSON state documents
+//! written with conditional requests.
+//!
+//! Both corridors (audit pull and AD ingest) write through this room.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+/// A failed S3 operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A conditional write lost: the object changed (or appeared) since it was read.
+    #[error("conditional write to s3://{bucket}/{key} lost: another writer changed it first")]
+    PreconditionFailed {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// Any other S3 failure (network, permissions, throttling, missing bucket...).
+    #[error("S3 {op} s3://{bucket}/{key} failed: {message}")]
+    S3 {
+        /// The operation (`PutObject`...).
+        op: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key or prefix.
+        key: String,
+        /// What S3 or the transport said.
+        message: String,
+    },
+}
+
+/// Precondition of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Write only if no object exists (`If-None-Match: *`).
+    Absent,
+    /// Write only if the object still has this ETag (`If-Match`).
+    Matches(String),
+}
+
+/// A JSON document read together with its ETag.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The body.
+    pub body: Bytes,
+    /// ETag to use in a following conditional write.
+    pub etag: String,
+}
+
+/// A bucket and the client that writes to it.
+#[derive(Debug, Clone)]
+pub struct S3Sink {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// Content headers of a gzip JSON Lines object.
+pub const NDJSON: &str = "application/x-ndjson";
+
+fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    match e {
+        SdkError::ServiceError(se) => {
+            let m = se.err();
+            match (m.code(), m.message()) {
+                (Some(c), Some(msg)) => format!("{c}: {msg}"),
+                (Some(c), None) => c.to_owned(),
+                _ => format!("{e}"),
+            }
+        }
+        SdkError::DispatchFailure(d) => format!("could not reach S3 ({:?})", d.as_connector_error()),
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        other => format!("{other}"),
+    }
+}
+
+fn status<E, R>(e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+impl S3Sink {
+    /// Writes to `bucket` through `client`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Sink { client, bucket: bucket.into() }
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    fn err(&self, op: &'static str, key: &str, message: String) -> SinkError {
+        SinkError::S3 { op, bucket: self.bucket.clone(), key: key.to_owned(), message }
+    }
+
+    /// Puts one gzip JSON Lines object. Returns once S3 has acknowledged it (durable).
+    pub async fn put_ndjson_gz(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(NDJSON)
+            .content_encoding("gzip")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+        Ok(())
+    }
+
+    /// Reads a small document; `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, SinkError> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.err("GetObject", key, describe(&e))),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let body = out.body.collect().await.map_err(|e| self.err("GetObject", key, e.to_string()))?.into_bytes();
+        Ok(Some(Versioned { body, etag }))
+    }
+
+    /// Writes a small JSON document under `cond`; returns the new ETag.
+    pub async fn put_json_if(&self, key: &str, body: Vec<u8>, cond: &Condition) -> Result<String, SinkError> {
+        let req = self.client.put_object().bucket(&self.bucket).key(key).content_type("application/json").body(ByteStream::from(body));
+        let req = match cond {
+            Condition::Absent => req.if_none_match("*"),
+            Condition::Matches(etag) => req.if_match(etag),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_owned()),
+            // 409 ConditionalRequestConflict: a concurrent conditional write is in flight.
+            Err(e) if matches!(status(&e), Some(412) | Some(409)) => {
+                Err(SinkError::PreconditionFailed { bucket: self.bucket.clone(), key: key.to_owned() })
+            }
+            Err(e) => Err(self.err("PutObject", key, describe(&e))),
+        }
+    }
+
+    /// Writes a small JSON document unconditionally.
+    pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+        Ok(())
+    }
+
+    /// Deletes an object (succeeds when it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteObject", key, describe(&e)))?;
+        Ok(())
+    }
+
+    /// Lists every key under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, describe(&e)))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        Ok(keys)
+    }
+}
