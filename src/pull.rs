@@ -338,7 +338,13 @@ impl Puller {
         }
         let window = Window { from, to };
         run.summary.window = Some(window);
-        tracing::info!(run_id = %run_id, from = %api_time(from), to = %api_time(to), "pulling audit logs");
+        tracing::info!(
+            run_id = %run_id,
+            from = %api_time(from),
+            to = %api_time(to),
+            deadline_in_ms = deadline.saturating_duration_since(started).as_millis() as u64,
+            "pulling audit logs"
+        );
 
         let stop_fetching = deadline.checked_sub(margin).unwrap_or(started);
         let mut asm = Assembler::new(&self.cfg.prefix, self.limits(), from);
@@ -652,6 +658,19 @@ impl Run<'_> {
     }
 }
 
+/// Time left in an invocation, from the runtime's deadline (epoch milliseconds).
+///
+/// `cargo lambda watch` sends the function timeout itself (e.g. `600000`) instead of an epoch
+/// time; a value that cannot be a deadline of today is read as such a duration.
+pub fn time_left(deadline_ms: u64, now_ms: u64) -> Duration {
+    const DAY_MS: u64 = 86_400_000;
+    if deadline_ms + DAY_MS < now_ms {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    }
+}
+
 /// What an invocation of the audit-puller function asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -701,5 +720,31 @@ impl Puller {
             Action::Status => json(&self.status().await?),
             Action::Backfill { from, to } => json(&self.backfill(from, to, deadline, &|_| {}).await?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_reads_both_deadline_forms() {
+        let now = 1_795_306_025_623;
+        assert_eq!(time_left(now + 30_000, now), Duration::from_secs(30));
+        assert_eq!(time_left(now - 5, now), Duration::ZERO);
+        assert_eq!(time_left(600_000, now), Duration::from_secs(600), "cargo lambda watch");
+    }
+
+    #[test]
+    fn actions() {
+        let scheduled: serde_json::Value = serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
+        assert_eq!(Action::from_event(&scheduled), Ok(Action::Pull));
+        let tc = serde_json::json!({"action": "test-connection"});
+        assert_eq!(Action::from_event(&tc), Ok(Action::TestConnection));
+        let bf: serde_json::Value = serde_json::from_str(include_str!("../events/backfill.json")).unwrap();
+        assert!(matches!(Action::from_event(&bf), Ok(Action::Backfill { .. })));
+        let bad = serde_json::json!({"action": "backfill", "from": "yesterday", "to": "2026-11-20T00:00:00Z"});
+        assert!(Action::from_event(&bad).unwrap_err().contains("\"from\""));
+        assert!(Action::from_event(&serde_json::json!({"action": "dance"})).is_err());
     }
 }

@@ -199,7 +199,7 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
             burst_left -= 1;
             burst_at
         } else {
-            ((i as u64 * span) / g.count as u64 + rng.below(3)).min(span - 1)
+            rng.below(span)
         };
         let logged = g.from + chrono::Duration::seconds(offset as i64);
         let delay = if rng.chance(g.late_fraction) { rng.below(g.late_max_secs + 1) as i64 } else { 0 };

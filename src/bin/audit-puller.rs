@@ -4,8 +4,8 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tv1_connector::{aws, config::PullerConfig, pull::Puller, telemetry};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tv1_connector::{aws, config::PullerConfig, pull::Puller, pull::time_left, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,8 +20,7 @@ async fn main() -> Result<(), Error> {
     let puller = &puller;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-        let deadline = tokio::time::Instant::now() + left;
+        let deadline = tokio::time::Instant::now() + time_left(event.context.deadline, now_ms);
         puller.handle(&event.payload, deadline).await.map_err(Error::from)
     }))
     .await
