@@ -140,12 +140,12 @@ pub fn prefix(env: &HashMap<String, String>, var: &str, default: &str) -> String
     if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
 }
 
-/// Reads a duration (`300`, `90s`, `5m`, `24h`, `7d`).
+/// Reads a duration (`300`, `500ms`, `90s`, `5m`, `24h`, `7d`).
 pub fn duration(env: &HashMap<String, String>, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
     let raw = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default);
     parse_duration(raw).ok_or_else(|| ConfigError {
         var,
-        reason: format!("{raw:?} is not a duration (examples: 300, 90s, 5m, 24h, 7d)"),
+        reason: format!("{raw:?} is not a duration (examples: 300, 500ms, 90s, 5m, 24h, 7d)"),
     })
 }
 

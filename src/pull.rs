@@ -199,9 +199,13 @@ pub struct Puller {
     state: StateStore,
 }
 
+/// Page-token expiries tolerated in a row without the resume point moving.
+const MAX_RESTARTS_WITHOUT_PROGRESS: u32 = 10;
+
 enum Stop {
     Deadline(String),
     Api(VisionOneError),
+    Churn,
 }
 
 struct Run<'a> {
@@ -364,8 +368,8 @@ impl Puller {
                 Err(VisionOneError::PageTokenExpired) => {
                     let resume = asm.resume_point();
                     restarts_without_progress = if resume > query_start { 0 } else { restarts_without_progress + 1 };
-                    if restarts_without_progress > 3 {
-                        break Some(Stop::Api(VisionOneError::Rejected { status: 400, detail: PullError::TokenChurn(3).to_string() }));
+                    if restarts_without_progress > MAX_RESTARTS_WITHOUT_PROGRESS {
+                        break Some(Stop::Churn);
                     }
                     tracing::warn!(resume = %api_time(resume), "page token expired; restarting the query");
                     asm.drop_held();
@@ -408,10 +412,14 @@ impl Puller {
                 run.summary.stopped_early = Some(why);
                 Ok(run.finish(started))
             }
-            Some(Stop::Api(e)) => {
+            Some(failure) => {
+                let e = match failure {
+                    Stop::Api(e) => PullError::VisionOne(e),
+                    _ => PullError::TokenChurn(MAX_RESTARTS_WITHOUT_PROGRESS),
+                };
                 let s = run.finish(started);
                 tracing::error!(error = %e, summary = %serde_json::to_string(&s).unwrap_or_default(), "run failed; progress up to the checkpoint is kept");
-                Err(e.into())
+                Err(e)
             }
         }
     }

@@ -48,8 +48,12 @@ pub struct Faults {
     pub retry_after_secs: Option<u64>,
     /// Delay added to every response.
     pub delay_ms: u64,
+    /// Random extra delay, up to this much.
+    pub delay_jitter_ms: u64,
     /// Answer 403 (role lacks API access).
     pub forbidden: bool,
+    /// Answer the next this-many `skipToken` requests with error 1010550 (token expired).
+    pub expire_skip_tokens: u32,
     /// Serve `nextLink`s on this origin instead of the simulator's own.
     pub foreign_next_link: Option<String>,
 }
@@ -109,6 +113,7 @@ impl Default for Generate {
 #[derive(Debug, Default)]
 struct Counters {
     requests: u64,
+    log: Vec<Served>,
     by_status: HashMap<u16, u64>,
     window_start: i64,
     window_count: u32,
@@ -127,11 +132,24 @@ pub struct Simulator {
     inner: Arc<Inner>,
 }
 
+/// One answered request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Served {
+    /// When the answer was sent.
+    pub at: DateTime<Utc>,
+    /// Its status.
+    pub status: u16,
+    /// Whether it carried the right bearer token.
+    pub authorized: bool,
+}
+
 /// Request/served statistics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     /// Requests to the audit logs endpoint.
     pub requests: u64,
+    /// Every answer, in order.
+    pub log: Vec<Served>,
     /// Responses by status.
     pub by_status: HashMap<u16, u64>,
 }
@@ -144,6 +162,7 @@ struct SkipToken {
     asc: bool,
     offset: usize,
     as_of: i64,
+    /// Epoch milliseconds.
     issued: i64,
 }
 
@@ -289,7 +308,7 @@ impl Simulator {
     /// Request statistics.
     pub fn stats(&self) -> Stats {
         let c = self.inner.counters.lock().unwrap();
-        Stats { requests: c.requests, by_status: c.by_status.clone() }
+        Stats { requests: c.requests, log: c.log.clone(), by_status: c.by_status.clone() }
     }
 
     /// The HTTP routes.
@@ -309,8 +328,10 @@ impl Simulator {
         axum::serve(listener, self.router()).await
     }
 
-    fn count(&self, status: StatusCode) {
-        *self.inner.counters.lock().unwrap().by_status.entry(status.as_u16()).or_default() += 1;
+    fn count(&self, status: StatusCode, authorized: bool) {
+        let mut c = self.inner.counters.lock().unwrap();
+        *c.by_status.entry(status.as_u16()).or_default() += 1;
+        c.log.push(Served { at: Utc::now(), status: status.as_u16(), authorized });
     }
 
     /// Applies faults; `Some` is the response to send instead of data.
@@ -356,22 +377,25 @@ impl Simulator {
 
 async fn audit_logs(State(sim): State<Simulator>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     sim.inner.counters.lock().unwrap().requests += 1;
-    let delay = sim.inner.faults.lock().unwrap().delay_ms;
+    let delay = {
+        let f = sim.inner.faults.lock().unwrap();
+        f.delay_ms + if f.delay_jitter_ms > 0 { rand::random_range(0..=f.delay_jitter_ms) } else { 0 }
+    };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let r = respond(&sim, &headers, &q);
-    sim.count(r.status());
-    r
-}
-
-fn respond(sim: &Simulator, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
     let settings = sim.inner.settings.lock().unwrap().clone();
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == settings.token);
+    let r = respond(&sim, &settings, authorized, &headers, &q);
+    sim.count(r.status(), authorized);
+    r
+}
+
+fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
     if !authorized {
         return vision_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid or expired token", None);
     }
@@ -388,7 +412,13 @@ fn respond(sim: &Simulator, headers: &HeaderMap, q: &HashMap<String, String>) ->
             let Some(t) = decoded else {
                 return vision_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid skip token", None);
             };
-            if now.timestamp() - t.issued > settings.skip_token_ttl.as_secs() as i64 {
+            let forced = {
+                let mut f = sim.inner.faults.lock().unwrap();
+                let forced = f.expire_skip_tokens > 0;
+                f.expire_skip_tokens = f.expire_skip_tokens.saturating_sub(1);
+                forced
+            };
+            if forced || now.timestamp_millis() - t.issued > settings.skip_token_ttl.as_millis() as i64 {
                 return vision_error(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
@@ -424,7 +454,7 @@ fn respond(sim: &Simulator, headers: &HeaderMap, q: &HashMap<String, String>) ->
                 Some(Some(t)) => t,
                 Some(None) => return bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ"),
             };
-            SkipToken { start: start.timestamp(), end: end.timestamp(), top, asc, offset: 0, as_of: now.timestamp(), issued: now.timestamp() }
+            SkipToken { start: start.timestamp(), end: end.timestamp(), top, asc, offset: 0, as_of: now.timestamp(), issued: now.timestamp_millis() }
         }
     };
     // Paging is over a snapshot (visibility as of the first request), as a search index would.
@@ -446,7 +476,7 @@ fn respond(sim: &Simulator, headers: &HeaderMap, q: &HashMap<String, String>) ->
     body.push_str(&page.join(","));
     body.push(']');
     if more {
-        let next = SkipToken { offset: token.offset + page.len(), issued: now.timestamp(), ..token };
+        let next = SkipToken { offset: token.offset + page.len(), issued: Utc::now().timestamp_millis(), ..token };
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&next).expect("token"));
         let origin = sim.inner.faults.lock().unwrap().foreign_next_link.clone().unwrap_or_else(|| {
             let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");

@@ -59,20 +59,21 @@ pub fn parse_user_time(s: &str) -> Option<DateTime<Utc>> {
     })
 }
 
-/// Parses a duration such as `300`, `300s`, `5m`, `24h` or `7d`.
+/// Parses a duration such as `300` (seconds), `250ms`, `300s`, `5m`, `24h` or `7d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
-    n.checked_mul(mult).map(Duration::from_secs)
+    n.checked_mul(ms_per_unit).map(Duration::from_millis)
 }
 
 #[cfg(test)]
@@ -107,6 +108,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5 minutes"), None);
         assert_eq!(parse_duration("m"), None);
     }

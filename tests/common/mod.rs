@@ -1,0 +1,214 @@
+//! Test harness: LocalStack (real S3 + SSM, started by `make test`) and an in-process Vision One
+//! simulator. Every test gets its own bucket, token parameter and simulator.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::time::Duration;
+use tv1_connector::config::PullerConfig;
+use tv1_connector::pull::Puller;
+use tv1_connector::simulate::{Generate, SimEntry, SimSettings, Simulator, generate};
+
+pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
+
+/// Points the AWS SDK at LocalStack unless the caller already did.
+pub fn aws_env() {
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", LOCALSTACK),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            // SAFETY: set before any thread of this test reads the environment, same values for all.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+}
+
+pub fn rand_hex(n: usize) -> String {
+    (0..n).map(|_| format!("{:x}", rand::random_range(0..16u8))).collect()
+}
+
+pub struct TestEnv {
+    pub sim: Simulator,
+    pub sim_url: String,
+    pub token: String,
+    pub bucket: String,
+    pub token_param: String,
+    pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub vars: HashMap<String, String>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        Self::with_settings(|_| {}).await
+    }
+
+    pub async fn with_settings(tweak: impl FnOnce(&mut SimSettings)) -> TestEnv {
+        aws_env();
+        let sdk = tv1_connector::aws::load().await;
+        let s3 = tv1_connector::aws::s3_client(&sdk);
+        let ssm = tv1_connector::aws::ssm_client(&sdk);
+        let id = rand_hex(10);
+        let bucket = format!("tv1-test-{id}");
+        s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| {
+            panic!("cannot create a bucket in LocalStack at {LOCALSTACK} ({e:?}); run the tests with `make test`, which starts it")
+        });
+        let token = format!("tok-{}", rand_hex(24));
+        let token_param = format!("/tv1-test/{id}/token");
+        put_param(&ssm, &token_param, &token).await;
+
+        let mut settings = SimSettings { token: token.clone(), skip_token_ttl: Duration::from_secs(300), end_inclusive: true };
+        tweak(&mut settings);
+        let sim = Simulator::new(settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn({
+            let sim = sim.clone();
+            async move {
+                sim.serve(listener).await.unwrap();
+            }
+        });
+        let vars: HashMap<String, String> = [
+            ("TV1_BASE_URL", sim_url.as_str()),
+            ("TV1_TOKEN_PARAM", token_param.as_str()),
+            ("BUCKET", bucket.as_str()),
+            ("TV1_LAG", "1s"),
+            ("TV1_INITIAL_LOOKBACK", "12h"),
+            ("TV1_DEADLINE_MARGIN", "300ms"),
+            ("TV1_RUN_TIMEOUT", "60s"),
+            ("TV1_HTTP_TIMEOUT", "10s"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        TestEnv { sim, sim_url, token, bucket, token_param, s3, ssm, vars, _server: server }
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) -> &mut Self {
+        self.vars.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn config(&self) -> PullerConfig {
+        PullerConfig::from_map(&self.vars).expect("test config is valid")
+    }
+
+    pub fn puller(&self) -> Puller {
+        Puller::new(self.config(), self.s3.clone(), self.ssm.clone())
+    }
+
+    /// Loads generated entries: `count` entries logged in `[now - back, now - fwd_gap)`.
+    pub fn load(&self, count: usize, from: DateTime<Utc>, to: DateTime<Utc>, tweak: impl FnOnce(&mut Generate)) {
+        let mut g = Generate { count, from, to, late_fraction: 0.0, seed: rand::random(), ..Generate::default() };
+        tweak(&mut g);
+        self.sim.set_entries(generate(&g));
+    }
+
+    /// Every data line in the bucket (state documents excluded), with its key.
+    pub async fn lake(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        while let Some(p) = pages.next().await {
+            keys.extend(p.unwrap().contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        for key in keys.into_iter().filter(|k| !k.contains("/_state/")) {
+            let obj = self.s3.get_object().bucket(&self.bucket).key(&key).send().await.unwrap();
+            assert_eq!(obj.content_type(), Some("application/x-ndjson"), "{key}");
+            assert_eq!(obj.content_encoding(), Some("gzip"), "{key}");
+            let body = obj.body.collect().await.unwrap().into_bytes();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+            for line in text.lines() {
+                out.push((key.clone(), serde_json::from_str(line).unwrap_or_else(|e| panic!("{key}: bad line {line}: {e}"))));
+            }
+        }
+        out
+    }
+
+    pub async fn checkpoint(&self) -> Option<Value> {
+        let key = "vision-one/audit/_state/checkpoint.json";
+        let obj = self.s3.get_object().bucket(&self.bucket).key(key).send().await.ok()?;
+        Some(serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap())
+    }
+
+    /// Asserts the lake holds each entry logged in `[from, to)` exactly once and nothing else.
+    pub async fn assert_exactly_once(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+        let entries: Vec<SimEntry> = self.sim.visible_entries().into_iter().filter(|e| e.logged >= from && e.logged < to).collect();
+        let lake = self.lake().await;
+        assert_exactly_once(&entries, &lake);
+        lake.len()
+    }
+}
+
+pub async fn put_param(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("SSM put-parameter in LocalStack");
+}
+
+/// Canonical text of a JSON value with the connector's `_` fields removed.
+pub fn source_form(v: &Value) -> String {
+    let mut v = v.clone();
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| !k.starts_with('_'));
+    }
+    canonical(&v)
+}
+
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+            let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap())).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// The multiset of source entries equals the multiset of lake lines (minus `_` fields), every
+/// `_id` is unique, and every line sits in the partition of its own hour.
+pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
+    let mut want: HashMap<String, i64> = HashMap::new();
+    for e in entries {
+        *want.entry(source_form(&serde_json::from_str(&e.json).unwrap())).or_default() += 1;
+    }
+    let mut got: HashMap<String, i64> = HashMap::new();
+    let mut ids = HashSet::new();
+    for (key, line) in lake {
+        *got.entry(source_form(line)).or_default() += 1;
+        let id = line["_id"].as_str().expect("every line has an _id").to_owned();
+        assert!(ids.insert(id.clone()), "duplicate _id {id} in {key}");
+        let t = tv1_connector::timefmt::parse_api_time(line["loggedDateTime"].as_str().unwrap()).unwrap();
+        assert!(key.contains(&t.format("/dt=%Y-%m-%d/hour=%H/").to_string()), "{key} holds an entry logged at {t}");
+    }
+    let missing: Vec<_> = want.iter().filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n).map(|(k, _)| k.clone()).collect();
+    let extra: Vec<_> = got.iter().filter(|(k, n)| want.get(*k).copied().unwrap_or(0) < **n).map(|(k, _)| k.clone()).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "lake has {} lines for {} entries; {} missing (e.g. {:?}), {} extra/duplicated (e.g. {:?})",
+        lake.len(),
+        entries.len(),
+        missing.len(),
+        missing.first(),
+        extra.len(),
+        extra.first()
+    );
+}
+
+pub fn now_s() -> DateTime<Utc> {
+    tv1_connector::timefmt::floor_second(Utc::now())
+}
