@@ -165,17 +165,23 @@ async fn killed_process_at_random_points_still_exactly_once() {
     let mut env = TestEnv::new().await;
     env.set("TV1_OBJECT_MAX_RECORDS", "150").set("TV1_RUN_TIMEOUT", "3s");
     let now = now_s();
-    env.load(3000, now - D::hours(6), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { delay_ms: 10, ..Faults::default() });
+    env.load(5000, now - D::hours(6), now - D::seconds(5), |_| {});
+    // Slow enough that a run takes longer than most of the kill delays below.
+    env.sim.set_faults(Faults { delay_ms: 40, delay_jitter_ms: 40, ..Faults::default() });
     for _ in 0..12 {
+        // Budgets and object sizes vary, so a retry cuts segments differently from the run it
+        // replaces: an abandoned object is then not simply overwritten, it must be removed.
+        let budget = format!("{}ms", rand::random_range(800..3000));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
             .arg("pull")
             .envs(&env.vars)
+            .env("TV1_RUN_TIMEOUT", budget)
+            .env("TV1_OBJECT_MAX_RECORDS", rand::random_range(100..400).to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(rand::random_range(50..1200))).await;
+        tokio::time::sleep(Duration::from_millis(rand::random_range(50..1500))).await;
         child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
         child.wait().unwrap();
     }
