@@ -14,7 +14,11 @@ pub async fn load() -> aws_config::SdkConfig {
 /// Builds the S3 client for `cfg`.
 pub fn s3_client(cfg: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let path_style = cfg.endpoint_url().is_some();
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(cfg).force_path_style(path_style).build())
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(cfg)
+            .force_path_style(path_style)
+            .build(),
+    )
 }
 
 /// Builds the SSM client for `cfg`.

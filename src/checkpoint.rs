@@ -46,7 +46,9 @@ pub struct Pending {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Another run wrote the checkpoint since this run read it.
-    #[error("another run moved the checkpoint first; this run stopped without writing anything further")]
+    #[error(
+        "another run moved the checkpoint first; this run stopped without writing anything further"
+    )]
     LostRace,
     /// The document is not what this version writes.
     #[error("state document s3://{bucket}/{key} is unreadable ({reason}); fix or delete it")]
@@ -101,7 +103,11 @@ impl StateStore {
         &self.status_key
     }
 
-    fn parse<T: serde::de::DeserializeOwned>(&self, key: &str, body: &[u8]) -> Result<T, StateError> {
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        body: &[u8],
+    ) -> Result<T, StateError> {
         serde_json::from_slice(body).map_err(|e| StateError::Corrupt {
             bucket: self.sink.bucket().to_owned(),
             key: key.to_owned(),
@@ -120,7 +126,10 @@ impl StateStore {
     /// Writes the checkpoint if it is still as read (`cond`); returns the new condition.
     pub async fn save(&self, cp: &Checkpoint, cond: &Condition) -> Result<Condition, StateError> {
         let body = serde_json::to_vec_pretty(cp).expect("checkpoint serialises");
-        let etag = self.sink.put_json_if(&self.checkpoint_key, body, cond).await?;
+        let etag = self
+            .sink
+            .put_json_if(&self.checkpoint_key, body, cond)
+            .await?;
         Ok(Condition::Matches(etag))
     }
 

@@ -80,19 +80,30 @@ impl PullerConfig {
             Some(url) => parse_base_url(url)?,
             None => {
                 let region = get("TV1_REGION").unwrap_or("us").to_ascii_lowercase();
-                let (_, url) = REGIONS.iter().find(|(r, _)| *r == region).ok_or_else(|| ConfigError {
-                    var: "TV1_REGION",
-                    reason: format!(
-                        "unknown region {region:?}; expected one of {}",
-                        REGIONS.iter().map(|(r, _)| *r).collect::<Vec<_>>().join(", ")
-                    ),
-                })?;
+                let (_, url) =
+                    REGIONS
+                        .iter()
+                        .find(|(r, _)| *r == region)
+                        .ok_or_else(|| ConfigError {
+                            var: "TV1_REGION",
+                            reason: format!(
+                                "unknown region {region:?}; expected one of {}",
+                                REGIONS
+                                    .iter()
+                                    .map(|(r, _)| *r)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        })?;
                 reqwest::Url::parse(url).expect("built-in region URLs are valid")
             }
         };
         let page_size = number(env, "TV1_PAGE_SIZE", 200)?;
         if ![50, 100, 200].contains(&page_size) {
-            return Err(ConfigError { var: "TV1_PAGE_SIZE", reason: format!("{page_size} is not one of 50, 100, 200") });
+            return Err(ConfigError {
+                var: "TV1_PAGE_SIZE",
+                reason: format!("{page_size} is not one of 50, 100, 200"),
+            });
         }
         let cfg = PullerConfig {
             base_url,
@@ -119,7 +130,10 @@ impl PullerConfig {
             ("TV1_MAX_ATTEMPTS", cfg.max_attempts == 0),
         ] {
             if zero {
-                return Err(ConfigError { var, reason: "must be greater than zero".into() });
+                return Err(ConfigError {
+                    var,
+                    reason: "must be greater than zero".into(),
+                });
             }
         }
         Ok(cfg)
@@ -131,18 +145,36 @@ pub fn required(env: &HashMap<String, String>, var: &'static str) -> Result<Stri
     env.get(var)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ConfigError { var, reason: "is not set".into() })
+        .ok_or_else(|| ConfigError {
+            var,
+            reason: "is not set".into(),
+        })
 }
 
 /// Reads a key prefix, normalised to end with `/` (an empty prefix stays empty).
 pub fn prefix(env: &HashMap<String, String>, var: &str, default: &str) -> String {
-    let p = env.get(var).map(|v| v.trim().trim_start_matches('/')).unwrap_or(default);
-    if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
+    let p = env
+        .get(var)
+        .map(|v| v.trim().trim_start_matches('/'))
+        .unwrap_or(default);
+    if p.is_empty() || p.ends_with('/') {
+        p.to_owned()
+    } else {
+        format!("{p}/")
+    }
 }
 
 /// Reads a duration (`300`, `500ms`, `90s`, `5m`, `24h`, `7d`).
-pub fn duration(env: &HashMap<String, String>, var: &'static str, default: &str) -> Result<Duration, ConfigError> {
-    let raw = env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default);
+pub fn duration(
+    env: &HashMap<String, String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let raw = env
+        .get(var)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(default);
     parse_duration(raw).ok_or_else(|| ConfigError {
         var,
         reason: format!("{raw:?} is not a duration (examples: 300, 500ms, 90s, 5m, 24h, 7d)"),
@@ -150,16 +182,26 @@ pub fn duration(env: &HashMap<String, String>, var: &'static str, default: &str)
 }
 
 /// Reads a non-negative integer.
-pub fn number<T: std::str::FromStr>(env: &HashMap<String, String>, var: &'static str, default: T) -> Result<T, ConfigError> {
+pub fn number<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
     match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(raw) => raw.parse().map_err(|_| ConfigError { var, reason: format!("{raw:?} is not a whole number") }),
+        Some(raw) => raw.parse().map_err(|_| ConfigError {
+            var,
+            reason: format!("{raw:?} is not a whole number"),
+        }),
     }
 }
 
 /// `TV1_BASE_URL`: https anywhere, plain http only on loopback (tests, the simulator).
 fn parse_base_url(raw: &str) -> Result<reqwest::Url, ConfigError> {
-    let err = |reason: String| ConfigError { var: "TV1_BASE_URL", reason };
+    let err = |reason: String| ConfigError {
+        var: "TV1_BASE_URL",
+        reason,
+    };
     let url = reqwest::Url::parse(raw).map_err(|e| err(format!("{raw:?} is not a URL: {e}")))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -170,11 +212,17 @@ fn parse_base_url(raw: &str) -> Result<reqwest::Url, ConfigError> {
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        "http" => return Err(err(format!("{raw:?}: plain http is only allowed for loopback hosts; use https"))),
+        "http" => {
+            return Err(err(format!(
+                "{raw:?}: plain http is only allowed for loopback hosts; use https"
+            )));
+        }
         s => return Err(err(format!("{raw:?}: unsupported scheme {s:?}"))),
     }
     if url.path() != "/" || url.query().is_some() {
-        return Err(err(format!("{raw:?}: give the origin only, e.g. https://api.xdr.trendmicro.com")));
+        return Err(err(format!(
+            "{raw:?}: give the origin only, e.g. https://api.xdr.trendmicro.com"
+        )));
     }
     Ok(url)
 }
@@ -185,7 +233,10 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         let mut m: HashMap<String, String> =
-            [("TV1_TOKEN_PARAM", "/tv1/token"), ("BUCKET", "lake")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("TV1_TOKEN_PARAM", "/tv1/token"), ("BUCKET", "lake")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         for (k, v) in pairs {
             m.insert(k.to_string(), v.to_string());
         }
@@ -206,7 +257,11 @@ mod tests {
     fn region_and_override() {
         let c = PullerConfig::from_map(&env(&[("TV1_REGION", "EU")])).unwrap();
         assert_eq!(c.base_url.host_str(), Some("api.eu.xdr.trendmicro.com"));
-        let c = PullerConfig::from_map(&env(&[("TV1_REGION", "eu"), ("TV1_BASE_URL", "http://127.0.0.1:9000")])).unwrap();
+        let c = PullerConfig::from_map(&env(&[
+            ("TV1_REGION", "eu"),
+            ("TV1_BASE_URL", "http://127.0.0.1:9000"),
+        ]))
+        .unwrap();
         assert_eq!(c.base_url.as_str(), "http://127.0.0.1:9000/");
     }
 
@@ -215,7 +270,10 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("TV1_REGION", "mars")], "TV1_REGION"),
             (&[("TV1_BASE_URL", "http://example.com")], "TV1_BASE_URL"),
-            (&[("TV1_BASE_URL", "https://example.com/v3.0")], "TV1_BASE_URL"),
+            (
+                &[("TV1_BASE_URL", "https://example.com/v3.0")],
+                "TV1_BASE_URL",
+            ),
             (&[("TV1_PAGE_SIZE", "500")], "TV1_PAGE_SIZE"),
             (&[("TV1_LAG", "soon")], "TV1_LAG"),
             (&[("TV1_MAX_WINDOW", "0")], "TV1_MAX_WINDOW"),
@@ -228,11 +286,19 @@ mod tests {
         }
         let mut m = env(&[]);
         m.remove("TV1_TOKEN_PARAM");
-        assert_eq!(PullerConfig::from_map(&m).unwrap_err().var, "TV1_TOKEN_PARAM");
+        assert_eq!(
+            PullerConfig::from_map(&m).unwrap_err().var,
+            "TV1_TOKEN_PARAM"
+        );
     }
 
     #[test]
     fn prefixes_are_normalised() {
-        assert_eq!(PullerConfig::from_map(&env(&[("AUDIT_PREFIX", "/raw/tv1")])).unwrap().prefix, "raw/tv1/");
+        assert_eq!(
+            PullerConfig::from_map(&env(&[("AUDIT_PREFIX", "/raw/tv1")]))
+                .unwrap()
+                .prefix,
+            "raw/tv1/"
+        );
     }
 }

@@ -26,7 +26,11 @@ impl Default for ObjectEncoder {
 impl ObjectEncoder {
     /// An empty object (gzip level 6, the `gzip` CLI default).
     pub fn new() -> Self {
-        ObjectEncoder { gz: GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(6)), raw_bytes: 0, records: 0 }
+        ObjectEncoder {
+            gz: GzEncoder::new(Vec::with_capacity(64 * 1024), Compression::new(6)),
+            raw_bytes: 0,
+            records: 0,
+        }
     }
 
     /// Appends one line; `line` must be a single JSON document without a newline.
@@ -60,7 +64,10 @@ impl ObjectEncoder {
 /// whitespace outside strings is dropped when the source was pretty-printed, because a
 /// JSON Lines record cannot span lines. Field values in `fields` are JSON-escaped.
 pub fn line_with_fields(raw: &[u8], fields: &[(&str, &str)], out: &mut Vec<u8>) {
-    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let start = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
     let body = &raw[start..];
     debug_assert!(body.first() == Some(&b'{'), "records are JSON objects");
     out.push(b'{');
@@ -147,7 +154,11 @@ fn canonical(v: &Value, h: &mut Sha256) {
 /// re-fetch of the same entries gets the same ids.
 pub fn record_id(hash: &[u8; 32], occurrence: usize) -> String {
     let hex = hex::encode(&hash[..16]);
-    if occurrence == 0 { hex } else { format!("{hex}-{occurrence}") }
+    if occurrence == 0 {
+        hex
+    } else {
+        format!("{hex}-{occurrence}")
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +174,10 @@ mod tests {
 
     #[test]
     fn fields_go_first_and_source_bytes_are_kept() {
-        assert_eq!(line(r#"{"b":1.50,"a":"x"}"#, &[("_id", "abc")]), r#"{"_id":"abc","b":1.50,"a":"x"}"#);
+        assert_eq!(
+            line(r#"{"b":1.50,"a":"x"}"#, &[("_id", "abc")]),
+            r#"{"_id":"abc","b":1.50,"a":"x"}"#
+        );
         assert_eq!(line(r#"  {}"#, &[("_id", "abc")]), r#"{"_id":"abc"}"#);
         assert_eq!(line(r#"{ }"#, &[("_id", "q\"")]), r#"{"_id":"q\""}"#);
         assert_eq!(line(r#"{"a":1}"#, &[]), r#"{"a":1}"#);
@@ -198,7 +212,9 @@ mod tests {
         assert_eq!((enc.records(), enc.raw_bytes()), (2, 16));
         let gz = enc.finish();
         let mut s = String::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "{\"a\":1}\n{\"a\":2}\n");
     }
 }

@@ -17,7 +17,7 @@ pub mod pull;
 pub mod secret;
 pub mod segment;
 pub mod simulate;
-pub mod telemetry;
 pub mod sink;
+pub mod telemetry;
 pub mod timefmt;
 pub mod vision_one;

@@ -234,7 +234,12 @@ impl Puller {
         );
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let state = StateStore::new(sink.clone(), &cfg.prefix);
-        Puller { cfg, api, sink, state }
+        Puller {
+            cfg,
+            api,
+            sink,
+            state,
+        }
     }
 
     /// The configuration.
@@ -253,14 +258,23 @@ impl Puller {
     }
 
     fn limits(&self) -> Limits {
-        Limits { max_bytes: self.cfg.object_max_bytes, max_records: self.cfg.object_max_records }
+        Limits {
+            max_bytes: self.cfg.object_max_bytes,
+            max_records: self.cfg.object_max_records,
+        }
     }
 
     /// One scheduled run, finishing before `deadline`. Records the outcome in the status document.
     pub async fn run(&self, deadline: Instant) -> Result<RunSummary, PullError> {
         let result = self.run_inner(deadline).await;
         let now = Utc::now();
-        let mut status = self.state.load_status().await.ok().flatten().unwrap_or_default();
+        let mut status = self
+            .state
+            .load_status()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         status.last_run_at = Some(now);
         match &result {
             Ok(s) if s.outcome != Outcome::Skipped => {
@@ -269,7 +283,12 @@ impl Puller {
                 status.last_error = None;
             }
             Ok(_) => {}
-            Err(e) => status.last_error = Some(LastError { at: now, message: e.to_string() }),
+            Err(e) => {
+                status.last_error = Some(LastError {
+                    at: now,
+                    message: e.to_string(),
+                })
+            }
         }
         if let Err(e) = self.state.save_status(&status).await {
             tracing::warn!(error = %e, "could not update the status document");
@@ -283,15 +302,27 @@ impl Puller {
         let run_id = hex::encode(rand::random::<[u8; 8]>());
         let margin = self.cfg.deadline_margin;
         let write_deadline = deadline.checked_sub(margin / 4).unwrap_or(deadline);
-        let lease_until = now + TimeDelta::from_std(deadline.saturating_duration_since(started)).unwrap_or(TimeDelta::zero());
+        let lease_until = now
+            + TimeDelta::from_std(deadline.saturating_duration_since(started))
+                .unwrap_or(TimeDelta::zero());
         let (cp, cond, before) = match self.state.load().await? {
             Some((cp, etag)) => {
                 let before = Some(cp.committed_to);
                 (cp, Condition::Matches(etag), before)
             }
             None => {
-                let origin = floor_second(now - TimeDelta::from_std(self.cfg.initial_lookback).unwrap_or(TimeDelta::days(1)));
-                let cp = Checkpoint { version: 1, origin, committed_to: origin, pending: None, updated_at: now, run_id: run_id.clone() };
+                let origin = floor_second(
+                    now - TimeDelta::from_std(self.cfg.initial_lookback)
+                        .unwrap_or(TimeDelta::days(1)),
+                );
+                let cp = Checkpoint {
+                    version: 1,
+                    origin,
+                    committed_to: origin,
+                    pending: None,
+                    updated_at: now,
+                    run_id: run_id.clone(),
+                };
                 (cp, Condition::Absent, None)
             }
         };
@@ -326,7 +357,11 @@ impl Puller {
             if pending.lease_until > now {
                 tracing::info!(holder = %pending.run_id, lease_until = %pending.lease_until, "another run holds the checkpoint; skipping");
                 run.summary.outcome = Outcome::Skipped;
-                run.summary.stopped_early = Some(format!("run {} holds the checkpoint until {}", pending.run_id, api_time(pending.lease_until)));
+                run.summary.stopped_early = Some(format!(
+                    "run {} holds the checkpoint until {}",
+                    pending.run_id,
+                    api_time(pending.lease_until)
+                ));
                 return Ok(run.finish(started));
             }
             run.recover(pending).await?;
@@ -334,7 +369,8 @@ impl Puller {
 
         let from = run.cp.committed_to;
         let horizon = floor_second(now - TimeDelta::from_std(self.cfg.lag).unwrap_or_default());
-        let to = horizon.min(from + TimeDelta::from_std(self.cfg.max_window).unwrap_or(TimeDelta::days(1)));
+        let to = horizon
+            .min(from + TimeDelta::from_std(self.cfg.max_window).unwrap_or(TimeDelta::days(1)));
         if to <= from {
             run.summary.outcome = Outcome::UpToDate;
             run.flush().await?;
@@ -360,14 +396,22 @@ impl Puller {
                 break Some(Stop::Deadline("run deadline approaching".into()));
             }
             let page = match &next {
-                None => self.api.first_page(query_start, to, None, stop_fetching).await,
+                None => {
+                    self.api
+                        .first_page(query_start, to, None, stop_fetching)
+                        .await
+                }
                 Some(link) => self.api.next_page(link, stop_fetching).await,
             };
             let page: Page = match page {
                 Ok(p) => p,
                 Err(VisionOneError::PageTokenExpired) => {
                     let resume = asm.resume_point();
-                    restarts_without_progress = if resume > query_start { 0 } else { restarts_without_progress + 1 };
+                    restarts_without_progress = if resume > query_start {
+                        0
+                    } else {
+                        restarts_without_progress + 1
+                    };
                     if restarts_without_progress > MAX_RESTARTS_WITHOUT_PROGRESS {
                         break Some(Stop::Churn);
                     }
@@ -383,7 +427,8 @@ impl Puller {
             };
             run.summary.pages += 1;
             for raw in page.items {
-                let (value, time) = parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                let (value, time) =
+                    parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                 if let Some(t) = time
                     && (t < from || t >= to)
                 {
@@ -434,11 +479,18 @@ impl Puller {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<BackfillSummary, PullError> {
         if to <= from {
-            return Err(PullError::BadRange(format!("--from {} is not before --to {}", api_time(from), api_time(to))));
+            return Err(PullError::BadRange(format!(
+                "--from {} is not before --to {}",
+                api_time(from),
+                api_time(to)
+            )));
         }
         let now = Utc::now();
         if from < now - TimeDelta::days(180) {
-            return Err(PullError::BadRange(format!("Vision One keeps 180 days of audit logs; {} is older", api_time(from))));
+            return Err(PullError::BadRange(format!(
+                "Vision One keeps 180 days of audit logs; {} is older",
+                api_time(from)
+            )));
         }
         let mut summary = BackfillSummary {
             action: "backfill",
@@ -460,47 +512,87 @@ impl Puller {
                 // No scheduled run yet: pin its origin at the end of this backfill, so the two
                 // never overlap and the schedule carries on where the backfill ends.
                 let origin = ceil_hour(to).min(horizon);
-                let cp = Checkpoint { version: 1, origin, committed_to: origin, pending: None, updated_at: now, run_id: "backfill".into() };
+                let cp = Checkpoint {
+                    version: 1,
+                    origin,
+                    committed_to: origin,
+                    pending: None,
+                    updated_at: now,
+                    run_id: "backfill".into(),
+                };
                 match self.state.save(&cp, &Condition::Absent).await {
                     Ok(_) | Err(StateError::LostRace) => {}
                     Err(e) => return Err(e.into()),
                 }
-                self.state.load().await?.map(|(cp, _)| cp.origin).unwrap_or(origin)
+                self.state
+                    .load()
+                    .await?
+                    .map(|(cp, _)| cp.origin)
+                    .unwrap_or(origin)
             }
         };
         let start = floor_hour(from);
         let end = ceil_hour(to).min(origin).min(horizon);
         if end <= start {
-            summary.note = Some(format!("nothing to do: the scheduled puller owns everything from its origin {} on", api_time(origin)));
+            summary.note = Some(format!(
+                "nothing to do: the scheduled puller owns everything from its origin {} on",
+                api_time(origin)
+            ));
             return Ok(summary);
         }
         if ceil_hour(to) > end {
-            summary.note = Some(format!("range clamped to end at {} (the scheduled puller's origin, or now minus the lag)", api_time(end)));
+            summary.note = Some(format!(
+                "range clamped to end at {} (the scheduled puller's origin, or now minus the lag)",
+                api_time(end)
+            ));
         }
-        summary.range = Some(Window { from: start, to: end });
+        summary.range = Some(Window {
+            from: start,
+            to: end,
+        });
         let total = ((end - start).num_seconds() as u64).div_ceil(3600);
         let mut hour = start;
         while hour < end {
-            let unit = Window { from: hour, to: (hour + TimeDelta::hours(1)).min(end) };
+            let unit = Window {
+                from: hour,
+                to: (hour + TimeDelta::hours(1)).min(end),
+            };
             match self.backfill_hour(unit, deadline, &mut summary).await {
                 Ok(()) => {}
                 Err(PullError::VisionOne(e)) if e.is_deadline() => {
                     summary.complete = false;
-                    summary.note = Some(format!("stopped at {}: {e}; run the same backfill again to continue", api_time(hour)));
+                    summary.note = Some(format!(
+                        "stopped at {}: {e}; run the same backfill again to continue",
+                        api_time(hour)
+                    ));
                     break;
                 }
                 Err(e) => return Err(e),
             }
             summary.hours += 1;
             summary.completed_to = Some(unit.to);
-            progress(Progress { done: summary.hours, total, records: summary.records, at: unit.to });
+            progress(Progress {
+                done: summary.hours,
+                total,
+                records: summary.records,
+                at: unit.to,
+            });
             hour = unit.to;
         }
         Ok(summary)
     }
 
-    async fn backfill_hour(&self, unit: Window, deadline: Instant, summary: &mut BackfillSummary) -> Result<(), PullError> {
-        let name = format!("backfill_{}_{}", compact_time(unit.from), compact_time(unit.to));
+    async fn backfill_hour(
+        &self,
+        unit: Window,
+        deadline: Instant,
+        summary: &mut BackfillSummary,
+    ) -> Result<(), PullError> {
+        let name = format!(
+            "backfill_{}_{}",
+            compact_time(unit.from),
+            compact_time(unit.to)
+        );
         let part_prefix = format!("{}{name}-", partition(&self.cfg.prefix, unit.from));
         let limits = self.limits();
         let mut restarts = 0;
@@ -508,7 +600,10 @@ impl Puller {
             // One hour is one unit: on a page-token expiry it is simply read again.
             let mut asm = Assembler::new("", limits, unit.from);
             let mut parts: Vec<Segment> = Vec::new();
-            let mut page = self.api.first_page(unit.from, unit.to, None, deadline).await;
+            let mut page = self
+                .api
+                .first_page(unit.from, unit.to, None, deadline)
+                .await;
             loop {
                 let p = match page {
                     Ok(p) => p,
@@ -520,7 +615,8 @@ impl Puller {
                 };
                 summary.pages += 1;
                 for raw in p.items {
-                    let (value, time) = parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                    let (value, time) =
+                        parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                     if time.is_some_and(|t| t < unit.from || t >= unit.to) {
                         continue;
                     }
@@ -555,12 +651,26 @@ impl Puller {
     pub async fn test_connection(&self) -> ConnectionCheck {
         let at = Utc::now();
         let deadline = Instant::now() + self.cfg.http_timeout.min(Duration::from_secs(30)) * 2;
-        let result = self.api.first_page(floor_second(at) - TimeDelta::hours(1), floor_second(at), Some(50), deadline).await;
+        let result = self
+            .api
+            .first_page(
+                floor_second(at) - TimeDelta::hours(1),
+                floor_second(at),
+                Some(50),
+                deadline,
+            )
+            .await;
         let (ok, message) = match result {
             Ok(_) => (true, "Connection successful".to_owned()),
             Err(e) => (false, e.to_string()),
         };
-        ConnectionCheck { action: "test-connection", ok, message, at, base_url: self.cfg.base_url.origin().ascii_serialization() }
+        ConnectionCheck {
+            action: "test-connection",
+            ok,
+            message,
+            at,
+            base_url: self.cfg.base_url.origin().ascii_serialization(),
+        }
     }
 
     /// Collection status from the state documents.
@@ -574,10 +684,16 @@ impl Puller {
         };
         Ok(StatusReport {
             state,
-            lag_seconds: cp.as_ref().map(|c| (Utc::now() - c.committed_to).num_seconds()),
+            lag_seconds: cp
+                .as_ref()
+                .map(|c| (Utc::now() - c.committed_to).num_seconds()),
             checkpoint: cp,
             last_success_at: status.last_success_at,
-            last_success_records: status.last_success.as_ref().and_then(|s| s.get("records")).and_then(|r| r.as_u64()),
+            last_success_records: status
+                .last_success
+                .as_ref()
+                .and_then(|s| s.get("records"))
+                .and_then(|r| r.as_u64()),
             last_success: status.last_success,
             last_error: status.last_error,
         })
@@ -589,21 +705,31 @@ impl Run<'_> {
     /// then delete the segment's objects. Nothing in them was committed.
     async fn recover(&mut self, pending: Pending) -> Result<(), PullError> {
         tracing::warn!(holder = %pending.run_id, from = %api_time(pending.from), to = %api_time(pending.to), "removing an abandoned segment");
-        self.cp.pending = Some(Pending { lease_until: self.lease_until, run_id: self.summary.run_id.clone(), ..pending.clone() });
+        self.cp.pending = Some(Pending {
+            lease_until: self.lease_until,
+            run_id: self.summary.run_id.clone(),
+            ..pending.clone()
+        });
         self.save().await?;
         for key in &pending.keys {
             self.p.sink.delete(key).await?;
         }
         self.cp.pending = None;
         self.dirty = true;
-        self.summary.recovered = Some(Window { from: pending.from, to: pending.to });
+        self.summary.recovered = Some(Window {
+            from: pending.from,
+            to: pending.to,
+        });
         Ok(())
     }
 
     async fn save(&mut self) -> Result<(), PullError> {
         if Instant::now() >= self.write_deadline {
             // Past the lease the checkpoint may belong to another run: write nothing more.
-            return Err(VisionOneError::Deadline { last: Some("no time left to write".into()) }.into());
+            return Err(VisionOneError::Deadline {
+                last: Some("no time left to write".into()),
+            }
+            .into());
         }
         self.cp.updated_at = Utc::now();
         self.cp.run_id = self.summary.run_id.clone();
@@ -632,7 +758,10 @@ impl Run<'_> {
         });
         self.save().await?;
         if Instant::now() >= self.write_deadline {
-            return Err(VisionOneError::Deadline { last: Some("no time left to write".into()) }.into());
+            return Err(VisionOneError::Deadline {
+                last: Some("no time left to write".into()),
+            }
+            .into());
         }
         let size = obj.body.len() as u64;
         self.p.sink.put_ndjson_gz(&obj.key, obj.body).await?;
@@ -701,33 +830,52 @@ impl Action {
     /// Reads the invocation payload. Anything without an `action` (such as an EventBridge
     /// scheduled event) is a scheduled run.
     pub fn from_event(event: &serde_json::Value) -> Result<Action, String> {
-        let Some(action) = event.get("action") else { return Ok(Action::Pull) };
+        let Some(action) = event.get("action") else {
+            return Ok(Action::Pull);
+        };
         let time = |k: &str| {
-            let raw = event.get(k).and_then(|v| v.as_str()).ok_or_else(|| format!("backfill needs \"{k}\" (an RFC 3339 time)"))?;
-            crate::timefmt::parse_user_time(raw).ok_or_else(|| format!("\"{k}\": {raw:?} is not a time (use 2026-11-20T00:00:00Z)"))
+            let raw = event
+                .get(k)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("backfill needs \"{k}\" (an RFC 3339 time)"))?;
+            crate::timefmt::parse_user_time(raw)
+                .ok_or_else(|| format!("\"{k}\": {raw:?} is not a time (use 2026-11-20T00:00:00Z)"))
         };
         match action.as_str() {
             Some("pull") => Ok(Action::Pull),
             Some("test-connection") => Ok(Action::TestConnection),
             Some("status") => Ok(Action::Status),
-            Some("backfill") => Ok(Action::Backfill { from: time("from")?, to: time("to")? }),
-            _ => Err(format!("unknown action {action}; expected pull, test-connection, status or backfill")),
+            Some("backfill") => Ok(Action::Backfill {
+                from: time("from")?,
+                to: time("to")?,
+            }),
+            _ => Err(format!(
+                "unknown action {action}; expected pull, test-connection, status or backfill"
+            )),
         }
     }
 }
 
 impl Puller {
     /// Runs one invocation of the function: the single entry point the Lambda binary calls.
-    pub async fn handle(&self, event: &serde_json::Value, deadline: Instant) -> Result<serde_json::Value, PullError> {
+    pub async fn handle(
+        &self,
+        event: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, PullError> {
         fn json<T: Serialize>(v: &T) -> serde_json::Value {
             serde_json::to_value(v).expect("summaries serialise")
         }
-        Ok(match Action::from_event(event).map_err(PullError::BadInvocation)? {
-            Action::Pull => json(&self.run(deadline).await?),
-            Action::TestConnection => json(&self.test_connection().await),
-            Action::Status => json(&self.status().await?),
-            Action::Backfill { from, to } => json(&self.backfill(from, to, deadline, &|_| {}).await?),
-        })
+        Ok(
+            match Action::from_event(event).map_err(PullError::BadInvocation)? {
+                Action::Pull => json(&self.run(deadline).await?),
+                Action::TestConnection => json(&self.test_connection().await),
+                Action::Status => json(&self.status().await?),
+                Action::Backfill { from, to } => {
+                    json(&self.backfill(from, to, deadline, &|_| {}).await?)
+                }
+            },
+        )
     }
 }
 
@@ -740,17 +888,26 @@ mod tests {
         let now = 1_795_306_025_623;
         assert_eq!(time_left(now + 30_000, now), Duration::from_secs(30));
         assert_eq!(time_left(now - 5, now), Duration::ZERO);
-        assert_eq!(time_left(600_000, now), Duration::from_secs(600), "cargo lambda watch");
+        assert_eq!(
+            time_left(600_000, now),
+            Duration::from_secs(600),
+            "cargo lambda watch"
+        );
     }
 
     #[test]
     fn actions() {
-        let scheduled: serde_json::Value = serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
+        let scheduled: serde_json::Value =
+            serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
         assert_eq!(Action::from_event(&scheduled), Ok(Action::Pull));
         let tc = serde_json::json!({"action": "test-connection"});
         assert_eq!(Action::from_event(&tc), Ok(Action::TestConnection));
-        let bf: serde_json::Value = serde_json::from_str(include_str!("../events/backfill.json")).unwrap();
-        assert!(matches!(Action::from_event(&bf), Ok(Action::Backfill { .. })));
+        let bf: serde_json::Value =
+            serde_json::from_str(include_str!("../events/backfill.json")).unwrap();
+        assert!(matches!(
+            Action::from_event(&bf),
+            Ok(Action::Backfill { .. })
+        ));
         let bad = serde_json::json!({"action": "backfill", "from": "yesterday", "to": "2026-11-20T00:00:00Z"});
         assert!(Action::from_event(&bad).unwrap_err().contains("\"from\""));
         assert!(Action::from_event(&serde_json::json!({"action": "dance"})).is_err());

@@ -49,7 +49,11 @@ pub struct SsmSecret {
 impl SsmSecret {
     /// The parameter `param`, read through `ssm`.
     pub fn new(ssm: aws_sdk_ssm::Client, param: impl Into<String>) -> Self {
-        SsmSecret { ssm, param: param.into(), cached: Mutex::new(None) }
+        SsmSecret {
+            ssm,
+            param: param.into(),
+            cached: Mutex::new(None),
+        }
     }
 
     /// The parameter name.
@@ -78,14 +82,28 @@ impl SsmSecret {
 
     async fn fetch(&self) -> Result<Secret, SecretError> {
         use aws_sdk_ssm::error::ProvideErrorMetadata;
-        let err = |message: String| SecretError { param: self.param.clone(), message };
-        let out = self.ssm.get_parameter().name(&self.param).with_decryption(true).send().await.map_err(|e| {
-            err(match e.code() {
-                Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
-                None => format!("SSM unreachable: {e}"),
-            })
-        })?;
-        let value = out.parameter().and_then(|p| p.value()).map(str::trim).unwrap_or_default();
+        let err = |message: String| SecretError {
+            param: self.param.clone(),
+            message,
+        };
+        let out = self
+            .ssm
+            .get_parameter()
+            .name(&self.param)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                err(match e.code() {
+                    Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
+                    None => format!("SSM unreachable: {e}"),
+                })
+            })?;
+        let value = out
+            .parameter()
+            .and_then(|p| p.value())
+            .map(str::trim)
+            .unwrap_or_default();
         if value.is_empty() {
             return Err(err("the parameter is empty".into()));
         }

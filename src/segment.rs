@@ -48,7 +48,9 @@ pub struct Object {
 
 /// An entry the API returned out of order, earlier than data already closed.
 #[derive(Debug, thiserror::Error)]
-#[error("Vision One returned an entry logged at {at} after entries up to {closed} were already written; ordering was violated")]
+#[error(
+    "Vision One returned an entry logged at {at} after entries up to {closed} were already written; ordering was violated"
+)]
 pub struct OutOfOrder {
     /// The entry's time.
     pub at: DateTime<Utc>,
@@ -75,8 +77,18 @@ pub struct Assembler {
 }
 
 /// The object key of segment `[from, to)` whose entries fall in the hour starting at `hour`.
-pub fn segment_key(prefix: &str, hour: DateTime<Utc>, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    format!("{}{}_{}.jsonl.gz", partition(prefix, hour), compact_time(from), compact_time(to))
+pub fn segment_key(
+    prefix: &str,
+    hour: DateTime<Utc>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> String {
+    format!(
+        "{}{}_{}.jsonl.gz",
+        partition(prefix, hour),
+        compact_time(from),
+        compact_time(to)
+    )
 }
 
 /// The Hive-style partition path of an hour: `<prefix>dt=YYYY-MM-DD/hour=HH/`.
@@ -85,7 +97,9 @@ pub fn partition(prefix: &str, hour: DateTime<Utc>) -> String {
 }
 
 fn at(second: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(second, 0).single().expect("seconds from a parsed timestamp are in range")
+    Utc.timestamp_opt(second, 0)
+        .single()
+        .expect("seconds from a parsed timestamp are in range")
 }
 
 impl Assembler {
@@ -106,7 +120,10 @@ impl Assembler {
     /// Where a restarted query must begin: the start of the held (incomplete) second, or the
     /// open segment's start when nothing is held.
     pub fn resume_point(&self) -> DateTime<Utc> {
-        self.second.map(at).unwrap_or(self.seg_from).max(self.seg_from)
+        self.second
+            .map(at)
+            .unwrap_or(self.seg_from)
+            .max(self.seg_from)
     }
 
     /// Forgets the held second (its entries will be fetched again from [`Self::resume_point`]).
@@ -119,8 +136,17 @@ impl Assembler {
     /// Entries outside `[from, to)` of the current window must be filtered by the caller.
     /// `time` is the parsed `loggedDateTime`, `None` when missing or unparseable: such an entry
     /// is kept with the current second and flagged with `_time_error`.
-    pub fn push(&mut self, raw: Box<RawValue>, value: &Value, time: Option<DateTime<Utc>>) -> Result<Option<Segment>, OutOfOrder> {
-        let held = Held { raw, hash: content_hash(value), time_error: time.is_none() };
+    pub fn push(
+        &mut self,
+        raw: Box<RawValue>,
+        value: &Value,
+        time: Option<DateTime<Utc>>,
+    ) -> Result<Option<Segment>, OutOfOrder> {
+        let held = Held {
+            raw,
+            hash: content_hash(value),
+            time_error: time.is_none(),
+        };
         let sec = match time {
             Some(t) => t.timestamp(),
             None => self.second.unwrap_or(self.seg_from.timestamp()),
@@ -132,7 +158,10 @@ impl Assembler {
             }
             Some(cur) if sec < cur => {
                 if sec < self.seg_from.timestamp() {
-                    return Err(OutOfOrder { at: at(sec), closed: self.seg_from });
+                    return Err(OutOfOrder {
+                        at: at(sec),
+                        closed: self.seg_from,
+                    });
                 }
                 // Earlier than the held second but inside the open segment: it can go straight
                 // into the object (the segment's range still covers it).
@@ -171,7 +200,8 @@ impl Assembler {
     }
 
     fn full(&self) -> bool {
-        self.enc.raw_bytes() >= self.limits.max_bytes || self.enc.records() >= self.limits.max_records
+        self.enc.raw_bytes() >= self.limits.max_bytes
+            || self.enc.records() >= self.limits.max_records
     }
 
     fn encode(&mut self, records: &[Held], second: i64) {
@@ -190,7 +220,10 @@ impl Assembler {
             *n += 1;
             self.line.clear();
             let fields: &[(&str, &str)] = if r.time_error {
-                &[("_id", &id), ("_time_error", "loggedDateTime missing or unparseable")]
+                &[
+                    ("_id", &id),
+                    ("_time_error", "loggedDateTime missing or unparseable"),
+                ]
             } else {
                 &[("_id", &id)]
             };
@@ -204,7 +237,11 @@ impl Assembler {
         let enc = std::mem::take(&mut self.enc);
         let object = self.seg_hour.take().map(|hour| {
             let records = enc.records();
-            Object { key: segment_key(&self.prefix, hour, from, to), body: enc.finish(), records }
+            Object {
+                key: segment_key(&self.prefix, hour, from, to),
+                body: enc.finish(),
+                records,
+            }
         });
         Segment { from, to, object }
     }
@@ -213,7 +250,10 @@ impl Assembler {
 /// Parses one API item: its JSON value and its `loggedDateTime`.
 pub fn parse_item(raw: &RawValue) -> Result<(Value, Option<DateTime<Utc>>), serde_json::Error> {
     let v: Value = serde_json::from_str(raw.get())?;
-    let t = v.get("loggedDateTime").and_then(Value::as_str).and_then(parse_api_time);
+    let t = v
+        .get("loggedDateTime")
+        .and_then(Value::as_str)
+        .and_then(parse_api_time);
     Ok((v, t))
 }
 
@@ -222,36 +262,57 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    const LIMITS: Limits = Limits { max_bytes: 1 << 20, max_records: 1000 };
+    const LIMITS: Limits = Limits {
+        max_bytes: 1 << 20,
+        max_records: 1000,
+    };
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_api_time(s).unwrap()
     }
 
     fn push(a: &mut Assembler, time: &str, n: u32) -> Option<Segment> {
-        let raw = RawValue::from_string(format!(r#"{{"loggedDateTime":"{time}","n":{n}}}"#)).unwrap();
+        let raw =
+            RawValue::from_string(format!(r#"{{"loggedDateTime":"{time}","n":{n}}}"#)).unwrap();
         let (v, tm) = parse_item(&raw).unwrap();
         a.push(raw, &v, tm).unwrap()
     }
 
     fn lines(o: &Object) -> Vec<Value> {
         let mut s = String::new();
-        flate2::read::GzDecoder::new(&o.body[..]).read_to_string(&mut s).unwrap();
-        s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        flate2::read::GzDecoder::new(&o.body[..])
+            .read_to_string(&mut s)
+            .unwrap();
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_whole_window_makes_one_object() {
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
-        for (i, s) in ["2026-11-21T10:00:01Z", "2026-11-21 10:00:01", "2026-11-21T10:05:00Z"].iter().enumerate() {
+        for (i, s) in [
+            "2026-11-21T10:00:01Z",
+            "2026-11-21 10:00:01",
+            "2026-11-21T10:05:00Z",
+        ]
+        .iter()
+        .enumerate()
+        {
             assert!(push(&mut a, s, i as u32).is_none());
         }
         let seg = a.finish(t("2026-11-21T10:30:00Z"));
         let o = seg.object.unwrap();
-        assert_eq!(o.key, "p/dt=2026-11-21/hour=10/20261121T100000Z_20261121T103000Z.jsonl.gz");
+        assert_eq!(
+            o.key,
+            "p/dt=2026-11-21/hour=10/20261121T100000Z_20261121T103000Z.jsonl.gz"
+        );
         let ls = lines(&o);
         assert_eq!(ls.len(), 3);
-        assert_eq!(ls[1]["loggedDateTime"], "2026-11-21 10:00:01", "fields unchanged");
+        assert_eq!(
+            ls[1]["loggedDateTime"], "2026-11-21 10:00:01",
+            "fields unchanged"
+        );
         assert!(ls.iter().all(|l| l["_id"].as_str().unwrap().len() == 32));
     }
 
@@ -260,7 +321,10 @@ mod tests {
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T09:30:00Z"));
         assert!(push(&mut a, "2026-11-21T09:59:59Z", 0).is_none());
         let seg = push(&mut a, "2026-11-21T10:00:02Z", 1).expect("closed");
-        assert_eq!((seg.from, seg.to), (t("2026-11-21T09:30:00Z"), t("2026-11-21T10:00:02Z")));
+        assert_eq!(
+            (seg.from, seg.to),
+            (t("2026-11-21T09:30:00Z"), t("2026-11-21T10:00:02Z"))
+        );
         assert_eq!(seg.object.as_ref().unwrap().records, 1);
         let last = a.finish(t("2026-11-21T11:00:00Z"));
         assert_eq!(last.from, t("2026-11-21T10:00:02Z"));
@@ -276,7 +340,11 @@ mod tests {
         assert_eq!(a.resume_point(), t("2026-11-21T10:00:02Z"));
         let seg = a.stop();
         assert_eq!(seg.to, t("2026-11-21T10:00:02Z"));
-        assert_eq!(lines(&seg.object.unwrap()).len(), 1, "only the complete second is kept");
+        assert_eq!(
+            lines(&seg.object.unwrap()).len(),
+            1,
+            "only the complete second is kept"
+        );
     }
 
     #[test]
@@ -285,18 +353,37 @@ mod tests {
         push(&mut a, "2026-11-21T10:00:07Z", 0);
         let seg = a.stop();
         assert!(seg.object.is_none());
-        assert_eq!(seg.to, t("2026-11-21T10:00:07Z"), "the empty seconds before it are done");
+        assert_eq!(
+            seg.to,
+            t("2026-11-21T10:00:07Z"),
+            "the empty seconds before it are done"
+        );
     }
 
     #[test]
     fn full_objects_close_only_at_a_second_boundary() {
-        let mut a = Assembler::new("p/", Limits { max_bytes: 1 << 20, max_records: 2 }, t("2026-11-21T10:00:00Z"));
+        let mut a = Assembler::new(
+            "p/",
+            Limits {
+                max_bytes: 1 << 20,
+                max_records: 2,
+            },
+            t("2026-11-21T10:00:00Z"),
+        );
         let mut segs = Vec::new();
-        for (i, s) in ["10:00:01", "10:00:01", "10:00:01", "10:00:02", "10:00:03", "10:00:03", "10:00:04"].iter().enumerate() {
+        for (i, s) in [
+            "10:00:01", "10:00:01", "10:00:01", "10:00:02", "10:00:03", "10:00:03", "10:00:04",
+        ]
+        .iter()
+        .enumerate()
+        {
             segs.extend(push(&mut a, &format!("2026-11-21T{s}Z"), i as u32));
         }
         segs.push(a.finish(t("2026-11-21T10:00:10Z")));
-        let counts: Vec<usize> = segs.iter().map(|s| s.object.as_ref().unwrap().records).collect();
+        let counts: Vec<usize> = segs
+            .iter()
+            .map(|s| s.object.as_ref().unwrap().records)
+            .collect();
         assert_eq!(counts, vec![3, 3, 1], "a second is never split");
         assert_eq!(segs[0].to, t("2026-11-21T10:00:02Z"));
         assert_eq!(segs[1].from, segs[0].to);
@@ -328,7 +415,8 @@ mod tests {
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
         push(&mut a, "2026-11-21T10:59:00Z", 0);
         push(&mut a, "2026-11-21T11:00:01Z", 1);
-        let raw = RawValue::from_string(r#"{"loggedDateTime":"2026-11-21T10:00:01Z"}"#.into()).unwrap();
+        let raw =
+            RawValue::from_string(r#"{"loggedDateTime":"2026-11-21T10:00:01Z"}"#.into()).unwrap();
         let (v, tm) = parse_item(&raw).unwrap();
         assert!(a.push(raw, &v, tm).is_err());
     }
@@ -341,6 +429,9 @@ mod tests {
         let (v, tm) = parse_item(&raw).unwrap();
         a.push(raw, &v, tm).unwrap();
         let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
-        assert_eq!(ls[1]["_time_error"], "loggedDateTime missing or unparseable");
+        assert_eq!(
+            ls[1]["_time_error"],
+            "loggedDateTime missing or unparseable"
+        );
     }
 }

@@ -221,17 +221,28 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
             rng.below(span)
         };
         let logged = g.from + chrono::Duration::seconds(offset as i64);
-        let delay = if rng.chance(g.late_fraction) { rng.below(g.late_max_secs + 1) as i64 } else { 0 };
+        let delay = if rng.chance(g.late_fraction) {
+            rng.below(g.late_max_secs + 1) as i64
+        } else {
+            0
+        };
         let visible_at = logged + chrono::Duration::seconds(delay);
         if i > 0 && rng.chance(g.repeat_fraction) {
             let prev = out.last().expect("i > 0").clone();
-            out.push(SimEntry { visible_at: visible_at.max(prev.visible_at), ..prev });
+            out.push(SimEntry {
+                visible_at: visible_at.max(prev.visible_at),
+                ..prev
+            });
             continue;
         }
         let (user, role, mail) = USERS[rng.below(USERS.len() as u64) as usize];
         let (category, activity) = ACTIVITIES[rng.below(ACTIVITIES.len() as u64) as usize];
         // Both timestamp forms seen in the field.
-        let when = if i % 3 == 0 { logged.format("%Y-%m-%d %H:%M:%S").to_string() } else { api_time(logged) };
+        let when = if i % 3 == 0 {
+            logged.format("%Y-%m-%d %H:%M:%S").to_string()
+        } else {
+            api_time(logged)
+        };
         let item = serde_json::json!({
             "loggedDateTime": when,
             "loggedUser": user,
@@ -244,7 +255,11 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
             "result": if rng.chance(0.9) { "Successful" } else { "Unsuccessful" },
             "details": {"sequence": i, "sourceIp": format!("10.0.{}.{}", rng.below(256), rng.below(256)), "note": "line\nbreak \"quoted\""},
         });
-        out.push(SimEntry { logged, visible_at, json: item.to_string() });
+        out.push(SimEntry {
+            logged,
+            visible_at,
+            json: item.to_string(),
+        });
     }
     out.sort_by_key(|e| e.logged);
     out
@@ -260,7 +275,9 @@ fn vision_error(status: StatusCode, code: &str, message: &str, number: Option<i6
 
 fn parse_bound(s: &str) -> Option<DateTime<Utc>> {
     // The real API wants seconds precision: no milliseconds.
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ").ok().map(|n| Utc.from_utc_datetime(&n))
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
+        .ok()
+        .map(|n| Utc.from_utc_datetime(&n))
 }
 
 impl Simulator {
@@ -292,7 +309,14 @@ impl Simulator {
     /// Every entry visible now, in time order.
     pub fn visible_entries(&self) -> Vec<SimEntry> {
         let now = Utc::now();
-        self.inner.entries.lock().unwrap().iter().filter(|e| e.visible_at <= now).cloned().collect()
+        self.inner
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.visible_at <= now)
+            .cloned()
+            .collect()
     }
 
     /// Switches faults.
@@ -308,7 +332,11 @@ impl Simulator {
     /// Request statistics.
     pub fn stats(&self) -> Stats {
         let c = self.inner.counters.lock().unwrap();
-        Stats { requests: c.requests, log: c.log.clone(), by_status: c.by_status.clone() }
+        Stats {
+            requests: c.requests,
+            log: c.log.clone(),
+            by_status: c.by_status.clone(),
+        }
     }
 
     /// The HTTP routes.
@@ -331,14 +359,19 @@ impl Simulator {
     fn count(&self, status: StatusCode, authorized: bool) {
         let mut c = self.inner.counters.lock().unwrap();
         *c.by_status.entry(status.as_u16()).or_default() += 1;
-        c.log.push(Served { at: Utc::now(), status: status.as_u16(), authorized });
+        c.log.push(Served {
+            at: Utc::now(),
+            status: status.as_u16(),
+            authorized,
+        });
     }
 
     /// Applies faults; `Some` is the response to send instead of data.
     fn fault(&self) -> Option<Response> {
         let mut f = self.inner.faults.lock().unwrap();
         if !f.fail_next.is_empty() {
-            let code = StatusCode::from_u16(f.fail_next.remove(0)).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let code = StatusCode::from_u16(f.fail_next.remove(0))
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut r = vision_error(code, "InternalServerError", "injected fault", None);
             if code == StatusCode::TOO_MANY_REQUESTS {
                 r = vision_error(code, "TooManyRequests", "Too many requests", None);
@@ -349,7 +382,12 @@ impl Simulator {
             return Some(r);
         }
         if f.forbidden {
-            return Some(vision_error(StatusCode::FORBIDDEN, "AccessDenied", "Insufficient permissions", None));
+            return Some(vision_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Insufficient permissions",
+                None,
+            ));
         }
         if let Some(limit) = f.rate_limit_per_minute {
             let mut c = self.inner.counters.lock().unwrap();
@@ -360,26 +398,47 @@ impl Simulator {
             }
             c.window_count += 1;
             if c.window_count > limit {
-                let mut r = vision_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Rate limit exceeded", None);
+                let mut r = vision_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Rate limit exceeded",
+                    None,
+                );
                 let wait = (c.window_start + 60 - now).max(1) as u64;
                 if f.retry_after_secs.is_some() {
-                    r.headers_mut().insert("retry-after", HeaderValue::from(wait));
+                    r.headers_mut()
+                        .insert("retry-after", HeaderValue::from(wait));
                 }
                 return Some(r);
             }
         }
         if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
-            return Some((StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response());
+            return Some(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "<html><body>502 Bad Gateway</body></html>",
+                )
+                    .into_response(),
+            );
         }
         None
     }
 }
 
-async fn audit_logs(State(sim): State<Simulator>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn audit_logs(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     sim.inner.counters.lock().unwrap().requests += 1;
     let delay = {
         let f = sim.inner.faults.lock().unwrap();
-        f.delay_ms + if f.delay_jitter_ms > 0 { rand::random_range(0..=f.delay_jitter_ms) } else { 0 }
+        f.delay_ms
+            + if f.delay_jitter_ms > 0 {
+                rand::random_range(0..=f.delay_jitter_ms)
+            } else {
+                0
+            }
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -395,9 +454,20 @@ async fn audit_logs(State(sim): State<Simulator>, headers: HeaderMap, Query(q): 
     r
 }
 
-fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+fn respond(
+    sim: &Simulator,
+    settings: &SimSettings,
+    authorized: bool,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Response {
     if !authorized {
-        return vision_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid or expired token", None);
+        return vision_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid or expired token",
+            None,
+        );
     }
     if let Some(r) = sim.fault() {
         return r;
@@ -410,7 +480,12 @@ fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &
                 .ok()
                 .and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok());
             let Some(t) = decoded else {
-                return vision_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid skip token", None);
+                return vision_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Invalid skip token",
+                    None,
+                );
             };
             let forced = {
                 let mut f = sim.inner.faults.lock().unwrap();
@@ -418,7 +493,9 @@ fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &
                 f.expire_skip_tokens = f.expire_skip_tokens.saturating_sub(1);
                 forced
             };
-            if forced || now.timestamp_millis() - t.issued > settings.skip_token_ttl.as_millis() as i64 {
+            if forced
+                || now.timestamp_millis() - t.issued > settings.skip_token_ttl.as_millis() as i64
+            {
                 return vision_error(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
@@ -429,10 +506,13 @@ fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &
             t
         }
         None => {
-            let bad = |m: &str| vision_error(StatusCode::BAD_REQUEST, "BadRequest", m, Some(3_090_003));
+            let bad =
+                |m: &str| vision_error(StatusCode::BAD_REQUEST, "BadRequest", m, Some(3_090_003));
             let top = q.get("top").map(String::as_str).unwrap_or("50");
             let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
-                return bad(&format!("Invalid top value {top:?}: allowed values are 50, 100, 200"));
+                return bad(&format!(
+                    "Invalid top value {top:?}: allowed values are 50, 100, 200"
+                ));
             };
             let asc = match q.get("orderBy").map(String::as_str) {
                 None | Some("loggedDateTime asc") => true,
@@ -454,7 +534,15 @@ fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &
                 Some(Some(t)) => t,
                 Some(None) => return bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ"),
             };
-            SkipToken { start: start.timestamp(), end: end.timestamp(), top, asc, offset: 0, as_of: now.timestamp(), issued: now.timestamp_millis() }
+            SkipToken {
+                start: start.timestamp(),
+                end: end.timestamp(),
+                top,
+                asc,
+                offset: 0,
+                as_of: now.timestamp(),
+                issued: now.timestamp_millis(),
+            }
         }
     };
     // Paging is over a snapshot (visibility as of the first request), as a search index would.
@@ -463,27 +551,54 @@ fn respond(sim: &Simulator, settings: &SimSettings, authorized: bool, headers: &
         .iter()
         .filter(|e| {
             let t = e.logged.timestamp();
-            t >= token.start && (if settings.end_inclusive { t <= token.end } else { t < token.end }) && e.visible_at.timestamp() <= token.as_of
+            t >= token.start
+                && (if settings.end_inclusive {
+                    t <= token.end
+                } else {
+                    t < token.end
+                })
+                && e.visible_at.timestamp() <= token.as_of
         })
         .collect();
     if !token.asc {
         matching.reverse();
     }
-    let page: Vec<&str> = matching.iter().skip(token.offset).take(token.top).map(|e| e.json.as_str()).collect();
+    let page: Vec<&str> = matching
+        .iter()
+        .skip(token.offset)
+        .take(token.top)
+        .map(|e| e.json.as_str())
+        .collect();
     let more = token.offset + page.len() < matching.len();
     let mut body = String::with_capacity(page.iter().map(|s| s.len() + 1).sum::<usize>() + 256);
     body.push_str("{\"items\":[");
     body.push_str(&page.join(","));
     body.push(']');
     if more {
-        let next = SkipToken { offset: token.offset + page.len(), issued: Utc::now().timestamp_millis(), ..token };
-        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&next).expect("token"));
-        let origin = sim.inner.faults.lock().unwrap().foreign_next_link.clone().unwrap_or_else(|| {
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-            format!("http://{host}")
-        });
+        let next = SkipToken {
+            offset: token.offset + page.len(),
+            issued: Utc::now().timestamp_millis(),
+            ..token
+        };
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&next).expect("token"));
+        let origin = sim
+            .inner
+            .faults
+            .lock()
+            .unwrap()
+            .foreign_next_link
+            .clone()
+            .unwrap_or_else(|| {
+                let host = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1");
+                format!("http://{host}")
+            });
         // A literal space, as seen from the real API: clients must encode it.
-        let link = format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}");
+        let link =
+            format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}");
         body.push_str(",\"nextLink\":");
         body.push_str(&serde_json::to_string(&link).expect("string"));
     }
@@ -504,13 +619,19 @@ async fn get_entries(State(sim): State<Simulator>) -> Json<Vec<SimEntry>> {
     Json(sim.visible_entries())
 }
 
-async fn post_entries(State(sim): State<Simulator>, Json(e): Json<Vec<SimEntry>>) -> Json<serde_json::Value> {
+async fn post_entries(
+    State(sim): State<Simulator>,
+    Json(e): Json<Vec<SimEntry>>,
+) -> Json<serde_json::Value> {
     let n = e.len();
     sim.add_entries(e);
     Json(serde_json::json!({ "added": n }))
 }
 
-async fn post_generate(State(sim): State<Simulator>, Json(g): Json<Generate>) -> Json<serde_json::Value> {
+async fn post_generate(
+    State(sim): State<Simulator>,
+    Json(g): Json<Generate>,
+) -> Json<serde_json::Value> {
     let e = generate(&g);
     let n = e.len();
     sim.set_entries(e);
@@ -538,18 +659,36 @@ mod tests {
     #[test]
     fn generation_is_deterministic_and_bursty() {
         let from = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
-        let g = Generate { count: 3000, from, to: from + chrono::Duration::hours(2), ..Generate::default() };
+        let g = Generate {
+            count: 3000,
+            from,
+            to: from + chrono::Duration::hours(2),
+            ..Generate::default()
+        };
         let a = generate(&g);
         let b = generate(&g);
         assert_eq!(a.len(), 3000);
-        assert_eq!(a.iter().map(|e| &e.json).collect::<Vec<_>>(), b.iter().map(|e| &e.json).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|e| &e.json).collect::<Vec<_>>(),
+            b.iter().map(|e| &e.json).collect::<Vec<_>>()
+        );
         let mut per_second: HashMap<i64, usize> = HashMap::new();
         for e in &a {
             *per_second.entry(e.logged.timestamp()).or_default() += 1;
             assert!(e.logged >= from && e.logged < g.to);
         }
-        assert!(per_second.values().any(|&n| n > 200), "a burst spans more than one page");
-        assert!(a.iter().any(|e| e.json.contains("\"loggedDateTime\":\"2026-11-20 ")), "zone-less form present");
-        assert!(a.windows(2).any(|w| w[0].json == w[1].json), "exact repeats present");
+        assert!(
+            per_second.values().any(|&n| n > 200),
+            "a burst spans more than one page"
+        );
+        assert!(
+            a.iter()
+                .any(|e| e.json.contains("\"loggedDateTime\":\"2026-11-20 ")),
+            "zone-less form present"
+        );
+        assert!(
+            a.windows(2).any(|w| w[0].json == w[1].json),
+            "exact repeats present"
+        );
     }
 }

@@ -60,7 +60,9 @@ pub struct S3Sink {
 /// Content headers of a gzip JSON Lines object.
 pub const NDJSON: &str = "application/x-ndjson";
 
-fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
     match e {
         SdkError::ServiceError(se) => {
             let m = se.err();
@@ -70,7 +72,9 @@ fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: &S
                 _ => format!("{e}"),
             }
         }
-        SdkError::DispatchFailure(d) => format!("could not reach S3 ({:?})", d.as_connector_error()),
+        SdkError::DispatchFailure(d) => {
+            format!("could not reach S3 ({:?})", d.as_connector_error())
+        }
         SdkError::TimeoutError(_) => "timed out".to_owned(),
         other => format!("{other}"),
     }
@@ -83,7 +87,10 @@ fn status<E, R>(e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>) -> O
 impl S3Sink {
     /// Writes to `bucket` through `client`.
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        S3Sink { client, bucket: bucket.into() }
+        S3Sink {
+            client,
+            bucket: bucket.into(),
+        }
     }
 
     /// The bucket name.
@@ -97,7 +104,12 @@ impl S3Sink {
     }
 
     fn err(&self, op: &'static str, key: &str, message: String) -> SinkError {
-        SinkError::S3 { op, bucket: self.bucket.clone(), key: key.to_owned(), message }
+        SinkError::S3 {
+            op,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message,
+        }
     }
 
     /// Puts one gzip JSON Lines object. Returns once S3 has acknowledged it (durable).
@@ -117,19 +129,42 @@ impl S3Sink {
 
     /// Reads a small document; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, SinkError> {
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => o,
             Err(e) if status(&e) == Some(404) => return Ok(None),
             Err(e) => return Err(self.err("GetObject", key, describe(&e))),
         };
         let etag = out.e_tag().unwrap_or_default().to_owned();
-        let body = out.body.collect().await.map_err(|e| self.err("GetObject", key, e.to_string()))?.into_bytes();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.err("GetObject", key, e.to_string()))?
+            .into_bytes();
         Ok(Some(Versioned { body, etag }))
     }
 
     /// Writes a small JSON document under `cond`; returns the new ETag.
-    pub async fn put_json_if(&self, key: &str, body: Vec<u8>, cond: &Condition) -> Result<String, SinkError> {
-        let req = self.client.put_object().bucket(&self.bucket).key(key).content_type("application/json").body(ByteStream::from(body));
+    pub async fn put_json_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        cond: &Condition,
+    ) -> Result<String, SinkError> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
         let req = match cond {
             Condition::Absent => req.if_none_match("*"),
             Condition::Matches(etag) => req.if_match(etag),
@@ -138,7 +173,10 @@ impl S3Sink {
             Ok(out) => Ok(out.e_tag().unwrap_or_default().to_owned()),
             // 409 ConditionalRequestConflict: a concurrent conditional write is in flight.
             Err(e) if matches!(status(&e), Some(412) | Some(409)) => {
-                Err(SinkError::PreconditionFailed { bucket: self.bucket.clone(), key: key.to_owned() })
+                Err(SinkError::PreconditionFailed {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                })
             }
             Err(e) => Err(self.err("PutObject", key, describe(&e))),
         }
@@ -173,10 +211,20 @@ impl S3Sink {
     /// Lists every key under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         let mut keys = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("ListObjectsV2", prefix, describe(&e)))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         Ok(keys)
     }

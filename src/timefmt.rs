@@ -40,13 +40,19 @@ pub fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Truncates to the whole hour (the partition grain).
 pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
     let s = t.timestamp();
-    Utc.timestamp_opt(s - s.rem_euclid(3600), 0).single().unwrap_or(t)
+    Utc.timestamp_opt(s - s.rem_euclid(3600), 0)
+        .single()
+        .unwrap_or(t)
 }
 
 /// Rounds up to the next whole hour (identity on a whole hour).
 pub fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
     let f = floor_hour(t);
-    if f == t { f } else { f + chrono::Duration::hours(1) }
+    if f == t {
+        f
+    } else {
+        f + chrono::Duration::hours(1)
+    }
 }
 
 /// Parses a user-given instant for the CLI: RFC 3339, the API's zone-less form, or a date.
@@ -87,7 +93,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.timestamp(), 1_645_687_788);
         assert_eq!(parse_api_time("2022-02-24T08:29:48+01:00").unwrap(), a);
-        assert_eq!(parse_api_time("2022-02-24T07:29:48.250Z").map(floor_second), Some(a));
+        assert_eq!(
+            parse_api_time("2022-02-24T07:29:48.250Z").map(floor_second),
+            Some(a)
+        );
         assert!(parse_api_time("yesterday").is_none());
         assert!(parse_api_time("").is_none());
     }

@@ -37,19 +37,39 @@ async fn first_run_lands_every_entry_once_in_hourly_partitions() {
     assert_eq!(s.outcome, Outcome::Complete);
     assert_eq!(s.checkpoint_before, None);
     let window = s.window.unwrap();
-    assert_eq!(window.from, now - D::hours(12), "first run starts at the initial lookback");
-    assert!(window.to >= now - D::seconds(1) && window.to <= now_s() - D::seconds(1), "ends at now - lag");
+    assert_eq!(
+        window.from,
+        now - D::hours(12),
+        "first run starts at the initial lookback"
+    );
+    assert!(
+        window.to >= now - D::seconds(1) && window.to <= now_s() - D::seconds(1),
+        "ends at now - lag"
+    );
     assert_eq!(s.checkpoint_after, Some(window.to));
     assert!(s.pages >= 15, "followed nextLink over {} pages", s.pages);
-    assert!(s.objects >= 5 && s.objects < 20, "objects per hour, not per page: {}", s.objects);
+    assert!(
+        s.objects >= 5 && s.objects < 20,
+        "objects per hour, not per page: {}",
+        s.objects
+    );
     assert_eq!(s.records, 3000);
     assert_eq!(env.assert_exactly_once(window.from, window.to).await, 3000);
     let cp = env.checkpoint().await.unwrap();
-    assert!(cp.get("pending").is_none(), "no pending segment after a clean run: {cp}");
+    assert!(
+        cp.get("pending").is_none(),
+        "no pending segment after a clean run: {cp}"
+    );
     // Fields are unchanged: both timestamp forms survive byte for byte.
     let lake = env.lake().await;
-    assert!(lake.iter().any(|(_, l)| l["loggedDateTime"].as_str().unwrap().contains(' ')));
-    assert!(lake.iter().any(|(_, l)| l["loggedDateTime"].as_str().unwrap().ends_with('Z')));
+    assert!(
+        lake.iter()
+            .any(|(_, l)| l["loggedDateTime"].as_str().unwrap().contains(' '))
+    );
+    assert!(
+        lake.iter()
+            .any(|(_, l)| l["loggedDateTime"].as_str().unwrap().ends_with('Z'))
+    );
 }
 
 #[tokio::test]
@@ -63,7 +83,14 @@ async fn next_run_adds_only_new_entries_and_an_idle_run_adds_nothing() {
     let more: Vec<SimEntry> = (0..300)
         .map(|i| {
             let logged = cut + D::seconds(i / 150);
-            SimEntry { logged, visible_at: logged, json: format!(r#"{{"loggedDateTime":"{}","activity":"new","n":{i}}}"#, tv1_connector::timefmt::api_time(logged)) }
+            SimEntry {
+                logged,
+                visible_at: logged,
+                json: format!(
+                    r#"{{"loggedDateTime":"{}","activity":"new","n":{i}}}"#,
+                    tv1_connector::timefmt::api_time(logged)
+                ),
+            }
         })
         .collect();
     env.sim.add_entries(more);
@@ -73,7 +100,8 @@ async fn next_run_adds_only_new_entries_and_an_idle_run_adds_nothing() {
     assert_eq!(second.records, 300);
     let idle = env.puller().run(deadline(60)).await.unwrap();
     assert_eq!(idle.records, 0);
-    env.assert_exactly_once(now - D::hours(12), idle.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), idle.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -82,7 +110,8 @@ async fn end_bound_read_either_way() {
     let now = now_s();
     env.load(2000, now - D::hours(3), now - D::seconds(2), |_| {});
     let s = run_to_completion(&env).await;
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -104,7 +133,11 @@ async fn late_entries_within_the_lag_are_not_lost() {
     }
     let s = p.run(deadline(30)).await.unwrap();
     assert!(s.checkpoint_after.unwrap() >= start + D::seconds(8));
-    assert_eq!(env.assert_exactly_once(start - D::hours(12), start + D::seconds(8)).await, 1200);
+    assert_eq!(
+        env.assert_exactly_once(start - D::hours(12), start + D::seconds(8))
+            .await,
+        1200
+    );
 }
 
 #[tokio::test]
@@ -125,23 +158,32 @@ async fn long_outage_is_caught_up_over_several_bounded_runs() {
         }
     }
     assert_eq!(runs, 12, "12 h of lookback in 1 h windows");
-    env.assert_exactly_once(now - D::hours(12), now - D::seconds(1)).await;
+    env.assert_exactly_once(now - D::hours(12), now - D::seconds(1))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_in_process_still_exactly_once() {
     let mut env = TestEnv::new().await;
     // Small objects: many segments, so a kill can land between any two steps.
-    env.set("TV1_OBJECT_MAX_RECORDS", "120").set("TV1_RUN_TIMEOUT", "2s");
+    env.set("TV1_OBJECT_MAX_RECORDS", "120")
+        .set("TV1_RUN_TIMEOUT", "2s");
     let now = now_s();
     env.load(4000, now - D::hours(6), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { delay_ms: 5, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        delay_ms: 5,
+        ..Faults::default()
+    });
     let mut recovered = 0;
     for i in 0..40 {
         let p = env.puller();
         let kill_after = Duration::from_millis(rand::random_range(0..400));
         // Dropping the future is a crash at an await point: requests in flight may or may not land.
-        let r = tokio::time::timeout(kill_after, p.run(Instant::now() + Duration::from_millis(1500))).await;
+        let r = tokio::time::timeout(
+            kill_after,
+            p.run(Instant::now() + Duration::from_millis(1500)),
+        )
+        .await;
         if let Ok(Ok(s)) = r {
             recovered += s.recovered.is_some() as u32;
             if s.outcome == Outcome::Skipped {
@@ -156,18 +198,27 @@ async fn killed_at_random_points_in_process_still_exactly_once() {
     env.set("TV1_RUN_TIMEOUT", "60s");
     env.sim.set_faults(Faults::default());
     let s = run_to_completion(&env).await;
-    println!("recovered abandoned segments: {recovered} (+{:?})", s.recovered);
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    println!(
+        "recovered abandoned segments: {recovered} (+{:?})",
+        s.recovered
+    );
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_process_at_random_points_still_exactly_once() {
     let mut env = TestEnv::new().await;
-    env.set("TV1_OBJECT_MAX_RECORDS", "150").set("TV1_RUN_TIMEOUT", "3s");
+    env.set("TV1_OBJECT_MAX_RECORDS", "150")
+        .set("TV1_RUN_TIMEOUT", "3s");
     let now = now_s();
     env.load(5000, now - D::hours(6), now - D::seconds(5), |_| {});
     // Slow enough that a run takes longer than most of the kill delays below.
-    env.sim.set_faults(Faults { delay_ms: 40, delay_jitter_ms: 40, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        delay_ms: 40,
+        delay_jitter_ms: 40,
+        ..Faults::default()
+    });
     for _ in 0..12 {
         // Budgets and object sizes vary, so a retry cuts segments differently from the run it
         // replaces: an abandoned object is then not simply overwritten, it must be removed.
@@ -176,7 +227,10 @@ async fn killed_process_at_random_points_still_exactly_once() {
             .arg("pull")
             .envs(&env.vars)
             .env("TV1_RUN_TIMEOUT", budget)
-            .env("TV1_OBJECT_MAX_RECORDS", rand::random_range(100..400).to_string())
+            .env(
+                "TV1_OBJECT_MAX_RECORDS",
+                rand::random_range(100..400).to_string(),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -190,7 +244,8 @@ async fn killed_process_at_random_points_still_exactly_once() {
     env.sim.set_faults(Faults::default());
     env.set("TV1_RUN_TIMEOUT", "60s");
     let s = run_to_completion(&env).await;
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +255,10 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
         env.set("TV1_OBJECT_MAX_RECORDS", "200");
         let now = now_s();
         env.load(2000, now - D::hours(4), now - D::seconds(5), |_| {});
-        env.sim.set_faults(Faults { delay_ms: 20, ..Faults::default() });
+        env.sim.set_faults(Faults {
+            delay_ms: 20,
+            ..Faults::default()
+        });
         let (a, b) = (env.puller(), env.puller());
         let stagger = Duration::from_millis(round * 40);
         let (ra, rb) = tokio::join!(a.run(deadline(60)), async {
@@ -208,10 +266,16 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
             b.run(deadline(60)).await
         });
         let results = [ra, rb];
-        let winners = results.iter().filter(|r| matches!(r, Ok(s) if s.outcome == Outcome::Complete)).count();
+        let winners = results
+            .iter()
+            .filter(|r| matches!(r, Ok(s) if s.outcome == Outcome::Complete))
+            .count();
         let losers = results
             .iter()
-            .filter(|r| matches!(r, Err(PullError::State(StateError::LostRace))) || matches!(r, Ok(s) if s.outcome == Outcome::Skipped))
+            .filter(|r| {
+                matches!(r, Err(PullError::State(StateError::LostRace)))
+                    || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
+            })
             .count();
         assert_eq!((winners, losers), (1, 1), "round {round}: {results:?}");
         for r in &results {
@@ -223,7 +287,8 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
         }
         env.sim.set_faults(Faults::default());
         let s = run_to_completion(&env).await;
-        env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+        env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+            .await;
     }
 }
 
@@ -232,48 +297,89 @@ async fn retries_429_and_5xx_with_backoff_and_honours_retry_after() {
     let env = TestEnv::new().await;
     let now = now_s();
     env.load(800, now - D::hours(1), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { fail_next: vec![503, 429, 502, 500], retry_after_secs: Some(2), ..Faults::default() });
+    env.sim.set_faults(Faults {
+        fail_next: vec![503, 429, 502, 500],
+        retry_after_secs: Some(2),
+        ..Faults::default()
+    });
     let s = env.puller().run(deadline(60)).await.unwrap();
     assert_eq!(s.outcome, Outcome::Complete);
     let log = env.sim.stats().log;
     let statuses: Vec<u16> = log.iter().map(|r| r.status).take(5).collect();
     assert_eq!(statuses, vec![503, 429, 502, 500, 200]);
     let after_429 = (log[2].at - log[1].at).num_milliseconds();
-    assert!(after_429 >= 2000, "Retry-After: 2 honoured, waited {after_429} ms");
-    let gaps: Vec<i64> = log.windows(2).take(4).map(|w| (w[1].at - w[0].at).num_milliseconds()).collect();
+    assert!(
+        after_429 >= 2000,
+        "Retry-After: 2 honoured, waited {after_429} ms"
+    );
+    let gaps: Vec<i64> = log
+        .windows(2)
+        .take(4)
+        .map(|w| (w[1].at - w[0].at).num_milliseconds())
+        .collect();
     assert!(gaps[3] >= gaps[0], "backoff grows: {gaps:?}");
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
 async fn persistent_errors_give_up_with_a_clear_error_and_keep_progress() {
     let mut env = TestEnv::new().await;
-    env.set("TV1_MAX_ATTEMPTS", "3").set("TV1_OBJECT_MAX_RECORDS", "100");
+    env.set("TV1_MAX_ATTEMPTS", "3")
+        .set("TV1_OBJECT_MAX_RECORDS", "100");
     let now = now_s();
-    env.load(1000, now - D::hours(3), now - D::seconds(5), |g| g.burst_every = 0);
+    env.load(1000, now - D::hours(3), now - D::seconds(5), |g| {
+        g.burst_every = 0
+    });
     // Page 1 and 2 succeed, then the API fails for good.
-    env.sim.set_faults(Faults { error_rate: 0.0, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        error_rate: 0.0,
+        ..Faults::default()
+    });
     let p = env.puller();
     let fail_after_two = async {
         while env.sim.stats().requests < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        env.sim.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+        env.sim.set_faults(Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        });
     };
-    env.sim.set_faults(Faults { delay_ms: 50, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        delay_ms: 50,
+        ..Faults::default()
+    });
     let (r, _) = tokio::join!(p.run(deadline(60)), fail_after_two);
     let e = r.unwrap_err();
-    assert!(matches!(e, PullError::VisionOne(VisionOneError::Unavailable { attempts: 3, .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            PullError::VisionOne(VisionOneError::Unavailable { attempts: 3, .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("502"), "{e}");
     let cp = env.checkpoint().await.unwrap();
-    let committed = tv1_connector::timefmt::parse_api_time(cp["committed_to"].as_str().unwrap()).unwrap();
-    assert!(committed > now - D::hours(12), "what was fetched before the failure is committed");
+    let committed =
+        tv1_connector::timefmt::parse_api_time(cp["committed_to"].as_str().unwrap()).unwrap();
+    assert!(
+        committed > now - D::hours(12),
+        "what was fetched before the failure is committed"
+    );
     let status = p.status().await.unwrap();
     assert_eq!(status.state, "Error");
-    assert!(status.last_error.unwrap().message.contains("unavailable after 3 attempts"));
+    assert!(
+        status
+            .last_error
+            .unwrap()
+            .message
+            .contains("unavailable after 3 attempts")
+    );
     env.sim.set_faults(Faults::default());
     let s = run_to_completion(&env).await;
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
     assert_eq!(p.status().await.unwrap().state, "Active");
 }
 
@@ -282,13 +388,24 @@ async fn retry_after_past_the_deadline_stops_in_time() {
     let env = TestEnv::new().await;
     let now = now_s();
     env.load(300, now - D::hours(1), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { fail_next: vec![429], retry_after_secs: Some(120), ..Faults::default() });
+    env.sim.set_faults(Faults {
+        fail_next: vec![429],
+        retry_after_secs: Some(120),
+        ..Faults::default()
+    });
     let started = Instant::now();
     let s = env.puller().run(deadline(4)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "returned before its deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "returned before its deadline"
+    );
     assert_eq!(s.outcome, Outcome::Partial);
     assert!(s.stopped_early.unwrap().contains("429"));
-    assert_eq!(s.checkpoint_after, Some(now - D::hours(12)), "nothing fetched, nothing moved");
+    assert_eq!(
+        s.checkpoint_after,
+        Some(now - D::hours(12)),
+        "nothing fetched, nothing moved"
+    );
 }
 
 #[tokio::test]
@@ -297,17 +414,24 @@ async fn deadline_stops_fetching_commits_and_the_next_run_continues() {
     env.set("TV1_DEADLINE_MARGIN", "1s");
     let now = now_s();
     env.load(4000, now - D::hours(4), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { delay_ms: 200, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        delay_ms: 200,
+        ..Faults::default()
+    });
     let started = Instant::now();
     let s = env.puller().run(deadline(3)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3), "finished before the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "finished before the deadline"
+    );
     assert_eq!(s.outcome, Outcome::Partial);
     assert!(s.records > 0 && s.records < 4000, "{}", s.records);
     assert!(s.checkpoint_after.unwrap() < s.window.unwrap().to);
     env.sim.set_faults(Faults::default());
     let next = run_to_completion(&env).await;
     assert_eq!(next.checkpoint_before, s.checkpoint_after);
-    env.assert_exactly_once(now - D::hours(12), next.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), next.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -315,12 +439,18 @@ async fn expired_page_tokens_restart_from_where_written_data_ends() {
     let env = TestEnv::new().await;
     let now = now_s();
     // Bursts of 450 entries in one second straddle pages: restarts land inside them.
-    env.load(3000, now - D::hours(2), now - D::seconds(5), |g| g.burst_every = 700);
-    env.sim.set_faults(Faults { expire_skip_tokens: 4, ..Faults::default() });
+    env.load(3000, now - D::hours(2), now - D::seconds(5), |g| {
+        g.burst_every = 700
+    });
+    env.sim.set_faults(Faults {
+        expire_skip_tokens: 4,
+        ..Faults::default()
+    });
     let s = env.puller().run(deadline(60)).await.unwrap();
     assert_eq!(s.outcome, Outcome::Complete);
     assert_eq!(s.query_restarts, 4);
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -328,13 +458,24 @@ async fn tokens_that_expire_by_time_are_recovered_too() {
     // Some tokens outlive the gap to the next request, some do not.
     let env = TestEnv::with_settings(|s| s.skip_token_ttl = Duration::from_millis(500)).await;
     let now = now_s();
-    env.load(2000, now - D::hours(2), now - D::seconds(5), |g| g.burst_every = 0);
-    env.sim.set_faults(Faults { delay_ms: 150, delay_jitter_ms: 600, ..Faults::default() });
+    env.load(2000, now - D::hours(2), now - D::seconds(5), |g| {
+        g.burst_every = 0
+    });
+    env.sim.set_faults(Faults {
+        delay_ms: 150,
+        delay_jitter_ms: 600,
+        ..Faults::default()
+    });
     let s = env.puller().run(deadline(120)).await.unwrap();
     env.sim.set_faults(Faults::default());
     assert!(s.query_restarts > 0, "some tokens expired");
-    let s = if s.outcome == Outcome::Complete { s } else { run_to_completion(&env).await };
-    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap()).await;
+    let s = if s.outcome == Outcome::Complete {
+        s
+    } else {
+        run_to_completion(&env).await
+    };
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -344,12 +485,25 @@ async fn a_next_link_to_another_origin_is_refused_and_gets_no_token() {
     let foreign = TestEnv::new().await;
     let now = now_s();
     env.load(500, now - D::hours(1), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { foreign_next_link: Some(foreign.sim_url.clone()), ..Faults::default() });
+    env.sim.set_faults(Faults {
+        foreign_next_link: Some(foreign.sim_url.clone()),
+        ..Faults::default()
+    });
     let e = env.puller().run(deadline(30)).await.unwrap_err();
-    assert!(matches!(e, PullError::VisionOne(VisionOneError::ForeignNextLink { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            PullError::VisionOne(VisionOneError::ForeignNextLink { .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains(&foreign.sim_url), "{e}");
     assert!(!e.to_string().contains(&env.token));
-    assert_eq!(foreign.sim.stats().requests, 0, "nothing was sent to the foreign origin");
+    assert_eq!(
+        foreign.sim.stats().requests,
+        0,
+        "nothing was sent to the foreign origin"
+    );
 }
 
 #[tokio::test]
@@ -357,24 +511,44 @@ async fn the_token_never_appears_in_logs_or_errors() {
     let mut env = TestEnv::new().await;
     let now = now_s();
     env.load(400, now - D::hours(1), now - D::seconds(5), |_| {});
-    env.sim.set_faults(Faults { fail_next: vec![503, 401], ..Faults::default() });
+    env.sim.set_faults(Faults {
+        fail_next: vec![503, 401],
+        ..Faults::default()
+    });
     env.set("RUST_LOG", "trace");
     let run = |cmd: &str, vars: &std::collections::HashMap<String, String>| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1")).arg(cmd).envs(vars.clone()).output()
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+            .arg(cmd)
+            .envs(vars.clone())
+            .output()
     };
     let ok = run("pull", &env.vars).await.unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     // A rejected token: the error path.
     put_param(&env.ssm, &env.token_param, "tok-wrong-value-123456").await;
     let bad = run("test-connection", &env.vars).await.unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("token rejected: expired or revoked"), "{stderr}");
+    assert!(
+        stderr.contains("token rejected: expired or revoked"),
+        "{stderr}"
+    );
     for out in [&ok, &bad] {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.len() > 1000, "trace logging was on");
         assert!(!text.contains(&env.token), "token leaked into output");
-        assert!(!text.contains("tok-wrong-value-123456"), "token leaked into output");
+        assert!(
+            !text.contains("tok-wrong-value-123456"),
+            "token leaked into output"
+        );
     }
 }
 
@@ -391,7 +565,11 @@ async fn a_rotated_token_is_read_again_on_401() {
     let s = p.run(deadline(30)).await.unwrap();
     assert_eq!(s.outcome, Outcome::Complete);
     let log = env.sim.stats().log;
-    assert_eq!(log.iter().filter(|r| r.status == 401).count(), 1, "one 401, then the fresh token");
+    assert_eq!(
+        log.iter().filter(|r| r.status == 401).count(),
+        1,
+        "one 401, then the fresh token"
+    );
 }
 
 #[tokio::test]
@@ -403,16 +581,28 @@ async fn rejected_tokens_and_missing_roles_are_actionable() {
     assert_eq!(ok.message, "Connection successful");
     assert!((chrono::Utc::now() - ok.at).num_seconds() < 60);
 
-    env.sim.set_faults(Faults { forbidden: true, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        forbidden: true,
+        ..Faults::default()
+    });
     let c = p.test_connection().await;
     assert!(!c.ok);
-    assert!(c.message.contains("account lacks API access: role Master Administrator with Console & APIs"), "{}", c.message);
+    assert!(
+        c.message
+            .contains("account lacks API access: role Master Administrator with Console & APIs"),
+        "{}",
+        c.message
+    );
 
     env.sim.set_faults(Faults::default());
     env.sim.set_token("tok-revoked-in-console");
     let c = p.test_connection().await;
     assert!(!c.ok);
-    assert!(c.message.starts_with("token rejected: expired or revoked"), "{}", c.message);
+    assert!(
+        c.message.starts_with("token rejected: expired or revoked"),
+        "{}",
+        c.message
+    );
     let e = p.run(deadline(30)).await.unwrap_err();
     assert!(e.to_string().starts_with("token rejected"), "{e}");
     assert_eq!(p.status().await.unwrap().state, "Error");
@@ -432,7 +622,12 @@ async fn status_shows_the_last_run_and_lag() {
     assert!(st.lag_seconds.unwrap() >= 1 && st.lag_seconds.unwrap() < 30);
     assert!(st.last_error.is_none());
     // `tv1 status` prints the same from the documents in S3.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1")).arg("status").envs(&env.vars).output().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("status")
+        .envs(&env.vars)
+        .output()
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "Active");
     assert_eq!(v["last_success_records"], 700);
@@ -441,7 +636,8 @@ async fn status_shows_the_last_run_and_lag() {
 #[tokio::test]
 async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_duplicating() {
     let mut env = TestEnv::new().await;
-    env.set("TV1_INITIAL_LOOKBACK", "2h").set("TV1_OBJECT_MAX_RECORDS", "250");
+    env.set("TV1_INITIAL_LOOKBACK", "2h")
+        .set("TV1_OBJECT_MAX_RECORDS", "250");
     let now = now_s();
     env.load(3000, now - D::hours(8), now - D::seconds(5), |_| {});
     let p = env.puller();
@@ -450,31 +646,74 @@ async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_dupli
     let cp_before = env.checkpoint().await.unwrap();
 
     // Asks for more than it may have: the part from the origin on is the puller's.
-    let b = p.backfill(now - D::hours(7) - D::minutes(20), now, deadline(60), &|_| {}).await.unwrap();
+    let b = p
+        .backfill(
+            now - D::hours(7) - D::minutes(20),
+            now,
+            deadline(60),
+            &|_| {},
+        )
+        .await
+        .unwrap();
     assert!(b.complete);
     assert_eq!(b.range.unwrap().to, origin);
-    assert_eq!(b.range.unwrap().from, tv1_connector::timefmt::floor_hour(now - D::hours(7) - D::minutes(20)));
+    assert_eq!(
+        b.range.unwrap().from,
+        tv1_connector::timefmt::floor_hour(now - D::hours(7) - D::minutes(20))
+    );
     assert!(b.note.unwrap().contains("clamped"));
-    assert_eq!(env.checkpoint().await.unwrap()["committed_to"], cp_before["committed_to"], "checkpoint unmoved");
+    assert_eq!(
+        env.checkpoint().await.unwrap()["committed_to"],
+        cp_before["committed_to"],
+        "checkpoint unmoved"
+    );
     let lake_from = b.range.unwrap().from;
-    let n = env.assert_exactly_once(lake_from, first.checkpoint_after.unwrap()).await;
+    let n = env
+        .assert_exactly_once(lake_from, first.checkpoint_after.unwrap())
+        .await;
 
     // Re-running it, or an overlapping one, adds nothing.
-    let again = p.backfill(now - D::hours(6), origin - D::minutes(1), deadline(60), &|_| {}).await.unwrap();
+    let again = p
+        .backfill(
+            now - D::hours(6),
+            origin - D::minutes(1),
+            deadline(60),
+            &|_| {},
+        )
+        .await
+        .unwrap();
     assert!(again.records > 0);
-    assert_eq!(env.assert_exactly_once(lake_from, first.checkpoint_after.unwrap()).await, n);
+    assert_eq!(
+        env.assert_exactly_once(lake_from, first.checkpoint_after.unwrap())
+            .await,
+        n
+    );
 
     // Through the CLI, same result.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .args(["backfill", "--from", &tv1_connector::timefmt::api_time(now - D::hours(7)), "--to", &tv1_connector::timefmt::api_time(origin)])
+        .args([
+            "backfill",
+            "--from",
+            &tv1_connector::timefmt::api_time(now - D::hours(7)),
+            "--to",
+            &tv1_connector::timefmt::api_time(origin),
+        ])
         .envs(&env.vars)
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["complete"], true);
-    assert_eq!(env.assert_exactly_once(lake_from, first.checkpoint_after.unwrap()).await, n);
+    assert_eq!(
+        env.assert_exactly_once(lake_from, first.checkpoint_after.unwrap())
+            .await,
+        n
+    );
 }
 
 #[tokio::test]
@@ -483,11 +722,19 @@ async fn backfill_before_any_run_pins_the_origin_for_the_schedule() {
     let now = now_s();
     env.load(1000, now - D::hours(5), now - D::seconds(5), |_| {});
     let p = env.puller();
-    let b = p.backfill(now - D::hours(5), now - D::hours(2), deadline(60), &|_| {}).await.unwrap();
+    let b = p
+        .backfill(now - D::hours(5), now - D::hours(2), deadline(60), &|_| {})
+        .await
+        .unwrap();
     let end = b.range.unwrap().to;
     let s = run_to_completion(&env).await;
-    assert_eq!(s.checkpoint_before, Some(end), "the schedule starts where the backfill ended");
-    env.assert_exactly_once(b.range.unwrap().from, s.checkpoint_after.unwrap()).await;
+    assert_eq!(
+        s.checkpoint_before,
+        Some(end),
+        "the schedule starts where the backfill ended"
+    );
+    env.assert_exactly_once(b.range.unwrap().from, s.checkpoint_after.unwrap())
+        .await;
 }
 
 #[tokio::test]
@@ -495,9 +742,15 @@ async fn invalid_backfill_ranges_are_refused() {
     let env = TestEnv::new().await;
     let p = env.puller();
     let now = now_s();
-    let e = p.backfill(now, now - D::hours(1), deadline(5), &|_| {}).await.unwrap_err();
+    let e = p
+        .backfill(now, now - D::hours(1), deadline(5), &|_| {})
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("is not before"), "{e}");
-    let e = p.backfill(now - D::days(200), now - D::days(199), deadline(5), &|_| {}).await.unwrap_err();
+    let e = p
+        .backfill(now - D::days(200), now - D::days(199), deadline(5), &|_| {})
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("180 days"), "{e}");
 }
 
@@ -522,12 +775,22 @@ async fn the_lambda_handler_dispatches_events() {
     let now = now_s();
     env.load(200, now - D::hours(1), now - D::seconds(5), |_| {});
     let p = env.puller();
-    let scheduled: serde_json::Value = serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
+    let scheduled: serde_json::Value =
+        serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
     let s = p.handle(&scheduled, deadline(30)).await.unwrap();
     assert_eq!(s["action"], "pull");
     assert_eq!(s["records"], 200);
-    let tc = p.handle(&serde_json::json!({"action": "test-connection"}), deadline(30)).await.unwrap();
+    let tc = p
+        .handle(
+            &serde_json::json!({"action": "test-connection"}),
+            deadline(30),
+        )
+        .await
+        .unwrap();
     assert_eq!(tc["message"], "Connection successful");
-    let e = p.handle(&serde_json::json!({"action": "nope"}), deadline(30)).await.unwrap_err();
+    let e = p
+        .handle(&serde_json::json!({"action": "nope"}), deadline(30))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("unknown action"));
 }

@@ -19,9 +19,15 @@ async fn main() -> Result<(), Error> {
     let puller = Puller::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
     let puller = &puller;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         let deadline = tokio::time::Instant::now() + time_left(event.context.deadline, now_ms);
-        puller.handle(&event.payload, deadline).await.map_err(Error::from)
+        puller
+            .handle(&event.payload, deadline)
+            .await
+            .map_err(Error::from)
     }))
     .await
 }

@@ -9,7 +9,11 @@ use tv1_connector::simulate::{Generate, SimSettings, Simulator, generate};
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 
 #[derive(Parser)]
-#[command(name = "tv1", version, about = "Trend Vision One → S3 connector: operator commands")]
+#[command(
+    name = "tv1",
+    version,
+    about = "Trend Vision One → S3 connector: operator commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,8 @@ enum Command {
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    timefmt::parse_user_time(s).ok_or_else(|| format!("{s:?} is not a time; use e.g. 2026-11-01T00:00:00Z"))
+    timefmt::parse_user_time(s)
+        .ok_or_else(|| format!("{s:?} is not a time; use e.g. 2026-11-01T00:00:00Z"))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -70,7 +75,11 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 async fn puller() -> anyhow::Result<Puller> {
     let cfg = PullerConfig::from_env()?;
     let sdk = aws::load().await;
-    Ok(Puller::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk)))
+    Ok(Puller::new(
+        cfg,
+        aws::s3_client(&sdk),
+        aws::ssm_client(&sdk),
+    ))
 }
 
 #[tokio::main]
@@ -94,7 +103,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tty = std::io::stderr().is_terminal();
             let progress = move |p: Progress| {
                 if tty {
-                    eprint!("\rbackfill: {}/{} hours, {} records, through {}   ", p.done, p.total, p.records, timefmt::api_time(p.at));
+                    eprint!(
+                        "\rbackfill: {}/{} hours, {} records, through {}   ",
+                        p.done,
+                        p.total,
+                        p.records,
+                        timefmt::api_time(p.at)
+                    );
                 }
             };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
@@ -111,8 +126,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => print_json(&puller().await?.status().await?),
-        Command::Simulate { port, token, entries, hours, skip_token_ttl, end_exclusive, seed } => {
-            let sim = Simulator::new(SimSettings { token, skip_token_ttl: Duration::from_secs(skip_token_ttl), end_inclusive: !end_exclusive });
+        Command::Simulate {
+            port,
+            token,
+            entries,
+            hours,
+            skip_token_ttl,
+            end_exclusive,
+            seed,
+        } => {
+            let sim = Simulator::new(SimSettings {
+                token,
+                skip_token_ttl: Duration::from_secs(skip_token_ttl),
+                end_inclusive: !end_exclusive,
+            });
             let now = chrono::Utc::now();
             sim.set_entries(generate(&Generate {
                 count: entries,
@@ -121,8 +148,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 ..Generate::default()
             }));
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
-            tracing::info!("Vision One simulator listening on http://127.0.0.1:{port} ({entries} entries)");
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+            tracing::info!(
+                "Vision One simulator listening on http://127.0.0.1:{port} ({entries} entries)"
+            );
             sim.serve(listener).await?;
             Ok(())
         }

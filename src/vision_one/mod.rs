@@ -67,7 +67,9 @@ pub enum VisionOneError {
         last: Option<String>,
     },
     /// A `nextLink` pointing away from the configured origin.
-    #[error("refusing to follow nextLink to {found}: not the configured Vision One origin {expected}")]
+    #[error(
+        "refusing to follow nextLink to {found}: not the configured Vision One origin {expected}"
+    )]
     ForeignNextLink {
         /// Origin of the link.
         found: String,
@@ -142,7 +144,10 @@ struct ErrorDetail {
 
 enum Attempt {
     Done(Page),
-    Retry { last: String, after: Option<Duration> },
+    Retry {
+        last: String,
+        after: Option<Duration>,
+    },
     Fail(VisionOneError),
 }
 
@@ -155,7 +160,12 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("TLS backend initialises");
-        Client { http, base, token, settings }
+        Client {
+            http,
+            base,
+            token,
+            settings,
+        }
     }
 
     /// The configured origin.
@@ -182,13 +192,20 @@ impl Client {
             .append_pair("endDateTime", &api_time(end))
             .append_pair("dateTimeTarget", "loggedDateTime")
             .append_pair("orderBy", "loggedDateTime asc")
-            .append_pair("top", &page_size.unwrap_or(self.settings.page_size).to_string())
+            .append_pair(
+                "top",
+                &page_size.unwrap_or(self.settings.page_size).to_string(),
+            )
             .append_pair("labels", "all");
         self.get(url, deadline).await
     }
 
     /// The page behind a `nextLink`, which must point to the configured origin.
-    pub async fn next_page(&self, next_link: &str, deadline: Instant) -> Result<Page, VisionOneError> {
+    pub async fn next_page(
+        &self,
+        next_link: &str,
+        deadline: Instant,
+    ) -> Result<Page, VisionOneError> {
         let url = self.check_link(next_link)?;
         self.get(url, deadline).await
     }
@@ -225,18 +242,28 @@ impl Client {
                 .send()
                 .await;
             let outcome = match sent {
-                Err(e) if e.is_timeout() && Instant::now() + Duration::from_millis(50) >= deadline => {
-                    return Err(VisionOneError::Deadline { last: Some("request timed out".into()) });
+                Err(e)
+                    if e.is_timeout() && Instant::now() + Duration::from_millis(50) >= deadline =>
+                {
+                    return Err(VisionOneError::Deadline {
+                        last: Some("request timed out".into()),
+                    });
                 }
                 // Without the URL: it carries the query, and reqwest errors never carry headers.
-                Err(e) => Attempt::Retry { last: format!("request failed: {}", e.without_url()), after: None },
+                Err(e) => Attempt::Retry {
+                    last: format!("request failed: {}", e.without_url()),
+                    after: None,
+                },
                 Ok(resp) => classify(resp).await,
             };
             match outcome {
                 Attempt::Done(p) => return Ok(p),
                 Attempt::Fail(VisionOneError::Unauthorized { .. }) if !reread_token => {
                     // The token may have been rotated since it was cached: read it once more.
-                    tracing::warn!(param = self.token.param(), "HTTP 401; re-reading the token from SSM once");
+                    tracing::warn!(
+                        param = self.token.param(),
+                        "HTTP 401; re-reading the token from SSM once"
+                    );
                     reread_token = true;
                     self.token.reload().await?;
                     attempt -= 1;
@@ -244,7 +271,10 @@ impl Client {
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { last, after } => {
                     if attempt >= self.settings.max_attempts {
-                        return Err(VisionOneError::Unavailable { attempts: attempt, last });
+                        return Err(VisionOneError::Unavailable {
+                            attempts: attempt,
+                            last,
+                        });
                     }
                     let wait = self.settings.backoff.delay(attempt, after);
                     if Instant::now() + wait >= deadline {
@@ -260,27 +290,59 @@ impl Client {
 
 async fn classify(resp: reqwest::Response) -> Attempt {
     let status = resp.status();
-    let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry::parse_retry_after);
     let body = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return Attempt::Retry { last: format!("reading the response failed: {}", e.without_url()), after: None },
+        Err(e) => {
+            return Attempt::Retry {
+                last: format!("reading the response failed: {}", e.without_url()),
+                after: None,
+            };
+        }
     };
     if status.is_success() {
         return match serde_json::from_slice::<Page>(&body) {
             Ok(p) => Attempt::Done(p),
-            Err(e) => Attempt::Fail(VisionOneError::InvalidResponse(format!("HTTP {status} body is not an audit logs page: {e}"))),
+            Err(e) => Attempt::Fail(VisionOneError::InvalidResponse(format!(
+                "HTTP {status} body is not an audit logs page: {e}"
+            ))),
         };
     }
     let (detail, number) = error_detail(&body);
-    let sep = |d: &str| if d.is_empty() { String::new() } else { format!(": {d}") };
-    match status {
-        StatusCode::UNAUTHORIZED => Attempt::Fail(VisionOneError::Unauthorized { detail: sep(&detail) }),
-        StatusCode::FORBIDDEN => Attempt::Fail(VisionOneError::Forbidden { detail: sep(&detail) }),
-        StatusCode::BAD_REQUEST if number == Some(PAGE_TOKEN_EXPIRED) => Attempt::Fail(VisionOneError::PageTokenExpired),
-        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-            Attempt::Retry { last: format!("HTTP {}{}", s.as_u16(), sep(&detail)), after: retry_after }
+    let sep = |d: &str| {
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!(": {d}")
         }
-        s => Attempt::Fail(VisionOneError::Rejected { status: s.as_u16(), detail }),
+    };
+    match status {
+        StatusCode::UNAUTHORIZED => Attempt::Fail(VisionOneError::Unauthorized {
+            detail: sep(&detail),
+        }),
+        StatusCode::FORBIDDEN => Attempt::Fail(VisionOneError::Forbidden {
+            detail: sep(&detail),
+        }),
+        StatusCode::BAD_REQUEST if number == Some(PAGE_TOKEN_EXPIRED) => {
+            Attempt::Fail(VisionOneError::PageTokenExpired)
+        }
+        s if s == StatusCode::TOO_MANY_REQUESTS
+            || s.is_server_error()
+            || s == StatusCode::REQUEST_TIMEOUT =>
+        {
+            Attempt::Retry {
+                last: format!("HTTP {}{}", s.as_u16(), sep(&detail)),
+                after: retry_after,
+            }
+        }
+        s => Attempt::Fail(VisionOneError::Rejected {
+            status: s.as_u16(),
+            detail,
+        }),
     }
 }
 
@@ -299,7 +361,10 @@ fn error_detail(body: &[u8]) -> (String, Option<i64>) {
         return (text, d.number);
     }
     // HTML from the edge, or plain text: keep a short, single-line excerpt.
-    let text: String = String::from_utf8_lossy(body).split_whitespace().collect::<Vec<_>>().join(" ");
+    let text: String = String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     (text.chars().take(200).collect(), None)
 }
 
@@ -310,7 +375,13 @@ mod tests {
     #[test]
     fn error_bodies_of_every_shape() {
         let (t, n) = error_detail(br#"{"error":{"code":"BadRequest","message":"Request token expired.","number":1010550}}"#);
-        assert_eq!((t.as_str(), n), ("BadRequest: Request token expired. (error 1010550)", Some(PAGE_TOKEN_EXPIRED)));
+        assert_eq!(
+            (t.as_str(), n),
+            (
+                "BadRequest: Request token expired. (error 1010550)",
+                Some(PAGE_TOKEN_EXPIRED)
+            )
+        );
         let (t, n) = error_detail(br#"{"code":"TooManyRequests","message":"slow down"}"#);
         assert_eq!((t.as_str(), n), ("TooManyRequests: slow down", None));
         let (t, _) = error_detail(b"<html>\n<body>502 Bad Gateway</body></html>");
@@ -319,9 +390,19 @@ mod tests {
 
     #[test]
     fn messages_are_actionable() {
-        let e = VisionOneError::Unauthorized { detail: String::new() };
-        assert!(e.to_string().starts_with("token rejected: expired or revoked"));
-        let e = VisionOneError::Forbidden { detail: String::new() };
-        assert!(e.to_string().contains("role Master Administrator with Console & APIs"));
+        let e = VisionOneError::Unauthorized {
+            detail: String::new(),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("token rejected: expired or revoked")
+        );
+        let e = VisionOneError::Forbidden {
+            detail: String::new(),
+        };
+        assert!(
+            e.to_string()
+                .contains("role Master Administrator with Console & APIs")
+        );
     }
 }

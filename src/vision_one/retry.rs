@@ -14,7 +14,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(30) }
+        Backoff {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+        }
     }
 }
 
@@ -25,7 +28,10 @@ impl Backoff {
         if let Some(ra) = retry_after {
             return ra + Duration::from_millis(rand::random_range(0..250));
         }
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
         let half = exp / 2;
         half + Duration::from_micros(rand::random_range(0..=half.as_micros() as u64))
     }
@@ -48,14 +54,26 @@ mod tests {
 
     #[test]
     fn grows_caps_and_jitters() {
-        let b = Backoff { base: Duration::from_millis(100), cap: Duration::from_secs(1) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
         for _ in 0..50 {
             let d1 = b.delay(1, None);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d3 = b.delay(3, None);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
             let d30 = b.delay(30, None);
-            assert!(d30 >= Duration::from_millis(500) && d30 <= Duration::from_secs(1), "{d30:?}");
+            assert!(
+                d30 >= Duration::from_millis(500) && d30 <= Duration::from_secs(1),
+                "{d30:?}"
+            );
         }
         let spread: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5, None)).collect();
         assert!(spread.len() > 1, "jitter varies the delay");
@@ -67,7 +85,10 @@ mod tests {
         let d = b.delay(1, Some(Duration::from_secs(7)));
         assert!(d >= Duration::from_secs(7) && d < Duration::from_millis(7250));
         assert_eq!(parse_retry_after("12"), Some(Duration::from_secs(12)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

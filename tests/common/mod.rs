@@ -29,7 +29,9 @@ pub fn aws_env() {
 }
 
 pub fn rand_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:x}", rand::random_range(0..16u8))).collect()
+    (0..n)
+        .map(|_| format!("{:x}", rand::random_range(0..16u8)))
+        .collect()
 }
 
 pub struct TestEnv {
@@ -63,7 +65,11 @@ impl TestEnv {
         let token_param = format!("/tv1-test/{id}/token");
         put_param(&ssm, &token_param, &token).await;
 
-        let mut settings = SimSettings { token: token.clone(), skip_token_ttl: Duration::from_secs(300), end_inclusive: true };
+        let mut settings = SimSettings {
+            token: token.clone(),
+            skip_token_ttl: Duration::from_secs(300),
+            end_inclusive: true,
+        };
         tweak(&mut settings);
         let sim = Simulator::new(settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -87,7 +93,17 @@ impl TestEnv {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        TestEnv { sim, sim_url, token, bucket, token_param, s3, ssm, vars, _server: server }
+        TestEnv {
+            sim,
+            sim_url,
+            token,
+            bucket,
+            token_param,
+            s3,
+            ssm,
+            vars,
+            _server: server,
+        }
     }
 
     pub fn set(&mut self, k: &str, v: &str) -> &mut Self {
@@ -104,8 +120,21 @@ impl TestEnv {
     }
 
     /// Loads generated entries: `count` entries logged in `[now - back, now - fwd_gap)`.
-    pub fn load(&self, count: usize, from: DateTime<Utc>, to: DateTime<Utc>, tweak: impl FnOnce(&mut Generate)) {
-        let mut g = Generate { count, from, to, late_fraction: 0.0, seed: rand::random(), ..Generate::default() };
+    pub fn load(
+        &self,
+        count: usize,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tweak: impl FnOnce(&mut Generate),
+    ) {
+        let mut g = Generate {
+            count,
+            from,
+            to,
+            late_fraction: 0.0,
+            seed: rand::random(),
+            ..Generate::default()
+        };
         tweak(&mut g);
         self.sim.set_entries(generate(&g));
     }
@@ -114,19 +143,42 @@ impl TestEnv {
     pub async fn lake(&self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         let mut keys = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .into_paginator()
+            .send();
         while let Some(p) = pages.next().await {
-            keys.extend(p.unwrap().contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(
+                p.unwrap()
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         for key in keys.into_iter().filter(|k| !k.contains("/_state/")) {
-            let obj = self.s3.get_object().bucket(&self.bucket).key(&key).send().await.unwrap();
+            let obj = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(obj.content_type(), Some("application/x-ndjson"), "{key}");
             assert_eq!(obj.content_encoding(), Some("gzip"), "{key}");
             let body = obj.body.collect().await.unwrap().into_bytes();
             let mut text = String::new();
-            flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut text)
+                .unwrap();
             for line in text.lines() {
-                out.push((key.clone(), serde_json::from_str(line).unwrap_or_else(|e| panic!("{key}: bad line {line}: {e}"))));
+                out.push((
+                    key.clone(),
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("{key}: bad line {line}: {e}")),
+                ));
             }
         }
         out
@@ -134,13 +186,25 @@ impl TestEnv {
 
     pub async fn checkpoint(&self) -> Option<Value> {
         let key = "vision-one/audit/_state/checkpoint.json";
-        let obj = self.s3.get_object().bucket(&self.bucket).key(key).send().await.ok()?;
+        let obj = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
         Some(serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap())
     }
 
     /// Asserts the lake holds each entry logged in `[from, to)` exactly once and nothing else.
     pub async fn assert_exactly_once(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
-        let entries: Vec<SimEntry> = self.sim.visible_entries().into_iter().filter(|e| e.logged >= from && e.logged < to).collect();
+        let entries: Vec<SimEntry> = self
+            .sim
+            .visible_entries()
+            .into_iter()
+            .filter(|e| e.logged >= from && e.logged < to)
+            .collect();
         let lake = self.lake().await;
         assert_exactly_once(&entries, &lake);
         lake.len()
@@ -171,10 +235,16 @@ fn canonical(v: &Value) -> String {
     match v {
         Value::Object(m) => {
             let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
-            let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap())).collect();
+            let parts: Vec<String> = sorted
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap()))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -184,19 +254,36 @@ fn canonical(v: &Value) -> String {
 pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
     let mut want: HashMap<String, i64> = HashMap::new();
     for e in entries {
-        *want.entry(source_form(&serde_json::from_str(&e.json).unwrap())).or_default() += 1;
+        *want
+            .entry(source_form(&serde_json::from_str(&e.json).unwrap()))
+            .or_default() += 1;
     }
     let mut got: HashMap<String, i64> = HashMap::new();
     let mut ids = HashSet::new();
     for (key, line) in lake {
         *got.entry(source_form(line)).or_default() += 1;
-        let id = line["_id"].as_str().expect("every line has an _id").to_owned();
+        let id = line["_id"]
+            .as_str()
+            .expect("every line has an _id")
+            .to_owned();
         assert!(ids.insert(id.clone()), "duplicate _id {id} in {key}");
-        let t = tv1_connector::timefmt::parse_api_time(line["loggedDateTime"].as_str().unwrap()).unwrap();
-        assert!(key.contains(&t.format("/dt=%Y-%m-%d/hour=%H/").to_string()), "{key} holds an entry logged at {t}");
+        let t = tv1_connector::timefmt::parse_api_time(line["loggedDateTime"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            key.contains(&t.format("/dt=%Y-%m-%d/hour=%H/").to_string()),
+            "{key} holds an entry logged at {t}"
+        );
     }
-    let missing: Vec<_> = want.iter().filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n).map(|(k, _)| k.clone()).collect();
-    let extra: Vec<_> = got.iter().filter(|(k, n)| want.get(*k).copied().unwrap_or(0) < **n).map(|(k, _)| k.clone()).collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, n)| want.get(*k).copied().unwrap_or(0) < **n)
+        .map(|(k, _)| k.clone())
+        .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "lake has {} lines for {} entries; {} missing (e.g. {:?}), {} extra/duplicated (e.g. {:?})",
