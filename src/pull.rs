@@ -40,6 +40,11 @@ pub enum PullError {
     /// The page token expired repeatedly without progress.
     #[error("page tokens kept expiring ({0} restarts without progress); is the API very slow?")]
     TokenChurn(u32),
+    /// The deadline came before a write could be made safely (the lease may be over).
+    #[error(
+        "stopped before writing: too close to the run deadline (the next run redoes the pending segment)"
+    )]
+    NoTimeToWrite,
     /// An invocation payload that cannot be used.
     #[error("invalid invocation: {0}")]
     BadInvocation(String),
@@ -551,13 +556,17 @@ impl Puller {
             to: end,
         });
         let total = ((end - start).num_seconds() as u64).div_ceil(3600);
+        // Leave time to write the hour being read when the deadline comes.
+        let fetch_deadline = deadline
+            .checked_sub(self.cfg.deadline_margin)
+            .unwrap_or(deadline);
         let mut hour = start;
         while hour < end {
             let unit = Window {
                 from: hour,
                 to: (hour + TimeDelta::hours(1)).min(end),
             };
-            match self.backfill_hour(unit, deadline, &mut summary).await {
+            match self.backfill_hour(unit, fetch_deadline, &mut summary).await {
                 Ok(()) => {}
                 Err(PullError::VisionOne(e)) if e.is_deadline() => {
                     summary.complete = false;
@@ -594,12 +603,13 @@ impl Puller {
             compact_time(unit.to)
         );
         let part_prefix = format!("{}{name}-", partition(&self.cfg.prefix, unit.from));
-        let limits = self.limits();
         let mut restarts = 0;
         'query: loop {
-            // One hour is one unit: on a page-token expiry it is simply read again.
-            let mut asm = Assembler::new("", limits, unit.from);
-            let mut parts: Vec<Segment> = Vec::new();
+            // One hour is one unit: on a page-token expiry it is read again from its start, and
+            // its parts (numbered in API order) are overwritten with the same content.
+            let mut asm = Assembler::new("", self.limits(), unit.from);
+            let mut written: Vec<String> = Vec::new();
+            let (mut records, mut pages) = (0u64, 0u64);
             let mut page = self
                 .api
                 .first_page(unit.from, unit.to, None, deadline)
@@ -607,34 +617,38 @@ impl Puller {
             loop {
                 let p = match page {
                     Ok(p) => p,
-                    Err(VisionOneError::PageTokenExpired) if restarts < 3 => {
+                    Err(VisionOneError::PageTokenExpired)
+                        if restarts < MAX_RESTARTS_WITHOUT_PROGRESS =>
+                    {
                         restarts += 1;
+                        summary.pages += pages;
                         continue 'query;
                     }
                     Err(e) => return Err(e.into()),
                 };
-                summary.pages += 1;
+                pages += 1;
+                let mut closed = Vec::new();
                 for raw in p.items {
                     let (value, time) =
                         parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                     if time.is_some_and(|t| t < unit.from || t >= unit.to) {
                         continue;
                     }
-                    parts.extend(asm.push(raw, &value, time)?);
+                    closed.extend(asm.push(raw, &value, time)?);
+                }
+                if p.next_link.is_none() {
+                    closed.push(asm.finish(unit.to));
+                }
+                for obj in closed.into_iter().filter_map(|s| s.object) {
+                    let key = format!("{part_prefix}{:03}.jsonl.gz", written.len());
+                    self.sink.put_ndjson_gz(&key, obj.body).await?;
+                    records += obj.records as u64;
+                    written.push(key);
                 }
                 match p.next_link {
                     Some(link) => page = self.api.next_page(&link, deadline).await,
                     None => break,
                 }
-            }
-            parts.push(asm.finish(unit.to));
-            let mut written = Vec::new();
-            for (i, obj) in parts.into_iter().filter_map(|s| s.object).enumerate() {
-                let key = format!("{part_prefix}{i:03}.jsonl.gz");
-                self.sink.put_ndjson_gz(&key, obj.body).await?;
-                summary.records += obj.records as u64;
-                summary.objects += 1;
-                written.push(key);
             }
             // A shorter rerun (entries aged out) must not leave an older, longer part list behind.
             for stale in self.sink.list(&part_prefix).await? {
@@ -643,6 +657,9 @@ impl Puller {
                     summary.removed += 1;
                 }
             }
+            summary.pages += pages;
+            summary.records += records;
+            summary.objects += written.len() as u64;
             return Ok(());
         }
     }
@@ -726,10 +743,7 @@ impl Run<'_> {
     async fn save(&mut self) -> Result<(), PullError> {
         if Instant::now() >= self.write_deadline {
             // Past the lease the checkpoint may belong to another run: write nothing more.
-            return Err(VisionOneError::Deadline {
-                last: Some("no time left to write".into()),
-            }
-            .into());
+            return Err(PullError::NoTimeToWrite);
         }
         self.cp.updated_at = Utc::now();
         self.cp.run_id = self.summary.run_id.clone();
@@ -758,10 +772,7 @@ impl Run<'_> {
         });
         self.save().await?;
         if Instant::now() >= self.write_deadline {
-            return Err(VisionOneError::Deadline {
-                last: Some("no time left to write".into()),
-            }
-            .into());
+            return Err(PullError::NoTimeToWrite);
         }
         let size = obj.body.len() as u64;
         self.p.sink.put_ndjson_gz(&obj.key, obj.body).await?;

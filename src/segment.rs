@@ -185,7 +185,7 @@ impl Assembler {
     }
 
     /// The window ended normally: everything up to `to` has been seen. Returns the last segment.
-    pub fn finish(mut self, to: DateTime<Utc>) -> Segment {
+    pub fn finish(&mut self, to: DateTime<Utc>) -> Segment {
         if let Some(cur) = self.second {
             let held = std::mem::take(&mut self.held);
             self.encode(&held, cur);
@@ -194,8 +194,10 @@ impl Assembler {
     }
 
     /// The run stops early: the held second is dropped, the segment ends where it begins.
-    pub fn stop(mut self) -> Segment {
+    pub fn stop(&mut self) -> Segment {
         let to = self.resume_point();
+        self.held.clear();
+        self.second = None;
         self.close(to)
     }
 
