@@ -140,6 +140,77 @@ impl PullerConfig {
     }
 }
 
+/// Everything the AD ingest function needs, validated.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// SSM parameter holding the API key (SecureString).
+    pub api_key_param: String,
+    /// Destination bucket.
+    pub bucket: String,
+    /// Key prefix for AD events; ends with `/` unless empty.
+    pub prefix: String,
+    /// Largest request body as received (compressed).
+    pub max_body_bytes: usize,
+    /// Largest body after gzip decompression.
+    pub max_decompressed_bytes: usize,
+    /// Most events in one batch.
+    pub max_events: usize,
+    /// Largest single event (its JSON text).
+    pub max_event_bytes: usize,
+    /// How long the API key is cached (at most 5 minutes).
+    pub key_cache_ttl: Duration,
+    /// Shortest interval between two re-reads forced by an unknown key.
+    pub key_refresh_interval: Duration,
+    /// An agent seen within this long is `connected`.
+    pub agent_timeout: Duration,
+}
+
+impl IngestConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads the given variables.
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let cfg = IngestConfig {
+            api_key_param: required(env, "API_KEY_PARAM")?,
+            bucket: required(env, "BUCKET")?,
+            prefix: prefix(env, "AD_PREFIX", "active-directory/"),
+            // base64 of 4.5 MB plus the event envelope stays under Lambda's 6 MB request limit.
+            max_body_bytes: number(env, "AD_MAX_BODY_BYTES", 4_500_000)?,
+            max_decompressed_bytes: number(env, "AD_MAX_DECOMPRESSED_BYTES", 64 << 20)?,
+            max_events: number(env, "AD_MAX_EVENTS", 10_000)?,
+            max_event_bytes: number(env, "AD_MAX_EVENT_BYTES", 256 << 10)?,
+            key_cache_ttl: duration(env, "AD_KEY_CACHE_TTL", "5m")?,
+            key_refresh_interval: duration(env, "AD_KEY_REFRESH_INTERVAL", "5s")?,
+            agent_timeout: duration(env, "AD_AGENT_TIMEOUT", "10m")?,
+        };
+        if cfg.key_cache_ttl > Duration::from_secs(300) {
+            return Err(ConfigError {
+                var: "AD_KEY_CACHE_TTL",
+                reason: "must be at most 5m: a rotated key must stop working within 5 minutes"
+                    .into(),
+            });
+        }
+        for (var, zero) in [
+            ("AD_MAX_BODY_BYTES", cfg.max_body_bytes == 0),
+            ("AD_MAX_DECOMPRESSED_BYTES", cfg.max_decompressed_bytes == 0),
+            ("AD_MAX_EVENTS", cfg.max_events == 0),
+            ("AD_MAX_EVENT_BYTES", cfg.max_event_bytes == 0),
+            ("AD_AGENT_TIMEOUT", cfg.agent_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(ConfigError {
+                    var,
+                    reason: "must be greater than zero".into(),
+                });
+            }
+        }
+        Ok(cfg)
+    }
+}
+
 /// Reads a required, non-empty variable.
 pub fn required(env: &HashMap<String, String>, var: &'static str) -> Result<String, ConfigError> {
     env.get(var)
@@ -290,6 +361,25 @@ mod tests {
             PullerConfig::from_map(&m).unwrap_err().var,
             "TV1_TOKEN_PARAM"
         );
+    }
+
+    #[test]
+    fn ingest_config() {
+        let mut m: HashMap<String, String> = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c = IngestConfig::from_map(&m).unwrap();
+        assert_eq!(c.prefix, "active-directory/");
+        assert_eq!(c.key_cache_ttl, Duration::from_secs(300));
+        m.insert("AD_KEY_CACHE_TTL".into(), "10m".into());
+        assert_eq!(
+            IngestConfig::from_map(&m).unwrap_err().var,
+            "AD_KEY_CACHE_TTL"
+        );
+        m.remove("AD_KEY_CACHE_TTL");
+        m.remove("API_KEY_PARAM");
+        assert_eq!(IngestConfig::from_map(&m).unwrap_err().var, "API_KEY_PARAM");
     }
 
     #[test]

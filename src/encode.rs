@@ -84,10 +84,17 @@ pub fn line_with_fields(raw: &[u8], fields: &[(&str, &str)], out: &mut Vec<u8>) 
     if !fields.is_empty() && !is_empty {
         out.push(b',');
     }
-    if rest.iter().any(|&b| b == b'\n' || b == b'\r') {
-        minify_into(rest, out);
+    push_compact(rest, out);
+}
+
+/// Appends JSON text as one line: as it is, or without insignificant whitespace when the source
+/// spans lines. Strings, numbers and field order are never touched.
+pub fn push_compact(json: &[u8], out: &mut Vec<u8>) {
+    let json = json.trim_ascii();
+    if json.iter().any(|&b| b == b'\n' || b == b'\r') {
+        minify_into(json, out);
     } else {
-        out.extend_from_slice(rest);
+        out.extend_from_slice(json);
     }
 }
 

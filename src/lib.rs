@@ -13,6 +13,7 @@ pub mod aws;
 pub mod checkpoint;
 pub mod config;
 pub mod encode;
+pub mod ingest;
 pub mod pull;
 pub mod secret;
 pub mod segment;

@@ -4,7 +4,9 @@
 //! cannot leak through a log line or an error message by accident.
 
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// A secret value. Formatting it prints `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,7 +45,8 @@ pub struct SecretError {
 pub struct SsmSecret {
     ssm: aws_sdk_ssm::Client,
     param: String,
-    cached: Mutex<Option<Secret>>,
+    max_age: Option<Duration>,
+    cached: Mutex<Option<(Secret, Instant)>>,
 }
 
 impl SsmSecret {
@@ -52,7 +55,20 @@ impl SsmSecret {
         SsmSecret {
             ssm,
             param: param.into(),
+            max_age: None,
             cached: Mutex::new(None),
+        }
+    }
+
+    /// Like [`Self::new`], but the cached value is read again once it is older than `max_age`.
+    pub fn with_max_age(
+        ssm: aws_sdk_ssm::Client,
+        param: impl Into<String>,
+        max_age: Duration,
+    ) -> Self {
+        SsmSecret {
+            max_age: Some(max_age),
+            ..Self::new(ssm, param)
         }
     }
 
@@ -61,14 +77,16 @@ impl SsmSecret {
         &self.param
     }
 
-    /// The cached value, reading SSM on first use.
+    /// The cached value, reading SSM on first use (and when older than the maximum age).
     pub async fn current(&self) -> Result<Secret, SecretError> {
         let mut cached = self.cached.lock().await;
-        if let Some(s) = cached.as_ref() {
+        if let Some((s, at)) = cached.as_ref()
+            && self.max_age.is_none_or(|max| at.elapsed() < max)
+        {
             return Ok(s.clone());
         }
         let s = self.fetch().await?;
-        *cached = Some(s.clone());
+        *cached = Some((s.clone(), Instant::now()));
         Ok(s)
     }
 
@@ -76,7 +94,7 @@ impl SsmSecret {
     pub async fn reload(&self) -> Result<Secret, SecretError> {
         let mut cached = self.cached.lock().await;
         let s = self.fetch().await?;
-        *cached = Some(s.clone());
+        *cached = Some((s.clone(), Instant::now()));
         Ok(s)
     }
 

@@ -36,6 +36,16 @@ enum Command {
     TestConnection,
     /// Last successful run, records, current lag, last error.
     Status,
+    /// Generates a new ad-ingest API key, stores it in SSM (SecureString) and prints it once.
+    /// The previous key stops working within the function's key cache time (at most 5 minutes).
+    RotateKey {
+        /// SSM parameter of the key.
+        #[arg(long, env = "API_KEY_PARAM")]
+        param: String,
+        /// KMS key for the SecureString (default: the account's aws/ssm key).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+    },
     /// Serves the Vision One simulator on 127.0.0.1.
     Simulate {
         /// Port to listen on.
@@ -126,6 +136,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => print_json(&puller().await?.status().await?),
+        Command::RotateKey { param, kms_key_id } => {
+            let sdk = aws::load().await;
+            let key = tv1_connector::ingest::auth::generate_key();
+            aws::ssm_client(&sdk)
+                .put_parameter()
+                .name(&param)
+                .value(key.expose())
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .set_key_id(kms_key_id)
+                .overwrite(true)
+                .send()
+                .await
+                .with_context(|| format!("storing the new key in SSM parameter {param}"))?;
+            eprintln!(
+                "New API key stored in {param}. It is shown once; configure your forwarding agents with it:"
+            );
+            println!("{}", key.expose());
+            Ok(())
+        }
         Command::Simulate {
             port,
             token,

@@ -1,0 +1,27 @@
+//! The ad-ingest Lambda function, behind API Gateway (HTTP API, payload 2.0):
+//! `POST /v1/events`, `GET /v1/agents`, `GET /v1/health`.
+
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::{Error, LambdaEvent, lambda_runtime, service_fn};
+use tv1_connector::{aws, config::IngestConfig, ingest::Ingest, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init(true);
+    let cfg = IngestConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let sdk = aws::load().await;
+    // Built once; warm invocations reuse the clients and the cached key.
+    let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            // Boxed: the handler's future is deep enough to overflow the layout query otherwise.
+            let handled = Box::pin(ingest.handle_apigw(&event.payload, chrono::Utc::now()));
+            Ok::<_, Error>(handled.await)
+        },
+    ))
+    .await
+}
