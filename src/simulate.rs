@@ -228,9 +228,10 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
         };
         let visible_at = logged + chrono::Duration::seconds(delay);
         if i > 0 && rng.chance(g.repeat_fraction) {
+            // A repeat of the previous entry: same second, its own visibility delay.
             let prev = out.last().expect("i > 0").clone();
             out.push(SimEntry {
-                visible_at: visible_at.max(prev.visible_at),
+                visible_at: prev.logged + chrono::Duration::seconds(delay),
                 ..prev
             });
             continue;

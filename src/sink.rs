@@ -129,26 +129,36 @@ impl S3Sink {
 
     /// Reads a small document; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, SinkError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if status(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(self.err("GetObject", key, describe(&e))),
-        };
-        let etag = out.e_tag().unwrap_or_default().to_owned();
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.err("GetObject", key, e.to_string()))?
-            .into_bytes();
-        Ok(Some(Versioned { body, etag }))
+        // The SDK retries failed requests, but not a body that breaks off while streaming.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(o) => o,
+                Err(e) if status(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(self.err("GetObject", key, describe(&e))),
+            };
+            let etag = out.e_tag().unwrap_or_default().to_owned();
+            match out.body.collect().await {
+                Ok(body) => {
+                    return Ok(Some(Versioned {
+                        body: body.into_bytes(),
+                        etag,
+                    }));
+                }
+                Err(e) if attempt >= 3 => return Err(self.err("GetObject", key, e.to_string())),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "reading an S3 object broke off; retrying")
+                }
+            }
+        }
     }
 
     /// Writes a small JSON document under `cond`; returns the new ETag.

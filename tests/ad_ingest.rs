@@ -1,0 +1,786 @@
+//! ad-ingest end to end against LocalStack (real S3 + SSM).
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use flate2::{Compression, write::GzEncoder};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+use tv1_connector::config::IngestConfig;
+use tv1_connector::ingest::{HttpRequest, HttpResponse, Ingest};
+
+struct Env {
+    bucket: String,
+    param: String,
+    key: String,
+    s3: aws_sdk_s3::Client,
+    ssm: aws_sdk_ssm::Client,
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    async fn new() -> Env {
+        aws_env();
+        let sdk = tv1_connector::aws::load().await;
+        let (s3, ssm) = (
+            tv1_connector::aws::s3_client(&sdk),
+            tv1_connector::aws::ssm_client(&sdk),
+        );
+        let id = rand_hex(10);
+        let bucket = format!("tv1-ad-{id}");
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("LocalStack is running (make test starts it)");
+        let param = format!("/tv1-test/{id}/api-key");
+        let key = format!("key-{}", rand_hex(32));
+        put_param(&ssm, &param, &key).await;
+        let vars = [
+            ("API_KEY_PARAM", param.as_str()),
+            ("BUCKET", bucket.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Env {
+            bucket,
+            param,
+            key,
+            s3,
+            ssm,
+            vars,
+        }
+    }
+
+    fn ingest(&self) -> Ingest {
+        Ingest::new(
+            IngestConfig::from_map(&self.vars).unwrap(),
+            self.s3.clone(),
+            self.ssm.clone(),
+        )
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    async fn data_keys(&self) -> Vec<String> {
+        self.keys()
+            .await
+            .into_iter()
+            .filter(|k| !k.contains("/_state/"))
+            .collect()
+    }
+
+    async fn lines(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for key in self.data_keys().await {
+            let obj = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(obj.content_type(), Some("application/x-ndjson"));
+            assert_eq!(obj.content_encoding(), Some("gzip"));
+            let gz = obj.body.collect().await.unwrap().into_bytes();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            out.extend(
+                text.lines()
+                    .map(|l| (key.clone(), serde_json::from_str(l).unwrap())),
+            );
+        }
+        out
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A POST as API Gateway delivers it: binary (gzip) bodies base64-encoded.
+struct Post {
+    body: Vec<u8>,
+    gzip: bool,
+    auth: Option<String>,
+    content_type: Option<String>,
+    encoding: Option<String>,
+    base64: Option<bool>,
+    method: &'static str,
+    path: &'static str,
+}
+
+impl Post {
+    fn json(v: &Value, key: &str) -> Post {
+        Post::raw(serde_json::to_vec(v).unwrap(), key)
+    }
+    fn raw(body: Vec<u8>, key: &str) -> Post {
+        Post {
+            body,
+            gzip: false,
+            auth: Some(format!("Bearer {key}")),
+            content_type: Some("application/json".into()),
+            encoding: None,
+            base64: None,
+            method: "POST",
+            path: "/v1/events",
+        }
+    }
+    fn gzipped(mut self) -> Post {
+        self.gzip = true;
+        self
+    }
+    async fn send(&self, ingest: &Ingest) -> HttpResponse {
+        let body = if self.gzip {
+            gzip(&self.body)
+        } else {
+            self.body.clone()
+        };
+        let encoding = self
+            .encoding
+            .clone()
+            .or(self.gzip.then(|| "gzip".to_owned()));
+        let base64 = self.base64.unwrap_or(self.gzip);
+        let text = if base64 {
+            b64(&body)
+        } else {
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        let req = HttpRequest {
+            method: self.method,
+            path: self.path,
+            authorization: self.auth.as_deref(),
+            x_api_key: None,
+            content_type: self.content_type.as_deref(),
+            content_encoding: encoding.as_deref(),
+            body: Some(&text),
+            is_base64_encoded: base64,
+        };
+        ingest.handle(req, chrono::Utc::now()).await
+    }
+}
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn get(path: &'static str, key: Option<&str>) -> Post {
+    Post {
+        method: "GET",
+        path,
+        auth: key.map(|k| format!("Bearer {k}")),
+        ..Post::raw(Vec::new(), "")
+    }
+}
+
+#[tokio::test]
+async fn the_three_shapes_land_with_normalised_fields_and_the_original_event() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let expected = [
+        (
+            "winlogbeat-batch.json",
+            5,
+            vec![
+                "logon",
+                "logon",
+                "account_management",
+                "object_access",
+                "system",
+            ],
+        ),
+        (
+            "nxlog-batch.json",
+            3,
+            vec!["logon", "account_management", "object_access"],
+        ),
+        ("native-batch.json", 2, vec!["logon", "system"]),
+    ];
+    for (file, n, _) in &expected {
+        let r = Post::json(&sample(file), &env.key).send(&ingest).await;
+        assert_eq!(r.status, 200, "{file}: {}", r.body);
+        assert_eq!(r.body["status"], "accepted");
+        assert_eq!(r.body["events"], *n);
+    }
+    let lines = env.lines().await;
+    assert_eq!(lines.len(), 10);
+    for (file, _, cats) in &expected {
+        let batch = sample(file);
+        let agent = batch["agent"]["id"].as_str().unwrap();
+        for (i, ev) in batch["events"].as_array().unwrap().iter().enumerate() {
+            let (key, line) = lines
+                .iter()
+                .find(|(_, l)| &l["event"] == ev)
+                .unwrap_or_else(|| panic!("{file} event {i} missing"));
+            assert_eq!(line["category"], cats[i], "{file} {i}");
+            assert_eq!(line["agent_id"], agent);
+            assert!(
+                key.starts_with(&format!(
+                    "active-directory/category={}/dt=2026-11-21/{agent}_",
+                    cats[i]
+                )),
+                "{key}"
+            );
+            assert!(line["time"].as_str().unwrap().starts_with("2026-11-21T10:"));
+            assert!(line["event_id"].as_u64().unwrap() > 0);
+            assert!(line["record_id"].as_u64().is_some());
+            assert!(line["computer"].as_str().unwrap().starts_with("DC0"));
+            assert!(line["received_at"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    // The sample API Gateway event (gzip, base64), with this test's key.
+    let text = std::fs::read_to_string(format!(
+        "{}/events/ad-ingest-post.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let ev: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&text.replace("REPLACE_WITH_KEY", &env.key)).unwrap();
+    let resp = ingest.handle_apigw(&ev, chrono::Utc::now()).await;
+    assert_eq!(resp.status_code, 200);
+    assert_eq!(resp.headers["content-type"], "application/json");
+    // Plain JSON, base64-encoded by API Gateway (e.g. no text content type seen).
+    let mut p = Post::json(&sample("nxlog-batch.json"), &env.key);
+    p.base64 = Some(true);
+    assert_eq!(p.send(&ingest).await.status, 200);
+    // x-gzip, X-Api-Key, charset parameter.
+    let mut p = Post::json(&sample("native-batch.json"), &env.key).gzipped();
+    p.encoding = Some("x-gzip".into());
+    p.content_type = Some("application/json; charset=utf-8".into());
+    p.auth = None;
+    let body = gzip(&p.body);
+    let text = b64(&body);
+    let req = HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: None,
+        x_api_key: Some(&env.key),
+        content_type: p.content_type.as_deref(),
+        content_encoding: p.encoding.as_deref(),
+        body: Some(&text),
+        is_base64_encoded: true,
+    };
+    assert_eq!(ingest.handle(req, chrono::Utc::now()).await.status, 200);
+    assert_eq!(env.lines().await.len(), 10);
+}
+
+#[tokio::test]
+async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
+    let mut env = Env::new().await;
+    env.vars.insert("AD_MAX_BODY_BYTES".into(), "200000".into());
+    env.vars
+        .insert("AD_MAX_DECOMPRESSED_BYTES".into(), "400000".into());
+    env.vars.insert("AD_MAX_EVENTS".into(), "200".into());
+    env.vars.insert("AD_MAX_EVENT_BYTES".into(), "2000".into());
+    let ingest = env.ingest();
+    let k = env.key.clone();
+    let good = sample("native-batch.json");
+    let ev = good["events"][0].clone();
+    let with_events =
+        |events: Vec<Value>| json!({"agent": {"id": "dc9"}, "batch_id": "b1", "events": events});
+    let mut bad_events: Vec<Value> = (0..150)
+        .map(|i| json!({"event_id": 4624, "time": format!("bad-{i}"), "computer": "x"}))
+        .collect();
+    bad_events[0] = ev.clone();
+
+    let mut cases: Vec<(Post, u16, &str)> = vec![
+        (Post::raw(b"{not json".to_vec(), &k), 400, "invalid_json"),
+        (Post::raw(Vec::new(), &k), 400, "invalid_json"),
+        (Post::json(&json!({"events": []}), &k), 400, "invalid_batch"),
+        (
+            Post::json(
+                &json!({"agent": {"id": "a/b"}, "batch_id": "b", "events": []}),
+                &k,
+            ),
+            400,
+            "invalid_batch",
+        ),
+        (
+            Post::json(
+                &json!({"agent": {"id": "a"}, "batch_id": "", "events": []}),
+                &k,
+            ),
+            400,
+            "invalid_batch",
+        ),
+        (
+            Post {
+                auth: None,
+                ..Post::json(&good, &k)
+            },
+            401,
+            "missing_api_key",
+        ),
+        (Post::json(&good, "wrong-key"), 403, "invalid_api_key"),
+        (
+            Post {
+                path: "/v1/nope",
+                ..Post::json(&good, &k)
+            },
+            404,
+            "not_found",
+        ),
+        (
+            Post {
+                method: "PUT",
+                ..Post::json(&good, &k)
+            },
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Post {
+                content_type: Some("text/plain".into()),
+                ..Post::json(&good, &k)
+            },
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Post {
+                content_type: None,
+                ..Post::json(&good, &k)
+            },
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Post {
+                encoding: Some("br".into()),
+                ..Post::json(&good, &k)
+            },
+            415,
+            "unsupported_media_type",
+        ),
+        (Post::raw(vec![b' '; 250_000], &k), 413, "payload_too_large"),
+        (
+            Post::json(&with_events(vec![json!({}); 201]), &k),
+            413,
+            "payload_too_large",
+        ),
+        (
+            Post::json(
+                &with_events(vec![
+                    json!({"event_id": 1, "time": "t", "computer": "c", "pad": "x".repeat(3000)}),
+                ]),
+                &k,
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            Post::json(&with_events(bad_events), &k),
+            422,
+            "invalid_events",
+        ),
+    ];
+    // Malformed base64 and gzip.
+    // A gzip body that is not gzip (API Gateway base64-encodes it).
+    let mut not_gzip = Post::raw(b"this is not gzip".to_vec(), &k);
+    not_gzip.encoding = Some("gzip".into());
+    not_gzip.base64 = Some(true);
+    cases.push((not_gzip, 400, "invalid_gzip"));
+    // A gzip bomb: 10 MiB of spaces in a 10 kB body.
+    let bomb = gzip(&vec![b' '; 10 << 20]);
+    assert!(bomb.len() < 20_000, "{}", bomb.len());
+    let bomb_text = b64(&bomb);
+    for (post, status, code) in &cases {
+        let r = post.send(&ingest).await;
+        assert_eq!(r.status, *status, "{code}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], *code, "{}", r.body);
+        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let b64_bad = HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: Some(&format!("Bearer {k}")),
+        x_api_key: None,
+        content_type: Some("application/json"),
+        content_encoding: None,
+        body: Some("@@@ not base64 @@@"),
+        is_base64_encoded: true,
+    };
+    let r = ingest.handle(b64_bad, chrono::Utc::now()).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("invalid_base64"))
+    );
+    let bomb_req = HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: Some(&format!("Bearer {k}")),
+        x_api_key: None,
+        content_type: Some("application/json"),
+        content_encoding: Some("gzip"),
+        body: Some(&bomb_text),
+        is_base64_encoded: true,
+    };
+    let r = ingest.handle(bomb_req, chrono::Utc::now()).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{}",
+        r.body
+    );
+
+    // The 422 names each bad event, at most 100, and counts them all.
+    let r = Post::json(
+        &with_events({
+            let mut v: Vec<Value> = (0..30)
+                .map(|i| json!({"event_id": 4624, "time": format!("bad-{i}"), "computer": "x"}))
+                .collect();
+            v[0] = ev.clone();
+            v
+        }),
+        &k,
+    )
+    .send(&ingest)
+    .await;
+    assert_eq!(r.status, 422);
+    let details = r.body["error"]["details"].as_array().unwrap();
+    assert_eq!(details.len(), 29);
+    assert_eq!(details[0]["index"], 1);
+    assert!(
+        details[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not a timestamp")
+    );
+    let r = cases[15].0.send(&ingest).await;
+    assert_eq!(r.body["error"]["details"].as_array().unwrap().len(), 100);
+    assert_eq!(r.body["error"]["invalid_count"], 149);
+    // 405 says what is allowed.
+    assert_eq!(cases[8].0.send(&ingest).await.allow, Some("POST"));
+
+    assert!(
+        env.keys().await.is_empty(),
+        "a rejected request writes nothing: {:?}",
+        env.keys().await
+    );
+}
+
+#[tokio::test]
+async fn s3_or_ssm_unavailable_is_503_so_agents_retry() {
+    let env = Env::new().await;
+    let dead = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .load()
+        .await;
+    let cfg = IngestConfig::from_map(&env.vars).unwrap();
+    // S3 down, SSM up.
+    let ingest = Ingest::new(
+        cfg.clone(),
+        tv1_connector::aws::s3_client(&dead),
+        env.ssm.clone(),
+    );
+    let r = Post::json(&sample("native-batch.json"), &env.key)
+        .send(&ingest)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{}",
+        r.body
+    );
+    // SSM down.
+    let ingest = Ingest::new(
+        cfg.clone(),
+        env.s3.clone(),
+        tv1_connector::aws::ssm_client(&dead),
+    );
+    let r = Post::json(&sample("native-batch.json"), &env.key)
+        .send(&ingest)
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Health needs neither.
+    let ingest = Ingest::new(
+        cfg,
+        tv1_connector::aws::s3_client(&dead),
+        tv1_connector::aws::ssm_client(&dead),
+    );
+    let r = get("/v1/health", None).send(&ingest).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ok")));
+    assert!(!r.body.to_string().contains(&env.key));
+    assert!(env.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_at_once_and_the_old_one_stops_within_the_cache_bound() {
+    let mut env = Env::new().await;
+    env.vars.insert("AD_KEY_CACHE_TTL".into(), "3s".into());
+    env.vars
+        .insert("AD_KEY_REFRESH_INTERVAL".into(), "0s".into());
+    let (a, b) = (env.ingest(), env.ingest());
+    let batch = |n: u32| {
+        let mut b = sample("native-batch.json");
+        b["batch_id"] = json!(format!("rot-{n}"));
+        b
+    };
+    // Both instances have the old key cached.
+    assert_eq!(Post::json(&batch(1), &env.key).send(&a).await.status, 200);
+    assert_eq!(Post::json(&batch(2), &env.key).send(&b).await.status, 200);
+
+    // `tv1 rotate-key` prints the new key once and stores it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("rotate-key")
+        .env("API_KEY_PARAM", &env.param)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(new_key.len(), 43);
+    assert_ne!(new_key, env.key);
+
+    // The new key works at once on an instance that cached the old one...
+    assert_eq!(
+        Post::json(&batch(3), &new_key).send(&a).await.status,
+        200,
+        "new key without waiting"
+    );
+    // ...and that instance now refuses the old key.
+    let r = Post::json(&batch(4), &env.key).send(&a).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (403, Some("invalid_api_key"))
+    );
+    // Any instance refuses the old key once its cache bound has passed.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        Post::json(&batch(5), &env.key).send(&b).await.status,
+        403,
+        "old key after the cache bound"
+    );
+    assert_eq!(Post::json(&batch(6), &new_key).send(&b).await.status, 200);
+}
+
+#[tokio::test]
+async fn forced_rereads_are_rate_limited() {
+    let mut env = Env::new().await;
+    env.vars
+        .insert("AD_KEY_REFRESH_INTERVAL".into(), "1h".into());
+    let ingest = env.ingest();
+    assert_eq!(
+        get("/v1/agents", Some("wrong-1"))
+            .send(&ingest)
+            .await
+            .status,
+        403
+    );
+    // A new key arrives, but a forced re-read just happened: refused until the cache expires.
+    put_param(&env.ssm, &env.param, "fresh-key-0123456789").await;
+    assert_eq!(
+        get("/v1/agents", Some("fresh-key-0123456789"))
+            .send(&ingest)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get("/v1/agents", Some(&env.key)).send(&ingest).await.status,
+        200,
+        "cached key still valid"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_a_duplicate_not_a_second_copy() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let post = Post::json(&sample("winlogbeat-batch.json"), &env.key).gzipped();
+    let first = post.send(&ingest).await;
+    assert_eq!(first.body["status"], "accepted");
+    let again = post.send(&ingest).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["status"], "duplicate");
+    assert_eq!(again.body["keys"], first.body["keys"]);
+    // Even when the retry reaches another instance, concurrently.
+    let other = env.ingest();
+    let (a, b) = tokio::join!(post.send(&ingest), post.send(&other));
+    assert_eq!(
+        (a.body["status"].as_str(), b.body["status"].as_str()),
+        (Some("duplicate"), Some("duplicate"))
+    );
+    assert_eq!(env.lines().await.len(), 5);
+    let agents = get("/v1/agents", Some(&env.key)).send(&ingest).await;
+    assert_eq!(
+        agents.body["agents"][0]["events_received"], 5,
+        "duplicates are not counted"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_list_after_batches_from_several_agents() {
+    let mut env = Env::new().await;
+    env.vars.insert("AD_AGENT_TIMEOUT".into(), "2s".into());
+    let ingest = env.ingest();
+    for f in [
+        "winlogbeat-batch.json",
+        "nxlog-batch.json",
+        "native-batch.json",
+    ] {
+        assert_eq!(
+            Post::json(&sample(f), &env.key).send(&ingest).await.status,
+            200
+        );
+    }
+    let mut second = sample("native-batch.json");
+    second["batch_id"] = json!("dc03-2d40-000002");
+    second["agent"]["version"] = json!("0.9.1");
+    assert_eq!(
+        Post::json(&second, &env.key).send(&ingest).await.status,
+        200
+    );
+
+    let r = get("/v1/agents", Some(&env.key)).send(&ingest).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["count"], 3);
+    let agents = r.body["agents"].as_array().unwrap();
+    let ids: Vec<&str> = agents.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["dc01-7f3a", "dc02-91bc", "dc03-2d40"]);
+    let dc03 = &agents[2];
+    assert_eq!(dc03["events_received"], 4);
+    assert_eq!(dc03["batches_received"], 2);
+    assert_eq!(dc03["version"], "0.9.1");
+    assert_eq!(dc03["hostname"], "DC03.corp.example");
+    assert!(dc03["first_seen"].as_str().unwrap() <= dc03["last_seen"].as_str().unwrap());
+    assert!(agents.iter().all(|a| a["status"] == "connected"));
+    assert_eq!(get("/v1/agents", None).send(&ingest).await.status, 401);
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = get("/v1/agents", Some(&env.key)).send(&ingest).await;
+    assert!(
+        r.body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "disconnected")
+    );
+}
+
+/// Random bytes, random JSON and mutated batches: never a panic, never a 5xx, only 4xx or 200.
+#[tokio::test]
+async fn fuzzed_requests_get_only_4xx() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let seeds: Vec<Vec<u8>> = [
+        "winlogbeat-batch.json",
+        "nxlog-batch.json",
+        "native-batch.json",
+    ]
+    .iter()
+    .map(|f| serde_json::to_vec(&sample(f)).unwrap())
+    .collect();
+    let mut accepted = 0;
+    for i in 0..1500 {
+        let body: Vec<u8> = match i % 4 {
+            0 => (0..rand::random_range(0..300))
+                .map(|_| rand::random::<u8>())
+                .collect(),
+            1 => random_json(3).to_string().into_bytes(),
+            2 => {
+                let mut b = seeds[i % 3].clone();
+                for _ in 0..rand::random_range(1..6) {
+                    let at = rand::random_range(0..b.len());
+                    let junk = b"{}[]\",:0a\\ -\x00\xff";
+                    b[at] = junk[rand::random_range(0..junk.len())];
+                }
+                b
+            }
+            _ => {
+                let mut v: Value = serde_json::from_slice(&seeds[i % 3]).unwrap();
+                v["batch_id"] = json!(format!("fz-{i}"));
+                let events = v["events"].as_array_mut().unwrap();
+                let at = rand::random_range(0..events.len());
+                events[at] = random_json(2);
+                serde_json::to_vec(&v).unwrap()
+            }
+        };
+        let mut p = Post::raw(body, &env.key);
+        if rand::random_range(0..4) == 0 {
+            p = p.gzipped();
+        }
+        if rand::random_range(0..8) == 0 {
+            p.encoding = Some("gzip".into());
+            p.base64 = Some(rand::random());
+        }
+        let r = p.send(&ingest).await;
+        assert!(
+            r.status == 200 || (400..500).contains(&r.status),
+            "{}: {}",
+            r.status,
+            r.body
+        );
+        assert!(r.body.is_object());
+        accepted += (r.status == 200) as u32;
+    }
+    println!("{accepted} fuzzed requests happened to be valid batches");
+}
+
+fn random_json(depth: u32) -> Value {
+    match rand::random_range(0..if depth == 0 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => json!(rand::random::<bool>()),
+        2 => json!(rand::random::<i64>()),
+        3 => json!(rand_hex(rand::random_range(0..12))),
+        4 => json!(rand::random::<f64>()),
+        5 => Value::Array(
+            (0..rand::random_range(0..4))
+                .map(|_| random_json(depth - 1))
+                .collect(),
+        ),
+        _ => {
+            let keys = [
+                "agent", "batch_id", "events", "event_id", "time", "computer", "winlog", "EventID",
+                "id", "x",
+            ];
+            Value::Object(
+                (0..rand::random_range(0..5))
+                    .map(|_| {
+                        (
+                            keys[rand::random_range(0..keys.len())].to_owned(),
+                            random_json(depth - 1),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
