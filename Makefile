@@ -8,9 +8,9 @@ run:
 test:
 	@scripts/test.sh
 
-# Release zips for deployment: target/lambda/<function>/bootstrap.zip
+# Release zips for deployment: target/lambda/{audit-puller,ad-ingest}/bootstrap.zip
 build:
-	@bash -c 'source scripts/lib.sh && ensure_venv && cargo lambda build --release --output-format zip --bin audit-puller'
+	@bash -c 'source scripts/lib.sh && ensure_venv && cargo lambda build --release --output-format zip'
 
 lint:
 	cargo fmt --check

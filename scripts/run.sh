@@ -8,6 +8,7 @@ cd "$ROOT"
 
 BUCKET=tv1-demo
 TOKEN_PARAM=/tv1/vision-one/token
+KEY_PARAM=/tv1/ad-ingest/api-key
 SIM_PORT=${SIM_PORT:-8089}
 WATCH_PORT=${WATCH_PORT:-9000}
 SIM_TOKEN="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -22,8 +23,10 @@ wait_for simulator "http://127.0.0.1:$SIM_PORT/_sim/stats" 30 "$LOGS/simulator.l
 say "seeding bucket s3://$BUCKET and SecureString $TOKEN_PARAM"
 aws s3 mb "s3://$BUCKET" >/dev/null 2>&1 || true
 aws ssm put-parameter --name "$TOKEN_PARAM" --type SecureString --value "$SIM_TOKEN" --overwrite >/dev/null
+say "tv1 rotate-key: a fresh ad-ingest API key in $KEY_PARAM"
+API_KEY="$(API_KEY_PARAM="$KEY_PARAM" target/debug/tv1 rotate-key 2>/dev/null)"
 
-ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET=$BUCKET,TV1_DEADLINE_MARGIN=5s"
+ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET=$BUCKET,TV1_DEADLINE_MARGIN=5s,API_KEY_PARAM=$KEY_PARAM"
 ENV="$ENV,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=$AWS_REGION"
 say "starting cargo lambda watch on 127.0.0.1:$WATCH_PORT (log: .run/watch.log)"
 start_bg "$LOGS/watch.log" cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --env-vars "$ENV"
@@ -45,3 +48,30 @@ aws s3 cp "s3://$BUCKET/$first" - | gunzip | head -n 3
 say "test connection and status through the same function"
 cargo lambda invoke audit-puller --data-file events/test-connection.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json; echo
 cargo lambda invoke audit-puller --data-file events/status.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json | python3 -m json.tool
+
+URL="http://127.0.0.1:$WATCH_PORT/lambda-url/ad-ingest"
+post() { # file, extra curl args...
+  local f="$1"; shift
+  curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' "$@" --data-binary "@$f"
+  echo
+}
+say "ad-ingest: the Winlogbeat batch, gzip + base64 as API Gateway delivers it (events/ad-ingest-post.json)"
+# `cargo lambda watch` cannot pass a binary body to a function URL as API Gateway does, so the
+# gzip batch goes in as the API Gateway event itself; the other two go over HTTP.
+sed "s/REPLACE_WITH_KEY/$API_KEY/" events/ad-ingest-post.json > "$LOGS/ad-ingest-post.json"
+invoke_ad() { cargo lambda invoke ad-ingest --data-file "$LOGS/ad-ingest-post.json" -A 127.0.0.1 -P "$WATCH_PORT" --output-format json \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["statusCode"], r["body"])'; }
+invoke_ad
+say "ad-ingest: POST /v1/events with the NXLog and native sample batches (events/ad/)"
+post events/ad/nxlog-batch.json
+post events/ad/native-batch.json
+say "the same Winlogbeat batch again (an agent retrying): a duplicate, nothing written twice"
+invoke_ad
+say "a batch with a wrong key, and one with an invalid event: refused, nothing written"
+curl -sS -X POST "$URL/v1/events" -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' --data-binary @events/ad/native-batch.json; echo
+curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+  --data '{"agent":{"id":"dc9"},"batch_id":"b1","events":[{"event_id":4624,"time":"yesterday","computer":"DC9"}]}'; echo
+say "GET /v1/agents"
+curl -sS "$URL/v1/agents" -H "X-Api-Key: $API_KEY" | python3 -m json.tool
+say "AD objects in s3://$BUCKET/active-directory/"
+aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v /_state/
