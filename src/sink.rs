@@ -5,6 +5,7 @@
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 
 /// A failed S3 operation.
@@ -153,7 +154,9 @@ impl S3Sink {
                         etag,
                     }));
                 }
-                Err(e) if attempt >= 3 => return Err(self.err("GetObject", key, e.to_string())),
+                Err(e) if attempt >= 3 => {
+                    return Err(self.err("GetObject", key, DisplayErrorContext(&e).to_string()));
+                }
                 Err(e) => {
                     tracing::warn!(key, error = %e, "reading an S3 object broke off; retrying")
                 }

@@ -15,14 +15,21 @@ fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
 
-/// Runs until a run completes the window (skips while a dead run's lease holds).
+/// Runs until a run completes the window, as a scheduler would: a run that skips (a dead run's
+/// lease still holds) or fails (S3 hiccup) is followed by another.
 async fn run_to_completion(env: &TestEnv) -> tv1_connector::pull::RunSummary {
     let p = env.puller();
+    let mut failures = 0;
     for _ in 0..200 {
         match p.run(deadline(60)).await {
             Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => return s,
             Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("run failed: {e}"),
+            Err(e) => {
+                failures += 1;
+                assert!(failures < 5, "runs keep failing: {e}");
+                eprintln!("run failed, retrying as the next scheduled run would: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
     panic!("never completed")
@@ -37,14 +44,14 @@ async fn first_run_lands_every_entry_once_in_hourly_partitions() {
     assert_eq!(s.outcome, Outcome::Complete);
     assert_eq!(s.checkpoint_before, None);
     let window = s.window.unwrap();
-    assert_eq!(
-        window.from,
-        now - D::hours(12),
-        "first run starts at the initial lookback"
+    let after = now_s();
+    assert!(
+        window.from >= now - D::hours(12) && window.from <= after - D::hours(12),
+        "first run starts at the initial lookback: {window:?}"
     );
     assert!(
-        window.to >= now - D::seconds(1) && window.to <= now_s() - D::seconds(1),
-        "ends at now - lag"
+        window.to >= now - D::seconds(1) && window.to <= after - D::seconds(1),
+        "ends at now - lag: {window:?}"
     );
     assert_eq!(s.checkpoint_after, Some(window.to));
     assert!(s.pages >= 15, "followed nextLink over {} pages", s.pages);
