@@ -4,5 +4,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv
 ensure_localstack
 cd "$ROOT"
+say "cfn-lint infra/template.yaml (offline)"
+cfn-lint infra/template.yaml
 say "cargo test"
 cargo test --all-targets "$@"

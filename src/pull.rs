@@ -806,6 +806,46 @@ impl Run<'_> {
     }
 }
 
+/// CloudWatch namespace of the puller's metrics.
+pub const METRIC_NAMESPACE: &str = "tv1-connector";
+/// Seconds between the end of a run and its checkpoint: how far collection lags.
+pub const METRIC_LAG: &str = "CollectionLagSeconds";
+
+/// The run's metrics as one CloudWatch embedded-metric-format line, for a pull summary
+/// (`None` for other actions). Printed on its own line to stdout, CloudWatch turns it into
+/// metrics without any API call.
+pub fn emf_line(
+    summary: &serde_json::Value,
+    function_name: &str,
+    timestamp_ms: i64,
+) -> Option<String> {
+    if summary.get("action")? != "pull" {
+        return None;
+    }
+    let lag = summary.get("lag_seconds")?.as_i64()?;
+    let line = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": METRIC_NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    {"Name": METRIC_LAG, "Unit": "Seconds"},
+                    {"Name": "RecordsWritten", "Unit": "Count"},
+                    {"Name": "ObjectsWritten", "Unit": "Count"},
+                    {"Name": "PagesFetched", "Unit": "Count"}
+                ]
+            }]
+        },
+        "FunctionName": function_name,
+        METRIC_LAG: lag,
+        "RecordsWritten": summary.get("records").cloned().unwrap_or_default(),
+        "ObjectsWritten": summary.get("objects").cloned().unwrap_or_default(),
+        "PagesFetched": summary.get("pages").cloned().unwrap_or_default(),
+    });
+    Some(line.to_string())
+}
+
 /// Time left in an invocation, from the runtime's deadline (epoch milliseconds).
 ///
 /// `cargo lambda watch` sends the function timeout itself (e.g. `600000`) instead of an epoch
@@ -893,6 +933,29 @@ impl Puller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emf_lines_for_pulls_only() {
+        let s = serde_json::json!({"action": "pull", "lag_seconds": 301, "records": 10, "objects": 2, "pages": 3});
+        let line = emf_line(&s, "fn", 1_700_000_000_000).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["CollectionLagSeconds"], 301);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "tv1-connector"
+        );
+        assert_eq!(v["FunctionName"], "fn");
+        assert!(!line.contains('\n'));
+        assert!(emf_line(&serde_json::json!({"action": "status"}), "fn", 0).is_none());
+        assert!(
+            emf_line(
+                &serde_json::json!({"action": "pull", "lag_seconds": null}),
+                "fn",
+                0
+            )
+            .is_none()
+        );
+    }
 
     #[test]
     fn time_left_reads_both_deadline_forms() {

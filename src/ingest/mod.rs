@@ -26,6 +26,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// The routes: method and path. The SAM template declares the same (a test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/events"),
+    ("GET", "/v1/agents"),
+    ("GET", "/v1/health"),
+];
+
 /// Most invalid events listed in a 422 reply.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
@@ -580,6 +587,13 @@ fn write_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_declared_route_is_served() {
+        for (method, path) in ROUTES {
+            assert!(route(method, path).is_ok(), "{method} {path}");
+        }
+    }
 
     #[test]
     fn routes() {

@@ -1,0 +1,255 @@
+//! The SAM template and the code agree: functions, environment variables, prefixes, routes,
+//! metric names. A rename on one side fails here.
+
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn root(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&root("infra/template.yaml")).expect("infra/template.yaml is YAML")
+}
+
+fn untag(v: &Value) -> &Value {
+    match v {
+        Value::Tagged(t) => &t.value,
+        other => other,
+    }
+}
+
+fn functions(t: &Value) -> BTreeMap<String, (String, Value)> {
+    let mut out = BTreeMap::new();
+    for (name, res) in t["Resources"].as_mapping().unwrap() {
+        if res["Type"] == "AWS::Serverless::Function" {
+            let binary = res["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .expect("BuildProperties.Binary")
+                .to_owned();
+            assert_eq!(res["Metadata"]["BuildMethod"], "rust-cargolambda");
+            out.insert(binary, (name.as_str().unwrap().to_owned(), res.clone()));
+        }
+    }
+    out
+}
+
+/// Environment variables a function gets: Globals plus its own.
+fn env_vars(t: &Value, function: &Value) -> BTreeSet<String> {
+    let mut vars = BTreeSet::new();
+    for vs in [
+        &t["Globals"]["Function"]["Environment"]["Variables"],
+        &function["Properties"]["Environment"]["Variables"],
+    ] {
+        if let Some(m) = vs.as_mapping() {
+            vars.extend(m.keys().map(|k| k.as_str().unwrap().to_owned()));
+        }
+    }
+    vars
+}
+
+/// Variable names read in the body of `impl <ty>` in src/config.rs, and those of them read
+/// with `required(...)`.
+fn config_vars(ty: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let src = root("src/config.rs");
+    let start = src
+        .find(&format!("impl {ty} {{"))
+        .unwrap_or_else(|| panic!("impl {ty}"));
+    let body = &src[start..];
+    let end = body[1..]
+        .find("\nimpl ")
+        .map(|i| i + 1)
+        .unwrap_or(body.len());
+    let body = &body[..end];
+    let (mut all, mut required) = (BTreeSet::new(), BTreeSet::new());
+    for (i, _) in body.match_indices('"') {
+        let rest = &body[i + 1..];
+        let Some(close) = rest.find('"') else {
+            continue;
+        };
+        let word = &rest[..close];
+        if word.len() > 3
+            && word
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            all.insert(word.to_owned());
+            if body[..i].ends_with("required(env, ") {
+                required.insert(word.to_owned());
+            }
+        }
+    }
+    (all, required)
+}
+
+#[test]
+fn every_lambda_binary_is_a_function_in_the_template_and_nothing_else() {
+    let t = template();
+    let in_template: BTreeSet<String> = functions(&t).into_keys().collect();
+    let bins: BTreeSet<String> =
+        std::fs::read_dir(format!("{}/src/bin", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .into_string()
+                    .unwrap()
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            })
+            .filter(|b| b != "tv1")
+            .collect();
+    assert_eq!(in_template, bins);
+    for (_, f) in functions(&t).values() {
+        assert_eq!(
+            f["Properties"]["CodeUri"], "../",
+            "CodeUri is the folder with Cargo.toml"
+        );
+    }
+    assert_eq!(t["Globals"]["Function"]["Runtime"], "provided.al2023");
+    assert_eq!(t["Globals"]["Function"]["Handler"], "bootstrap");
+}
+
+#[test]
+fn environment_variables_match_what_the_code_reads() {
+    let t = template();
+    let fns = functions(&t);
+    for (binary, ty) in [
+        ("audit-puller", "PullerConfig"),
+        ("ad-ingest", "IngestConfig"),
+    ] {
+        let (reads, required) = config_vars(ty);
+        assert!(required.contains("BUCKET"), "parsed {ty}: {required:?}");
+        let set = env_vars(&t, &fns[binary].1);
+        let unknown: Vec<_> = set.difference(&reads).collect();
+        assert!(
+            unknown.is_empty(),
+            "{binary}: the template sets {unknown:?}, which {ty} never reads"
+        );
+        let missing: Vec<_> = required.difference(&set).collect();
+        assert!(
+            missing.is_empty(),
+            "{binary}: the template does not set required {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn prefix_defaults_match_the_code() {
+    let t = template();
+    let env = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let puller = tv1_connector::config::PullerConfig::from_map(&env(&[
+        ("TV1_TOKEN_PARAM", "/t"),
+        ("BUCKET", "b"),
+    ]))
+    .unwrap();
+    let ingest = tv1_connector::config::IngestConfig::from_map(&env(&[
+        ("API_KEY_PARAM", "/k"),
+        ("BUCKET", "b"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        t["Parameters"]["AuditPrefix"]["Default"].as_str(),
+        Some(puller.prefix.as_str())
+    );
+    assert_eq!(
+        t["Parameters"]["AdPrefix"]["Default"].as_str(),
+        Some(ingest.prefix.as_str())
+    );
+    let fns = functions(&t);
+    let vars = |b: &str| fns[b].1["Properties"]["Environment"]["Variables"].clone();
+    assert_eq!(
+        untag(&vars("audit-puller")["AUDIT_PREFIX"]).as_str(),
+        Some("AuditPrefix")
+    );
+    assert_eq!(
+        untag(&vars("ad-ingest")["AD_PREFIX"]).as_str(),
+        Some("AdPrefix")
+    );
+    assert_eq!(
+        untag(&vars("audit-puller")["TV1_TOKEN_PARAM"]).as_str(),
+        Some("TokenParameterName")
+    );
+    assert_eq!(
+        untag(&vars("ad-ingest")["API_KEY_PARAM"]).as_str(),
+        Some("ApiKeyParameterName")
+    );
+    // The SSM parameter each function may read is the one it is told to use.
+    let text = root("infra/template.yaml");
+    assert!(text.contains(":parameter${TokenParameterName}"));
+    assert!(text.contains(":parameter${ApiKeyParameterName}"));
+    assert!(text.contains("${Bucket}/${AuditPrefix}*") && text.contains("${Bucket}/${AdPrefix}*"));
+}
+
+#[test]
+fn http_routes_match_the_router() {
+    let t = template();
+    let fns = functions(&t);
+    let mut routes: Vec<(String, String)> = fns["ad-ingest"].1["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "HttpApi")
+        .map(|e| {
+            (
+                e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                e["Properties"]["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    routes.sort();
+    let mut code: Vec<(String, String)> = tv1_connector::ingest::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    code.sort();
+    assert_eq!(routes, code);
+}
+
+#[test]
+fn the_lag_alarm_watches_the_metric_the_puller_emits() {
+    let t = template();
+    let alarm = &t["Resources"]["CollectionLagAlarm"]["Properties"];
+    assert_eq!(
+        alarm["Namespace"].as_str(),
+        Some(tv1_connector::pull::METRIC_NAMESPACE)
+    );
+    assert_eq!(
+        alarm["MetricName"].as_str(),
+        Some(tv1_connector::pull::METRIC_LAG)
+    );
+    assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
+    let line = tv1_connector::pull::emf_line(
+        &serde_json::json!({"action": "pull", "lag_seconds": 1}),
+        "f",
+        0,
+    )
+    .unwrap();
+    assert!(line.contains("\"Dimensions\":[[\"FunctionName\"]]"));
+}
+
+#[test]
+fn puller_timeout_leaves_room_for_the_deadline_margin() {
+    let t = template();
+    let fns = functions(&t);
+    let puller = &fns["audit-puller"].1["Properties"];
+    assert_eq!(puller["ReservedConcurrentExecutions"], 1);
+    let margin = puller["Environment"]["Variables"]["TV1_DEADLINE_MARGIN"]
+        .as_str()
+        .unwrap();
+    let margin = tv1_connector::timefmt::parse_duration(margin)
+        .unwrap()
+        .as_secs();
+    let min_timeout = t["Parameters"]["PullerTimeoutSeconds"]["MinValue"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        min_timeout > 2 * margin,
+        "timeout {min_timeout}s vs margin {margin}s"
+    );
+}
