@@ -103,6 +103,8 @@ pub struct RunSummary {
     pub bytes: u64,
     /// Keys of the objects written.
     pub keys: Vec<String>,
+    /// Conditional writes of the checkpoint (S3 PUTs besides the objects).
+    pub checkpoint_writes: u64,
     /// `committed_to` when the run started (`None` on the first run).
     pub checkpoint_before: Option<DateTime<Utc>>,
     /// `committed_to` when it ended.
@@ -343,6 +345,7 @@ impl Puller {
                 objects: 0,
                 bytes: 0,
                 keys: Vec::new(),
+                checkpoint_writes: 0,
                 checkpoint_before: before,
                 checkpoint_after: before,
                 lag_seconds: None,
@@ -748,6 +751,7 @@ impl Run<'_> {
         self.cp.updated_at = Utc::now();
         self.cp.run_id = self.summary.run_id.clone();
         self.cond = self.p.state.save(&self.cp, &self.cond).await?;
+        self.summary.checkpoint_writes += 1;
         self.dirty = false;
         Ok(())
     }

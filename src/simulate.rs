@@ -160,6 +160,7 @@ struct SkipToken {
     end: i64,
     top: usize,
     asc: bool,
+    /// Entries of the range (visible or not) already passed, in query order.
     offset: usize,
     as_of: i64,
     /// Epoch milliseconds.
@@ -547,37 +548,49 @@ fn respond(
         }
     };
     // Paging is over a snapshot (visibility as of the first request), as a search index would.
+    // The token holds a position in the time-sorted list, so a page costs O(page), not O(data).
     let entries = sim.inner.entries.lock().unwrap();
-    let mut matching: Vec<&SimEntry> = entries
-        .iter()
-        .filter(|e| {
-            let t = e.logged.timestamp();
-            t >= token.start
-                && (if settings.end_inclusive {
-                    t <= token.end
-                } else {
-                    t < token.end
-                })
-                && e.visible_at.timestamp() <= token.as_of
-        })
-        .collect();
-    if !token.asc {
-        matching.reverse();
+    let lo = entries.partition_point(|e| e.logged.timestamp() < token.start);
+    let hi = entries.partition_point(|e| {
+        let t = e.logged.timestamp();
+        if settings.end_inclusive {
+            t <= token.end
+        } else {
+            t < token.end
+        }
+    });
+    let range = &entries[lo..hi.max(lo)];
+    let visible = |e: &&SimEntry| e.visible_at.timestamp() <= token.as_of;
+    let mut page: Vec<&str> = Vec::with_capacity(token.top);
+    let mut consumed = 0;
+    let ordered: Box<dyn Iterator<Item = &SimEntry>> = if token.asc {
+        Box::new(range.iter())
+    } else {
+        Box::new(range.iter().rev())
+    };
+    for e in ordered.skip(token.offset) {
+        if page.len() == token.top {
+            break;
+        }
+        consumed += 1;
+        if visible(&e) {
+            page.push(e.json.as_str());
+        }
     }
-    let page: Vec<&str> = matching
-        .iter()
-        .skip(token.offset)
-        .take(token.top)
-        .map(|e| e.json.as_str())
-        .collect();
-    let more = token.offset + page.len() < matching.len();
+    let next_offset = token.offset + consumed;
+    let rest = if token.asc {
+        &range[next_offset.min(range.len())..]
+    } else {
+        &range[..range.len().saturating_sub(next_offset)]
+    };
+    let more = rest.iter().any(|e| visible(&e));
     let mut body = String::with_capacity(page.iter().map(|s| s.len() + 1).sum::<usize>() + 256);
     body.push_str("{\"items\":[");
     body.push_str(&page.join(","));
     body.push(']');
     if more {
         let next = SkipToken {
-            offset: token.offset + page.len(),
+            offset: next_offset,
             issued: Utc::now().timestamp_millis(),
             ..token
         };

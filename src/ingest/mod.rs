@@ -210,6 +210,21 @@ pub struct BatchReceipt {
     pub body_sha256: String,
 }
 
+/// A validated, encoded batch: what [`Ingest::prepare`] hands to the storage step.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Who sent it.
+    pub agent: decode::AgentInfo,
+    /// Its id.
+    pub batch_id: String,
+    /// Events in it.
+    pub events: usize,
+    /// SHA-256 of the decoded body.
+    pub body_sha256: String,
+    /// `(key, gzip JSON Lines)` per category and day.
+    pub objects: Vec<(String, bytes::Bytes)>,
+}
+
 /// The AD ingest function: configuration and shared clients, built once.
 #[derive(Debug)]
 pub struct Ingest {
@@ -369,12 +384,14 @@ impl Ingest {
         })
     }
 
-    async fn ingest(
+    /// All the CPU work of a batch, no I/O: reads the body, validates every event and encodes
+    /// the objects. Public so that its cost can be measured on its own.
+    pub fn prepare(
         &self,
-        req: HttpRequest<'_>,
+        req: &HttpRequest<'_>,
         now: DateTime<Utc>,
-    ) -> Result<BatchReceipt, IngestError> {
-        let body = self.body(&req)?;
+    ) -> Result<Prepared, IngestError> {
+        let body = self.body(req)?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(bad(
                 "invalid_json",
@@ -441,26 +458,9 @@ impl Ingest {
             });
         }
 
-        let agent = &batch.agent;
-        let marker_key = format!(
-            "{}_state/batches/{}/{}.json",
-            self.cfg.prefix, agent.id, batch.batch_id
-        );
-        let body_sha256 = hex::encode(Sha256::digest(&body));
-        if let Some(prev) = self.sink.get(&marker_key).await? {
-            let mut receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
-                IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
-            })?;
-            if receipt.body_sha256 != body_sha256 {
-                tracing::warn!(agent = %agent.id, batch_id = %batch.batch_id, "batch id reused with different content; kept the first");
-            }
-            receipt.status = "duplicate".into();
-            self.touch_agent(agent, 0, now).await;
-            return Ok(receipt);
-        }
-
         // Objects: one per (category, day) of the batch, named by agent and batch id so that a
         // retry after a lost reply rewrites the same keys.
+        let agent = &batch.agent;
         let mut objects: BTreeMap<(Category, NaiveDate), ObjectEncoder> = BTreeMap::new();
         let mut line = Vec::with_capacity(4096);
         let received_at = api_time(now);
@@ -479,30 +479,67 @@ impl Ingest {
                 .or_default()
                 .push_line(&line);
         }
-        let keys: Vec<String> = objects
-            .keys()
-            .map(|(c, d)| {
-                format!(
+        let objects = objects
+            .into_iter()
+            .map(|((c, d), enc)| {
+                let key = format!(
                     "{}category={}/dt={}/{}_{}.jsonl.gz",
                     self.cfg.prefix,
                     c.as_str(),
                     d.format("%Y-%m-%d"),
                     agent.id,
                     batch.batch_id
-                )
+                );
+                (key, enc.finish())
             })
             .collect();
+        Ok(Prepared {
+            agent: batch.agent.clone(),
+            batch_id: batch.batch_id.clone(),
+            events: total,
+            body_sha256: hex::encode(Sha256::digest(&body)),
+            objects,
+        })
+    }
+
+    async fn ingest(
+        &self,
+        req: HttpRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<BatchReceipt, IngestError> {
+        let Prepared {
+            agent,
+            batch_id,
+            events,
+            body_sha256,
+            objects,
+        } = self.prepare(&req, now)?;
+        let marker_key = format!(
+            "{}_state/batches/{}/{batch_id}.json",
+            self.cfg.prefix, agent.id
+        );
+        if let Some(prev) = self.sink.get(&marker_key).await? {
+            let mut receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
+                IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
+            })?;
+            if receipt.body_sha256 != body_sha256 {
+                tracing::warn!(agent = %agent.id, %batch_id, "batch id reused with different content; kept the first");
+            }
+            receipt.status = "duplicate".into();
+            self.touch_agent(&agent, 0, now).await;
+            return Ok(receipt);
+        }
+        let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
         let puts = objects
-            .into_values()
-            .zip(&keys)
-            .map(|(enc, key)| self.sink.put_ndjson_gz(key, enc.finish()));
+            .into_iter()
+            .map(|(key, body)| async move { self.sink.put_ndjson_gz(&key, body).await });
         for r in futures_util::future::join_all(puts).await {
             r?;
         }
         let receipt = BatchReceipt {
             status: "accepted".into(),
-            batch_id: batch.batch_id.clone(),
-            events: total,
+            batch_id,
+            events,
             keys,
             received_at: now,
             body_sha256,
@@ -520,8 +557,8 @@ impl Ingest {
             Ok(_) | Err(SinkError::PreconditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.touch_agent(agent, total as u64, now).await;
-        tracing::info!(agent = %agent.id, batch_id = %batch.batch_id, events = total, objects = receipt.keys.len(), "batch accepted");
+        self.touch_agent(&agent, events as u64, now).await;
+        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, objects = receipt.keys.len(), "batch accepted");
         Ok(receipt)
     }
 
