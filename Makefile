@@ -1,12 +1,16 @@
 # The two commands: `make run` and `make test`. Both install what is missing (.venv with
 # LocalStack and cargo-lambda) and start LocalStack unless it already runs.
-.PHONY: run test build lint fmt clean
+.PHONY: run test bench build lint fmt clean
 
 run:
 	@scripts/run.sh
 
 test:
 	@scripts/test.sh
+
+# Benchmarks (docs/benchmarks.md): `make bench` or `make bench ARGS="cpu ingest"`.
+bench:
+	@scripts/bench.sh $(ARGS)
 
 # Release zips for deployment: target/lambda/{audit-puller,ad-ingest}/bootstrap.zip
 build:

@@ -1,0 +1,491 @@
+//! `make bench`: the figures of docs/benchmarks.md, each with its anchor. Needs LocalStack
+//! (make bench starts it). Prints a Markdown table; never asserts on timings.
+//!
+//! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, ingest, coldstart.
+
+use base64::Engine;
+use chrono::{Duration as D, Utc};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tv1_connector::config::IngestConfig;
+use tv1_connector::ingest::{HttpRequest, Ingest};
+use tv1_connector::segment::{Assembler, Limits, parse_item};
+use tv1_connector::simulate::{Faults, Generate, SimSettings, Simulator, generate};
+use tv1_connector::vision_one::Page;
+
+struct Row {
+    bench: String,
+    figure: String,
+    anchor: String,
+    ratio: String,
+}
+
+fn row(bench: &str, figure: String, anchor: String, ratio: String) -> Row {
+    eprintln!("  {bench}: {figure} | {anchor} | {ratio}");
+    Row { bench: bench.into(), figure, anchor, ratio }
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn aws_env() {
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            // SAFETY: single-threaded at this point.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+}
+
+fn rand_id() -> String {
+    hex::encode(rand::random::<[u8; 5]>())
+}
+
+/// 1. Vision One pages → gzip JSON Lines, in process, against `gzip -6` on the same JSONL.
+fn bench_cpu(rows: &mut Vec<Row>) {
+    let n = 200_000;
+    let now = Utc::now();
+    let entries = generate(&Generate { count: n, from: now - D::days(7), to: now - D::minutes(10), late_fraction: 0.0, ..Generate::default() });
+    let pages: Vec<Vec<u8>> = entries
+        .chunks(200)
+        .map(|c| {
+            let items: Vec<&str> = c.iter().map(|e| e.json.as_str()).collect();
+            format!(r#"{{"items":[{}],"nextLink":"https://api.xdr.trendmicro.com/v3.0/audit/logs?skipToken=abc"}}"#, items.join(",")).into_bytes()
+        })
+        .collect();
+    let input: usize = pages.iter().map(Vec::len).sum();
+    let limits = Limits { max_bytes: 64 << 20, max_records: 100_000 };
+    let run = || {
+        let mut asm = Assembler::new("p/", limits, now - D::days(8));
+        let mut objects = Vec::new();
+        for page in &pages {
+            let page: Page = serde_json::from_slice(page).unwrap();
+            for raw in page.items {
+                let (v, t) = parse_item(&raw).unwrap();
+                objects.extend(asm.push(raw, &v, t).unwrap().and_then(|s| s.object));
+            }
+        }
+        objects.extend(asm.finish(now).object);
+        objects
+    };
+    run(); // warm-up
+    let mut best = f64::MAX;
+    let mut objects = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        objects = run();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let mut jsonl = Vec::new();
+    for o in &objects {
+        flate2::read::GzDecoder::new(&o.body[..]).read_to_end(&mut jsonl).unwrap();
+    }
+    let records: usize = objects.iter().map(|o| o.records).sum();
+    assert_eq!(records, n);
+    let path = std::env::temp_dir().join(format!("tv1-bench-{}.jsonl", rand_id()));
+    std::fs::write(&path, &jsonl).unwrap();
+    let mut gz_best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let st = std::process::Command::new("gzip").args(["-6", "-c"]).arg(&path).stdout(Stdio::null()).status().unwrap();
+        assert!(st.success());
+        gz_best = gz_best.min(t.elapsed().as_secs_f64());
+    }
+    std::fs::remove_file(&path).ok();
+    let mb = jsonl.len() as f64 / 1e6;
+    let ours = mb / best;
+    let gzip = mb / gz_best;
+    rows.push(row(
+        "1. puller CPU path: pages → gzip JSONL (200k records, 1 core)",
+        format!("{:.0} records/s, {:.1} MB/s of JSONL ({:.1} MB/s of API pages)", n as f64 / best, ours, input as f64 / 1e6 / best),
+        format!("`gzip -6` on the same {mb:.0} MB of JSONL: {gzip:.1} MB/s"),
+        format!("{:.2}× (target ≥ 0.8×)", ours / gzip),
+    ));
+}
+
+struct Lake {
+    s3: aws_sdk_s3::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl Lake {
+    async fn new() -> Lake {
+        aws_env();
+        let sdk = tv1_connector::aws::load().await;
+        Lake { s3: tv1_connector::aws::s3_client(&sdk), ssm: tv1_connector::aws::ssm_client(&sdk) }
+    }
+    async fn bucket(&self) -> String {
+        let b = format!("tv1-bench-{}", rand_id());
+        self.s3.create_bucket().bucket(&b).send().await.expect("LocalStack on 127.0.0.1:4566 (make bench starts it)");
+        b
+    }
+    async fn param(&self, value: &str) -> String {
+        let name = format!("/tv1-bench/{}", rand_id());
+        self.ssm
+            .put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+        name
+    }
+}
+
+async fn start_sim(token: &str) -> (Simulator, String) {
+    let sim = Simulator::new(SimSettings { token: token.into(), skip_token_ttl: Duration::from_secs(600), end_inclusive: true });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sim.clone().serve(listener));
+    (sim, url)
+}
+
+/// Runs `tv1 pull` under `/usr/bin/time`; returns (summary, peak RSS KiB, wall seconds).
+async fn timed_pull(vars: &HashMap<&str, String>) -> (Value, u64, f64) {
+    let t = Instant::now();
+    let out = tokio::process::Command::new("/usr/bin/time")
+        .args(["-f", "TV1BENCH %M"])
+        .arg(env!("CARGO_BIN_EXE_tv1"))
+        .arg("pull")
+        .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tv1 pull failed: {stderr}");
+    let rss = stderr.lines().find_map(|l| l.strip_prefix("TV1BENCH ")).unwrap().trim().parse().unwrap();
+    (serde_json::from_slice(&out.stdout).unwrap(), rss, wall)
+}
+
+/// 2. End-to-end pull from the simulator into LocalStack S3, peak RSS by backlog size.
+async fn bench_e2e(rows: &mut Vec<Row>, lake: &Lake) {
+    let mut rss_all = Vec::new();
+    for n in [20_000usize, 200_000, 1_000_000] {
+        let token = format!("bench-{}", rand_id());
+        let (sim, url) = start_sim(&token).await;
+        let now = Utc::now();
+        sim.set_entries(generate(&Generate { count: n, from: now - D::days(6), to: now - D::minutes(1), late_fraction: 0.0, ..Generate::default() }));
+        let vars: HashMap<&str, String> = [
+            ("TV1_BASE_URL", url),
+            ("TV1_TOKEN_PARAM", lake.param(&token).await),
+            ("BUCKET", lake.bucket().await),
+            ("TV1_INITIAL_LOOKBACK", "7d".into()),
+            ("TV1_MAX_WINDOW", "7d".into()),
+            ("TV1_LAG", "1s".into()),
+            ("TV1_RUN_TIMEOUT", "30m".into()),
+        ]
+        .into_iter()
+        .collect();
+        let (s, rss, wall) = timed_pull(&vars).await;
+        assert_eq!(s["records"].as_u64(), Some(n as u64), "{s}");
+        let puts = s["objects"].as_u64().unwrap() + s["checkpoint_writes"].as_u64().unwrap() + 1;
+        rss_all.push(format!("{}k: {:.1} MB", n / 1000, rss as f64 / 1024.0));
+        if n == 200_000 {
+            rows.push(row(
+                "2. end-to-end pull, simulator → LocalStack S3 (200k records, one run)",
+                format!(
+                    "{:.0} records/s; {} S3 PUTs ({} objects + {} checkpoint + 1 status); {} pages; {:.1} s",
+                    n as f64 / wall,
+                    puts,
+                    s["objects"],
+                    s["checkpoint_writes"],
+                    s["pages"],
+                    wall
+                ),
+                "200 records per request, 1 PUT per hour of data".into(),
+                format!("{:.2} records per PUT-equivalent page", n as f64 / puts as f64 / 200.0),
+            ));
+        }
+        drop(sim);
+    }
+    rows.push(row(
+        "2b. peak RSS of `tv1 pull` by backlog size",
+        rss_all.join(", "),
+        "target ≤ 40 MB regardless of backlog".into(),
+        "see figure".into(),
+    ));
+}
+
+/// 3. Drain a 7-day backlog with the simulator's per-minute request limit switched on.
+async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
+    let (n, limit, latency_ms) = (60_000usize, 120u32, 100u64);
+    let token = format!("bench-{}", rand_id());
+    let (sim, url) = start_sim(&token).await;
+    let now = Utc::now();
+    sim.set_entries(generate(&Generate { count: n, from: now - D::days(7), to: now - D::minutes(1), late_fraction: 0.0, ..Generate::default() }));
+    sim.set_faults(Faults { rate_limit_per_minute: Some(limit), retry_after_secs: Some(1), delay_ms: latency_ms, ..Faults::default() });
+    let vars: HashMap<&str, String> = [
+        ("TV1_BASE_URL", url),
+        ("TV1_TOKEN_PARAM", lake.param(&token).await),
+        ("BUCKET", lake.bucket().await),
+        ("TV1_INITIAL_LOOKBACK", "7d".into()),
+        ("TV1_LAG", "1s".into()),
+        ("TV1_RUN_TIMEOUT", "30m".into()),
+        ("TV1_MAX_ATTEMPTS", "20".into()),
+    ]
+    .into_iter()
+    .collect();
+    let t = Instant::now();
+    let (mut records, mut runs, mut pages) = (0, 0, 0);
+    loop {
+        let (s, _, _) = timed_pull(&vars).await;
+        runs += 1;
+        records += s["records"].as_u64().unwrap();
+        pages += s["pages"].as_u64().unwrap();
+        if s["lag_seconds"].as_i64().unwrap() < 120 {
+            break;
+        }
+    }
+    let minutes = t.elapsed().as_secs_f64() / 60.0;
+    let ceiling = limit as f64 * 200.0;
+    let r429 = sim.stats().by_status.get(&429).copied().unwrap_or(0);
+    rows.push(row(
+        "3. catch-up: 7-day backlog (60k records) under a 120 requests/min limit, 100 ms API latency",
+        format!(
+            "{:.0} records/min ({records} records, {pages} pages, {runs} runs of ≤ 24 h, {r429} × 429, {:.1} min)",
+            records as f64 / minutes,
+            minutes
+        ),
+        format!("rate-limit ceiling {ceiling:.0} records/min (120 × 200)"),
+        format!("{:.2}×", records as f64 / minutes / ceiling),
+    ));
+}
+
+fn winlogbeat_event(i: usize) -> Value {
+    let ids = [4624, 4625, 4634, 4662, 4720, 4728, 4769, 5136, 7045, 1102];
+    let id = ids[i % ids.len()];
+    json!({
+        "@timestamp": format!("2026-11-21T{:02}:{:02}:{:02}.{:03}Z", (i / 3600) % 24, (i / 60) % 60, i % 60, i % 1000),
+        "event": {"code": id.to_string(), "kind": "event", "provider": "Microsoft-Windows-Security-Auditing", "outcome": "success"},
+        "host": {"name": format!("DC{:02}", i % 7), "hostname": format!("dc{:02}", i % 7), "os": {"family": "windows", "version": "10.0"}},
+        "agent": {"type": "winlogbeat", "version": "8.15.0", "id": "7f3a1c2e-5d1b-4e0a-9c1d-1a2b3c4d5e6f"},
+        "winlog": {
+            "channel": "Security", "computer_name": format!("DC{:02}.corp.example", i % 7), "event_id": id.to_string(),
+            "record_id": 1_000_000 + i, "provider_name": "Microsoft-Windows-Security-Auditing",
+            "provider_guid": "{54849625-5478-4994-a5ba-3e3b0328c30d}", "task": "Logon", "keywords": ["Audit Success"],
+            "process": {"pid": 780, "thread": {"id": 1000 + i % 64}},
+            "event_data": {
+                "SubjectUserSid": "S-1-5-18", "SubjectUserName": format!("DC{:02}$", i % 7), "SubjectDomainName": "CORP",
+                "SubjectLogonId": "0x3e7", "TargetUserSid": format!("S-1-5-21-1004336348-1177238915-682003330-{}", 1000 + i % 5000),
+                "TargetUserName": format!("user{}", i % 5000), "TargetDomainName": "CORP", "TargetLogonId": format!("0x{:x}", 0x3e7a1c + i),
+                "LogonType": (i % 11).to_string(), "LogonProcessName": "Kerberos", "AuthenticationPackageName": "Kerberos",
+                "WorkstationName": "-", "LogonGuid": format!("{{{:08x}-1e2f-4a5b-8c9d-0e1f2a3b4c5d}}", i),
+                "TransmittedServices": "-", "LmPackageName": "-", "KeyLength": "0", "ProcessId": "0x0", "ProcessName": "-",
+                "IpAddress": format!("10.{}.{}.{}", i % 256, (i / 256) % 256, i % 200), "IpPort": (49152 + i % 16000).to_string(),
+                "ImpersonationLevel": "%%1833", "VirtualAccount": "%%1843", "ElevatedToken": "%%1842"
+            }
+        },
+        "message": "An account was successfully logged on."
+    })
+}
+
+/// 4. ad-ingest: one ~5 MB gzip batch of Winlogbeat events, in process.
+async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
+    // Grow a batch until its gzip body is ~5 MB.
+    let mut events = Vec::new();
+    let mut gz_len = 0;
+    while gz_len < 5_000_000 {
+        events.extend((events.len()..events.len() + 5000).map(winlogbeat_event));
+        let body = serde_json::to_vec(&json!({"agent": {"id": "dc01"}, "batch_id": "probe", "events": events})).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&body).unwrap();
+        gz_len = e.finish().unwrap().len();
+    }
+    let n_events = events.len();
+    let key = format!("bench-key-{}", rand_id());
+    let bucket = lake.bucket().await;
+    let param = lake.param(&key).await;
+    let vars: HashMap<String, String> = [
+        ("API_KEY_PARAM", param.as_str()),
+        ("BUCKET", bucket.as_str()),
+        ("AD_MAX_BODY_BYTES", "8000000"),
+        ("AD_MAX_DECOMPRESSED_BYTES", "1000000000"),
+        ("AD_MAX_EVENTS", "1000000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), lake.s3.clone(), lake.ssm.clone());
+    let iterations = 12;
+    let bodies: Vec<(String, usize, usize)> = (0..iterations)
+        .map(|i| {
+            let raw = serde_json::to_vec(&json!({"agent": {"id": "dc01", "hostname": "DC01"}, "batch_id": format!("b{i}"), "events": events})).unwrap();
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&raw).unwrap();
+            let gz = e.finish().unwrap();
+            (base64::engine::general_purpose::STANDARD.encode(&gz), gz.len(), raw.len())
+        })
+        .collect();
+    let auth = format!("Bearer {key}");
+    fn req<'a>(auth: &'a str, body: &'a str) -> HttpRequest<'a> {
+        HttpRequest {
+            method: "POST",
+            path: "/v1/events",
+            authorization: Some(auth),
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: Some("gzip"),
+            body: Some(body),
+            is_base64_encoded: true,
+        }
+    }
+    // Without S3: all the CPU work of a request.
+    let _ = ingest.prepare(&req(&auth, &bodies[0].0), Utc::now()).unwrap();
+    let (mut lat, cpu0) = (Vec::new(), cpu_seconds());
+    for (b, _, _) in &bodies {
+        let t = Instant::now();
+        let p = ingest.prepare(&req(&auth, b), Utc::now()).unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(p.events, n_events);
+    }
+    let cpu_ms = (cpu_seconds() - cpu0) * 1000.0 / iterations as f64;
+    let (p50, p99) = (percentile(&mut lat.clone(), 0.5), percentile(&mut lat, 0.99));
+    // With the S3 writes (LocalStack on this machine).
+    let mut lat_s3 = Vec::new();
+    for (b, _, _) in &bodies {
+        let t = Instant::now();
+        let r = ingest.handle(req(&auth, b), Utc::now()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        lat_s3.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (q50, q99) = (percentile(&mut lat_s3.clone(), 0.5), percentile(&mut lat_s3, 0.99));
+    rows.push(row(
+        &format!(
+            "4. ad-ingest: {:.1} MB gzip batch ({:.0} MB JSON, {} Winlogbeat events), {iterations} batches",
+            bodies[0].1 as f64 / 1e6,
+            bodies[0].2 as f64 / 1e6,
+            n_events
+        ),
+        format!(
+            "{cpu_ms:.0} CPU ms/batch, {:.0} events/s per core; handler p50/p99 {p50:.0}/{p99:.0} ms without S3, {q50:.0}/{q99:.0} ms with S3 (LocalStack)",
+            n_events as f64 / (cpu_ms / 1000.0)
+        ),
+        "API Gateway's 30 s integration timeout".into(),
+        format!("{:.3} of it at p99 with S3", q99 / 30_000.0),
+    ));
+}
+
+/// 5. Cold start: process start → first poll of a fake Lambda runtime API; zip sizes.
+async fn bench_coldstart(rows: &mut Vec<Row>) {
+    let mut figures = Vec::new();
+    for (bin, path, extra) in [
+        ("audit-puller", env!("CARGO_BIN_EXE_audit-puller"), [("TV1_TOKEN_PARAM", "/t"), ("BUCKET", "b")]),
+        ("ad-ingest", env!("CARGO_BIN_EXE_ad-ingest"), [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..15 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let start = Instant::now();
+            let mut child = tokio::process::Command::new(path)
+                .envs(extra)
+                .env("AWS_LAMBDA_RUNTIME_API", &addr)
+                .env("AWS_LAMBDA_FUNCTION_NAME", bin)
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+                .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+                .env("AWS_REGION", "us-east-1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.expect("first poll").unwrap();
+            let mut buf = [0u8; 256];
+            let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await.unwrap();
+            let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"));
+            times.push(elapsed);
+            child.kill().await.ok();
+        }
+        let bytes = std::fs::read(path).unwrap();
+        let zip = zipped_len(&bytes);
+        figures.push(format!(
+            "{bin}: {:.1} ms median ({:.1} p90), binary {:.1} MB, zip {:.1} MB",
+            percentile(&mut times.clone(), 0.5),
+            percentile(&mut times, 0.9),
+            bytes.len() as f64 / 1e6,
+            zip as f64 / 1e6
+        ));
+    }
+    rows.push(row(
+        "5. cold start: exec → first poll of the runtime API (fake, loopback)",
+        figures.join("; "),
+        "Lambda's own init for provided.al2023 is ~100 ms on top".into(),
+        "see figure".into(),
+    ));
+}
+
+/// Size of `bootstrap` in a deflate-9 zip, as `cargo lambda build --output-format zip` makes.
+fn zipped_len(bytes: &[u8]) -> usize {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap().len() + 2 * (30 + 46 + "bootstrap".len()) + 22
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    if want("cpu") {
+        eprintln!("bench cpu...");
+        bench_cpu(&mut rows);
+    }
+    rt.block_on(async {
+        let lake = Lake::new().await;
+        if want("e2e") {
+            eprintln!("bench e2e...");
+            bench_e2e(&mut rows, &lake).await;
+        }
+        if want("catchup") {
+            eprintln!("bench catchup...");
+            bench_catchup(&mut rows, &lake).await;
+        }
+        if want("ingest") {
+            eprintln!("bench ingest...");
+            bench_ingest(&mut rows, &lake).await;
+        }
+        if want("coldstart") {
+            eprintln!("bench coldstart...");
+            bench_coldstart(&mut rows).await;
+        }
+    });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':'])).unwrap_or("?");
+    println!("\nMachine: {model}, {} cores, {}; {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), os(), Utc::now().format("%Y-%m-%d"));
+    println!("Total bench time: {:.0} s\n", started.elapsed().as_secs_f64());
+    println!("| Benchmark | Figure | Anchor | Ratio |\n| --- | --- | --- | --- |");
+    for r in rows {
+        println!("| {} | {} | {} | {} |", r.bench, r.figure, r.anchor, r.ratio);
+    }
+}
+
+fn os() -> String {
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: u64 = mem.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    format!("{:.0} GiB RAM", kb as f64 / 1024.0 / 1024.0)
+}
