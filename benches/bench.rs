@@ -25,12 +25,22 @@ struct Row {
 
 fn row(bench: &str, figure: String, anchor: String, ratio: String) -> Row {
     eprintln!("  {bench}: {figure} | {anchor} | {ratio}");
-    Row { bench: bench.into(), figure, anchor, ratio }
+    Row {
+        bench: bench.into(),
+        figure,
+        anchor,
+        ratio,
+    }
 }
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
@@ -62,7 +72,13 @@ fn rand_id() -> String {
 fn bench_cpu(rows: &mut Vec<Row>) {
     let n = 200_000;
     let now = Utc::now();
-    let entries = generate(&Generate { count: n, from: now - D::days(7), to: now - D::minutes(10), late_fraction: 0.0, ..Generate::default() });
+    let entries = generate(&Generate {
+        count: n,
+        from: now - D::days(7),
+        to: now - D::minutes(10),
+        late_fraction: 0.0,
+        ..Generate::default()
+    });
     let pages: Vec<Vec<u8>> = entries
         .chunks(200)
         .map(|c| {
@@ -71,7 +87,10 @@ fn bench_cpu(rows: &mut Vec<Row>) {
         })
         .collect();
     let input: usize = pages.iter().map(Vec::len).sum();
-    let limits = Limits { max_bytes: 64 << 20, max_records: 100_000 };
+    let limits = Limits {
+        max_bytes: 64 << 20,
+        max_records: 100_000,
+    };
     let run = || {
         let mut asm = Assembler::new("p/", limits, now - D::days(8));
         let mut objects = Vec::new();
@@ -95,7 +114,9 @@ fn bench_cpu(rows: &mut Vec<Row>) {
     }
     let mut jsonl = Vec::new();
     for o in &objects {
-        flate2::read::GzDecoder::new(&o.body[..]).read_to_end(&mut jsonl).unwrap();
+        flate2::read::GzDecoder::new(&o.body[..])
+            .read_to_end(&mut jsonl)
+            .unwrap();
     }
     let records: usize = objects.iter().map(|o| o.records).sum();
     assert_eq!(records, n);
@@ -104,7 +125,12 @@ fn bench_cpu(rows: &mut Vec<Row>) {
     let mut gz_best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let st = std::process::Command::new("gzip").args(["-6", "-c"]).arg(&path).stdout(Stdio::null()).status().unwrap();
+        let st = std::process::Command::new("gzip")
+            .args(["-6", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
         assert!(st.success());
         gz_best = gz_best.min(t.elapsed().as_secs_f64());
     }
@@ -114,7 +140,12 @@ fn bench_cpu(rows: &mut Vec<Row>) {
     let gzip = mb / gz_best;
     rows.push(row(
         "1. puller CPU path: pages → gzip JSONL (200k records, 1 core)",
-        format!("{:.0} records/s, {:.1} MB/s of JSONL ({:.1} MB/s of API pages)", n as f64 / best, ours, input as f64 / 1e6 / best),
+        format!(
+            "{:.0} records/s, {:.1} MB/s of JSONL ({:.1} MB/s of API pages)",
+            n as f64 / best,
+            ours,
+            input as f64 / 1e6 / best
+        ),
         format!("`gzip -6` on the same {mb:.0} MB of JSONL: {gzip:.1} MB/s"),
         format!("{:.2}× (target ≥ 0.8×)", ours / gzip),
     ));
@@ -129,11 +160,19 @@ impl Lake {
     async fn new() -> Lake {
         aws_env();
         let sdk = tv1_connector::aws::load().await;
-        Lake { s3: tv1_connector::aws::s3_client(&sdk), ssm: tv1_connector::aws::ssm_client(&sdk) }
+        Lake {
+            s3: tv1_connector::aws::s3_client(&sdk),
+            ssm: tv1_connector::aws::ssm_client(&sdk),
+        }
     }
     async fn bucket(&self) -> String {
         let b = format!("tv1-bench-{}", rand_id());
-        self.s3.create_bucket().bucket(&b).send().await.expect("LocalStack on 127.0.0.1:4566 (make bench starts it)");
+        self.s3
+            .create_bucket()
+            .bucket(&b)
+            .send()
+            .await
+            .expect("LocalStack on 127.0.0.1:4566 (make bench starts it)");
         b
     }
     async fn param(&self, value: &str) -> String {
@@ -152,7 +191,11 @@ impl Lake {
 }
 
 async fn start_sim(token: &str) -> (Simulator, String) {
-    let sim = Simulator::new(SimSettings { token: token.into(), skip_token_ttl: Duration::from_secs(600), end_inclusive: true });
+    let sim = Simulator::new(SimSettings {
+        token: token.into(),
+        skip_token_ttl: Duration::from_secs(600),
+        end_inclusive: true,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(sim.clone().serve(listener));
@@ -174,7 +217,13 @@ async fn timed_pull(vars: &HashMap<&str, String>) -> (Value, u64, f64) {
     let wall = t.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tv1 pull failed: {stderr}");
-    let rss = stderr.lines().find_map(|l| l.strip_prefix("TV1BENCH ")).unwrap().trim().parse().unwrap();
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("TV1BENCH "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (serde_json::from_slice(&out.stdout).unwrap(), rss, wall)
 }
 
@@ -185,7 +234,13 @@ async fn bench_e2e(rows: &mut Vec<Row>, lake: &Lake) {
         let token = format!("bench-{}", rand_id());
         let (sim, url) = start_sim(&token).await;
         let now = Utc::now();
-        sim.set_entries(generate(&Generate { count: n, from: now - D::days(6), to: now - D::minutes(1), late_fraction: 0.0, ..Generate::default() }));
+        sim.set_entries(generate(&Generate {
+            count: n,
+            from: now - D::days(6),
+            to: now - D::minutes(1),
+            late_fraction: 0.0,
+            ..Generate::default()
+        }));
         let vars: HashMap<&str, String> = [
             ("TV1_BASE_URL", url),
             ("TV1_TOKEN_PARAM", lake.param(&token).await),
@@ -233,8 +288,19 @@ async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
     let token = format!("bench-{}", rand_id());
     let (sim, url) = start_sim(&token).await;
     let now = Utc::now();
-    sim.set_entries(generate(&Generate { count: n, from: now - D::days(7), to: now - D::minutes(1), late_fraction: 0.0, ..Generate::default() }));
-    sim.set_faults(Faults { rate_limit_per_minute: Some(limit), retry_after_secs: Some(1), delay_ms: latency_ms, ..Faults::default() });
+    sim.set_entries(generate(&Generate {
+        count: n,
+        from: now - D::days(7),
+        to: now - D::minutes(1),
+        late_fraction: 0.0,
+        ..Generate::default()
+    }));
+    sim.set_faults(Faults {
+        rate_limit_per_minute: Some(limit),
+        retry_after_secs: Some(1),
+        delay_ms: latency_ms,
+        ..Faults::default()
+    });
     let vars: HashMap<&str, String> = [
         ("TV1_BASE_URL", url),
         ("TV1_TOKEN_PARAM", lake.param(&token).await),
@@ -307,7 +373,10 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
     let mut gz_len = 0;
     while gz_len < 5_000_000 {
         events.extend((events.len()..events.len() + 5000).map(winlogbeat_event));
-        let body = serde_json::to_vec(&json!({"agent": {"id": "dc01"}, "batch_id": "probe", "events": events})).unwrap();
+        let body = serde_json::to_vec(
+            &json!({"agent": {"id": "dc01"}, "batch_id": "probe", "events": events}),
+        )
+        .unwrap();
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(&body).unwrap();
         gz_len = e.finish().unwrap().len();
@@ -326,7 +395,11 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), lake.s3.clone(), lake.ssm.clone());
+    let ingest = Ingest::new(
+        IngestConfig::from_map(&vars).unwrap(),
+        lake.s3.clone(),
+        lake.ssm.clone(),
+    );
     let iterations = 12;
     let bodies: Vec<(String, usize, usize)> = (0..iterations)
         .map(|i| {
@@ -351,7 +424,9 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
         }
     }
     // Without S3: all the CPU work of a request.
-    let _ = ingest.prepare(&req(&auth, &bodies[0].0), Utc::now()).unwrap();
+    let _ = ingest
+        .prepare(&req(&auth, &bodies[0].0), Utc::now())
+        .unwrap();
     let (mut lat, cpu0) = (Vec::new(), cpu_seconds());
     for (b, _, _) in &bodies {
         let t = Instant::now();
@@ -360,7 +435,10 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
         assert_eq!(p.events, n_events);
     }
     let cpu_ms = (cpu_seconds() - cpu0) * 1000.0 / iterations as f64;
-    let (p50, p99) = (percentile(&mut lat.clone(), 0.5), percentile(&mut lat, 0.99));
+    let (p50, p99) = (
+        percentile(&mut lat.clone(), 0.5),
+        percentile(&mut lat, 0.99),
+    );
     // With the S3 writes (LocalStack on this machine).
     let mut lat_s3 = Vec::new();
     for (b, _, _) in &bodies {
@@ -369,7 +447,10 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
         assert_eq!(r.status, 200, "{}", r.body);
         lat_s3.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let (q50, q99) = (percentile(&mut lat_s3.clone(), 0.5), percentile(&mut lat_s3, 0.99));
+    let (q50, q99) = (
+        percentile(&mut lat_s3.clone(), 0.5),
+        percentile(&mut lat_s3, 0.99),
+    );
     rows.push(row(
         &format!(
             "4. ad-ingest: {:.1} MB gzip batch ({:.0} MB JSON, {} Winlogbeat events), {iterations} batches",
@@ -390,8 +471,16 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
 async fn bench_coldstart(rows: &mut Vec<Row>) {
     let mut figures = Vec::new();
     for (bin, path, extra) in [
-        ("audit-puller", env!("CARGO_BIN_EXE_audit-puller"), [("TV1_TOKEN_PARAM", "/t"), ("BUCKET", "b")]),
-        ("ad-ingest", env!("CARGO_BIN_EXE_ad-ingest"), [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]),
+        (
+            "audit-puller",
+            env!("CARGO_BIN_EXE_audit-puller"),
+            [("TV1_TOKEN_PARAM", "/t"), ("BUCKET", "b")],
+        ),
+        (
+            "ad-ingest",
+            env!("CARGO_BIN_EXE_ad-ingest"),
+            [("API_KEY_PARAM", "/k"), ("BUCKET", "b")],
+        ),
     ] {
         let mut times = Vec::new();
         for _ in 0..15 {
@@ -412,9 +501,14 @@ async fn bench_coldstart(rows: &mut Vec<Row>) {
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap();
-            let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.expect("first poll").unwrap();
+            let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .expect("first poll")
+                .unwrap();
             let mut buf = [0u8; 256];
-            let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await.unwrap();
+            let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf)
+                .await
+                .unwrap();
             let elapsed = start.elapsed().as_secs_f64() * 1000.0;
             assert!(String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"));
             times.push(elapsed);
@@ -446,9 +540,16 @@ fn zipped_len(bytes: &[u8]) -> usize {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows = Vec::new();
     let started = Instant::now();
     if want("cpu") {
@@ -475,17 +576,39 @@ fn main() {
         }
     });
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':'])).unwrap_or("?");
-    println!("\nMachine: {model}, {} cores, {}; {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), os(), Utc::now().format("%Y-%m-%d"));
-    println!("Total bench time: {:.0} s\n", started.elapsed().as_secs_f64());
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']))
+        .unwrap_or("?");
+    println!(
+        "\nMachine: {model}, {} cores, {}; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        os(),
+        Utc::now().format("%Y-%m-%d")
+    );
+    println!(
+        "Total bench time: {:.0} s\n",
+        started.elapsed().as_secs_f64()
+    );
     println!("| Benchmark | Figure | Anchor | Ratio |\n| --- | --- | --- | --- |");
     for r in rows {
-        println!("| {} | {} | {} | {} |", r.bench, r.figure, r.anchor, r.ratio);
+        println!(
+            "| {} | {} | {} | {} |",
+            r.bench, r.figure, r.anchor, r.ratio
+        );
     }
 }
 
 fn os() -> String {
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb: u64 = mem.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let kb: u64 = mem
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     format!("{:.0} GiB RAM", kb as f64 / 1024.0 / 1024.0)
 }

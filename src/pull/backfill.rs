@@ -1,0 +1,246 @@
+//! Backfill: fills a past range into the same layout without moving the checkpoint.
+//!
+//! Time is filled in whole hours before the scheduled puller's origin, each hour under fixed
+//! keys, so any backfill can be re-run (or overlap another) without duplicating an entry.
+
+use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window};
+use crate::checkpoint::{Checkpoint, StateError};
+use crate::segment::{Assembler, parse_item, partition};
+use crate::sink::Condition;
+use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, floor_second};
+use crate::vision_one::VisionOneError;
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// What a backfill did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackfillSummary {
+    /// `backfill`.
+    pub action: &'static str,
+    /// The range asked for.
+    pub requested: Window,
+    /// The range actually filled (whole hours, ending at the puller's origin at the latest).
+    pub range: Option<Window>,
+    /// Whether the whole range was filled (false when a deadline stopped it).
+    pub complete: bool,
+    /// Everything before this instant (within `range`) is written.
+    pub completed_to: Option<DateTime<Utc>>,
+    /// Hours filled.
+    pub hours: u64,
+    /// Pages fetched.
+    pub pages: u64,
+    /// Entries written.
+    pub records: u64,
+    /// Objects written.
+    pub objects: u64,
+    /// Stale objects of earlier backfills removed.
+    pub removed: u64,
+    /// A note for the operator (e.g. why the range was clamped).
+    pub note: Option<String>,
+}
+
+/// Progress of a backfill, reported after each hour.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Hours done.
+    pub done: u64,
+    /// Hours in all.
+    pub total: u64,
+    /// Entries written so far.
+    pub records: u64,
+    /// End of the hour just finished.
+    pub at: DateTime<Utc>,
+}
+
+impl Puller {
+    /// Fills `[from, to)` (widened to whole hours, clamped to end at the puller's origin) without
+    /// moving the checkpoint. Re-running any backfill rewrites the same keys.
+    pub async fn backfill(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        deadline: Instant,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<BackfillSummary, PullError> {
+        if to <= from {
+            return Err(PullError::BadRange(format!(
+                "--from {} is not before --to {}",
+                api_time(from),
+                api_time(to)
+            )));
+        }
+        let now = Utc::now();
+        if from < now - TimeDelta::days(180) {
+            return Err(PullError::BadRange(format!(
+                "Vision One keeps 180 days of audit logs; {} is older",
+                api_time(from)
+            )));
+        }
+        let mut summary = BackfillSummary {
+            action: "backfill",
+            requested: Window { from, to },
+            range: None,
+            complete: true,
+            completed_to: None,
+            hours: 0,
+            pages: 0,
+            records: 0,
+            objects: 0,
+            removed: 0,
+            note: None,
+        };
+        let horizon = floor_second(now - TimeDelta::from_std(self.cfg.lag).unwrap_or_default());
+        let origin = match self.state.load().await? {
+            Some((cp, _)) => cp.origin,
+            None => {
+                // No scheduled run yet: pin its origin at the end of this backfill, so the two
+                // never overlap and the schedule carries on where the backfill ends.
+                let origin = ceil_hour(to).min(horizon);
+                let cp = Checkpoint {
+                    version: 1,
+                    origin,
+                    committed_to: origin,
+                    pending: None,
+                    updated_at: now,
+                    run_id: "backfill".into(),
+                };
+                match self.state.save(&cp, &Condition::Absent).await {
+                    Ok(_) | Err(StateError::LostRace) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.state
+                    .load()
+                    .await?
+                    .map(|(cp, _)| cp.origin)
+                    .unwrap_or(origin)
+            }
+        };
+        let start = floor_hour(from);
+        let end = ceil_hour(to).min(origin).min(horizon);
+        if end <= start {
+            summary.note = Some(format!(
+                "nothing to do: the scheduled puller owns everything from its origin {} on",
+                api_time(origin)
+            ));
+            return Ok(summary);
+        }
+        if ceil_hour(to) > end {
+            summary.note = Some(format!(
+                "range clamped to end at {} (the scheduled puller's origin, or now minus the lag)",
+                api_time(end)
+            ));
+        }
+        summary.range = Some(Window {
+            from: start,
+            to: end,
+        });
+        let total = ((end - start).num_seconds() as u64).div_ceil(3600);
+        // Leave time to write the hour being read when the deadline comes.
+        let fetch_deadline = deadline
+            .checked_sub(self.cfg.deadline_margin)
+            .unwrap_or(deadline);
+        let mut hour = start;
+        while hour < end {
+            let unit = Window {
+                from: hour,
+                to: (hour + TimeDelta::hours(1)).min(end),
+            };
+            match self.backfill_hour(unit, fetch_deadline, &mut summary).await {
+                Ok(()) => {}
+                Err(PullError::VisionOne(e)) if e.is_deadline() => {
+                    summary.complete = false;
+                    summary.note = Some(format!(
+                        "stopped at {}: {e}; run the same backfill again to continue",
+                        api_time(hour)
+                    ));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            summary.hours += 1;
+            summary.completed_to = Some(unit.to);
+            progress(Progress {
+                done: summary.hours,
+                total,
+                records: summary.records,
+                at: unit.to,
+            });
+            hour = unit.to;
+        }
+        Ok(summary)
+    }
+
+    async fn backfill_hour(
+        &self,
+        unit: Window,
+        deadline: Instant,
+        summary: &mut BackfillSummary,
+    ) -> Result<(), PullError> {
+        let name = format!(
+            "backfill_{}_{}",
+            compact_time(unit.from),
+            compact_time(unit.to)
+        );
+        let part_prefix = format!("{}{name}-", partition(&self.cfg.prefix, unit.from));
+        let mut restarts = 0;
+        'query: loop {
+            // One hour is one unit: on a page-token expiry it is read again from its start, and
+            // its parts (numbered in API order) are overwritten with the same content.
+            let mut asm = Assembler::new("", self.limits(), unit.from);
+            let mut written: Vec<String> = Vec::new();
+            let (mut records, mut pages) = (0u64, 0u64);
+            let mut page = self
+                .api
+                .first_page(unit.from, unit.to, None, deadline)
+                .await;
+            loop {
+                let p = match page {
+                    Ok(p) => p,
+                    Err(VisionOneError::PageTokenExpired)
+                        if restarts < MAX_RESTARTS_WITHOUT_PROGRESS =>
+                    {
+                        restarts += 1;
+                        summary.pages += pages;
+                        continue 'query;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                pages += 1;
+                let mut closed = Vec::new();
+                for raw in p.items {
+                    let (value, time) =
+                        parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                    if time.is_some_and(|t| t < unit.from || t >= unit.to) {
+                        continue;
+                    }
+                    closed.extend(asm.push(raw, &value, time)?);
+                }
+                if p.next_link.is_none() {
+                    closed.push(asm.finish(unit.to));
+                }
+                for obj in closed.into_iter().filter_map(|s| s.object) {
+                    let key = format!("{part_prefix}{:03}.jsonl.gz", written.len());
+                    self.sink.put_ndjson_gz(&key, obj.body).await?;
+                    records += obj.records as u64;
+                    written.push(key);
+                }
+                match p.next_link {
+                    Some(link) => page = self.api.next_page(&link, deadline).await,
+                    None => break,
+                }
+            }
+            // A shorter rerun (entries aged out) must not leave an older, longer part list behind.
+            for stale in self.sink.list(&part_prefix).await? {
+                if !written.contains(&stale) {
+                    self.sink.delete(&stale).await?;
+                    summary.removed += 1;
+                }
+            }
+            summary.pages += pages;
+            summary.records += records;
+            summary.objects += written.len() as u64;
+            return Ok(());
+        }
+    }
+}
