@@ -540,6 +540,11 @@ fn zipped_len(bytes: &[u8]) -> usize {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to measure then.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmarks run with `make bench` (cargo bench)");
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
