@@ -65,6 +65,8 @@ pub struct PullerConfig {
     pub http_timeout: Duration,
     /// Attempts per request on `429`/`5xx`/network errors before giving up.
     pub max_attempts: u32,
+    /// Slices of a long window fetched at once (1 = strictly sequential).
+    pub fetch_concurrency: usize,
 }
 
 impl PullerConfig {
@@ -120,7 +122,14 @@ impl PullerConfig {
             run_timeout: duration(env, "TV1_RUN_TIMEOUT", "14m")?,
             http_timeout: duration(env, "TV1_HTTP_TIMEOUT", "60s")?,
             max_attempts: number(env, "TV1_MAX_ATTEMPTS", 8)?,
+            fetch_concurrency: number(env, "TV1_FETCH_CONCURRENCY", 4)?,
         };
+        if !(1..=16).contains(&cfg.fetch_concurrency) {
+            return Err(ConfigError {
+                var: "TV1_FETCH_CONCURRENCY",
+                reason: format!("{} is not between 1 and 16", cfg.fetch_concurrency),
+            });
+        }
         for (var, zero) in [
             ("TV1_MAX_WINDOW", cfg.max_window.is_zero()),
             ("TV1_OBJECT_MAX_MIB", cfg.object_max_bytes == 0),
@@ -348,6 +357,8 @@ mod tests {
             (&[("TV1_PAGE_SIZE", "500")], "TV1_PAGE_SIZE"),
             (&[("TV1_LAG", "soon")], "TV1_LAG"),
             (&[("TV1_MAX_WINDOW", "0")], "TV1_MAX_WINDOW"),
+            (&[("TV1_FETCH_CONCURRENCY", "0")], "TV1_FETCH_CONCURRENCY"),
+            (&[("TV1_FETCH_CONCURRENCY", "64")], "TV1_FETCH_CONCURRENCY"),
             (&[("BUCKET", "")], "BUCKET"),
         ];
         for (pairs, var) in cases {

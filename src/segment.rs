@@ -126,9 +126,12 @@ impl Assembler {
             .max(self.seg_from)
     }
 
-    /// Forgets the held second (its entries will be fetched again from [`Self::resume_point`]).
-    pub fn drop_held(&mut self) {
-        self.held.clear();
+    /// Forgets the held second if it is `at`: a query restarting at `at` (inclusive) sends its
+    /// entries again. Entries of earlier seconds are complete and kept.
+    pub fn drop_held_at(&mut self, at: DateTime<Utc>) {
+        if self.second == Some(at.timestamp()) {
+            self.held.clear();
+        }
     }
 
     /// Takes one entry; returns a segment when this entry closed one.
@@ -347,6 +350,22 @@ mod tests {
             1,
             "only the complete second is kept"
         );
+    }
+
+    #[test]
+    fn a_restart_forgets_only_the_restarted_second() {
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
+        push(&mut a, "2026-11-21T10:00:01Z", 0);
+        push(&mut a, "2026-11-21T10:00:02Z", 1);
+        // A restart at an earlier second than the held one (the slice sent nothing yet): keep.
+        a.drop_held_at(t("2026-11-21T10:00:01Z"));
+        // The restart of the held second: its entries come again.
+        a.drop_held_at(t("2026-11-21T10:00:02Z"));
+        push(&mut a, "2026-11-21T10:00:02Z", 1);
+        push(&mut a, "2026-11-21T10:00:02Z", 2);
+        let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
+        let ns: Vec<i64> = ls.iter().map(|l| l["n"].as_i64().unwrap()).collect();
+        assert_eq!(ns, vec![0, 1, 2]);
     }
 
     #[test]

@@ -301,7 +301,9 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
 
 #[tokio::test]
 async fn retries_429_and_5xx_with_backoff_and_honours_retry_after() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // Request-by-request assertions: one query at a time.
+    env.set("TV1_FETCH_CONCURRENCY", "1");
     let now = now_s();
     env.load(800, now - D::hours(1), now - D::seconds(5), |_| {});
     env.sim.set_faults(Faults {
@@ -332,6 +334,8 @@ async fn retries_429_and_5xx_with_backoff_and_honours_retry_after() {
 #[tokio::test]
 async fn persistent_errors_give_up_with_a_clear_error_and_keep_progress() {
     let mut env = TestEnv::new().await;
+    // Request-by-request assertions: one query at a time.
+    env.set("TV1_FETCH_CONCURRENCY", "1");
     env.set("TV1_MAX_ATTEMPTS", "3")
         .set("TV1_OBJECT_MAX_RECORDS", "100");
     let now = now_s();
@@ -460,6 +464,35 @@ async fn expired_page_tokens_restart_from_where_written_data_ends() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_slices_with_expiring_tokens_and_errors_stay_exactly_once() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_FETCH_CONCURRENCY", "4")
+        .set("TV1_OBJECT_MAX_RECORDS", "300");
+    let now = now_s();
+    // Entries in every slice of the 12 h window, with bursts straddling pages.
+    env.load(
+        6000,
+        now - D::hours(12) + D::seconds(30),
+        now - D::seconds(5),
+        |g| g.burst_every = 900,
+    );
+    env.sim.set_faults(Faults {
+        expire_skip_tokens: 6,
+        fail_next: vec![503, 429, 500],
+        retry_after_secs: Some(1),
+        delay_ms: 5,
+        delay_jitter_ms: 30,
+        ..Faults::default()
+    });
+    let s = env.puller().run(deadline(120)).await.unwrap();
+    assert_eq!(s.outcome, Outcome::Complete);
+    assert_eq!(s.query_restarts, 6);
+    assert_eq!(s.records, 6000);
+    env.assert_exactly_once(now - D::hours(13), s.checkpoint_after.unwrap())
+        .await;
+}
+
 #[tokio::test]
 async fn tokens_that_expire_by_time_are_recovered_too() {
     // Some tokens outlive the gap to the next request, some do not.
@@ -561,7 +594,9 @@ async fn the_token_never_appears_in_logs_or_errors() {
 
 #[tokio::test]
 async fn a_rotated_token_is_read_again_on_401() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // Request-by-request assertions: one query at a time.
+    env.set("TV1_FETCH_CONCURRENCY", "1");
     let now = now_s();
     env.load(300, now - D::hours(1), now - D::seconds(5), |_| {});
     let p = env.puller();

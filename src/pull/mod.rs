@@ -16,12 +16,16 @@ use crate::secret::SsmSecret;
 use crate::segment::{Assembler, Limits, OutOfOrder, Segment, parse_item};
 use crate::sink::{Condition, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
-use crate::vision_one::{self, Backoff, Page, VisionOneError};
+use crate::vision_one::{self, Backoff, VisionOneError};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
+use fetch::Fetched;
+use futures_util::StreamExt;
+use futures_util::future::Either;
 use serde::Serialize;
 use tokio::time::Instant;
 
 mod backfill;
+mod fetch;
 mod invoke;
 mod ops;
 
@@ -142,7 +146,8 @@ pub struct Puller {
 /// Page-token expiries tolerated in a row without the resume point moving.
 const MAX_RESTARTS_WITHOUT_PROGRESS: u32 = 10;
 
-enum Stop {
+/// Why fetching ended before the window's end.
+pub(super) enum Stop {
     Deadline(String),
     Api(VisionOneError),
     Churn,
@@ -329,60 +334,48 @@ impl Puller {
 
         let stop_fetching = deadline.checked_sub(margin).unwrap_or(started);
         let mut asm = Assembler::new(&self.cfg.prefix, self.limits(), from);
-        let mut next: Option<String> = None;
-        let mut query_start = from;
-        let mut restarts_without_progress = 0;
-        let stop = loop {
-            if Instant::now() >= stop_fetching {
-                break Some(Stop::Deadline("run deadline approaching".into()));
-            }
-            let page = match &next {
-                None => {
-                    self.api
-                        .first_page(query_start, to, None, stop_fetching)
-                        .await
-                }
-                Some(link) => self.api.next_page(link, stop_fetching).await,
-            };
-            let page: Page = match page {
-                Ok(p) => p,
-                Err(VisionOneError::PageTokenExpired) => {
-                    let resume = asm.resume_point();
-                    restarts_without_progress = if resume > query_start {
-                        0
-                    } else {
-                        restarts_without_progress + 1
-                    };
-                    if restarts_without_progress > MAX_RESTARTS_WITHOUT_PROGRESS {
-                        break Some(Stop::Churn);
+        let slices = fetch::slices(window, self.cfg.fetch_concurrency);
+        let (txs, rxs) = fetch::channels(slices.len());
+        let producers = futures_util::stream::iter(slices.iter().copied().zip(txs))
+            .for_each_concurrent(self.cfg.fetch_concurrency, |(slice, tx)| {
+                fetch::fetch_slice(&self.api, slice, stop_fetching, tx)
+            });
+        // Slices are consumed strictly in order, so entries reach the assembler in time order.
+        let consumer = async {
+            for (slice, mut rx) in slices.iter().zip(rxs) {
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        Fetched::Page(page) => {
+                            run.summary.pages += 1;
+                            for raw in page.items {
+                                let (value, time) = parse_item(&raw)
+                                    .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                                // The end bound may be inclusive: entries at a slice's end belong
+                                // to the next slice (or the next window).
+                                if time.is_some_and(|t| t < slice.from || t >= slice.to) {
+                                    continue;
+                                }
+                                if let Some(seg) = asm.push(raw, &value, time)? {
+                                    run.write(seg).await?;
+                                }
+                            }
+                        }
+                        Fetched::Restart(at) => {
+                            asm.drop_held_at(at);
+                            run.summary.query_restarts += 1;
+                        }
+                        Fetched::Stopped(stop) => return Ok(Some(stop)),
                     }
-                    tracing::warn!(resume = %api_time(resume), "page token expired; restarting the query");
-                    asm.drop_held();
-                    run.summary.query_restarts += 1;
-                    query_start = resume;
-                    next = None;
-                    continue;
-                }
-                Err(e) if e.is_deadline() => break Some(Stop::Deadline(e.to_string())),
-                Err(e) => break Some(Stop::Api(e)),
-            };
-            run.summary.pages += 1;
-            for raw in page.items {
-                let (value, time) =
-                    parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                if let Some(t) = time
-                    && (t < from || t >= to)
-                {
-                    // The end bound may be inclusive: entries at `to` belong to the next window.
-                    continue;
-                }
-                if let Some(seg) = asm.push(raw, &value, time)? {
-                    run.write(seg).await?;
                 }
             }
-            match page.next_link {
-                Some(link) => next = Some(link),
-                None => break None,
+            Ok::<_, PullError>(None)
+        };
+        let stop = {
+            let (consumer, producers) = (std::pin::pin!(consumer), std::pin::pin!(producers));
+            match futures_util::future::select(consumer, producers).await {
+                // Done (or failed) first: fetchers still running are dropped.
+                Either::Left((r, _)) => r?,
+                Either::Right(((), consumer)) => consumer.await?,
             }
         };
         let last = match &stop {

@@ -259,14 +259,17 @@ impl Client {
             match outcome {
                 Attempt::Done(p) => return Ok(p),
                 Attempt::Fail(VisionOneError::Unauthorized { .. }) if !reread_token => {
-                    // The token may have been rotated since it was cached: read it once more.
-                    tracing::warn!(
-                        param = self.token.param(),
-                        "HTTP 401; re-reading the token from SSM once"
-                    );
+                    // The token may have been rotated since it was cached: read it once more,
+                    // unless a concurrent request already did (then its value is cached).
                     reread_token = true;
-                    self.token.reload().await?;
                     attempt -= 1;
+                    if self.token.current().await? == token {
+                        tracing::warn!(
+                            param = self.token.param(),
+                            "HTTP 401; re-reading the token from SSM once"
+                        );
+                        self.token.reload().await?;
+                    }
                 }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { last, after } => {

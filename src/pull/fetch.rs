@@ -1,0 +1,154 @@
+//! Fetching a window as consecutive slices, several at once, delivered in order.
+//!
+//! A long window (a catch-up after an outage) is cut into up to `TV1_FETCH_CONCURRENCY` slices.
+//! Each slice is its own query, paged by its own `nextLink` chain, fetched ahead into a small
+//! bounded channel; the consumer reads slice 1 to its end, then slice 2, and so on, so entries
+//! still arrive in time order and the checkpoint still moves in order. With one slice this is
+//! the plain sequential pull. Memory stays bounded: at most `CHANNEL_PAGES + 1` pages per
+//! slice in flight.
+
+use super::{MAX_RESTARTS_WITHOUT_PROGRESS, Stop, Window};
+use crate::timefmt::{api_time, floor_second, parse_api_time};
+use crate::vision_one::{self, Page, VisionOneError};
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Pages fetched ahead per slice.
+const CHANNEL_PAGES: usize = 2;
+
+/// What a slice's fetcher hands over, in order.
+pub(super) enum Fetched {
+    /// The next page of the slice.
+    Page(Page),
+    /// The page token expired; the query restarts at this second (inclusive), so entries of
+    /// this second received so far will come again and must be forgotten.
+    Restart(DateTime<Utc>),
+    /// The slice cannot go on; nothing after it may be used.
+    Stopped(Stop),
+}
+
+/// Cuts `w` into at most `n` slices of at least an hour, on whole seconds.
+pub(super) fn slices(w: Window, n: usize) -> Vec<Window> {
+    let secs = (w.to - w.from).num_seconds().max(1);
+    let n = (n as i64).min((secs + 3599) / 3600).max(1);
+    let len = (secs + n - 1) / n;
+    (0..n)
+        .map(|i| Window {
+            from: w.from + TimeDelta::seconds(i * len),
+            to: (w.from + TimeDelta::seconds((i + 1) * len)).min(w.to),
+        })
+        .filter(|s| s.from < s.to)
+        .collect()
+}
+
+/// The second of the last item of a page with a readable time.
+fn last_second(page: &Page) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Logged<'a> {
+        #[serde(rename = "loggedDateTime", borrow)]
+        logged: Option<std::borrow::Cow<'a, str>>,
+    }
+    page.items.iter().rev().find_map(|raw| {
+        let l: Logged = serde_json::from_str(raw.get()).ok()?;
+        parse_api_time(&l.logged?).map(floor_second)
+    })
+}
+
+/// Fetches one slice into `tx` until it ends, fails, or the receiver is gone.
+pub(super) async fn fetch_slice(
+    api: &vision_one::Client,
+    slice: Window,
+    deadline: Instant,
+    tx: mpsc::Sender<Fetched>,
+) {
+    let mut query_start = slice.from;
+    let mut next: Option<String> = None;
+    let mut last_sent: Option<DateTime<Utc>> = None;
+    let mut restarts_without_progress = 0;
+    loop {
+        if Instant::now() >= deadline {
+            let _ = tx
+                .send(Fetched::Stopped(Stop::Deadline(
+                    "run deadline approaching".into(),
+                )))
+                .await;
+            return;
+        }
+        let page = match &next {
+            None => api.first_page(query_start, slice.to, None, deadline).await,
+            Some(link) => api.next_page(link, deadline).await,
+        };
+        let msg = match page {
+            Ok(page) => {
+                last_sent = last_second(&page).or(last_sent);
+                next = page.next_link.clone();
+                Fetched::Page(page)
+            }
+            Err(VisionOneError::PageTokenExpired) => {
+                let resume = last_sent.unwrap_or(query_start).max(query_start);
+                restarts_without_progress = if resume > query_start {
+                    0
+                } else {
+                    restarts_without_progress + 1
+                };
+                if restarts_without_progress > MAX_RESTARTS_WITHOUT_PROGRESS {
+                    let _ = tx.send(Fetched::Stopped(Stop::Churn)).await;
+                    return;
+                }
+                tracing::warn!(resume = %api_time(resume), "page token expired; restarting the query");
+                query_start = resume;
+                next = None;
+                Fetched::Restart(resume)
+            }
+            Err(e) if e.is_deadline() => Fetched::Stopped(Stop::Deadline(e.to_string())),
+            Err(e) => Fetched::Stopped(Stop::Api(e)),
+        };
+        let last = matches!(&msg, Fetched::Stopped(_))
+            || matches!(&msg, Fetched::Page(p) if p.next_link.is_none());
+        if tx.send(msg).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A bounded channel per slice.
+pub(super) fn channels(n: usize) -> (Vec<mpsc::Sender<Fetched>>, Vec<mpsc::Receiver<Fetched>>) {
+    (0..n).map(|_| mpsc::channel(CHANNEL_PAGES)).unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_api_time(s).unwrap()
+    }
+
+    #[test]
+    fn slicing() {
+        let w = Window {
+            from: t("2026-11-20T00:00:00Z"),
+            to: t("2026-11-21T00:00:00Z"),
+        };
+        let s = slices(w, 4);
+        assert_eq!(s.len(), 4);
+        assert_eq!((s[0].from, s[0].to), (w.from, t("2026-11-20T06:00:00Z")));
+        assert_eq!(s[3].to, w.to);
+        assert!(s.windows(2).all(|p| p[0].to == p[1].from), "contiguous");
+        // Short windows stay whole: a slice is at least an hour.
+        let short = Window {
+            from: t("2026-11-20T00:00:00Z"),
+            to: t("2026-11-20T00:05:00Z"),
+        };
+        assert_eq!(slices(short, 4), vec![short]);
+        let odd = Window {
+            from: t("2026-11-20T00:00:00Z"),
+            to: t("2026-11-20T02:00:01Z"),
+        };
+        let s = slices(odd, 4);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.last().unwrap().to, odd.to);
+        assert_eq!(slices(w, 1), vec![w]);
+    }
+}
