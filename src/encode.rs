@@ -121,38 +121,54 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
 /// SHA-256 of a JSON value in canonical form (object keys sorted, compact), so the same
 /// entry served twice with different key order or spacing hashes the same.
 pub fn content_hash(v: &Value) -> [u8; 32] {
-    let mut h = Sha256::new();
+    let mut h = HashWriter(Sha256::new());
     canonical(v, &mut h);
-    h.finalize().into()
+    h.0.finalize().into()
 }
 
-fn canonical(v: &Value, h: &mut Sha256) {
+/// Feeds serialised JSON straight into the hash, without intermediate strings.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn canonical(v: &Value, h: &mut HashWriter) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            h.update(b"{");
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                h.update(serde_json::to_string(k).expect("string").as_bytes());
-                h.update(b":");
-                canonical(&m[k], h);
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            // serde_json's map is already sorted unless `preserve_order` is on somewhere.
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             }
-            h.update(b"}");
+            h.0.update(b"{");
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    h.0.update(b",");
+                }
+                serde_json::to_writer(&mut *h, k).expect("hashing cannot fail");
+                h.0.update(b":");
+                canonical(v, h);
+            }
+            h.0.update(b"}");
         }
         Value::Array(a) => {
-            h.update(b"[");
+            h.0.update(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    h.update(b",");
+                    h.0.update(b",");
                 }
                 canonical(x, h);
             }
-            h.update(b"]");
+            h.0.update(b"]");
         }
-        other => h.update(other.to_string().as_bytes()),
+        scalar => serde_json::to_writer(&mut *h, scalar).expect("hashing cannot fail"),
     }
 }
 
