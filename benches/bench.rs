@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{HttpRequest, Ingest};
-use tv1_connector::segment::{Assembler, Limits, parse_item};
+use tv1_connector::segment::{Assembler, Item, Limits};
 use tv1_connector::simulate::{Faults, Generate, SimSettings, Simulator, generate};
 use tv1_connector::vision_one::Page;
 
@@ -97,8 +97,8 @@ fn bench_cpu(rows: &mut Vec<Row>) {
         for page in &pages {
             let page: Page = serde_json::from_slice(page).unwrap();
             for raw in page.items {
-                let (v, t) = parse_item(&raw).unwrap();
-                objects.extend(asm.push(raw, &v, t).unwrap().and_then(|s| s.object));
+                let item = Item::parse(&raw).unwrap();
+                objects.extend(asm.push(raw, item).unwrap().and_then(|s| s.object));
             }
         }
         objects.extend(asm.finish(now).object);
@@ -282,8 +282,8 @@ async fn bench_e2e(rows: &mut Vec<Row>, lake: &Lake) {
     ));
 }
 
-/// 3. Drain a 7-day backlog with the simulator's per-minute request limit switched on, with
-/// one query at a time and with concurrent slices.
+/// Catch-up: drain a 7-day backlog under the simulator's per-minute request limit, with one
+/// query at a time and with concurrent slices.
 async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
     let (n, limit, latency_ms) = (48_000usize, 120u32, 800u64);
     let ceiling = limit as f64 * 200.0;

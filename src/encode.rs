@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write;
 
 /// One gzip JSON Lines object being built.
@@ -118,12 +119,16 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// SHA-256 of a JSON value in canonical form (object keys sorted, compact), so the same
-/// entry served twice with different key order or spacing hashes the same.
-pub fn content_hash(v: &Value) -> [u8; 32] {
+/// SHA-256 of a JSON text in canonical form: objects with their keys sorted, no insignificant
+/// whitespace, scalars exactly as written. The same entry served twice with its keys in another
+/// order or differently spaced hashes the same.
+///
+/// Works on the text itself (keys borrowed, values as raw slices): no value tree is built,
+/// which keeps hashing well below the cost of compressing the same bytes.
+pub fn content_hash(json: &str) -> Result<[u8; 32], serde_json::Error> {
     let mut h = HashWriter(Sha256::new());
-    canonical(v, &mut h);
-    h.0.finalize().into()
+    canonical(json, &mut h)?;
+    Ok(h.0.finalize().into())
 }
 
 /// Feeds serialised JSON straight into the hash, without intermediate strings.
@@ -139,37 +144,40 @@ impl Write for HashWriter {
     }
 }
 
-fn canonical(v: &Value, h: &mut HashWriter) {
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-            // serde_json's map is already sorted unless `preserve_order` is on somewhere.
-            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            }
+/// An object key, borrowed from the text unless it contains escapes.
+#[derive(serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+fn canonical(json: &str, h: &mut HashWriter) -> Result<(), serde_json::Error> {
+    let json = json.trim_ascii();
+    match json.as_bytes().first() {
+        Some(b'{') => {
+            let map: BTreeMap<Key<'_>, &RawValue> = serde_json::from_str(json)?;
             h.0.update(b"{");
-            for (i, (k, v)) in entries.into_iter().enumerate() {
+            for (i, (k, v)) in map.into_iter().enumerate() {
                 if i > 0 {
                     h.0.update(b",");
                 }
-                serde_json::to_writer(&mut *h, k).expect("hashing cannot fail");
+                serde_json::to_writer(&mut *h, &k.0).expect("hashing cannot fail");
                 h.0.update(b":");
-                canonical(v, h);
+                canonical(v.get(), h)?;
             }
             h.0.update(b"}");
         }
-        Value::Array(a) => {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(json)?;
             h.0.update(b"[");
-            for (i, x) in a.iter().enumerate() {
+            for (i, v) in items.into_iter().enumerate() {
                 if i > 0 {
                     h.0.update(b",");
                 }
-                canonical(x, h);
+                canonical(v.get(), h)?;
             }
             h.0.update(b"]");
         }
-        scalar => serde_json::to_writer(&mut *h, scalar).expect("hashing cannot fail"),
+        _ => h.0.update(json.as_bytes()),
     }
+    Ok(())
 }
 
 /// The `_id` of a record: the first 128 bits of its content hash in hex, plus `-n` for the
@@ -187,6 +195,7 @@ pub fn record_id(hash: &[u8; 32], occurrence: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::io::Read;
 
     fn line(raw: &str, fields: &[(&str, &str)]) -> String {
@@ -217,12 +226,23 @@ mod tests {
 
     #[test]
     fn hash_ignores_key_order_and_spacing() {
-        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{ "b": {"x":"s","y":[1,2]}, "a": 1 }"#).unwrap();
-        let c: Value = serde_json::from_str(r#"{"a":2,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
-        assert_eq!(content_hash(&a), content_hash(&b));
-        assert_ne!(content_hash(&a), content_hash(&c));
-        let h = content_hash(&a);
+        let a = content_hash(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
+        let b = content_hash("{ \"b\": {\"x\":\"s\",\n \"y\":[1, 2]}, \"a\": 1 }").unwrap();
+        let c = content_hash(r#"{"a":2,"b":{"y":[1,2],"x":"s"}}"#).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Escaped keys are compared by what they say.
+        assert_eq!(
+            content_hash(r#"{"\u0061":1}"#).unwrap(),
+            content_hash(r#"{"a":1}"#).unwrap()
+        );
+        // Structure is part of the hash.
+        assert_ne!(
+            content_hash(r#"{"a":[1,2]}"#).unwrap(),
+            content_hash(r#"{"a":"[1,2]"}"#).unwrap()
+        );
+        assert!(content_hash("{not json").is_err());
+        let h = a;
         assert_eq!(record_id(&h, 0).len(), 32);
         assert_eq!(record_id(&h, 2), format!("{}-2", record_id(&h, 0)));
     }

@@ -11,7 +11,6 @@ use crate::encode::{ObjectEncoder, content_hash, line_with_fields, record_id};
 use crate::timefmt::{compact_time, floor_hour, parse_api_time};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 
@@ -139,15 +138,11 @@ impl Assembler {
     /// Entries outside `[from, to)` of the current window must be filtered by the caller.
     /// `time` is the parsed `loggedDateTime`, `None` when missing or unparseable: such an entry
     /// is kept with the current second and flagged with `_time_error`.
-    pub fn push(
-        &mut self,
-        raw: Box<RawValue>,
-        value: &Value,
-        time: Option<DateTime<Utc>>,
-    ) -> Result<Option<Segment>, OutOfOrder> {
+    pub fn push(&mut self, raw: Box<RawValue>, item: Item) -> Result<Option<Segment>, OutOfOrder> {
+        let Item { hash, time } = item;
         let held = Held {
             raw,
-            hash: content_hash(value),
+            hash,
             time_error: time.is_none(),
         };
         let sec = match time {
@@ -252,19 +247,36 @@ impl Assembler {
     }
 }
 
-/// Parses one API item: its JSON value and its `loggedDateTime`.
-pub fn parse_item(raw: &RawValue) -> Result<(Value, Option<DateTime<Utc>>), serde_json::Error> {
-    let v: Value = serde_json::from_str(raw.get())?;
-    let t = v
-        .get("loggedDateTime")
-        .and_then(Value::as_str)
-        .and_then(parse_api_time);
-    Ok((v, t))
+/// What the assembler needs of one API item besides its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Item {
+    /// Content hash (see [`content_hash`]).
+    pub hash: [u8; 32],
+    /// `loggedDateTime`, `None` when missing or unparseable.
+    pub time: Option<DateTime<Utc>>,
+}
+
+impl Item {
+    /// Reads one API item.
+    pub fn parse(raw: &RawValue) -> Result<Item, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Logged<'a> {
+            #[serde(rename = "loggedDateTime", borrow, default)]
+            logged: Option<std::borrow::Cow<'a, str>>,
+        }
+        let hash = content_hash(raw.get())?;
+        let logged: Logged<'_> = serde_json::from_str(raw.get())?;
+        Ok(Item {
+            hash,
+            time: logged.logged.as_deref().and_then(parse_api_time),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::io::Read;
 
     const LIMITS: Limits = Limits {
@@ -279,8 +291,8 @@ mod tests {
     fn push(a: &mut Assembler, time: &str, n: u32) -> Option<Segment> {
         let raw =
             RawValue::from_string(format!(r#"{{"loggedDateTime":"{time}","n":{n}}}"#)).unwrap();
-        let (v, tm) = parse_item(&raw).unwrap();
-        a.push(raw, &v, tm).unwrap()
+        let item = Item::parse(&raw).unwrap();
+        a.push(raw, item).unwrap()
     }
 
     fn lines(o: &Object) -> Vec<Value> {
@@ -438,8 +450,8 @@ mod tests {
         push(&mut a, "2026-11-21T11:00:01Z", 1);
         let raw =
             RawValue::from_string(r#"{"loggedDateTime":"2026-11-21T10:00:01Z"}"#.into()).unwrap();
-        let (v, tm) = parse_item(&raw).unwrap();
-        assert!(a.push(raw, &v, tm).is_err());
+        let item = Item::parse(&raw).unwrap();
+        assert!(a.push(raw, item).is_err());
     }
 
     #[test]
@@ -447,8 +459,8 @@ mod tests {
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
         push(&mut a, "2026-11-21T10:00:05Z", 0);
         let raw = RawValue::from_string(r#"{"loggedDateTime":"garbage"}"#.into()).unwrap();
-        let (v, tm) = parse_item(&raw).unwrap();
-        a.push(raw, &v, tm).unwrap();
+        let item = Item::parse(&raw).unwrap();
+        a.push(raw, item).unwrap();
         let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
         assert_eq!(
             ls[1]["_time_error"],

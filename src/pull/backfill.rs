@@ -5,7 +5,7 @@
 
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window};
 use crate::checkpoint::{Checkpoint, StateError};
-use crate::segment::{Assembler, parse_item, partition};
+use crate::segment::{Assembler, Item, partition};
 use crate::sink::Condition;
 use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, floor_second};
 use crate::vision_one::VisionOneError;
@@ -209,12 +209,12 @@ impl Puller {
                 pages += 1;
                 let mut closed = Vec::new();
                 for raw in p.items {
-                    let (value, time) =
-                        parse_item(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                    if time.is_some_and(|t| t < unit.from || t >= unit.to) {
+                    let item =
+                        Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                    if item.time.is_some_and(|t| t < unit.from || t >= unit.to) {
                         continue;
                     }
-                    closed.extend(asm.push(raw, &value, time)?);
+                    closed.extend(asm.push(raw, item)?);
                 }
                 if p.next_link.is_none() {
                     closed.push(asm.finish(unit.to));

@@ -13,7 +13,7 @@
 use crate::checkpoint::{Checkpoint, LastError, Pending, StateError, StateStore};
 use crate::config::PullerConfig;
 use crate::secret::SsmSecret;
-use crate::segment::{Assembler, Limits, OutOfOrder, Segment, parse_item};
+use crate::segment::{Assembler, Item, Limits, OutOfOrder, Segment};
 use crate::sink::{Condition, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
@@ -348,14 +348,14 @@ impl Puller {
                         Fetched::Page(page) => {
                             run.summary.pages += 1;
                             for raw in page.items {
-                                let (value, time) = parse_item(&raw)
+                                let item = Item::parse(&raw)
                                     .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                                 // The end bound may be inclusive: entries at a slice's end belong
                                 // to the next slice (or the next window).
-                                if time.is_some_and(|t| t < slice.from || t >= slice.to) {
+                                if item.time.is_some_and(|t| t < slice.from || t >= slice.to) {
                                     continue;
                                 }
-                                if let Some(seg) = asm.push(raw, &value, time)? {
+                                if let Some(seg) = asm.push(raw, item)? {
                                     run.write(seg).await?;
                                 }
                             }
