@@ -14,8 +14,10 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Pages fetched ahead per slice.
-const CHANNEL_PAGES: usize = 2;
+/// Pages fetched ahead per slice. Enough for a later slice to be fetched whole while the
+/// consumer works through an earlier one (a slice of a 24 h catch-up window is typically a
+/// dozen pages), small enough to bound memory: 4 slices × 13 pages × ~100 kB ≈ 5 MB.
+const CHANNEL_PAGES: usize = 12;
 
 /// What a slice's fetcher hands over, in order.
 pub(super) enum Fetched {
