@@ -126,9 +126,18 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
 /// Works on the text itself (keys borrowed, values as raw slices): no value tree is built,
 /// which keeps hashing well below the cost of compressing the same bytes.
 pub fn content_hash(json: &str) -> Result<[u8; 32], serde_json::Error> {
+    content_hash_and_field(json, "").map(|(h, _)| h)
+}
+
+/// [`content_hash`], also returning the raw value of one top-level `field` of an object,
+/// read in the same pass.
+pub fn content_hash_and_field<'a>(
+    json: &'a str,
+    field: &str,
+) -> Result<([u8; 32], Option<&'a RawValue>), serde_json::Error> {
     let mut h = HashWriter(Sha256::new());
-    canonical(json, &mut h)?;
-    Ok(h.0.finalize().into())
+    let found = canonical(json, &mut h, field)?;
+    Ok((h.0.finalize().into(), found))
 }
 
 /// Feeds serialised JSON straight into the hash, without intermediate strings.
@@ -148,19 +157,28 @@ impl Write for HashWriter {
 #[derive(serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
-fn canonical(json: &str, h: &mut HashWriter) -> Result<(), serde_json::Error> {
+/// Hashes `json` canonically; returns the value of the top-level key `field`, if any.
+fn canonical<'a>(
+    json: &'a str,
+    h: &mut HashWriter,
+    field: &str,
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
     let json = json.trim_ascii();
+    let mut found = None;
     match json.as_bytes().first() {
         Some(b'{') => {
-            let map: BTreeMap<Key<'_>, &RawValue> = serde_json::from_str(json)?;
+            let map: BTreeMap<Key<'a>, &'a RawValue> = serde_json::from_str(json)?;
             h.0.update(b"{");
             for (i, (k, v)) in map.into_iter().enumerate() {
                 if i > 0 {
                     h.0.update(b",");
                 }
+                if !field.is_empty() && k.0 == field {
+                    found = Some(v);
+                }
                 serde_json::to_writer(&mut *h, &k.0).expect("hashing cannot fail");
                 h.0.update(b":");
-                canonical(v.get(), h)?;
+                canonical(v.get(), h, "")?;
             }
             h.0.update(b"}");
         }
@@ -171,13 +189,13 @@ fn canonical(json: &str, h: &mut HashWriter) -> Result<(), serde_json::Error> {
                 if i > 0 {
                     h.0.update(b",");
                 }
-                canonical(v.get(), h)?;
+                canonical(v.get(), h, "")?;
             }
             h.0.update(b"]");
         }
         _ => h.0.update(json.as_bytes()),
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The `_id` of a record: the first 128 bits of its content hash in hex, plus `-n` for the
@@ -242,6 +260,10 @@ mod tests {
             content_hash(r#"{"a":"[1,2]"}"#).unwrap()
         );
         assert!(content_hash("{not json").is_err());
+        let (h2, field) =
+            content_hash_and_field(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#, "b").unwrap();
+        assert_eq!(h2, a);
+        assert_eq!(field.unwrap().get(), r#"{"y":[1,2],"x":"s"}"#);
         let h = a;
         assert_eq!(record_id(&h, 0).len(), 32);
         assert_eq!(record_id(&h, 2), format!("{}-2", record_id(&h, 0)));

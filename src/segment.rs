@@ -7,7 +7,7 @@
 //! dropped and the segment ends at its start; the next query starts there (the start bound is
 //! inclusive) and fetches that whole second again. No entry is cut in half across two runs.
 
-use crate::encode::{ObjectEncoder, content_hash, line_with_fields, record_id};
+use crate::encode::{ObjectEncoder, content_hash_and_field, line_with_fields, record_id};
 use crate::timefmt::{compact_time, floor_hour, parse_api_time};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
@@ -250,7 +250,7 @@ impl Assembler {
 /// What the assembler needs of one API item besides its text.
 #[derive(Debug, Clone, Copy)]
 pub struct Item {
-    /// Content hash (see [`content_hash`]).
+    /// Content hash (see [`crate::encode::content_hash`]).
     pub hash: [u8; 32],
     /// `loggedDateTime`, `None` when missing or unparseable.
     pub time: Option<DateTime<Utc>>,
@@ -259,16 +259,13 @@ pub struct Item {
 impl Item {
     /// Reads one API item.
     pub fn parse(raw: &RawValue) -> Result<Item, serde_json::Error> {
-        #[derive(serde::Deserialize)]
-        struct Logged<'a> {
-            #[serde(rename = "loggedDateTime", borrow, default)]
-            logged: Option<std::borrow::Cow<'a, str>>,
-        }
-        let hash = content_hash(raw.get())?;
-        let logged: Logged<'_> = serde_json::from_str(raw.get())?;
+        // One pass over the text gives both the hash and the raw `loggedDateTime`.
+        let (hash, logged) = content_hash_and_field(raw.get(), "loggedDateTime")?;
+        let logged: Option<std::borrow::Cow<'_, str>> =
+            logged.and_then(|v| serde_json::from_str(v.get()).ok());
         Ok(Item {
             hash,
-            time: logged.logged.as_deref().and_then(parse_api_time),
+            time: logged.as_deref().and_then(parse_api_time),
         })
     }
 }
