@@ -40,7 +40,7 @@ python3 -m json.tool "$LOGS/summary.json"
 say "objects in s3://$BUCKET"
 aws s3 ls --recursive "s3://$BUCKET/"
 say "checkpoint (s3://$BUCKET/vision-one/audit/_state/checkpoint.json)"
-aws s3 cp "s3://$BUCKET/vision-one/audit/_state/checkpoint.json" -
+aws s3 cp "s3://$BUCKET/vision-one/audit/_state/checkpoint.json" -; echo
 say "first lines of the first object"
 first=$(aws s3 ls --recursive "s3://$BUCKET/vision-one/audit/dt=" | awk 'NR==1{print $4}')
 aws s3 cp "s3://$BUCKET/$first" - | gunzip | head -n 3
