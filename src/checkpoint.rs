@@ -27,6 +27,20 @@ pub struct Checkpoint {
     pub run_id: String,
 }
 
+impl Checkpoint {
+    /// The checkpoint before anything is written: everything from `origin` on is still to pull.
+    pub fn start(origin: DateTime<Utc>, now: DateTime<Utc>, run_id: impl Into<String>) -> Self {
+        Checkpoint {
+            version: 1,
+            origin,
+            committed_to: origin,
+            pending: None,
+            updated_at: now,
+            run_id: run_id.into(),
+        }
+    }
+}
+
 /// A segment in flight: its range, the keys its objects get and the writer's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {

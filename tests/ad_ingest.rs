@@ -7,7 +7,7 @@ use common::*;
 use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{HttpRequest, HttpResponse, Ingest};
@@ -65,51 +65,11 @@ impl Env {
     }
 
     async fn keys(&self) -> Vec<String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect()
-    }
-
-    async fn data_keys(&self) -> Vec<String> {
-        self.keys()
-            .await
-            .into_iter()
-            .filter(|k| !k.contains("/_state/"))
-            .collect()
+        bucket_keys(&self.s3, &self.bucket).await
     }
 
     async fn lines(&self) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        for key in self.data_keys().await {
-            let obj = self
-                .s3
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(obj.content_type(), Some("application/x-ndjson"));
-            assert_eq!(obj.content_encoding(), Some("gzip"));
-            let gz = obj.body.collect().await.unwrap().into_bytes();
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            out.extend(
-                text.lines()
-                    .map(|l| (key.clone(), serde_json::from_str(l).unwrap())),
-            );
-        }
-        out
+        lake_lines(&self.s3, &self.bucket).await
     }
 }
 

@@ -97,14 +97,7 @@ impl Puller {
                 // No scheduled run yet: pin its origin at the end of this backfill, so the two
                 // never overlap and the schedule carries on where the backfill ends.
                 let origin = ceil_hour(to).min(horizon);
-                let cp = Checkpoint {
-                    version: 1,
-                    origin,
-                    committed_to: origin,
-                    pending: None,
-                    updated_at: now,
-                    run_id: "backfill".into(),
-                };
+                let cp = Checkpoint::start(origin, now, "backfill");
                 match self.state.save(&cp, &Condition::Absent).await {
                     Ok(_) | Err(StateError::LostRace) => {}
                     Err(e) => return Err(e.into()),

@@ -260,14 +260,7 @@ impl Puller {
                     now - TimeDelta::from_std(self.cfg.initial_lookback)
                         .unwrap_or(TimeDelta::days(1)),
                 );
-                let cp = Checkpoint {
-                    version: 1,
-                    origin,
-                    committed_to: origin,
-                    pending: None,
-                    updated_at: now,
-                    run_id: run_id.clone(),
-                };
+                let cp = Checkpoint::start(origin, now, run_id.clone());
                 (cp, Condition::Absent, None)
             }
         };

@@ -141,47 +141,7 @@ impl TestEnv {
 
     /// Every data line in the bucket (state documents excluded), with its key.
     pub async fn lake(&self) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        let mut keys = Vec::new();
-        let mut pages = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .into_paginator()
-            .send();
-        while let Some(p) = pages.next().await {
-            keys.extend(
-                p.unwrap()
-                    .contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        for key in keys.into_iter().filter(|k| !k.contains("/_state/")) {
-            let obj = self
-                .s3
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(obj.content_type(), Some("application/x-ndjson"), "{key}");
-            assert_eq!(obj.content_encoding(), Some("gzip"), "{key}");
-            let body = obj.body.collect().await.unwrap().into_bytes();
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            for line in text.lines() {
-                out.push((
-                    key.clone(),
-                    serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("{key}: bad line {line}: {e}")),
-                ));
-            }
-        }
-        out
+        lake_lines(&self.s3, &self.bucket).await
     }
 
     pub async fn checkpoint(&self) -> Option<Value> {
@@ -209,6 +169,53 @@ impl TestEnv {
         assert_exactly_once(&entries, &lake);
         lake.len()
     }
+}
+
+/// Every key in `bucket`.
+pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+    while let Some(p) = pages.next().await {
+        keys.extend(
+            p.unwrap()
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    keys
+}
+
+/// Every data line in `bucket` (state documents excluded), with its key; checks each object's
+/// content headers on the way.
+pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for key in bucket_keys(s3, bucket)
+        .await
+        .into_iter()
+        .filter(|k| !k.contains("/_state/"))
+    {
+        let obj = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(obj.content_type(), Some("application/x-ndjson"), "{key}");
+        assert_eq!(obj.content_encoding(), Some("gzip"), "{key}");
+        let body = obj.body.collect().await.unwrap().into_bytes();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{key}: bad line {line}: {e}"));
+            out.push((key.clone(), value));
+        }
+    }
+    out
 }
 
 pub async fn put_param(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
