@@ -88,6 +88,19 @@ impl From<SinkError> for StateError {
     }
 }
 
+/// Parses a state document read from `sink` at `key`; an unreadable one is [`StateError::Corrupt`].
+pub fn parse_state<T: serde::de::DeserializeOwned>(
+    sink: &S3Sink,
+    key: &str,
+    body: &[u8],
+) -> Result<T, StateError> {
+    serde_json::from_slice(body).map_err(|e| StateError::Corrupt {
+        bucket: sink.bucket().to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// Reads and writes the state documents under one prefix.
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -117,23 +130,14 @@ impl StateStore {
         &self.status_key
     }
 
-    fn parse<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-        body: &[u8],
-    ) -> Result<T, StateError> {
-        serde_json::from_slice(body).map_err(|e| StateError::Corrupt {
-            bucket: self.sink.bucket().to_owned(),
-            key: key.to_owned(),
-            reason: e.to_string(),
-        })
-    }
-
     /// The checkpoint and its ETag; `None` before the first run.
     pub async fn load(&self) -> Result<Option<(Checkpoint, String)>, StateError> {
         match self.sink.get(&self.checkpoint_key).await? {
             None => Ok(None),
-            Some(v) => Ok(Some((self.parse(&self.checkpoint_key, &v.body)?, v.etag))),
+            Some(v) => Ok(Some((
+                parse_state(&self.sink, &self.checkpoint_key, &v.body)?,
+                v.etag,
+            ))),
         }
     }
 
@@ -151,7 +155,7 @@ impl StateStore {
     pub async fn load_status(&self) -> Result<Option<Status>, StateError> {
         match self.sink.get(&self.status_key).await? {
             None => Ok(None),
-            Some(v) => Ok(Some(self.parse(&self.status_key, &v.body)?)),
+            Some(v) => Ok(Some(parse_state(&self.sink, &self.status_key, &v.body)?)),
         }
     }
 

@@ -171,16 +171,9 @@ impl S3Sink {
         body: Vec<u8>,
         cond: &Condition,
     ) -> Result<String, SinkError> {
-        let req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(body));
         let req = match cond {
-            Condition::Absent => req.if_none_match("*"),
-            Condition::Matches(etag) => req.if_match(etag),
+            Condition::Absent => self.json_put(key, body).if_none_match("*"),
+            Condition::Matches(etag) => self.json_put(key, body).if_match(etag),
         };
         match req.send().await {
             Ok(out) => Ok(out.e_tag().unwrap_or_default().to_owned()),
@@ -197,16 +190,24 @@ impl S3Sink {
 
     /// Writes a small JSON document unconditionally.
     pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), SinkError> {
+        self.json_put(key, body)
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+        Ok(())
+    }
+
+    fn json_put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("application/json")
             .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
-        Ok(())
     }
 
     /// Deletes an object (succeeds when it is already gone).

@@ -1,7 +1,7 @@
 //! The forwarding agents that have reported: one small document per agent in S3, updated with
 //! conditional writes so that concurrent batches from one agent do not lose counts.
 
-use crate::checkpoint::StateError;
+use crate::checkpoint::{StateError, parse_state};
 use crate::sink::{Condition, S3Sink, SinkError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,12 +69,7 @@ impl Registry {
         for _ in 0..8 {
             let (mut rec, cond) = match self.sink.get(&key).await? {
                 Some(v) => {
-                    let rec: AgentRecord =
-                        serde_json::from_slice(&v.body).map_err(|e| StateError::Corrupt {
-                            bucket: self.sink.bucket().to_owned(),
-                            key: key.clone(),
-                            reason: e.to_string(),
-                        })?;
+                    let rec: AgentRecord = parse_state(&self.sink, &key, &v.body)?;
                     (rec, Condition::Matches(v.etag))
                 }
                 None => (
@@ -116,12 +111,7 @@ impl Registry {
         let mut out = Vec::with_capacity(keys.len());
         for (key, doc) in keys.iter().zip(futures_util::future::join_all(reads).await) {
             let Some(doc) = doc? else { continue };
-            let record: AgentRecord =
-                serde_json::from_slice(&doc.body).map_err(|e| StateError::Corrupt {
-                    bucket: self.sink.bucket().to_owned(),
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
+            let record: AgentRecord = parse_state(&self.sink, key, &doc.body)?;
             let age = (now - record.last_seen).to_std().unwrap_or_default();
             let status = if age <= timeout {
                 "connected"

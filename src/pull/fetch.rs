@@ -69,14 +69,6 @@ pub(super) async fn fetch_slice(
     let mut last_sent: Option<DateTime<Utc>> = None;
     let mut restarts_without_progress = 0;
     loop {
-        if Instant::now() >= deadline {
-            let _ = tx
-                .send(Fetched::Stopped(Stop::Deadline(
-                    "run deadline approaching".into(),
-                )))
-                .await;
-            return;
-        }
         let page = match &next {
             None => api.first_page(query_start, slice.to, None, deadline).await,
             Some(link) => api.next_page(link, deadline).await,

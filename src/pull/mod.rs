@@ -420,11 +420,17 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn save(&mut self) -> Result<(), PullError> {
+    /// Past the lease the checkpoint may belong to another run: write nothing more.
+    fn check_write_time(&self) -> Result<(), PullError> {
         if Instant::now() >= self.write_deadline {
-            // Past the lease the checkpoint may belong to another run: write nothing more.
-            return Err(PullError::NoTimeToWrite);
+            Err(PullError::NoTimeToWrite)
+        } else {
+            Ok(())
         }
+    }
+
+    async fn save(&mut self) -> Result<(), PullError> {
+        self.check_write_time()?;
         self.cp.updated_at = Utc::now();
         self.cp.run_id = self.summary.run_id.clone();
         self.cond = self.p.state.save(&self.cp, &self.cond).await?;
@@ -452,9 +458,7 @@ impl Run<'_> {
             run_id: self.summary.run_id.clone(),
         });
         self.save().await?;
-        if Instant::now() >= self.write_deadline {
-            return Err(PullError::NoTimeToWrite);
-        }
+        self.check_write_time()?;
         let size = obj.body.len() as u64;
         self.p.sink.put_ndjson_gz(&obj.key, obj.body).await?;
         tracing::info!(key = %obj.key, records = obj.records, bytes = size, "object written");
