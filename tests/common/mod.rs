@@ -61,6 +61,20 @@ impl TestEnv {
         s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| {
             panic!("cannot create a bucket in LocalStack at {LOCALSTACK} ({e:?}); run the tests with `make test`, which starts it")
         });
+        // Versioned, because LocalStack 4.13 overwrites an unversioned object in place: a PUT cut
+        // off mid-body (which the crash tests do on purpose) leaves the live object torn, and
+        // every later GET stalls. With versioning each PUT writes its own version, which only
+        // becomes current when complete, as S3 itself behaves for any PUT.
+        s3.put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning on the test bucket");
         let token = format!("tok-{}", rand_hex(24));
         let token_param = format!("/tv1-test/{id}/token");
         put_param(&ssm, &token_param, &token).await;
