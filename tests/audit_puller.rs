@@ -396,7 +396,9 @@ async fn persistent_errors_give_up_with_a_clear_error_and_keep_progress() {
 
 #[tokio::test]
 async fn retry_after_past_the_deadline_stops_in_time() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // One query at a time: the 429 must land on the window's first request.
+    env.set("TV1_FETCH_CONCURRENCY", "1");
     let now = now_s();
     env.load(300, now - D::hours(1), now - D::seconds(5), |_| {});
     env.sim.set_faults(Faults {
