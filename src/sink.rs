@@ -19,7 +19,23 @@ pub enum SinkError {
         /// Key.
         key: String,
     },
-    /// Any other S3 failure (network, permissions, throttling, missing bucket...).
+    /// S3 answered `403`. On a read of a key that may be absent this is usually a missing
+    /// `s3:ListBucket`: S3 answers `403` instead of `404` for a key that does not exist unless
+    /// the caller may list the bucket (GetObject API reference, "Permissions"). It is never
+    /// taken as "absent", since that would restart the puller from scratch or store a batch twice.
+    #[error(
+        "S3 denied {op} on s3://{bucket}/{key} (403 AccessDenied). {}",
+        access_hint(op, bucket)
+    )]
+    AccessDenied {
+        /// The operation (`GetObject`...).
+        op: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key or prefix.
+        key: String,
+    },
+    /// Any other S3 failure (network, throttling, missing bucket...).
     #[error("S3 {op} s3://{bucket}/{key} failed: {message}")]
     S3 {
         /// The operation (`PutObject`...).
@@ -31,6 +47,19 @@ pub enum SinkError {
         /// What S3 or the transport said.
         message: String,
     },
+}
+
+/// What to grant when S3 denies `op`.
+fn access_hint(op: &str, bucket: &str) -> String {
+    match op {
+        "GetObject" => format!(
+            "If the key does not exist, S3 answers 403 instead of 404 unless the role also has \
+             s3:ListBucket on arn:aws:s3:::{bucket} (without an s3:prefix condition); grant it \
+             together with s3:GetObject on the prefix (infra/template.yaml does)"
+        ),
+        "ListObjectsV2" => format!("The role needs s3:ListBucket on arn:aws:s3:::{bucket}"),
+        _ => format!("The role needs s3:{op} on this prefix of arn:aws:s3:::{bucket}"),
+    }
 }
 
 /// Precondition of a conditional write.
@@ -113,6 +142,27 @@ impl S3Sink {
         }
     }
 
+    /// The error for a failed `op` on `key`: `403` becomes [`SinkError::AccessDenied`].
+    fn fail<E, R>(
+        &self,
+        op: &'static str,
+        key: &str,
+        e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
+    ) -> SinkError
+    where
+        E: ProvideErrorMetadata + std::fmt::Debug,
+        R: std::fmt::Debug,
+    {
+        if status(e) == Some(403) {
+            return SinkError::AccessDenied {
+                op,
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+            };
+        }
+        self.err(op, key, describe(e))
+    }
+
     /// Puts one gzip JSON Lines object. Returns once S3 has acknowledged it (durable).
     pub async fn put_ndjson_gz(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         self.client
@@ -124,7 +174,7 @@ impl S3Sink {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+            .map_err(|e| self.fail("PutObject", key, &e))?;
         Ok(())
     }
 
@@ -143,8 +193,9 @@ impl S3Sink {
                 .await
             {
                 Ok(o) => o,
+                // Only 404 means absent; see `SinkError::AccessDenied` for why 403 never does.
                 Err(e) if status(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(self.err("GetObject", key, describe(&e))),
+                Err(e) => return Err(self.fail("GetObject", key, &e)),
             };
             let etag = out.e_tag().unwrap_or_default().to_owned();
             match out.body.collect().await {
@@ -184,7 +235,7 @@ impl S3Sink {
                     key: key.to_owned(),
                 })
             }
-            Err(e) => Err(self.err("PutObject", key, describe(&e))),
+            Err(e) => Err(self.fail("PutObject", key, &e)),
         }
     }
 
@@ -193,7 +244,7 @@ impl S3Sink {
         self.json_put(key, body)
             .send()
             .await
-            .map_err(|e| self.err("PutObject", key, describe(&e)))?;
+            .map_err(|e| self.fail("PutObject", key, &e))?;
         Ok(())
     }
 
@@ -218,7 +269,7 @@ impl S3Sink {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err("DeleteObject", key, describe(&e)))?;
+            .map_err(|e| self.fail("DeleteObject", key, &e))?;
         Ok(())
     }
 
@@ -233,7 +284,7 @@ impl S3Sink {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, describe(&e)))?;
+            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, &e))?;
             keys.extend(
                 page.contents()
                     .iter()

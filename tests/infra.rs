@@ -253,3 +253,73 @@ fn puller_timeout_leaves_room_for_the_deadline_margin() {
         "timeout {min_timeout}s vs margin {margin}s"
     );
 }
+
+/// The statements of a function's inline policy, with `!If [cond, statement, NoValue]` taken as
+/// the statement.
+fn statements(function: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
+        for s in policy["Statement"].as_sequence().unwrap() {
+            match s {
+                Value::Tagged(t) if t.tag == "!If" => out.push(t.value[1].clone()),
+                other => out.push(other.clone()),
+            }
+        }
+    }
+    out
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Sequence(s) => s.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+        _ => vec![],
+    }
+}
+
+/// The ARN pattern of a `Resource: !Sub [pattern, vars]` or `!Sub pattern`.
+fn resource(statement: &Value) -> String {
+    match untag(&statement["Resource"]) {
+        Value::Sequence(s) => s[0].as_str().unwrap_or_default().to_owned(),
+        other => other.as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+#[test]
+fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
+    // S3 answers 403, not 404, for a missing key unless the caller has s3:ListBucket on the
+    // bucket, and a policy condition on s3:prefix does not count for that check. Both functions
+    // read keys that may not exist yet (checkpoint, status, batch markers, agent records).
+    let t = template();
+    for (binary, prefix) in [("audit-puller", "AuditPrefix"), ("ad-ingest", "AdPrefix")] {
+        let stmts = statements(&functions(&t)[binary].1);
+        let reads = stmts
+            .iter()
+            .any(|s| actions(s).iter().any(|a| a == "s3:GetObject"));
+        assert!(reads, "{binary} reads state documents");
+        let list = stmts.iter().find(|s| {
+            actions(s).iter().any(|a| a == "s3:ListBucket")
+                && s["Effect"] == "Allow"
+                && resource(s).ends_with(":s3:::${Bucket}")
+        });
+        let list = list.unwrap_or_else(|| {
+            panic!("{binary} reads keys that may be absent without s3:ListBucket on the bucket: a missing key would be a 403")
+        });
+        assert!(
+            list.get("Condition").is_none(),
+            "{binary}: s3:ListBucket with a Condition does not make a missing key a 404"
+        );
+        // Reads and writes stay on the function's own prefix.
+        for s in stmts.iter().filter(|s| {
+            actions(s)
+                .iter()
+                .any(|a| a.starts_with("s3:") && a != "s3:ListBucket")
+        }) {
+            assert!(
+                resource(s).ends_with(&format!(":s3:::${{Bucket}}/${{{prefix}}}*")),
+                "{binary}: object access outside its prefix: {}",
+                resource(s)
+            );
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Real S3 answers `403 AccessDenied` for a missing key when the caller lacks `s3:ListBucket`;
+//! LocalStack enforces no IAM, so this test serves S3's own error document from a stand-in
+//! endpoint and checks that neither function takes it as "absent".
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tv1_connector::config::{IngestConfig, PullerConfig};
+use tv1_connector::ingest::{HttpRequest, Ingest};
+use tv1_connector::pull::Puller;
+
+/// What S3 sends for a denied request (error code and body as documented for AccessDenied).
+const ACCESS_DENIED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>4442587FB7D0A2F9</RequestId><HostId>x</HostId></Error>"#;
+
+type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Denies every S3 request; answers SSM GetParameter with `key`.
+async fn stand_in(log: Log) -> String {
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let log = log.clone();
+        async move {
+            let target = req
+                .headers()
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if target.ends_with("GetParameter") {
+                let body = r#"{"Parameter":{"Name":"/k","Type":"SecureString","Value":"the-key","Version":1}}"#;
+                return ([("content-type", "application/x-amz-json-1.1")], body).into_response();
+            }
+            log.lock()
+                .unwrap()
+                .push((req.method().to_string(), req.uri().path().to_owned()));
+            Response::builder()
+                .status(403)
+                .header("content-type", "application/xml")
+                .body(axum::body::Body::from(ACCESS_DENIED))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn clients(url: &str) -> (aws_sdk_s3::Client, aws_sdk_ssm::Client) {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "AKID", "secret", None, None, "test",
+        ))
+        .load()
+        .await;
+    (
+        tv1_connector::aws::s3_client(&sdk),
+        tv1_connector::aws::ssm_client(&sdk),
+    )
+}
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_puller_never_reads_a_denied_checkpoint_as_a_first_run() {
+    let log = Log::default();
+    let url = stand_in(log.clone()).await;
+    let (s3, ssm) = clients(&url).await;
+    let cfg = PullerConfig::from_map(&vars(&[
+        ("TV1_TOKEN_PARAM", "/t"),
+        ("BUCKET", "lake-bucket"),
+        ("TV1_BASE_URL", "http://127.0.0.1:9"),
+    ]))
+    .unwrap();
+    let p = Puller::new(cfg, s3, ssm);
+    let e = p.run(p.default_deadline()).await.unwrap_err().to_string();
+    assert!(
+        e.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),
+        "names the permission: {e}"
+    );
+    assert!(e.contains("GetObject") && e.contains("403"), "{e}");
+    let st = p.status().await.unwrap_err().to_string();
+    assert!(st.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"), "{st}");
+    // Nothing but the checkpoint read (and the status document's read and write) was tried.
+    let writes: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| m != "GET" && !p.ends_with("_state/status.json"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+#[tokio::test]
+async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
+    let log = Log::default();
+    let url = stand_in(log.clone()).await;
+    let (s3, ssm) = clients(&url).await;
+    let cfg =
+        IngestConfig::from_map(&vars(&[("API_KEY_PARAM", "/k"), ("BUCKET", "lake-bucket")]))
+            .unwrap();
+    let ingest = Ingest::new(cfg, s3, ssm);
+    let body = r#"{"agent":{"id":"dc01"},"batch_id":"b1","events":[{"event_id":4624,"time":"2026-11-21T10:00:00Z","computer":"DC01"}]}"#;
+    let resp = ingest
+        .handle(
+            HttpRequest {
+                method: "POST",
+                path: "/v1/events",
+                authorization: Some("Bearer the-key"),
+                x_api_key: None,
+                content_type: Some("application/json"),
+                content_encoding: None,
+                body: Some(body),
+                is_base64_encoded: false,
+            },
+            chrono::Utc::now(),
+        )
+        .await;
+    assert_eq!(resp.status, 503, "{:?}", resp.body);
+    let msg = resp.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"), "{msg}");
+    let writes: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m != "GET")
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "a refused batch writes nothing: {writes:?}");
+}
