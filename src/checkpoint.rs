@@ -12,36 +12,66 @@ use serde::{Deserialize, Serialize};
 /// Where the puller stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Document format.
+    /// Document format (2: the lease is the run's, not the pending segment's).
     pub version: u32,
     /// Where the scheduled puller started. Time before it belongs to `backfill`.
     pub origin: DateTime<Utc>,
     /// Every entry logged before this instant is in S3, exactly once.
     pub committed_to: DateTime<Utc>,
-    /// A segment whose objects may be (partly) written but are not committed.
+    /// The run that is working on the checkpoint, while it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// A segment whose object may be written but is not committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
-    /// When this document was written.
+    /// When this document was written (S3's clock).
     pub updated_at: DateTime<Utc>,
     /// The run that wrote it.
     pub run_id: String,
 }
 
+/// Current document format.
+pub const CHECKPOINT_VERSION: u32 = 2;
+
 impl Checkpoint {
     /// The checkpoint before anything is written: everything from `origin` on is still to pull.
     pub fn start(origin: DateTime<Utc>, now: DateTime<Utc>, run_id: impl Into<String>) -> Self {
         Checkpoint {
-            version: 1,
+            version: CHECKPOINT_VERSION,
             origin,
             committed_to: origin,
+            lease: None,
             pending: None,
             updated_at: now,
             run_id: run_id.into(),
         }
     }
+
+    /// The live lease of another run at `now` (S3's clock), if any.
+    pub fn held_by_other(&self, run_id: &str, now: DateTime<Utc>) -> Option<&Lease> {
+        self.lease
+            .as_ref()
+            .filter(|l| l.run_id != run_id && l.until > now)
+    }
 }
 
-/// A segment in flight: its range, the keys its objects get and the writer's lease.
+/// A run's claim on the checkpoint. It is short and renewed while the run works, so a run that
+/// dies blocks the schedule for at most `TV1_LEASE`; it only decides who may *start* work.
+/// Safety never depends on it: checkpoint writes are conditional and data objects are
+/// create-only (see [`crate::sink::S3Sink::create_ndjson_gz`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The holder.
+    pub run_id: String,
+    /// Expiry on S3's clock (see [`crate::clock`]).
+    pub until: DateTime<Utc>,
+}
+
+/// A segment in flight: its range and the key its object gets.
+///
+/// A run that takes over redoes exactly this range under exactly these keys with create-only
+/// writes, so whatever the previous holder still manages to write can only be refused, or be
+/// the very object the new run would have written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// Start of the segment (inclusive), equal to `committed_to`.
@@ -50,10 +80,6 @@ pub struct Pending {
     pub to: DateTime<Utc>,
     /// Keys the segment's objects are written under.
     pub keys: Vec<String>,
-    /// The writer stops writing before this instant; after it, the segment is abandoned.
-    pub lease_until: DateTime<Utc>,
-    /// The writer.
-    pub run_id: String,
 }
 
 /// A failure reading or writing state.

@@ -61,6 +61,8 @@ pub struct PullerConfig {
     pub deadline_margin: Duration,
     /// Run budget when no Lambda deadline applies (the CLI).
     pub run_timeout: Duration,
+    /// How long a run's claim on the checkpoint lasts unless renewed (every third of it).
+    pub lease: Duration,
     /// Timeout of one HTTP request to Vision One.
     pub http_timeout: Duration,
     /// Attempts per request on `429`/`5xx`/network errors before giving up.
@@ -120,10 +122,17 @@ impl PullerConfig {
             object_max_records: number(env, "TV1_OBJECT_MAX_RECORDS", 100_000)?,
             deadline_margin: duration(env, "TV1_DEADLINE_MARGIN", "20s")?,
             run_timeout: duration(env, "TV1_RUN_TIMEOUT", "14m")?,
+            lease: duration(env, "TV1_LEASE", "60s")?,
             http_timeout: duration(env, "TV1_HTTP_TIMEOUT", "60s")?,
             max_attempts: number(env, "TV1_MAX_ATTEMPTS", 8)?,
             fetch_concurrency: number(env, "TV1_FETCH_CONCURRENCY", 4)?,
         };
+        if cfg.lease < Duration::from_secs(2) {
+            return Err(ConfigError {
+                var: "TV1_LEASE",
+                reason: "must be at least 2s (it is renewed every third of it)".into(),
+            });
+        }
         if !(1..=16).contains(&cfg.fetch_concurrency) {
             return Err(ConfigError {
                 var: "TV1_FETCH_CONCURRENCY",

@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod encode;
 pub mod ingest;

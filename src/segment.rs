@@ -39,6 +39,8 @@ pub struct Segment {
 pub struct Object {
     /// Full S3 key.
     pub key: String,
+    /// The hour (partition) of its entries.
+    pub hour: DateTime<Utc>,
     /// gzip JSON Lines.
     pub body: Bytes,
     /// Lines in it.
@@ -88,6 +90,23 @@ pub fn segment_key(
         compact_time(from),
         compact_time(to)
     )
+}
+
+/// The hour whose partition holds `key`, if `key` is the key of segment `[from, to)`.
+pub fn hour_of_key(
+    prefix: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    key: &str,
+) -> Option<DateTime<Utc>> {
+    let mut hour = floor_hour(from);
+    while hour < to {
+        if segment_key(prefix, hour, from, to) == key {
+            return Some(hour);
+        }
+        hour += chrono::Duration::hours(1);
+    }
+    None
 }
 
 /// The Hive-style partition path of an hour: `<prefix>dt=YYYY-MM-DD/hour=HH/`.
@@ -239,6 +258,7 @@ impl Assembler {
             let records = enc.records();
             Object {
                 key: segment_key(&self.prefix, hour, from, to),
+                hour,
                 body: enc.finish(),
                 records,
             }

@@ -5,8 +5,10 @@
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use crate::clock::ServerTime;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
+use std::time::Duration;
 
 /// A failed S3 operation.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,16 @@ pub struct Versioned {
 pub struct S3Sink {
     client: aws_sdk_s3::Client,
     bucket: String,
+    time: ServerTime,
+}
+
+/// How a create-only write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The object is ours.
+    New,
+    /// An object already had this key; it was left as it was.
+    AlreadyExists,
 }
 
 /// Content headers of a gzip JSON Lines object.
@@ -115,12 +127,25 @@ fn status<E, R>(e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>) -> O
 }
 
 impl S3Sink {
-    /// Writes to `bucket` through `client`.
+    /// Writes to `bucket` through `client`, noting the `Date` of every response (see
+    /// [`Self::server_time`]).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        let time = ServerTime::default();
+        let conf = client
+            .config()
+            .to_builder()
+            .interceptor(time.interceptor())
+            .build();
         S3Sink {
-            client,
+            client: aws_sdk_s3::Client::from_conf(conf),
             bucket: bucket.into(),
+            time,
         }
+    }
+
+    /// S3's clock, as its responses tell it.
+    pub fn server_time(&self) -> &ServerTime {
+        &self.time
     }
 
     /// The bucket name.
@@ -176,6 +201,52 @@ impl S3Sink {
             .await
             .map_err(|e| self.fail("PutObject", key, &e))?;
         Ok(())
+    }
+
+    /// Puts one gzip JSON Lines object only if no object has its key (`If-None-Match: *`),
+    /// within `timeout`.
+    ///
+    /// This is what makes data objects safe against late writers: a key names exactly one
+    /// range (or batch), so whoever writes it first wins and every later PUT of that key, from
+    /// a run that was paused past its lease or a retry of a request that did land, is refused
+    /// by S3 instead of replacing or doubling what is there.
+    pub async fn create_ndjson_gz(
+        &self,
+        key: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Created, SinkError> {
+        let mut conflicts = 0;
+        loop {
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(NDJSON)
+                .content_encoding("gzip")
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send();
+            let Ok(sent) = tokio::time::timeout(timeout, put).await else {
+                return Err(self.err(
+                    "PutObject",
+                    key,
+                    format!("did not finish within {} ms", timeout.as_millis()),
+                ));
+            };
+            match sent {
+                Ok(_) => return Ok(Created::New),
+                Err(e) if status(&e) == Some(412) => return Ok(Created::AlreadyExists),
+                // 409 ConditionalRequestConflict: another conditional PUT of this key is in
+                // flight. Ask again once it has settled: then it either exists (412) or not.
+                Err(e) if status(&e) == Some(409) && conflicts < 5 => {
+                    conflicts += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
+                }
+                Err(e) => return Err(self.fail("PutObject", key, &e)),
+            }
+        }
     }
 
     /// Reads a small document; `None` when it does not exist.

@@ -70,7 +70,9 @@ impl Puller {
                 api_time(to)
             )));
         }
-        let now = Utc::now();
+        // The origin it may pin and the horizon are on S3's clock, read from the load's reply.
+        let loaded = self.state.load().await?;
+        let now = self.run_clock().now();
         if from < now - TimeDelta::days(180) {
             return Err(PullError::BadRange(format!(
                 "Vision One keeps 180 days of audit logs; {} is older",
@@ -91,7 +93,7 @@ impl Puller {
             note: None,
         };
         let horizon = floor_second(now - TimeDelta::from_std(self.cfg.lag).unwrap_or_default());
-        let origin = match self.state.load().await? {
+        let origin = match loaded {
             Some((cp, _)) => cp.origin,
             None => {
                 // No scheduled run yet: pin its origin at the end of this backfill, so the two

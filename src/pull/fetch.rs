@@ -44,17 +44,23 @@ pub(super) fn slices(w: Window, n: usize) -> Vec<Window> {
         .collect()
 }
 
-/// The second of the last item of a page with a readable time.
-fn last_second(page: &Page) -> Option<DateTime<Utc>> {
+/// The latest second among a page's items inside `slice`. A restarted query begins there: the
+/// assembler holds back exactly that second (its newest), so it is the one to forget and read
+/// again, and every earlier second is complete even if the page was not in order.
+fn max_second(page: &Page, slice: Window) -> Option<DateTime<Utc>> {
     #[derive(serde::Deserialize)]
     struct Logged<'a> {
         #[serde(rename = "loggedDateTime", borrow)]
         logged: Option<std::borrow::Cow<'a, str>>,
     }
-    page.items.iter().rev().find_map(|raw| {
-        let l: Logged = serde_json::from_str(raw.get()).ok()?;
-        parse_api_time(&l.logged?).map(floor_second)
-    })
+    page.items
+        .iter()
+        .filter_map(|raw| {
+            let l: Logged = serde_json::from_str(raw.get()).ok()?;
+            parse_api_time(&l.logged?).map(floor_second)
+        })
+        .filter(|t| *t >= slice.from && *t < slice.to)
+        .max()
 }
 
 /// Fetches one slice into `tx` until it ends, fails, or the receiver is gone.
@@ -75,7 +81,7 @@ pub(super) async fn fetch_slice(
         };
         let msg = match page {
             Ok(page) => {
-                last_sent = last_second(&page).or(last_sent);
+                last_sent = last_sent.max(max_second(&page, slice));
                 next = page.next_link.clone();
                 Fetched::Page(page)
             }

@@ -1,24 +1,30 @@
 //! One scheduled run, a backfill, Test Connection and status: the audit corridor's workflows.
 //!
-//! A scheduled run plans a window `[committed_to, min(committed_to + max_window, now - lag))`,
-//! reads it page by page, cuts it into segments (see [`crate::segment`]) and for each segment:
+//! A run takes a short lease on the checkpoint (renewed while it works), plans a window
+//! `[committed_to, min(committed_to + max_window, now - lag))` with `now` on S3's clock, reads
+//! it page by page, cuts it into segments (see [`crate::segment`]) and for each segment:
 //!
 //! 1. records the segment and its object key in the checkpoint (`pending`, conditional write),
-//! 2. puts the object,
+//! 2. creates the object (create-only: `If-None-Match: *`),
 //! 3. moves `committed_to` to the segment's end (folded into the next conditional write).
 //!
-//! A run that dies anywhere leaves either nothing uncommitted or a `pending` segment; the next
-//! run deletes that segment's object before it starts, so every entry ends up in S3 once.
+//! A run that dies anywhere leaves either nothing uncommitted or a `pending` segment. The run
+//! that takes over once the lease has lapsed redoes that segment: the same range under the same
+//! key, create-only. Whoever writes the key first wins; a late PUT of the dead (or merely
+//! paused) run is refused by S3, or was the object the new run keeps. Every entry lands once.
 
-use crate::checkpoint::{Checkpoint, LastError, Pending, StateError, StateStore};
+use crate::checkpoint::{Checkpoint, LastError, Lease, Pending, StateError, StateStore};
+use crate::clock::{Clock, RunClock};
 use crate::config::PullerConfig;
 use crate::secret::SsmSecret;
-use crate::segment::{Assembler, Item, Limits, OutOfOrder, Segment};
-use crate::sink::{Condition, S3Sink, SinkError};
+use crate::segment::{Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key};
+use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use fetch::Fetched;
+use std::time::Duration;
+use tokio::sync::mpsc;
 use futures_util::StreamExt;
 use futures_util::future::Either;
 use serde::Serialize;
@@ -62,6 +68,18 @@ pub enum PullError {
     /// A backfill range that cannot be used.
     #[error("invalid backfill range: {0}")]
     BadRange(String),
+    /// A pending segment whose key this version cannot redo.
+    #[error(
+        "the checkpoint's pending segment {from}..{to} has key(s) {keys:?}, which are not this prefix's key of that range; restore the checkpoint or see `tv1 checkpoint --help`"
+    )]
+    ForeignPending {
+        /// Start.
+        from: String,
+        /// End.
+        to: String,
+        /// Keys.
+        keys: Vec<String>,
+    },
 }
 
 impl From<SinkError> for PullError {
@@ -114,6 +132,9 @@ pub struct RunSummary {
     pub bytes: u64,
     /// Keys of the objects written.
     pub keys: Vec<String>,
+    /// Keys this run meant to write that already held the same range (from a run that died
+    /// or was fenced before committing them): kept, not written again.
+    pub kept_existing: Vec<String>,
     /// Conditional writes of the checkpoint (S3 PUTs besides the objects).
     pub checkpoint_writes: u64,
     /// `committed_to` when the run started (`None` on the first run).
@@ -122,9 +143,11 @@ pub struct RunSummary {
     pub checkpoint_after: Option<DateTime<Utc>>,
     /// Seconds between `checkpoint_after` and the end of the run.
     pub lag_seconds: Option<i64>,
+    /// Local clock minus S3's clock, in seconds; the run uses S3's.
+    pub clock_skew_seconds: i64,
     /// Why the run stopped before the window's end.
     pub stopped_early: Option<String>,
-    /// An abandoned segment of an earlier run that this run cleaned up.
+    /// A pending segment of an earlier run that this run redid under its key.
     pub recovered: Option<Window>,
     /// Page-token expiries recovered from.
     pub query_restarts: u32,
@@ -141,10 +164,14 @@ pub struct Puller {
     api: vision_one::Client,
     sink: S3Sink,
     state: StateStore,
+    clock: Clock,
 }
 
 /// Page-token expiries tolerated in a row without the resume point moving.
 const MAX_RESTARTS_WITHOUT_PROGRESS: u32 = 10;
+
+/// Time kept between the end of a data PUT and the lease's expiry.
+const LEASE_SLACK: Duration = Duration::from_millis(500);
 
 /// Why fetching ended before the window's end.
 pub(super) enum Stop {
@@ -158,8 +185,9 @@ struct Run<'a> {
     cp: Checkpoint,
     cond: Condition,
     dirty: bool,
-    lease_until: DateTime<Utc>,
+    clock: RunClock,
     write_deadline: Instant,
+    renew_at: Instant,
     summary: RunSummary,
 }
 
@@ -184,7 +212,14 @@ impl Puller {
             api,
             sink,
             state,
+            clock: Clock::system(),
         }
+    }
+
+    /// Replaces the local clock (tests skew it; the puller takes its time from S3 anyway).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The configuration.
@@ -202,6 +237,11 @@ impl Puller {
         Instant::now() + self.cfg.run_timeout
     }
 
+    /// Now on S3's clock as of its last response (the local clock before any).
+    pub(crate) fn run_clock(&self) -> RunClock {
+        RunClock::new(self.sink.server_time(), &self.clock)
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_bytes: self.cfg.object_max_bytes,
@@ -212,14 +252,16 @@ impl Puller {
     /// One scheduled run, finishing before `deadline`. Records the outcome in the status document.
     pub async fn run(&self, deadline: Instant) -> Result<RunSummary, PullError> {
         let result = self.run_inner(deadline).await;
-        let now = Utc::now();
-        let mut status = self
-            .state
-            .load_status()
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let status = match self.state.load_status().await {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                // Overwriting a document that could not be read would erase its history.
+                tracing::warn!(error = %e, "could not read the status document; not updating it");
+                return result;
+            }
+        };
+        let now = self.run_clock().now();
+        let mut status = status;
         status.last_run_at = Some(now);
         match &result {
             Ok(s) if s.outcome != Outcome::Skipped => {
@@ -243,14 +285,13 @@ impl Puller {
 
     async fn run_inner(&self, deadline: Instant) -> Result<RunSummary, PullError> {
         let started = Instant::now();
-        let now = Utc::now();
         let run_id = hex::encode(rand::random::<[u8; 8]>());
         let margin = self.cfg.deadline_margin;
-        let write_deadline = deadline.checked_sub(margin / 4).unwrap_or(deadline);
-        let lease_until = now
-            + TimeDelta::from_std(deadline.saturating_duration_since(started))
-                .unwrap_or(TimeDelta::zero());
-        let (cp, cond, before) = match self.state.load().await? {
+        let loaded = self.state.load().await?;
+        // After the first S3 response: every instant from here on is on S3's clock.
+        let clock = self.run_clock();
+        let now = clock.now();
+        let (cp, cond, before) = match loaded {
             Some((cp, etag)) => {
                 let before = Some(cp.committed_to);
                 (cp, Condition::Matches(etag), before)
@@ -276,10 +317,12 @@ impl Puller {
                 objects: 0,
                 bytes: 0,
                 keys: Vec::new(),
+                kept_existing: Vec::new(),
                 checkpoint_writes: 0,
                 checkpoint_before: before,
                 checkpoint_after: before,
                 lag_seconds: None,
+                clock_skew_seconds: clock.skew.num_seconds(),
                 stopped_early: None,
                 recovered: None,
                 query_restarts: 0,
@@ -289,44 +332,47 @@ impl Puller {
             cp,
             cond,
             dirty: false,
-            lease_until,
-            write_deadline,
+            clock,
+            write_deadline: deadline.checked_sub(margin / 4).unwrap_or(deadline),
+            renew_at: Instant::now(),
         };
-        if let Some(pending) = run.cp.pending.clone() {
-            if pending.lease_until > now {
-                tracing::info!(holder = %pending.run_id, lease_until = %pending.lease_until, "another run holds the checkpoint; skipping");
-                run.summary.outcome = Outcome::Skipped;
-                run.summary.stopped_early = Some(format!(
-                    "run {} holds the checkpoint until {}",
-                    pending.run_id,
-                    api_time(pending.lease_until)
-                ));
-                return Ok(run.finish(started));
-            }
-            run.recover(pending).await?;
+        if let Some(lease) = run.cp.held_by_other(&run_id, now) {
+            tracing::info!(holder = %lease.run_id, until = %lease.until, "another run holds the checkpoint; skipping");
+            run.summary.outcome = Outcome::Skipped;
+            run.summary.stopped_early = Some(format!(
+                "run {} holds the checkpoint until {}",
+                lease.run_id,
+                api_time(lease.until)
+            ));
+            return Ok(run.finish(started));
         }
-
-        let from = run.cp.committed_to;
-        let horizon = floor_second(now - TimeDelta::from_std(self.cfg.lag).unwrap_or_default());
-        let to = horizon
-            .min(from + TimeDelta::from_std(self.cfg.max_window).unwrap_or(TimeDelta::days(1)));
-        if to <= from {
+        let stop_fetching = deadline.checked_sub(margin).unwrap_or(started);
+        if run.cp.pending.is_none() && run.window().is_none() && !run.first() {
+            run.summary.outcome = Outcome::UpToDate;
+            return Ok(run.finish(started));
+        }
+        // Take the lease (this conditional write also decides any race with another starter).
+        run.save().await?;
+        if let Some(pending) = run.cp.pending.clone()
+            && let Some(stop) = run.redo(pending, stop_fetching).await?
+        {
+            return run.end(stop, started).await;
+        }
+        let Some(window) = run.window() else {
             run.summary.outcome = Outcome::UpToDate;
             run.flush().await?;
             return Ok(run.finish(started));
-        }
-        let window = Window { from, to };
+        };
         run.summary.window = Some(window);
         tracing::info!(
             run_id = %run_id,
-            from = %api_time(from),
-            to = %api_time(to),
+            from = %api_time(window.from),
+            to = %api_time(window.to),
             deadline_in_ms = deadline.saturating_duration_since(started).as_millis() as u64,
             "pulling audit logs"
         );
 
-        let stop_fetching = deadline.checked_sub(margin).unwrap_or(started);
-        let mut asm = Assembler::new(&self.cfg.prefix, self.limits(), from);
+        let mut asm = Assembler::new(&self.cfg.prefix, self.limits(), window.from);
         let slices = fetch::slices(window, self.cfg.fetch_concurrency);
         let (txs, rxs) = fetch::channels(slices.len());
         let producers = futures_util::stream::iter(slices.iter().copied().zip(txs))
@@ -336,29 +382,8 @@ impl Puller {
         // Slices are consumed strictly in order, so entries reach the assembler in time order.
         let consumer = async {
             for (slice, mut rx) in slices.iter().zip(rxs) {
-                while let Some(msg) = rx.recv().await {
-                    match msg {
-                        Fetched::Page(page) => {
-                            run.summary.pages += 1;
-                            for raw in page.items {
-                                let item = Item::parse(&raw)
-                                    .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                                // The end bound may be inclusive: entries at a slice's end belong
-                                // to the next slice (or the next window).
-                                if item.time.is_some_and(|t| t < slice.from || t >= slice.to) {
-                                    continue;
-                                }
-                                if let Some(seg) = asm.push(raw, item)? {
-                                    run.write(seg).await?;
-                                }
-                            }
-                        }
-                        Fetched::Restart(at) => {
-                            asm.drop_held_at(at);
-                            run.summary.query_restarts += 1;
-                        }
-                        Fetched::Stopped(stop) => return Ok(Some(stop)),
-                    }
+                if let Some(stop) = run.consume(*slice, &mut rx, &mut asm, None).await? {
+                    return Ok(Some(stop));
                 }
             }
             Ok::<_, PullError>(None)
@@ -372,66 +397,168 @@ impl Puller {
             }
         };
         let last = match &stop {
-            None => asm.finish(to),
+            None => asm.finish(window.to),
             Some(_) => asm.stop(),
         };
         run.write(last).await?;
-        run.flush().await?;
         match stop {
-            None => Ok(run.finish(started)),
-            Some(Stop::Deadline(why)) => {
-                run.summary.outcome = Outcome::Partial;
-                run.summary.stopped_early = Some(why);
+            None => {
+                run.flush().await?;
                 Ok(run.finish(started))
             }
-            Some(failure) => {
-                let e = match failure {
-                    Stop::Api(e) => PullError::VisionOne(e),
-                    _ => PullError::TokenChurn(MAX_RESTARTS_WITHOUT_PROGRESS),
-                };
-                let s = run.finish(started);
-                tracing::error!(error = %e, summary = %serde_json::to_string(&s).unwrap_or_default(), "run failed; progress up to the checkpoint is kept");
-                Err(e)
-            }
+            Some(stop) => run.end(stop, started).await,
         }
     }
 }
 
 impl Run<'_> {
-    /// Abandoned segment of a dead run: take the checkpoint over (so no other run races us),
-    /// then delete the segment's objects. Nothing in them was committed.
-    async fn recover(&mut self, pending: Pending) -> Result<(), PullError> {
-        tracing::warn!(holder = %pending.run_id, from = %api_time(pending.from), to = %api_time(pending.to), "removing an abandoned segment");
-        self.cp.pending = Some(Pending {
-            lease_until: self.lease_until,
-            run_id: self.summary.run_id.clone(),
-            ..pending.clone()
-        });
-        self.save().await?;
-        for key in &pending.keys {
-            self.p.sink.delete(key).await?;
+    /// Whether the checkpoint document does not exist yet.
+    fn first(&self) -> bool {
+        matches!(self.cond, Condition::Absent)
+    }
+
+    /// The window to read from `committed_to`, if there is anything to read yet.
+    fn window(&self) -> Option<Window> {
+        let cfg = &self.p.cfg;
+        let from = self.cp.committed_to;
+        let horizon = floor_second(self.clock.now() - TimeDelta::from_std(cfg.lag).unwrap_or_default());
+        let to = horizon
+            .min(from + TimeDelta::from_std(cfg.max_window).unwrap_or(TimeDelta::days(1)));
+        (to > from).then_some(Window { from, to })
+    }
+
+    /// Reads one slice's messages into `asm`, renewing the lease while it waits. Segments that
+    /// close are written, or collected into `collect` when given. Returns why fetching stopped.
+    async fn consume(
+        &mut self,
+        slice: Window,
+        rx: &mut mpsc::Receiver<Fetched>,
+        asm: &mut Assembler,
+        mut collect: Option<&mut Vec<Segment>>,
+    ) -> Result<Option<Stop>, PullError> {
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(self.renew_at) => {
+                    self.renew().await?;
+                    continue;
+                }
+            };
+            match msg {
+                None => return Ok(None),
+                Some(Fetched::Page(page)) => {
+                    self.summary.pages += 1;
+                    for raw in page.items {
+                        let item =
+                            Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                        // The end bound may be inclusive: entries at a slice's end belong to the
+                        // next slice (or the next window).
+                        if item.time.is_some_and(|t| t < slice.from || t >= slice.to) {
+                            continue;
+                        }
+                        if let Some(seg) = asm.push(raw, item)? {
+                            match collect.as_deref_mut() {
+                                Some(c) => c.push(seg),
+                                None => self.write(seg).await?,
+                            }
+                        }
+                    }
+                }
+                Some(Fetched::Restart(at)) => {
+                    asm.drop_held_at(at);
+                    self.summary.query_restarts += 1;
+                }
+                Some(Fetched::Stopped(stop)) => return Ok(Some(stop)),
+            }
         }
-        self.cp.pending = None;
-        self.dirty = true;
-        self.summary.recovered = Some(Window {
+    }
+
+    /// Redoes the pending segment of a run that died or was paused past its lease: the same
+    /// range, into the same key, create-only. If that run's object landed after all, it is the
+    /// segment (its entries, its range) and is kept; if not, this run's object is, and any late
+    /// PUT of the old run is refused. Entries of another hour (only possible if Vision One
+    /// served an entry of that range later than `TV1_LAG`) go to that hour's key of the range.
+    /// Returns why fetching stopped, if it did before the range was read.
+    async fn redo(
+        &mut self,
+        pending: Pending,
+        fetch_deadline: Instant,
+    ) -> Result<Option<Stop>, PullError> {
+        let prefix = &self.p.cfg.prefix;
+        let ours = match pending.keys.as_slice() {
+            [key] => hour_of_key(prefix, pending.from, pending.to, key).is_some(),
+            _ => false,
+        };
+        if !ours {
+            return Err(PullError::ForeignPending {
+                from: api_time(pending.from),
+                to: api_time(pending.to),
+                keys: pending.keys,
+            });
+        }
+        tracing::warn!(from = %api_time(pending.from), to = %api_time(pending.to), key = %pending.keys[0], "redoing the pending segment of a run that did not finish");
+        let range = Window {
             from: pending.from,
             to: pending.to,
+        };
+        let unlimited = Limits {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+        };
+        let mut asm = Assembler::new(prefix, unlimited, range.from);
+        let mut segments = Vec::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        let producer = fetch::fetch_slice(&self.p.api, range, fetch_deadline, tx);
+        let consumer = self.consume(range, &mut rx, &mut asm, Some(&mut segments));
+        let consumed = {
+            let (consumer, producer) = (std::pin::pin!(consumer), std::pin::pin!(producer));
+            match futures_util::future::select(consumer, producer).await {
+                Either::Left((r, _)) => r,
+                Either::Right(((), consumer)) => consumer.await,
+            }
+        };
+        if let Some(stop) = consumed? {
+            return Ok(Some(stop));
+        }
+        segments.push(asm.finish(range.to));
+        let mut objects: Vec<(String, bytes::Bytes, usize)> = segments
+            .into_iter()
+            .filter_map(|s| s.object)
+            .map(|o| (segment_key(prefix, o.hour, range.from, range.to), o.body, o.records))
+            .collect();
+        // The pending key is always claimed, even if its hour came back empty: that is the fence.
+        if !objects.iter().any(|(k, _, _)| *k == pending.keys[0]) {
+            objects.push((pending.keys[0].clone(), crate::encode::ObjectEncoder::new().finish(), 0));
+        }
+        for (key, body, records) in objects {
+            self.create(key, body, records).await?;
+        }
+        self.cp.pending = None;
+        self.cp.committed_to = range.to;
+        self.dirty = true;
+        self.summary.recovered = Some(range);
+        Ok(None)
+    }
+
+    /// Writes the checkpoint (renewing the lease) if it is still as this run last wrote it.
+    async fn save(&mut self) -> Result<(), PullError> {
+        if Instant::now() >= self.write_deadline {
+            return Err(PullError::NoTimeToWrite);
+        }
+        let now = self.clock.now();
+        let lease = self.p.cfg.lease;
+        self.cp.lease = Some(Lease {
+            run_id: self.summary.run_id.clone(),
+            until: now + TimeDelta::from_std(lease).unwrap_or_default(),
         });
+        self.write_checkpoint(now).await?;
+        self.renew_at = Instant::now() + lease / 3;
         Ok(())
     }
 
-    /// Past the lease the checkpoint may belong to another run: write nothing more.
-    fn check_write_time(&self) -> Result<(), PullError> {
-        if Instant::now() >= self.write_deadline {
-            Err(PullError::NoTimeToWrite)
-        } else {
-            Ok(())
-        }
-    }
-
-    async fn save(&mut self) -> Result<(), PullError> {
-        self.check_write_time()?;
-        self.cp.updated_at = Utc::now();
+    async fn write_checkpoint(&mut self, now: DateTime<Utc>) -> Result<(), PullError> {
+        self.cp.version = crate::checkpoint::CHECKPOINT_VERSION;
+        self.cp.updated_at = now;
         self.cp.run_id = self.summary.run_id.clone();
         self.cond = self.p.state.save(&self.cp, &self.cond).await?;
         self.summary.checkpoint_writes += 1;
@@ -439,8 +566,61 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes one segment: write-ahead (pending + the previous commit), object, then commit in
-    /// memory; the commit reaches S3 with the next write or [`Self::flush`].
+    /// Keeps the lease alive while the run waits for pages. Near the deadline the run is about
+    /// to end (and the lease it holds outlasts it), so nothing is written then.
+    async fn renew(&mut self) -> Result<(), PullError> {
+        if Instant::now() >= self.write_deadline {
+            self.renew_at = self.write_deadline + self.p.cfg.lease;
+            return Ok(());
+        }
+        tracing::debug!("renewing the lease");
+        self.save().await
+    }
+
+    /// Time a data PUT may take: it must end before the lease does and before the deadline.
+    fn put_budget(&self) -> Result<Duration, PullError> {
+        let lease_end = self
+            .cp
+            .lease
+            .as_ref()
+            .map(|l| self.clock.instant_at(l.until))
+            .unwrap_or_else(Instant::now);
+        let end = lease_end.min(self.write_deadline);
+        let budget = end.saturating_duration_since(Instant::now());
+        budget
+            .checked_sub(LEASE_SLACK)
+            .filter(|b| !b.is_zero())
+            .ok_or(PullError::NoTimeToWrite)
+    }
+
+    /// Creates one data object of the pending segment (create-only).
+    async fn create(
+        &mut self,
+        key: String,
+        body: bytes::Bytes,
+        records: usize,
+    ) -> Result<(), PullError> {
+        let size = body.len() as u64;
+        let budget = self.put_budget()?;
+        match self.p.sink.create_ndjson_gz(&key, body, budget).await? {
+            Created::New => {
+                tracing::info!(key = %key, records, bytes = size, "object written");
+                self.summary.records += records as u64;
+                self.summary.objects += 1;
+                self.summary.bytes += size;
+                self.summary.keys.push(key);
+            }
+            Created::AlreadyExists => {
+                tracing::warn!(key = %key, "this range's object was already written by a run that did not commit it; keeping it");
+                self.summary.kept_existing.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one segment: write-ahead (pending + the previous commit + lease renewal), the
+    /// object, then the commit in memory; the commit reaches S3 with the next write or
+    /// [`Self::flush`].
     async fn write(&mut self, seg: Segment) -> Result<(), PullError> {
         debug_assert_eq!(seg.from, self.cp.committed_to);
         let Some(obj) = seg.object else {
@@ -454,33 +634,48 @@ impl Run<'_> {
             from: seg.from,
             to: seg.to,
             keys: vec![obj.key.clone()],
-            lease_until: self.lease_until,
-            run_id: self.summary.run_id.clone(),
         });
         self.save().await?;
-        self.check_write_time()?;
-        let size = obj.body.len() as u64;
-        self.p.sink.put_ndjson_gz(&obj.key, obj.body).await?;
-        tracing::info!(key = %obj.key, records = obj.records, bytes = size, "object written");
-        self.summary.records += obj.records as u64;
-        self.summary.objects += 1;
-        self.summary.bytes += size;
-        self.summary.keys.push(obj.key);
+        self.create(obj.key, obj.body, obj.records).await?;
         self.cp.pending = None;
         self.cp.committed_to = seg.to;
         self.dirty = true;
         Ok(())
     }
 
+    /// Commits what is in memory and releases the lease, so the next run need not wait.
     async fn flush(&mut self) -> Result<(), PullError> {
-        if self.dirty || matches!(self.cond, Condition::Absent) {
-            self.save().await?;
+        if Instant::now() >= self.write_deadline {
+            return Err(PullError::NoTimeToWrite);
         }
-        Ok(())
+        self.cp.lease = None;
+        let now = self.clock.now();
+        self.write_checkpoint(now).await
+    }
+
+    /// Ends a run whose fetching stopped early: commits, then reports.
+    async fn end(mut self, stop: Stop, started: Instant) -> Result<RunSummary, PullError> {
+        self.flush().await?;
+        match stop {
+            Stop::Deadline(why) => {
+                self.summary.outcome = Outcome::Partial;
+                self.summary.stopped_early = Some(why);
+                Ok(self.finish(started))
+            }
+            failure => {
+                let e = match failure {
+                    Stop::Api(e) => PullError::VisionOne(e),
+                    _ => PullError::TokenChurn(MAX_RESTARTS_WITHOUT_PROGRESS),
+                };
+                let s = self.finish(started);
+                tracing::error!(error = %e, summary = %serde_json::to_string(&s).unwrap_or_default(), "run failed; progress up to the checkpoint is kept");
+                Err(e)
+            }
+        }
     }
 
     fn finish(mut self, started: Instant) -> RunSummary {
-        let now = Utc::now();
+        let now = self.clock.now();
         if self.summary.outcome != Outcome::Skipped {
             self.summary.checkpoint_after = Some(self.cp.committed_to);
             self.summary.lag_seconds = Some((now - self.cp.committed_to).num_seconds());

@@ -82,7 +82,7 @@ impl Puller {
             state,
             lag_seconds: cp
                 .as_ref()
-                .map(|c| (Utc::now() - c.committed_to).num_seconds()),
+                .map(|c| (self.run_clock().now() - c.committed_to).num_seconds()),
             checkpoint: cp,
             last_success_at: status.last_success_at,
             last_success_records: status
