@@ -39,9 +39,12 @@ impl Clock {
     }
 }
 
+/// A `Date` S3 sent, and the monotonic instant it arrived.
+type Reading = (DateTime<Utc>, Instant);
+
 /// The latest `Date` S3 sent, and when (monotonic) it arrived. Shared by every clone.
 #[derive(Debug, Clone, Default)]
-pub struct ServerTime(Arc<Mutex<Option<(DateTime<Utc>, Instant)>>>);
+pub struct ServerTime(Arc<Mutex<Option<Reading>>>);
 
 impl ServerTime {
     /// S3's time now: the last `Date` plus the monotonic time since it arrived. `Date` is
@@ -147,7 +150,10 @@ mod tests {
             "within the same second"
         );
         st.observe("not a date");
-        assert_eq!(crate::timefmt::api_time(st.now().unwrap()), "2026-11-23T10:34:53Z");
+        assert_eq!(
+            crate::timefmt::api_time(st.now().unwrap()),
+            "2026-11-23T10:34:53Z"
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //!
 //! Both corridors (audit pull and AD ingest) write through this room.
 
+use crate::clock::ServerTime;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use crate::clock::ServerTime;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bytes::Bytes;
 use std::time::Duration;

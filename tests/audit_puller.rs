@@ -246,7 +246,7 @@ async fn killed_process_at_random_points_still_exactly_once() {
         child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
         child.wait().unwrap();
     }
-    // Leases of killed runs last their 3 s budget.
+    // Leases of killed runs last TV1_LEASE (2 s here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.sim.set_faults(Faults::default());
     env.set("TV1_RUN_TIMEOUT", "60s");
@@ -837,4 +837,195 @@ async fn the_lambda_handler_dispatches_events() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("unknown action"));
+}
+
+fn pending_keys(cp: &serde_json::Value) -> Vec<String> {
+    cp["pending"]["keys"]
+        .as_array()
+        .map(|a| a.iter().map(|k| k.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
+    let mut env = TestEnv::new().await;
+    let now = now_s();
+    env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
+    // The first run's third object PUT stalls in this proxy (two go through).
+    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
+    let mut paused = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("pull")
+        .envs(&env.vars)
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("TV1_OBJECT_MAX_RECORDS", "250")
+        .env("TV1_FETCH_CONCURRENCY", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
+    let cp = env.checkpoint().await.unwrap();
+    let held = &proxy.held()[0];
+    assert!(
+        pending_keys(&cp)
+            .iter()
+            .any(|k| held.replace("%3D", "=").contains(k.as_str())),
+        "the held PUT is the pending segment's: {held} vs {cp}"
+    );
+    // Paused (laptop sleep, a stalled PUT...) past its lease.
+    signal(paused.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Another run, cutting objects differently, takes over and reads the whole window.
+    env.set("TV1_OBJECT_MAX_RECORDS", "170");
+    let s = run_to_completion(&env).await;
+    assert!(s.recovered.is_some(), "redid the pending segment: {s:?}");
+    // The paused run's PUT reaches S3 only now, after the other run committed that range.
+    proxy.release();
+    wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
+    let (path, status) = proxy.released()[0].clone();
+    assert_eq!(status, 412, "the late PUT of {path} is refused by S3");
+    signal(paused.id(), "-CONT");
+    let exit = tokio::task::spawn_blocking(move || paused.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !exit.success(),
+        "the paused run stops: it lost the checkpoint"
+    );
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_next_run_takes_over_within_the_lease() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_LEASE", "3s");
+    let now = now_s();
+    env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
+    env.sim.set_faults(Faults {
+        delay_ms: 100,
+        ..Faults::default()
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("pull")
+        .envs(&env.vars)
+        .env("TV1_OBJECT_MAX_RECORDS", "200")
+        .env("TV1_FETCH_CONCURRENCY", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(30, "the child's pending segment", async || {
+        env.checkpoint()
+            .await
+            .is_some_and(|cp| !pending_keys(&cp).is_empty())
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    // Its lease still holds: the next run waits rather than racing a run that may be alive.
+    let s = env.puller().run(deadline(30)).await.unwrap();
+    assert_eq!(s.outcome, Outcome::Skipped, "{s:?}");
+    env.sim.set_faults(Faults::default());
+    let p = env.puller();
+    let s = loop {
+        let s = p.run(deadline(60)).await.unwrap();
+        if s.outcome != Outcome::Skipped {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "no takeover {:?} after the kill with a 3 s lease",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("took over {:?} after kill -9", killed.elapsed());
+    assert!(s.recovered.is_some() && s.records > 0, "{s:?}");
+    let s = run_to_completion(&env).await;
+    env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_renews_its_lease_and_is_never_taken_over() {
+    let env = TestEnv::new().await; // TV1_LEASE=2s
+    let now = now_s();
+    env.load(1500, now - D::hours(3), now - D::seconds(5), |_| {});
+    // ~8 s of fetching: four leases long.
+    env.sim.set_faults(Faults {
+        delay_ms: 250,
+        ..Faults::default()
+    });
+    let mut live = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("pull")
+        .envs(&env.vars)
+        .env("TV1_PAGE_SIZE", "50")
+        .env("TV1_FETCH_CONCURRENCY", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = env.puller();
+    let mut attempts = 0;
+    let status = loop {
+        tokio::select! {
+            st = live.wait() => break st.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {
+                let s = p.run(deadline(30)).await.unwrap();
+                if s.outcome != Outcome::UpToDate {
+                    assert_eq!(s.outcome, Outcome::Skipped, "took over a live run: {s:?}");
+                    attempts += 1;
+                }
+            }
+        }
+    };
+    assert!(status.success());
+    assert!(
+        attempts >= 10,
+        "only {attempts} attempts during the live run"
+    );
+    let out = live.wait_with_output().await.unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["outcome"], "complete", "{summary}");
+    assert_eq!(summary["records"], 1500);
+    env.assert_exactly_once(now - D::hours(12), now).await;
+}
+
+#[tokio::test]
+async fn a_clock_running_ahead_skips_nothing() {
+    let env = TestEnv::new().await;
+    let now = now_s();
+    // Entries keep coming in for a few more seconds, each visible from its logged time.
+    env.load(600, now - D::hours(2), now + D::seconds(4), |g| {
+        g.burst_every = 0
+    });
+    let ahead = tv1_connector::clock::Clock::skewed(D::minutes(30));
+    let p = env.puller().with_clock(ahead);
+    let first = p.run(deadline(30)).await.unwrap();
+    let to = first.window.unwrap().to;
+    assert!(
+        to <= now_s(),
+        "window ends at S3's now minus the lag, not in the future: {to}"
+    );
+    assert!(
+        (first.clock_skew_seconds - 1800).abs() <= 2,
+        "{}",
+        first.clock_skew_seconds
+    );
+    // A backfill asked to reach into the (local) future pins no origin past S3's now either.
+    let b = p
+        .backfill(now - D::hours(3), now + D::hours(1), deadline(30), &|_| {})
+        .await
+        .unwrap();
+    assert!(b.range.is_none_or(|r| r.to <= now_s()), "{b:?}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = p.run(deadline(30)).await.unwrap();
+    assert_eq!(
+        env.assert_exactly_once(now - D::hours(12), now + D::seconds(4))
+            .await,
+        600,
+        "entries logged after the first run are collected too"
+    );
+    assert!(s.checkpoint_after.unwrap() <= now_s());
 }

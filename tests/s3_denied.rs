@@ -88,7 +88,10 @@ async fn the_puller_never_reads_a_denied_checkpoint_as_a_first_run() {
     );
     assert!(e.contains("GetObject") && e.contains("403"), "{e}");
     let st = p.status().await.unwrap_err().to_string();
-    assert!(st.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"), "{st}");
+    assert!(
+        st.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),
+        "{st}"
+    );
     // Nothing but the checkpoint read (and the status document's read and write) was tried.
     let writes: Vec<_> = log
         .lock()
@@ -105,9 +108,8 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
     let log = Log::default();
     let url = stand_in(log.clone()).await;
     let (s3, ssm) = clients(&url).await;
-    let cfg =
-        IngestConfig::from_map(&vars(&[("API_KEY_PARAM", "/k"), ("BUCKET", "lake-bucket")]))
-            .unwrap();
+    let cfg = IngestConfig::from_map(&vars(&[("API_KEY_PARAM", "/k"), ("BUCKET", "lake-bucket")]))
+        .unwrap();
     let ingest = Ingest::new(cfg, s3, ssm);
     let body = r#"{"agent":{"id":"dc01"},"batch_id":"b1","events":[{"event_id":4624,"time":"2026-11-21T10:00:00Z","computer":"DC01"}]}"#;
     let resp = ingest
@@ -127,7 +129,10 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
         .await;
     assert_eq!(resp.status, 503, "{:?}", resp.body);
     let msg = resp.body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"), "{msg}");
+    assert!(
+        msg.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),
+        "{msg}"
+    );
     let writes: Vec<_> = log
         .lock()
         .unwrap()
@@ -135,5 +140,8 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
         .filter(|(m, _)| m != "GET")
         .cloned()
         .collect();
-    assert!(writes.is_empty(), "a refused batch writes nothing: {writes:?}");
+    assert!(
+        writes.is_empty(),
+        "a refused batch writes nothing: {writes:?}"
+    );
 }

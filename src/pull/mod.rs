@@ -23,11 +23,11 @@ use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use fetch::Fetched;
-use std::time::Duration;
-use tokio::sync::mpsc;
 use futures_util::StreamExt;
 use futures_util::future::Either;
 use serde::Serialize;
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod backfill;
@@ -421,9 +421,10 @@ impl Run<'_> {
     fn window(&self) -> Option<Window> {
         let cfg = &self.p.cfg;
         let from = self.cp.committed_to;
-        let horizon = floor_second(self.clock.now() - TimeDelta::from_std(cfg.lag).unwrap_or_default());
-        let to = horizon
-            .min(from + TimeDelta::from_std(cfg.max_window).unwrap_or(TimeDelta::days(1)));
+        let horizon =
+            floor_second(self.clock.now() - TimeDelta::from_std(cfg.lag).unwrap_or_default());
+        let to =
+            horizon.min(from + TimeDelta::from_std(cfg.max_window).unwrap_or(TimeDelta::days(1)));
         (to > from).then_some(Window { from, to })
     }
 
@@ -449,8 +450,8 @@ impl Run<'_> {
                 Some(Fetched::Page(page)) => {
                     self.summary.pages += 1;
                     for raw in page.items {
-                        let item =
-                            Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                        let item = Item::parse(&raw)
+                            .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                         // The end bound may be inclusive: entries at a slice's end belong to the
                         // next slice (or the next window).
                         if item.time.is_some_and(|t| t < slice.from || t >= slice.to) {
@@ -524,11 +525,21 @@ impl Run<'_> {
         let mut objects: Vec<(String, bytes::Bytes, usize)> = segments
             .into_iter()
             .filter_map(|s| s.object)
-            .map(|o| (segment_key(prefix, o.hour, range.from, range.to), o.body, o.records))
+            .map(|o| {
+                (
+                    segment_key(prefix, o.hour, range.from, range.to),
+                    o.body,
+                    o.records,
+                )
+            })
             .collect();
         // The pending key is always claimed, even if its hour came back empty: that is the fence.
         if !objects.iter().any(|(k, _, _)| *k == pending.keys[0]) {
-            objects.push((pending.keys[0].clone(), crate::encode::ObjectEncoder::new().finish(), 0));
+            objects.push((
+                pending.keys[0].clone(),
+                crate::encode::ObjectEncoder::new().finish(),
+                0,
+            ));
         }
         for (key, body, records) in objects {
             self.create(key, body, records).await?;

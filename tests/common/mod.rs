@@ -321,3 +321,136 @@ pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
 pub fn now_s() -> DateTime<Utc> {
     tv1_connector::timefmt::floor_second(Utc::now())
 }
+
+/// An HTTP proxy in front of LocalStack that holds back data-object PUTs (keys under `dt=`)
+/// after the first `pass` of them, until [`HoldingProxy::release`]: a stalled PUT, under the
+/// test's control. Held requests are forwarded from their own task, so they reach S3 even if
+/// the client that sent them has gone.
+pub struct HoldingProxy {
+    pub url: String,
+    open: tokio::sync::watch::Sender<bool>,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    data_puts: usize,
+    held: Vec<String>,
+    /// `(path, status)` of every held request once forwarded.
+    released: Vec<(String, u16)>,
+}
+
+impl HoldingProxy {
+    pub async fn start(upstream: &str, pass: usize) -> HoldingProxy {
+        use axum::extract::Request;
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let http = reqwest::Client::new();
+        let upstream = upstream.to_owned();
+        let st = state.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let (http, upstream, st, mut gate) =
+                (http.clone(), upstream.clone(), st.clone(), gate.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 512 << 20).await.unwrap();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let data = path.contains("/dt=") || path.contains("/dt%3D");
+                let hold = parts.method == "PUT" && data && {
+                    let mut s = st.lock().unwrap();
+                    s.data_puts += 1;
+                    let hold = s.data_puts > pass && !*gate.borrow();
+                    if hold {
+                        s.held.push(path.clone());
+                    }
+                    hold
+                };
+                if hold {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                let mut headers = parts.headers.clone();
+                for h in [
+                    "host",
+                    "content-length",
+                    "transfer-encoding",
+                    "expect",
+                    "connection",
+                ] {
+                    headers.remove(h);
+                }
+                let forward = http
+                    .request(parts.method.clone(), format!("{upstream}{path}"))
+                    .headers(headers)
+                    .body(body)
+                    .send();
+                let (st2, path2) = (st.clone(), path.clone());
+                let resp = tokio::spawn(async move {
+                    let resp = forward.await.unwrap();
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let bytes = resp.bytes().await.unwrap();
+                    if hold {
+                        st2.lock().unwrap().released.push((path2, status.as_u16()));
+                    }
+                    (status, headers, bytes)
+                })
+                .await
+                .unwrap();
+                let mut out = axum::response::Response::new(axum::body::Body::from(resp.2));
+                *out.status_mut() = resp.0;
+                for (k, v) in resp.1.iter() {
+                    if !["transfer-encoding", "connection", "content-length"].contains(&k.as_str())
+                    {
+                        out.headers_mut().insert(k.clone(), v.clone());
+                    }
+                }
+                out
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        HoldingProxy { url, open, state }
+    }
+
+    /// Paths of the PUTs held so far.
+    pub fn held(&self) -> Vec<String> {
+        self.state.lock().unwrap().held.clone()
+    }
+
+    /// Lets held PUTs (and all later ones) through.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// `(path, status)` of held PUTs that have been forwarded.
+    pub fn released(&self) -> Vec<(String, u16)> {
+        self.state.lock().unwrap().released.clone()
+    }
+}
+
+/// Sends `signal` (e.g. `-STOP`, `-CONT`, `-KILL`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// Polls `f` every 20 ms until it is true; panics after `secs`.
+pub async fn wait_until(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
