@@ -62,7 +62,6 @@ pub struct OutOfOrder {
 struct Held {
     raw: Box<RawValue>,
     hash: [u8; 32],
-    time_error: bool,
 }
 
 /// Builds segments from entries pushed in API order.
@@ -74,6 +73,9 @@ pub struct Assembler {
     enc: ObjectEncoder,
     second: Option<i64>,
     held: Vec<Held>,
+    /// Occurrences so far in the open segment, by content hash (first 8 bytes: a collision
+    /// only shifts a number, ids stay distinct because they hash the full digest).
+    occurrences: HashMap<u64, u32>,
     line: Vec<u8>,
 }
 
@@ -109,6 +111,34 @@ pub fn hour_of_key(
     None
 }
 
+/// Where an entry whose `loggedDateTime` is missing or unreadable lands:
+/// `<prefix>_unreadable/<_id>.jsonl.gz`, one object per distinct entry.
+///
+/// Such an entry has no place in time, and a place inferred from its neighbours would differ
+/// between two queries that both return it (adjacent slices and windows overlap by a second when
+/// the API's end bound is inclusive, and a restarted query repeats a second). Its content is the
+/// one thing every query agrees on, so it is stored under its content hash, create-only:
+/// however often it is fetched, it lands once.
+pub fn unreadable_key(prefix: &str, hash: &[u8; 32]) -> String {
+    format!("{prefix}_unreadable/{}.jsonl.gz", record_id(hash, 0))
+}
+
+/// The one-line object for an entry without a readable time.
+pub fn unreadable_object(raw: &RawValue, hash: &[u8; 32]) -> Bytes {
+    let mut line = Vec::with_capacity(raw.get().len() + 96);
+    line_with_fields(
+        raw.get().as_bytes(),
+        &[
+            ("_id", &record_id(hash, 0)),
+            ("_time_error", "loggedDateTime missing or unparseable"),
+        ],
+        &mut line,
+    );
+    let mut enc = ObjectEncoder::new();
+    enc.push_line(&line);
+    enc.finish()
+}
+
 /// The Hive-style partition path of an hour: `<prefix>dt=YYYY-MM-DD/hour=HH/`.
 pub fn partition(prefix: &str, hour: DateTime<Utc>) -> String {
     format!("{prefix}{}", hour.format("dt=%Y-%m-%d/hour=%H/"))
@@ -131,6 +161,7 @@ impl Assembler {
             enc: ObjectEncoder::new(),
             second: None,
             held: Vec::new(),
+            occurrences: HashMap::new(),
             line: Vec::with_capacity(4096),
         }
     }
@@ -152,22 +183,18 @@ impl Assembler {
         }
     }
 
-    /// Takes one entry; returns a segment when this entry closed one.
+    /// Takes one entry logged at `time`; returns a segment when this entry closed one.
     ///
-    /// Entries outside `[from, to)` of the current window must be filtered by the caller.
-    /// `time` is the parsed `loggedDateTime`, `None` when missing or unparseable: such an entry
-    /// is kept with the current second and flagged with `_time_error`.
-    pub fn push(&mut self, raw: Box<RawValue>, item: Item) -> Result<Option<Segment>, OutOfOrder> {
-        let Item { hash, time } = item;
-        let held = Held {
-            raw,
-            hash,
-            time_error: time.is_none(),
-        };
-        let sec = match time {
-            Some(t) => t.timestamp(),
-            None => self.second.unwrap_or(self.seg_from.timestamp()),
-        };
+    /// Entries outside `[from, to)` of the current window must be filtered by the caller, and
+    /// entries without a readable time never come here (see [`unreadable_key`]).
+    pub fn push(
+        &mut self,
+        raw: Box<RawValue>,
+        hash: [u8; 32],
+        time: DateTime<Utc>,
+    ) -> Result<Option<Segment>, OutOfOrder> {
+        let held = Held { raw, hash };
+        let sec = time.timestamp();
         match self.second {
             Some(cur) if sec == cur => {
                 self.held.push(held);
@@ -230,28 +257,22 @@ impl Assembler {
         if self.seg_hour.is_none() {
             self.seg_hour = Some(floor_hour(at(second)));
         }
-        // Identical entries within one second are told apart by their occurrence number, which
-        // is the same on every fetch because identical entries are interchangeable.
-        let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
+        // Identical entries (same content, so the same second) are told apart by their
+        // occurrence number in the segment, which is the same on every fetch because identical
+        // entries are interchangeable, and the same whether they came in order or not.
         for r in records {
-            let n = seen.entry(r.hash).or_default();
-            let id = record_id(&r.hash, *n);
+            let prefix = u64::from_le_bytes(r.hash[..8].try_into().expect("8 bytes"));
+            let n = self.occurrences.entry(prefix).or_default();
+            let id = record_id(&r.hash, *n as usize);
             *n += 1;
             self.line.clear();
-            let fields: &[(&str, &str)] = if r.time_error {
-                &[
-                    ("_id", &id),
-                    ("_time_error", "loggedDateTime missing or unparseable"),
-                ]
-            } else {
-                &[("_id", &id)]
-            };
-            line_with_fields(r.raw.get().as_bytes(), fields, &mut self.line);
+            line_with_fields(r.raw.get().as_bytes(), &[("_id", &id)], &mut self.line);
             self.enc.push_line(&self.line);
         }
     }
 
     fn close(&mut self, to: DateTime<Utc>) -> Segment {
+        self.occurrences.clear();
         let from = std::mem::replace(&mut self.seg_from, to);
         let enc = std::mem::take(&mut self.enc);
         let object = self.seg_hour.take().map(|hour| {
@@ -309,7 +330,7 @@ mod tests {
         let raw =
             RawValue::from_string(format!(r#"{{"loggedDateTime":"{time}","n":{n}}}"#)).unwrap();
         let item = Item::parse(&raw).unwrap();
-        a.push(raw, item).unwrap()
+        a.push(raw, item.hash, item.time.unwrap()).unwrap()
     }
 
     fn lines(o: &Object) -> Vec<Value> {
@@ -468,20 +489,28 @@ mod tests {
         let raw =
             RawValue::from_string(r#"{"loggedDateTime":"2026-11-21T10:00:01Z"}"#.into()).unwrap();
         let item = Item::parse(&raw).unwrap();
-        assert!(a.push(raw, item).is_err());
+        assert!(a.push(raw, item.hash, item.time.unwrap()).is_err());
     }
 
     #[test]
-    fn unparseable_time_is_kept_and_flagged() {
-        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
-        push(&mut a, "2026-11-21T10:00:05Z", 0);
-        let raw = RawValue::from_string(r#"{"loggedDateTime":"garbage"}"#.into()).unwrap();
+    fn an_unreadable_time_lands_under_its_content() {
+        let raw = RawValue::from_string(r#"{"loggedDateTime":"garbage","n":1}"#.into()).unwrap();
         let item = Item::parse(&raw).unwrap();
-        a.push(raw, item).unwrap();
-        let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
+        assert!(item.time.is_none());
+        let key = unreadable_key("p/", &item.hash);
+        assert!(key.starts_with("p/_unreadable/") && key.ends_with(".jsonl.gz"));
+        let again = Item::parse(&raw).unwrap();
         assert_eq!(
-            ls[1]["_time_error"],
-            "loggedDateTime missing or unparseable"
+            unreadable_key("p/", &again.hash),
+            key,
+            "same entry, same key"
         );
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&unreadable_object(&raw, &item.hash)[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["_time_error"], "loggedDateTime missing or unparseable");
+        assert_eq!(v["n"], 1);
     }
 }

@@ -56,6 +56,9 @@ pub struct Faults {
     pub expire_skip_tokens: u32,
     /// Serve `nextLink`s on this origin instead of the simulator's own.
     pub foreign_next_link: Option<String>,
+    /// Serve the items of the next this-many pages in reverse order (an API breaking its
+    /// ordering promise within a page).
+    pub reverse_pages: u32,
 }
 
 /// How the simulator behaves besides its faults.
@@ -575,6 +578,13 @@ fn respond(
         consumed += 1;
         if visible(&e) {
             page.push(e.json.as_str());
+        }
+    }
+    {
+        let mut f = sim.inner.faults.lock().unwrap();
+        if f.reverse_pages > 0 {
+            f.reverse_pages -= 1;
+            page.reverse();
         }
     }
     let next_offset = token.offset + consumed;

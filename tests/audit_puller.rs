@@ -1029,3 +1029,72 @@ async fn a_clock_running_ahead_skips_nothing() {
     );
     assert!(s.checkpoint_after.unwrap() <= now_s());
 }
+
+#[tokio::test]
+async fn an_out_of_order_page_then_an_expired_token_doubles_nothing() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_FETCH_CONCURRENCY", "1");
+    // All in one hour, so the reversed page stays inside the open segment.
+    let hour = tv1_connector::timefmt::floor_hour(now_s() - D::hours(3));
+    env.load(1000, hour + D::minutes(5), hour + D::minutes(55), |g| {
+        g.burst_every = 0
+    });
+    // Page 1 comes newest-first; the token of page 2 has expired: the query restarts.
+    env.sim.set_faults(Faults {
+        reverse_pages: 1,
+        expire_skip_tokens: 1,
+        ..Faults::default()
+    });
+    let s = env.puller().run(deadline(60)).await.unwrap();
+    assert_eq!(s.outcome, Outcome::Complete);
+    assert_eq!(s.query_restarts, 1);
+    assert_eq!(s.records, 1000);
+    env.assert_exactly_once(now_s() - D::hours(12), s.checkpoint_after.unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_MAX_WINDOW", "4h")
+        .set("TV1_FETCH_CONCURRENCY", "4");
+    let x = now_s() - D::hours(8);
+    // The schedule stands at x: the next window is [x, x+4h) in four 1 h slices.
+    let cp = serde_json::json!({"version": 2, "origin": x, "committed_to": x,
+        "updated_at": x, "run_id": "test"});
+    env.s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key("vision-one/audit/_state/checkpoint.json")
+        .body(serde_json::to_vec(&cp).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    env.load(800, x, x + D::hours(7), |g| g.burst_every = 0);
+    // Unreadable times at a slice end (x+1h) and at the window end (x+4h): the API's inclusive
+    // end bound returns them to both adjacent queries.
+    let odd: Vec<SimEntry> = [(1, "garbage-1"), (4, "garbage-4"), (2, "")]
+        .iter()
+        .map(|(h, t)| SimEntry {
+            logged: x + D::hours(*h),
+            visible_at: x,
+            json: format!(r#"{{"loggedDateTime":"{t}","activity":"odd-{h}"}}"#),
+        })
+        .collect();
+    env.sim.add_entries(odd);
+    let mut runs = 0;
+    loop {
+        let s = env.puller().run(deadline(60)).await.unwrap();
+        runs += 1;
+        if s.checkpoint_after.unwrap() >= now_s() - D::seconds(2) || runs > 5 {
+            break;
+        }
+    }
+    let lake = env.lake().await;
+    let odd: Vec<_> = lake
+        .iter()
+        .filter(|(k, _)| k.contains("/_unreadable/"))
+        .collect();
+    assert_eq!(odd.len(), 3, "{odd:?}");
+    env.assert_exactly_once(x, now_s() - D::seconds(1)).await;
+}

@@ -206,10 +206,15 @@ impl Puller {
                 for raw in p.items {
                     let item =
                         Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                    if item.time.is_some_and(|t| t < unit.from || t >= unit.to) {
+                    let Some(time) = item.time else {
+                        self.land_unreadable(&raw, &item.hash, self.cfg.http_timeout)
+                            .await?;
+                        continue;
+                    };
+                    if time < unit.from || time >= unit.to {
                         continue;
                     }
-                    closed.extend(asm.push(raw, item)?);
+                    closed.extend(asm.push(raw, item.hash, time)?);
                 }
                 if p.next_link.is_none() {
                     closed.push(asm.finish(unit.to));

@@ -17,7 +17,10 @@ use crate::checkpoint::{Checkpoint, LastError, Lease, Pending, StateError, State
 use crate::clock::{Clock, RunClock};
 use crate::config::PullerConfig;
 use crate::secret::SsmSecret;
-use crate::segment::{Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key};
+use crate::segment::{
+    Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key, unreadable_key,
+    unreadable_object,
+};
 use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
@@ -135,6 +138,8 @@ pub struct RunSummary {
     /// Keys this run meant to write that already held the same range (from a run that died
     /// or was fenced before committing them): kept, not written again.
     pub kept_existing: Vec<String>,
+    /// Entries without a readable `loggedDateTime`, landed under `_unreadable/` (new ones).
+    pub unreadable: u64,
     /// Conditional writes of the checkpoint (S3 PUTs besides the objects).
     pub checkpoint_writes: u64,
     /// `committed_to` when the run started (`None` on the first run).
@@ -242,6 +247,22 @@ impl Puller {
         RunClock::new(self.sink.server_time(), &self.clock)
     }
 
+    /// Lands an entry without a readable time under its content hash, create-only (see
+    /// [`crate::segment::unreadable_key`]), before anything after it is committed.
+    async fn land_unreadable(
+        &self,
+        raw: &serde_json::value::RawValue,
+        hash: &[u8; 32],
+        timeout: Duration,
+    ) -> Result<Created, PullError> {
+        let key = unreadable_key(&self.cfg.prefix, hash);
+        tracing::warn!(key = %key, "an audit entry has no readable loggedDateTime; landed on its own");
+        Ok(self
+            .sink
+            .create_ndjson_gz(&key, unreadable_object(raw, hash), timeout)
+            .await?)
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_bytes: self.cfg.object_max_bytes,
@@ -318,6 +339,7 @@ impl Puller {
                 bytes: 0,
                 keys: Vec::new(),
                 kept_existing: Vec::new(),
+                unreadable: 0,
                 checkpoint_writes: 0,
                 checkpoint_before: before,
                 checkpoint_after: before,
@@ -452,12 +474,21 @@ impl Run<'_> {
                     for raw in page.items {
                         let item = Item::parse(&raw)
                             .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                        let Some(time) = item.time else {
+                            let budget = self.put_budget()?;
+                            if self.p.land_unreadable(&raw, &item.hash, budget).await?
+                                == Created::New
+                            {
+                                self.summary.unreadable += 1;
+                            }
+                            continue;
+                        };
                         // The end bound may be inclusive: entries at a slice's end belong to the
                         // next slice (or the next window).
-                        if item.time.is_some_and(|t| t < slice.from || t >= slice.to) {
+                        if time < slice.from || time >= slice.to {
                             continue;
                         }
-                        if let Some(seg) = asm.push(raw, item)? {
+                        if let Some(seg) = asm.push(raw, item.hash, time)? {
                             match collect.as_deref_mut() {
                                 Some(c) => c.push(seg),
                                 None => self.write(seg).await?,
