@@ -5,7 +5,7 @@
 //! the objects are (write-ahead), so a run that dies half-way leaves enough behind for the next
 //! run to remove what was not committed.
 
-use crate::sink::{Condition, S3Sink, SinkError};
+use crate::sink::{Condition, S3Sink, SinkError, Versioned};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,9 @@ pub enum StateError {
     )]
     LostRace,
     /// The document is not what this version writes.
-    #[error("state document s3://{bucket}/{key} is unreadable ({reason}); fix or delete it")]
+    #[error(
+        "state document s3://{bucket}/{key} is unreadable ({reason}); do not delete it: `tv1 checkpoint show` tells where the data in S3 ends, and `tv1 checkpoint set --committed-to <that time> --origin <time>` replaces it safely"
+    )]
     Corrupt {
         /// Bucket.
         bucket: String,
@@ -154,6 +156,11 @@ impl StateStore {
     /// Key of the status document.
     pub fn status_key(&self) -> &str {
         &self.status_key
+    }
+
+    /// The checkpoint document as stored, readable or not, with its ETag.
+    pub async fn load_raw(&self) -> Result<Option<Versioned>, StateError> {
+        Ok(self.sink.get(&self.checkpoint_key).await?)
     }
 
     /// The checkpoint and its ETag; `None` before the first run.

@@ -344,6 +344,29 @@ impl S3Sink {
         Ok(())
     }
 
+    /// The "folders" directly under `prefix` (common prefixes up to the next `/`), sorted.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, &e))?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Lists every key under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         let mut keys = Vec::new();

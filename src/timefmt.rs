@@ -32,6 +32,13 @@ pub fn compact_time(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
+/// Parses the compact form of [`compact_time`].
+pub fn parse_compact_time(s: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|n| Utc.from_utc_datetime(&n))
+}
+
 /// Truncates to the whole second (the API's precision).
 pub fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(0).unwrap_or(t)

@@ -1098,3 +1098,125 @@ async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends
     assert_eq!(odd.len(), 3, "{odd:?}");
     env.assert_exactly_once(x, now_s() - D::seconds(1)).await;
 }
+
+async fn tv1(env: &TestEnv, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .args(args)
+        .envs(&env.vars)
+        .output()
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_lost_or_corrupt_checkpoint_is_repaired_not_restarted() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_INITIAL_LOOKBACK", "3h");
+    let now = now_s();
+    env.load(1500, now - D::hours(3), now + D::seconds(3), |g| {
+        g.burst_every = 0
+    });
+    let first = env.puller().run(deadline(60)).await.unwrap();
+    let origin = first.window.unwrap().from;
+    let key = "vision-one/audit/_state/checkpoint.json";
+
+    // Lost (an expiry rule, a careless delete): the next run refuses to start over.
+    env.s3
+        .delete_object()
+        .bucket(&env.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let e = env
+        .puller()
+        .run(deadline(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the checkpoint was lost") && e.contains("tv1 checkpoint set --committed-to"),
+        "{e}"
+    );
+    let (ok, show, _) = tv1(&env, &["checkpoint", "show"]).await;
+    assert!(ok);
+    assert_eq!(show["state"], "missing");
+    let ends = show["lake_ends_at"].as_str().unwrap().to_owned();
+    assert_eq!(
+        tv1_connector::timefmt::parse_api_time(&ends),
+        first.checkpoint_after,
+        "the newest object ends where the checkpoint stood"
+    );
+    let (ok, cp, err) = tv1(
+        &env,
+        &[
+            "checkpoint",
+            "set",
+            "--committed-to",
+            &ends,
+            "--origin",
+            &tv1_connector::timefmt::api_time(origin),
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(cp["committed_to"], ends.as_str());
+
+    // Corrupt: the run says how to repair it, and the repair keeps the origin.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = env.puller().run(deadline(60)).await.unwrap();
+    assert_eq!(
+        second.checkpoint_before,
+        tv1_connector::timefmt::parse_api_time(&ends)
+    );
+    env.s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key(key)
+        .body(b"{not json".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let e = env
+        .puller()
+        .run(deadline(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tv1 checkpoint set") && !e.contains("fix or delete it"),
+        "{e}"
+    );
+    let (_, show, _) = tv1(&env, &["checkpoint", "show"]).await;
+    assert_eq!(show["state"], "unreadable");
+    let ends = show["lake_ends_at"].as_str().unwrap().to_owned();
+    let origin_s = tv1_connector::timefmt::api_time(origin);
+    let (ok, _, err) = tv1(
+        &env,
+        &[
+            "checkpoint",
+            "set",
+            "--committed-to",
+            &ends,
+            "--origin",
+            &origin_s,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    // Moving back would write entries again: refused without --force.
+    let back = tv1_connector::timefmt::api_time(origin + D::minutes(1));
+    let (ok, _, err) = tv1(&env, &["checkpoint", "set", "--committed-to", &back]).await;
+    assert!(!ok && err.contains("moving committed_to back"), "{err}");
+    let last = run_to_completion(&env).await;
+    let cp = env.checkpoint().await.unwrap();
+    assert_eq!(cp["origin"], origin_s.as_str(), "origin kept");
+    env.assert_exactly_once(now - D::hours(12), last.checkpoint_after.unwrap())
+        .await;
+}

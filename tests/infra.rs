@@ -323,3 +323,39 @@ fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
         }
     }
 }
+
+#[test]
+fn expiry_never_reaches_state_documents() {
+    let t = template();
+    let rules = t["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .expect("lifecycle rules");
+    let expand = |v: &Value| {
+        untag(v)
+            .as_str()
+            .unwrap()
+            .replace("${AuditPrefix}", "vision-one/audit/")
+            .replace("${AdPrefix}", "active-directory/")
+    };
+    let prefixes: Vec<String> = rules
+        .iter()
+        .filter(|r| r.get("ExpirationInDays").is_some())
+        .map(|r| expand(&r["Prefix"]))
+        .collect();
+    let expires = |key: &str| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+    for state in [
+        "vision-one/audit/_state/checkpoint.json",
+        "vision-one/audit/_state/status.json",
+        "active-directory/_state/agents/dc01.json",
+    ] {
+        assert!(!expires(state), "{state} would expire: {prefixes:?}");
+    }
+    for data in [
+        "vision-one/audit/dt=2026-11-21/hour=10/20261121T100000Z_20261121T103000Z.jsonl.gz",
+        "vision-one/audit/dt=2026-11-20/hour=03/backfill_20261120T030000Z_20261120T040000Z-000.jsonl.gz",
+        "active-directory/category=logon/dt=2026-11-21/x.jsonl.gz",
+        "active-directory/_state/batches/dc01/b1.json",
+    ] {
+        assert!(expires(data), "{data} never expires: {prefixes:?}");
+    }
+}

@@ -36,6 +36,9 @@ enum Command {
     TestConnection,
     /// Last successful run, records, current lag, last error.
     Status,
+    /// Shows or repairs the audit checkpoint (instead of deleting it).
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Generates a new ad-ingest API key, stores it in SSM (SecureString) and prints it once.
     /// The previous key stops working within the function's key cache time (at most 5 minutes).
     RotateKey {
@@ -69,6 +72,26 @@ enum Command {
         /// Seed of the generated data.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Prints the checkpoint, whether it is readable, and where the data in S3 ends.
+    Show,
+    /// Sets `committed_to` (conditional write; the origin and the rest are kept). Refuses to move
+    /// it back, to drop a pending segment or to race a live run, unless --force.
+    Set {
+        /// Every entry logged before this instant is in S3 (e.g. `lake_ends_at` from `show`).
+        #[arg(long, value_parser = parse_time)]
+        committed_to: chrono::DateTime<chrono::Utc>,
+        /// Where scheduled collection began (needed when the checkpoint is missing or
+        /// unreadable; default: the committed time).
+        #[arg(long, value_parser = parse_time)]
+        origin: Option<chrono::DateTime<chrono::Utc>>,
+        /// Allow moving back or dropping a pending segment.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -136,6 +159,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => print_json(&puller().await?.status().await?),
+        Command::Checkpoint(CheckpointCommand::Show) => {
+            print_json(&puller().await?.checkpoint_show().await?)
+        }
+        Command::Checkpoint(CheckpointCommand::Set {
+            committed_to,
+            origin,
+            force,
+        }) => {
+            let cp = puller()
+                .await?
+                .checkpoint_set(committed_to, origin, force)
+                .await?;
+            print_json(&cp)
+        }
         Command::RotateKey { param, kms_key_id } => {
             let sdk = aws::load().await;
             let key = tv1_connector::ingest::auth::generate_key();

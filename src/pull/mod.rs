@@ -37,10 +37,12 @@ mod backfill;
 mod fetch;
 mod invoke;
 mod ops;
+mod repair;
 
 pub use backfill::{BackfillSummary, Progress};
 pub use invoke::{Action, METRIC_LAG, METRIC_NAMESPACE, emf_line, time_left};
 pub use ops::{ConnectionCheck, StatusReport};
+pub use repair::{CheckpointView, RepairError};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,18 @@ pub enum PullError {
     /// A backfill range that cannot be used.
     #[error("invalid backfill range: {0}")]
     BadRange(String),
+    /// No checkpoint, but data in the lake: the checkpoint was lost (not a first run).
+    #[error(
+        "no checkpoint at s3://{bucket}/{key}, but the lake holds data up to {ends_at}: the checkpoint was lost or deleted. Starting over would write that data again; run `tv1 checkpoint set --committed-to {ends_at}` to resume after it"
+    )]
+    CheckpointMissing {
+        /// Bucket.
+        bucket: String,
+        /// Checkpoint key.
+        key: String,
+        /// End of the newest data object.
+        ends_at: String,
+    },
     /// A pending segment whose key this version cannot redo.
     #[error(
         "the checkpoint's pending segment {from}..{to} has key(s) {keys:?}, which are not this prefix's key of that range; restore the checkpoint or see `tv1 checkpoint --help`"
@@ -318,6 +332,13 @@ impl Puller {
                 (cp, Condition::Matches(etag), before)
             }
             None => {
+                if let Some(end) = self.lake_ends_at().await? {
+                    return Err(PullError::CheckpointMissing {
+                        bucket: self.cfg.bucket.clone(),
+                        key: self.state.checkpoint_key().to_owned(),
+                        ends_at: api_time(end),
+                    });
+                }
                 let origin = floor_second(
                     now - TimeDelta::from_std(self.cfg.initial_lookback)
                         .unwrap_or(TimeDelta::days(1)),
