@@ -98,7 +98,12 @@ fn bench_cpu(rows: &mut Vec<Row>) {
             let page: Page = serde_json::from_slice(page).unwrap();
             for raw in page.items {
                 let item = Item::parse(&raw).unwrap();
-                objects.extend(asm.push(raw, item).unwrap().and_then(|s| s.object));
+                let time = item.time.expect("generated entries have readable times");
+                objects.extend(
+                    asm.push(raw, item.hash, time)
+                        .unwrap()
+                        .and_then(|s| s.object),
+                );
             }
         }
         objects.extend(asm.finish(now).object);
