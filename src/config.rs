@@ -158,6 +158,13 @@ impl PullerConfig {
     }
 }
 
+/// Lambda's synchronous invocation request limit ("6 MB"), in bytes.
+pub const LAMBDA_REQUEST_LIMIT: usize = 6_291_456;
+
+/// Room kept in the Lambda event for everything besides the body: API Gateway's request context
+/// and the headers (HTTP API caps request headers at 10 KB; the rest is a few KB).
+pub const EVENT_ENVELOPE_BYTES: usize = 64 * 1024;
+
 /// Everything the AD ingest function needs, validated.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -167,8 +174,12 @@ pub struct IngestConfig {
     pub bucket: String,
     /// Key prefix for AD events; ends with `/` unless empty.
     pub prefix: String,
-    /// Largest request body as received (compressed).
+    /// Largest request body that API Gateway delivers base64-encoded (binary, e.g. gzip).
     pub max_body_bytes: usize,
+    /// Largest request body that API Gateway delivers as text (uncompressed JSON).
+    pub max_text_body_bytes: usize,
+    /// Most (category, day) objects one batch may produce.
+    pub max_partitions: usize,
     /// Largest body after gzip decompression.
     pub max_decompressed_bytes: usize,
     /// Most events in one batch.
@@ -195,8 +206,9 @@ impl IngestConfig {
             api_key_param: required(env, "API_KEY_PARAM")?,
             bucket: required(env, "BUCKET")?,
             prefix: prefix(env, "AD_PREFIX", "active-directory/"),
-            // base64 of 4.5 MB plus the event envelope stays under Lambda's 6 MB request limit.
             max_body_bytes: number(env, "AD_MAX_BODY_BYTES", 4_500_000)?,
+            max_text_body_bytes: number(env, "AD_MAX_TEXT_BODY_BYTES", 3_000_000)?,
+            max_partitions: number(env, "AD_MAX_PARTITIONS", 400)?,
             max_decompressed_bytes: number(env, "AD_MAX_DECOMPRESSED_BYTES", 64 << 20)?,
             max_events: number(env, "AD_MAX_EVENTS", 10_000)?,
             max_event_bytes: number(env, "AD_MAX_EVENT_BYTES", 256 << 10)?,
@@ -204,6 +216,24 @@ impl IngestConfig {
             key_refresh_interval: duration(env, "AD_KEY_REFRESH_INTERVAL", "5s")?,
             agent_timeout: duration(env, "AD_AGENT_TIMEOUT", "10m")?,
         };
+        // API Gateway puts the body into the event Lambda receives: base64 (4/3 of it) for a
+        // binary body, JSON-escaped for a text body (a valid JSON body at most doubles: every
+        // `"`, `\\` and newline gains a backslash). Larger than Lambda's request limit, the agent
+        // would get API Gateway's 500 instead of our 413.
+        for (var, max, factor) in [
+            ("AD_MAX_BODY_BYTES", cfg.max_body_bytes, 4.0 / 3.0),
+            ("AD_MAX_TEXT_BODY_BYTES", cfg.max_text_body_bytes, 2.0),
+        ] {
+            let event = max as f64 * factor + EVENT_ENVELOPE_BYTES as f64;
+            if event > LAMBDA_REQUEST_LIMIT as f64 {
+                return Err(ConfigError {
+                    var,
+                    reason: format!(
+                        "{max} bytes can become a {event:.0}-byte Lambda event, over Lambda's {LAMBDA_REQUEST_LIMIT}-byte request limit"
+                    ),
+                });
+            }
+        }
         if cfg.key_cache_ttl > Duration::from_secs(300) {
             return Err(ConfigError {
                 var: "AD_KEY_CACHE_TTL",
@@ -213,6 +243,8 @@ impl IngestConfig {
         }
         for (var, zero) in [
             ("AD_MAX_BODY_BYTES", cfg.max_body_bytes == 0),
+            ("AD_MAX_TEXT_BODY_BYTES", cfg.max_text_body_bytes == 0),
+            ("AD_MAX_PARTITIONS", cfg.max_partitions == 0),
             ("AD_MAX_DECOMPRESSED_BYTES", cfg.max_decompressed_bytes == 0),
             ("AD_MAX_EVENTS", cfg.max_events == 0),
             ("AD_MAX_EVENT_BYTES", cfg.max_event_bytes == 0),

@@ -55,7 +55,10 @@ impl ObjectEncoder {
 
     /// Finishes the gzip stream.
     pub fn finish(self) -> Bytes {
-        Bytes::from(self.gz.finish().expect("in-memory write"))
+        let mut out = self.gz.finish().expect("in-memory write");
+        // Finished objects may wait together for their PUTs: keep their size, not the buffer's.
+        out.shrink_to_fit();
+        Bytes::from(out)
     }
 }
 

@@ -54,7 +54,7 @@ pub enum SinkError {
 /// What to grant when S3 denies `op`.
 fn access_hint(op: &str, bucket: &str) -> String {
     match op {
-        "GetObject" => format!(
+        "GetObject" | "HeadObject" => format!(
             "If the key does not exist, S3 answers 403 instead of 404 unless the role also has \
              s3:ListBucket on arn:aws:s3:::{bucket} (without an s3:prefix condition); grant it \
              together with s3:GetObject on the prefix (infra/template.yaml does)"
@@ -216,18 +216,31 @@ impl S3Sink {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Created, SinkError> {
+        self.create_ndjson_gz_with(key, body, timeout, &[]).await
+    }
+
+    /// [`Self::create_ndjson_gz`] with user metadata (`x-amz-meta-<name>`).
+    pub async fn create_ndjson_gz_with(
+        &self,
+        key: &str,
+        body: Bytes,
+        timeout: Duration,
+        meta: &[(&str, &str)],
+    ) -> Result<Created, SinkError> {
         let mut conflicts = 0;
         loop {
-            let put = self
+            let mut put = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
                 .content_type(NDJSON)
                 .content_encoding("gzip")
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .send();
+                .if_none_match("*");
+            for (k, v) in meta {
+                put = put.metadata(*k, *v);
+            }
+            let put = put.body(ByteStream::from(body.clone())).send();
             let Ok(sent) = tokio::time::timeout(timeout, put).await else {
                 return Err(self.err(
                     "PutObject",
@@ -246,6 +259,28 @@ impl S3Sink {
                 }
                 Err(e) => return Err(self.fail("PutObject", key, &e)),
             }
+        }
+    }
+
+    /// The user metadata `name` of `key`: `None` when the object does not exist, `Some(None)`
+    /// when it exists without it.
+    pub async fn head_meta(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<Option<String>>, SinkError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.metadata().and_then(|m| m.get(name)).cloned())),
+            // As for GetObject, only 404 means absent (see `SinkError::AccessDenied`).
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.fail("HeadObject", key, &e)),
         }
     }
 
@@ -369,6 +404,15 @@ impl S3Sink {
 
     /// Lists every key under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        Ok(self.list_at_most(prefix, usize::MAX).await?.0)
+    }
+
+    /// Lists up to `max` keys under `prefix`; `true` when there are more.
+    pub async fn list_at_most(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), SinkError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -384,7 +428,11 @@ impl S3Sink {
                     .iter()
                     .filter_map(|o| o.key().map(str::to_owned)),
             );
+            if keys.len() > max {
+                keys.truncate(max);
+                return Ok((keys, true));
+            }
         }
-        Ok(keys)
+        Ok((keys, false))
     }
 }

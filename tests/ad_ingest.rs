@@ -202,7 +202,7 @@ async fn the_three_shapes_land_with_normalised_fields_and_the_original_event() {
             assert_eq!(line["agent_id"], agent);
             assert!(
                 key.starts_with(&format!(
-                    "active-directory/category={}/dt=2026-11-21/{agent}_",
+                    "active-directory/category={}/dt=2026-11-21/{agent}~",
                     cats[i]
                 )),
                 "{key}"
@@ -260,6 +260,8 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
 async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
     let mut env = Env::new().await;
     env.vars.insert("AD_MAX_BODY_BYTES".into(), "200000".into());
+    env.vars
+        .insert("AD_MAX_TEXT_BODY_BYTES".into(), "200000".into());
     env.vars
         .insert("AD_MAX_DECOMPRESSED_BYTES".into(), "400000".into());
     env.vars.insert("AD_MAX_EVENTS".into(), "200".into());
@@ -742,5 +744,189 @@ fn random_json(depth: u32) -> Value {
                     .collect(),
             )
         }
+    }
+}
+
+fn native(n: u32, time: &str) -> Value {
+    json!({"event_id": 4624, "time": time, "computer": "DC01", "record_id": n})
+}
+
+fn batch(agent: &str, batch_id: &str, events: Vec<Value>) -> Value {
+    json!({"agent": {"id": agent}, "batch_id": batch_id, "events": events})
+}
+
+fn now_text(offset: chrono::Duration) -> String {
+    tv1_connector::timefmt::api_time(chrono::Utc::now() + offset)
+}
+
+#[tokio::test]
+async fn no_two_agent_and_batch_pairs_share_an_object() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let t = now_text(chrono::Duration::zero());
+    let a = Post::json(&batch("dc01", "x_1", vec![native(1, &t)]), &env.key)
+        .send(&ingest)
+        .await;
+    let b = Post::json(&batch("dc01_x", "1", vec![native(2, &t)]), &env.key)
+        .send(&ingest)
+        .await;
+    assert_eq!(
+        (a.body["status"].as_str(), b.body["status"].as_str()),
+        (Some("accepted"), Some("accepted"))
+    );
+    assert_ne!(a.body["keys"], b.body["keys"]);
+    let records: Vec<i64> = env
+        .lines()
+        .await
+        .iter()
+        .map(|(_, l)| l["record_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "both batches kept: {records:?}");
+}
+
+#[tokio::test]
+async fn a_reused_batch_id_with_other_content_is_409_and_writes_nothing() {
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let t = now_text(chrono::Duration::zero());
+    let first = Post::json(&batch("dc01", "b-7", vec![native(1, &t)]), &env.key);
+    assert_eq!(first.send(&ingest).await.body["status"], "accepted");
+    let reused = Post::json(&batch("dc01", "b-7", vec![native(2, &t)]), &env.key);
+    let r = reused.send(&ingest).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "batch_id_conflict");
+    // Also once the batch marker is gone (expired after BatchMarkerRetentionDays, or never
+    // written because the function stopped between the objects and the marker): the objects
+    // carry the body's hash.
+    let markers: Vec<String> = env
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains("/_state/batches/"))
+        .collect();
+    for m in &markers {
+        env.s3
+            .delete_object()
+            .bucket(&env.bucket)
+            .key(m)
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = env.keys().await;
+    let r = reused.send(&ingest).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(env.keys().await, before, "a refused batch writes nothing");
+    // And an exact retry of the first is still a duplicate, not a second copy.
+    let r = first.send(&ingest).await;
+    assert_eq!(r.body["status"], "duplicate", "{}", r.body);
+    assert_eq!(env.lines().await.len(), 1);
+}
+
+#[tokio::test]
+async fn hostile_batches_are_refused_early_and_replies_stay_small() {
+    let mut env = Env::new().await;
+    env.vars.insert("AD_MAX_PARTITIONS".into(), "10".into());
+    let ingest = env.ingest();
+    let k = env.key.clone();
+    let t = now_text(chrono::Duration::zero());
+    // Tens of millions of elements: counted while parsing, refused at the cap.
+    let mut zeros = br#"{"agent":{"id":"a"},"batch_id":"z","events":["#.to_vec();
+    zeros.extend(std::iter::repeat_n(b"0,".as_slice(), 5_000_000).flatten());
+    zeros.extend(b"0]}");
+    let r = Post::raw(zeros, &k).gzipped().send(&ingest).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{}",
+        r.body
+    );
+    // Event times far from the time of receipt: 422 naming the index.
+    let events = vec![
+        native(0, &t),
+        native(1, "1970-01-01T00:00:00Z"),
+        native(2, &now_text(chrono::Duration::days(3))),
+    ];
+    let r = Post::json(&batch("a", "t", events), &k).send(&ingest).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let idx: Vec<i64> = r.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![1, 2]);
+    assert!(
+        r.body["error"]["details"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the accepted range")
+    );
+    // More (category, day) partitions than allowed.
+    let spread: Vec<Value> = (0..12)
+        .map(|d| native(d, &now_text(-chrono::Duration::days(d as i64))))
+        .collect();
+    let r = Post::json(&batch("a", "s", spread), &k).send(&ingest).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("partitions")
+    );
+    // Huge agent fields would bloat every GET /v1/agents reply: refused.
+    let mut b = batch("a", "h", vec![native(0, &t)]);
+    b["agent"]["hostname"] = json!("h".repeat(5 << 20));
+    let r = Post::json(&b, &k).gzipped().send(&ingest).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("invalid_batch"))
+    );
+    let mut b = batch("a", "v", vec![native(0, &t)]);
+    b["agent"]["version"] = json!("9".repeat(65));
+    let r = Post::json(&b, &k).send(&ingest).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // 110 invalid events each carrying a 64 KiB value (7 MB if echoed whole, over Lambda's
+    // 6 MB response limit): the 422 echoes only the start of each.
+    let bad: Vec<Value> = (0..110)
+        .map(|i| json!({"event_id": 4624, "time": "x".repeat(64 << 10), "computer": "c", "n": i}))
+        .collect();
+    let mut big = env.vars.clone();
+    big.insert("AD_MAX_TEXT_BODY_BYTES".into(), "3000000".into());
+    big.insert("AD_MAX_EVENT_BYTES".into(), "100000".into());
+    let wide = Ingest::new(
+        IngestConfig::from_map(&big).unwrap(),
+        env.s3.clone(),
+        env.ssm.clone(),
+    );
+    let body = serde_json::to_vec(&batch("a", "w", bad)).unwrap();
+    // Sent gzipped: 7 MB of JSON.
+    let r = Post::raw(body, &k).gzipped().send(&wide).await;
+    assert_eq!(r.status, 422, "{}", r.body.to_string().len());
+    let size = r.body.to_string().len();
+    assert!(size < 64 << 10, "422 reply is {size} bytes");
+    assert_eq!(r.body["error"]["invalid_count"], 110);
+    assert!(env.lines().await.is_empty(), "nothing stored");
+}
+
+#[test]
+fn body_limits_that_could_exceed_lambdas_request_limit_are_refused() {
+    let env = |k: &str, v: &str| -> HashMap<String, String> {
+        [("API_KEY_PARAM", "/k"), ("BUCKET", "b"), (k, v)]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let c = IngestConfig::from_map(&env("X", "1")).unwrap();
+    // The defaults fit: base64 of 4.5 MB, or 3 MB of JSON escaped at most twice over.
+    assert!(c.max_body_bytes * 4 / 3 + 65_536 <= 6_291_456);
+    assert!(c.max_text_body_bytes * 2 + 65_536 <= 6_291_456);
+    for (var, v) in [
+        ("AD_MAX_BODY_BYTES", "4700000"),
+        ("AD_MAX_TEXT_BODY_BYTES", "3200000"),
+    ] {
+        let e = IngestConfig::from_map(&env(var, v)).unwrap_err();
+        assert_eq!(e.var, var, "{e}");
+        assert!(e.to_string().contains("request limit"), "{e}");
     }
 }

@@ -36,6 +36,9 @@ pub struct AgentView {
     pub status: &'static str,
 }
 
+/// Most agents listed by `GET /v1/agents`.
+pub const MAX_LISTED: usize = 1000;
+
 /// The registry under `<prefix>_state/agents/`.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -100,13 +103,15 @@ impl Registry {
         Err(StateError::LostRace)
     }
 
-    /// Every agent, sorted by id, with its status as of `now`.
+    /// The first [`MAX_LISTED`] agents by id, with their status as of `now`, and whether there
+    /// are more. The cap keeps the reply far under Lambda's 6 MB response limit (a record is at
+    /// most ~0.6 KB, its fields capped when stored).
     pub async fn list(
         &self,
         now: DateTime<Utc>,
         timeout: Duration,
-    ) -> Result<Vec<AgentView>, StateError> {
-        let keys = self.sink.list(&self.prefix).await?;
+    ) -> Result<(Vec<AgentView>, bool), StateError> {
+        let (keys, truncated) = self.sink.list_at_most(&self.prefix, MAX_LISTED).await?;
         let reads = keys.iter().map(|k| self.sink.get(k));
         let mut out = Vec::with_capacity(keys.len());
         for (key, doc) in keys.iter().zip(futures_util::future::join_all(reads).await) {
@@ -121,6 +126,6 @@ impl Registry {
             out.push(AgentView { record, status });
         }
         out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
-        Ok(out)
+        Ok((out, truncated))
     }
 }

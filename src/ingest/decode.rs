@@ -48,24 +48,138 @@ pub fn gunzip_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, DecodeError> {
 pub struct AgentInfo {
     /// Stable id of the forwarding agent (`[A-Za-z0-9._-]{1,64}`).
     pub id: String,
-    /// Host name of the domain controller.
+    /// Host name of the domain controller (at most [`MAX_HOSTNAME`] characters).
     #[serde(default)]
     pub hostname: Option<String>,
-    /// Agent software version.
+    /// Agent software version (at most [`MAX_VERSION`] characters).
     #[serde(default)]
     pub version: Option<String>,
 }
 
+/// Longest `agent.hostname` kept (a DNS name is at most 253).
+pub const MAX_HOSTNAME: usize = 255;
+/// Longest `agent.version` kept.
+pub const MAX_VERSION: usize = 64;
+
 /// A batch as posted; events stay raw (borrowed from the body) until validated.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Batch<'a> {
     /// Who sent it.
     pub agent: AgentInfo,
     /// Id of the batch, the same on every retry (`[A-Za-z0-9._-]{1,128}`).
     pub batch_id: String,
     /// The events.
-    #[serde(borrow)]
     pub events: Vec<&'a RawValue>,
+}
+
+/// Why a body is not a usable batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// More events than allowed; parsing stopped at the first one past the cap.
+    #[error("more than {0} events in one batch")]
+    TooManyEvents(usize),
+    /// Valid JSON, wrong shape.
+    #[error("not a batch: {0}")]
+    Shape(serde_json::Error),
+    /// Not JSON.
+    #[error("body is not valid JSON: {0}")]
+    Syntax(serde_json::Error),
+}
+
+/// Parses a batch, counting events as they are read: a body of millions of tiny events costs
+/// the cap, not the body, before it is refused.
+pub fn parse_batch(body: &[u8], max_events: usize) -> Result<Batch<'_>, BatchError> {
+    use serde::de::DeserializeSeed;
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = BatchSeed {
+        max_events,
+        too_many: &too_many,
+    }
+    .deserialize(&mut de)
+    .and_then(|b| de.end().map(|()| b));
+    parsed.map_err(|e| {
+        if too_many.get() {
+            BatchError::TooManyEvents(max_events)
+        } else if e.classify() == serde_json::error::Category::Data {
+            BatchError::Shape(e)
+        } else {
+            BatchError::Syntax(e)
+        }
+    })
+}
+
+struct BatchSeed<'c> {
+    max_events: usize,
+    too_many: &'c std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Batch<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Batch<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BatchSeed<'_> {
+    type Value = Batch<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"a batch {"agent":{...},"batch_id":"...","events":[...]}"#)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Batch<'de>, A::Error> {
+        use serde::de::Error;
+        let (mut agent, mut batch_id, mut events) = (None, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "agent" => agent = Some(map.next_value::<AgentInfo>()?),
+                "batch_id" => batch_id = Some(map.next_value::<String>()?),
+                "events" => {
+                    events = Some(map.next_value_seed(EventsSeed {
+                        max: self.max_events,
+                        too_many: self.too_many,
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Batch {
+            agent: agent.ok_or_else(|| A::Error::missing_field("agent"))?,
+            batch_id: batch_id.ok_or_else(|| A::Error::missing_field("batch_id"))?,
+            events: events.ok_or_else(|| A::Error::missing_field("events"))?,
+        })
+    }
+}
+
+struct EventsSeed<'c> {
+    max: usize,
+    too_many: &'c std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventsSeed<'_> {
+    type Value = Vec<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventsSeed<'_> {
+    type Value = Vec<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(ev) = seq.next_element::<&'de RawValue>()? {
+            if out.len() == self.max {
+                self.too_many.set(true);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+            out.push(ev);
+        }
+        Ok(out)
+    }
 }
 
 /// Whether `s` is a safe identifier of at most `max` characters (used in S3 keys).
@@ -128,6 +242,36 @@ mod tests {
         assert!(!is_identifier("a/b", 64));
         assert!(!is_identifier("..", 64));
         assert!(!is_identifier(&"a".repeat(65), 64));
+    }
+
+    #[test]
+    fn events_are_counted_while_parsing() {
+        let body = br#"{"agent":{"id":"a"},"batch_id":"b","events":[{},{},{}]}"#;
+        assert_eq!(parse_batch(body, 3).unwrap().events.len(), 3);
+        assert!(matches!(
+            parse_batch(body, 2),
+            Err(BatchError::TooManyEvents(2))
+        ));
+        // Millions of tiny elements: refused at the cap, long before the end of the body.
+        let mut huge = br#"{"agent":{"id":"a"},"batch_id":"b","events":["#.to_vec();
+        huge.extend(std::iter::repeat_n(b"0,".as_slice(), 5_000_000).flatten());
+        huge.extend(b"0]}");
+        let (r, peak) = crate::alloc_meter::peak(|| parse_batch(&huge, 10_000).map(|_| ()));
+        assert!(matches!(r, Err(BatchError::TooManyEvents(10_000))));
+        // A list of all 5 million would take 80 MB; counting while parsing keeps the cap's worth.
+        assert!(peak < 1 << 20, "parsing held {peak} bytes");
+        assert!(matches!(
+            parse_batch(br#"{"agent":{"id":"a"},"events":[]}"#, 5),
+            Err(BatchError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_batch(b"{nope", 5),
+            Err(BatchError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_batch(br#"{"agent":{"id":"a"},"batch_id":"b","events":[]} x"#, 5),
+            Err(BatchError::Syntax(_))
+        ));
     }
 
     #[test]

@@ -172,8 +172,11 @@ pub fn normalize(event: &Value) -> Result<Normalized, String> {
     };
     let time = match time.1.and_then(Value::as_str) {
         Some(s) => parse_api_time(s).ok_or_else(|| {
+            // Echo only the start of the value: a reply listing 100 of them must stay small.
+            let shown: String = s.chars().take(40).collect();
+            let more = if shown.len() < s.len() { "..." } else { "" };
             format!(
-                "{} {s:?} is not a timestamp (use RFC 3339, e.g. 2026-11-21T10:00:00Z)",
+                "{} {shown:?}{more} is not a timestamp (use RFC 3339, e.g. 2026-11-21T10:00:00Z)",
                 time.0
             )
         })?,

@@ -14,17 +14,18 @@ pub mod events;
 use crate::checkpoint::StateError;
 use crate::config::IngestConfig;
 use crate::encode::{ObjectEncoder, push_compact};
-use crate::sink::{Condition, S3Sink, SinkError};
+use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::api_time;
 use agents::Registry;
 use auth::{ApiKey, AuthError, presented_key};
 use chrono::{DateTime, NaiveDate, Utc};
-use decode::{Batch, DecodeError};
+use decode::{BatchError, DecodeError};
 use events::{Category, normalize};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The routes: method and path. The SAM template declares the same (a test checks).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -35,6 +36,22 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Most invalid events listed in a 422 reply.
 pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Longest reason given for one invalid event (values in it are cut shorter still), so that a
+/// 422 reply stays under ~25 KB whatever was sent.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Data objects of one batch written at once.
+const PUT_CONCURRENCY: usize = 8;
+
+/// S3 user metadata on every AD data object: the SHA-256 of the body it came from. It tells a
+/// retry of the same batch from a reused `batch_id`, even after the batch marker has expired.
+pub const BODY_SHA_META: &str = "tv1-body-sha256";
+
+/// Oldest event accepted, before the time of receipt.
+pub const MAX_EVENT_AGE_DAYS: i64 = 365;
+/// Newest event accepted, after the time of receipt (clock skew of the domain controller).
+pub const MAX_EVENT_LEAD_DAYS: i64 = 1;
 
 /// A request as the function receives it.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +118,16 @@ pub enum IngestError {
         /// What is wrong.
         message: String,
     },
+    /// A `batch_id` this agent already used for different content.
+    #[error(
+        "batch_id {batch_id} was already used by this agent for a batch with different content (first received {first}); nothing was stored: send new events under a new batch_id"
+    )]
+    BatchIdConflict {
+        /// The id.
+        batch_id: String,
+        /// When the first batch under this id was received, if known.
+        first: String,
+    },
     /// Some events are invalid: the whole batch is refused.
     #[error("{invalid} of {total} events are invalid; the batch was not stored")]
     InvalidEvents {
@@ -129,6 +156,7 @@ impl IngestError {
             IngestError::TooLarge(_) => 413,
             IngestError::BadRequest { .. } => 400,
             IngestError::InvalidEvents { .. } => 422,
+            IngestError::BatchIdConflict { .. } => 409,
         }
     }
 
@@ -146,6 +174,7 @@ impl IngestError {
             IngestError::TooLarge(_) => "payload_too_large",
             IngestError::BadRequest { code, .. } => code,
             IngestError::InvalidEvents { .. } => "invalid_events",
+            IngestError::BatchIdConflict { .. } => "batch_id_conflict",
         }
     }
 
@@ -321,8 +350,10 @@ impl Ingest {
             .map_err(IngestError::Auth)?;
         match route {
             Route::Agents => {
-                let agents = self.agents.list(now, self.cfg.agent_timeout).await?;
-                Ok(json!({"agents": agents, "count": agents.len(), "at": api_time(now)}))
+                let (agents, truncated) = self.agents.list(now, self.cfg.agent_timeout).await?;
+                Ok(
+                    json!({"agents": agents, "count": agents.len(), "truncated": truncated, "at": api_time(now)}),
+                )
             }
             _ => {
                 let receipt = self.ingest(req, now).await?;
@@ -352,7 +383,14 @@ impl Ingest {
             }
         };
         let text = req.body.unwrap_or("");
-        let max = self.cfg.max_body_bytes;
+        // API Gateway escapes a text body inside its event JSON (up to twice its size), a
+        // binary one is base64 (4/3): each has the limit that keeps the event under Lambda's
+        // 6 MB request limit (see `config::LAMBDA_REQUEST_LIMIT`).
+        let max = if req.is_base64_encoded {
+            self.cfg.max_body_bytes
+        } else {
+            self.cfg.max_text_body_bytes
+        };
         // Refuse before decoding: base64 is 4/3 of the bytes it carries.
         let approx = if req.is_base64_encoded {
             text.len() / 4 * 3
@@ -398,29 +436,15 @@ impl Ingest {
                 "body is empty; send a batch {\"agent\":{...},\"batch_id\":\"...\",\"events\":[...]}",
             ));
         }
-        let batch: Batch<'_> = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => bad("invalid_batch", format!("not a batch: {e}")),
-            _ => bad("invalid_json", format!("body is not valid JSON: {e}")),
+        let batch = decode::parse_batch(&body, self.cfg.max_events).map_err(|e| match e {
+            BatchError::TooManyEvents(n) => IngestError::TooLarge(format!(
+                "more than {n} events in one batch; the limit is {n}"
+            )),
+            BatchError::Shape(_) => bad("invalid_batch", e.to_string()),
+            BatchError::Syntax(_) => bad("invalid_json", e.to_string()),
         })?;
-        if !decode::is_identifier(&batch.agent.id, 64) {
-            return Err(bad(
-                "invalid_batch",
-                "agent.id must be 1-64 characters of A-Z a-z 0-9 . _ -",
-            ));
-        }
-        if !decode::is_identifier(&batch.batch_id, 128) {
-            return Err(bad(
-                "invalid_batch",
-                "batch_id must be 1-128 characters of A-Z a-z 0-9 . _ -",
-            ));
-        }
+        check_agent(&batch.agent, &batch.batch_id)?;
         let total = batch.events.len();
-        if total > self.cfg.max_events {
-            return Err(IngestError::TooLarge(format!(
-                "{total} events in one batch; the limit is {}",
-                self.cfg.max_events
-            )));
-        }
         if let Some((i, e)) = batch
             .events
             .iter()
@@ -433,66 +457,8 @@ impl Ingest {
                 self.cfg.max_event_bytes
             )));
         }
-
-        // Validate every event before writing anything.
-        let mut normalized = Vec::with_capacity(total);
-        let (mut invalid, mut details) = (0, Vec::new());
-        for (i, raw) in batch.events.iter().enumerate() {
-            let parsed: Result<Value, String> =
-                serde_json::from_str(raw.get()).map_err(|e| e.to_string());
-            match parsed.and_then(|v| normalize(&v)) {
-                Ok(n) => normalized.push(n),
-                Err(reason) => {
-                    invalid += 1;
-                    if details.len() < MAX_REPORTED_ERRORS {
-                        details.push((i, reason));
-                    }
-                }
-            }
-        }
-        if invalid > 0 {
-            return Err(IngestError::InvalidEvents {
-                total,
-                invalid,
-                details,
-            });
-        }
-
-        // Objects: one per (category, day) of the batch, named by agent and batch id so that a
-        // retry after a lost reply rewrites the same keys.
-        let agent = &batch.agent;
-        let mut objects: BTreeMap<(Category, NaiveDate), ObjectEncoder> = BTreeMap::new();
-        let mut line = Vec::with_capacity(4096);
-        let received_at = api_time(now);
-        for (raw, n) in batch.events.iter().zip(&normalized) {
-            line.clear();
-            write_line(
-                &mut line,
-                n,
-                &agent.id,
-                &batch.batch_id,
-                &received_at,
-                raw.get().as_bytes(),
-            );
-            objects
-                .entry((n.category, n.time.date_naive()))
-                .or_default()
-                .push_line(&line);
-        }
-        let objects = objects
-            .into_iter()
-            .map(|((c, d), enc)| {
-                let key = format!(
-                    "{}category={}/dt={}/{}_{}.jsonl.gz",
-                    self.cfg.prefix,
-                    c.as_str(),
-                    d.format("%Y-%m-%d"),
-                    agent.id,
-                    batch.batch_id
-                );
-                (key, enc.finish())
-            })
-            .collect();
+        let normalized = validate(&batch.events, now)?;
+        let objects = self.encode(&batch, &normalized, now)?;
         Ok(Prepared {
             agent: batch.agent.clone(),
             batch_id: batch.batch_id.clone(),
@@ -500,6 +466,60 @@ impl Ingest {
             body_sha256: hex::encode(Sha256::digest(&body)),
             objects,
         })
+    }
+
+    /// The objects of a batch: one per (category, day), encoded one at a time so that memory
+    /// holds one open encoder however many partitions a batch spans. Named by agent and batch
+    /// id, so that a retry after a lost reply meets the same keys.
+    fn encode(
+        &self,
+        batch: &decode::Batch<'_>,
+        normalized: &[events::Normalized],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, bytes::Bytes)>, IngestError> {
+        let part = |i: usize| (normalized[i].category, normalized[i].time.date_naive());
+        let mut order: Vec<usize> = (0..normalized.len()).collect();
+        order.sort_by_key(|&i| part(i)); // stable: events keep their order within an object
+        let partitions = 1 + order
+            .windows(2)
+            .filter(|w| part(w[0]) != part(w[1]))
+            .count();
+        if !order.is_empty() && partitions > self.cfg.max_partitions {
+            return Err(IngestError::TooLarge(format!(
+                "the events span {partitions} (category, day) partitions; the limit is {}: send fewer days per batch",
+                self.cfg.max_partitions
+            )));
+        }
+        let received_at = api_time(now);
+        let mut objects = Vec::new();
+        let mut line = Vec::with_capacity(4096);
+        for group in order.chunk_by(|&a, &b| part(a) == part(b)) {
+            let (category, day) = part(group[0]);
+            let mut enc = ObjectEncoder::new();
+            for &i in group {
+                line.clear();
+                write_line(
+                    &mut line,
+                    &normalized[i],
+                    &batch.agent.id,
+                    &batch.batch_id,
+                    &received_at,
+                    batch.events[i].get().as_bytes(),
+                );
+                enc.push_line(&line);
+            }
+            objects.push((
+                data_key(
+                    &self.cfg.prefix,
+                    category,
+                    day,
+                    &batch.agent.id,
+                    &batch.batch_id,
+                ),
+                enc.finish(),
+            ));
+        }
+        Ok(objects)
     }
 
     async fn ingest(
@@ -523,21 +543,28 @@ impl Ingest {
                 IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
             })?;
             if receipt.body_sha256 != body_sha256 {
-                tracing::warn!(agent = %agent.id, %batch_id, "batch id reused with different content; kept the first");
+                return Err(IngestError::BatchIdConflict {
+                    batch_id,
+                    first: api_time(receipt.received_at),
+                });
             }
             receipt.status = "duplicate".into();
             self.touch_agent(&agent, 0, now).await;
             return Ok(receipt);
         }
+        // No marker (a new batch, or one whose marker expired or was never written because the
+        // function stopped half-way): the objects themselves say whether this id was used.
         let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
-        let puts = objects
-            .into_iter()
-            .map(|(key, body)| async move { self.sink.put_ndjson_gz(&key, body).await });
-        for r in futures_util::future::join_all(puts).await {
-            r?;
-        }
+        let found = self.existing(&keys, &body_sha256, &batch_id).await?;
+        let created = self
+            .create_objects(objects, &body_sha256, &batch_id)
+            .await?;
         let receipt = BatchReceipt {
-            status: "accepted".into(),
+            status: if found == keys.len() && created == 0 {
+                "duplicate".into()
+            } else {
+                "accepted".into()
+            },
             batch_id,
             events,
             keys,
@@ -557,9 +584,81 @@ impl Ingest {
             Ok(_) | Err(SinkError::PreconditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.touch_agent(&agent, events as u64, now).await;
-        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, objects = receipt.keys.len(), "batch accepted");
+        self.touch_agent(&agent, created.min(1) as u64 * events as u64, now)
+            .await;
+        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
         Ok(receipt)
+    }
+
+    /// How many of `keys` exist already, all from this very body; a key written from another
+    /// body is a reused `batch_id`, refused before anything is written.
+    async fn existing(
+        &self,
+        keys: &[String],
+        sha: &str,
+        batch_id: &str,
+    ) -> Result<usize, IngestError> {
+        let heads = futures_util::stream::iter(keys)
+            .map(|k| self.sink.head_meta(k, BODY_SHA_META))
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut found = 0;
+        for head in heads {
+            match head? {
+                None => {}
+                Some(Some(s)) if s == sha => found += 1,
+                Some(_) => {
+                    return Err(IngestError::BatchIdConflict {
+                        batch_id: batch_id.to_owned(),
+                        first: "earlier".into(),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the objects create-only, a few at a time; returns how many were new.
+    async fn create_objects(
+        &self,
+        objects: Vec<(String, bytes::Bytes)>,
+        sha: &str,
+        batch_id: &str,
+    ) -> Result<usize, IngestError> {
+        let timeout = Duration::from_secs(20);
+        let puts = futures_util::stream::iter(objects)
+            .map(|(key, body)| async move {
+                let made = self
+                    .sink
+                    .create_ndjson_gz_with(&key, body, timeout, &[(BODY_SHA_META, sha)])
+                    .await?;
+                // Appeared since the check: a concurrent copy of this batch, or of another
+                // batch under the same id.
+                if made == Created::AlreadyExists
+                    && self
+                        .sink
+                        .head_meta(&key, BODY_SHA_META)
+                        .await?
+                        .flatten()
+                        .as_deref()
+                        != Some(sha)
+                {
+                    return Err(IngestError::BatchIdConflict {
+                        batch_id: batch_id.to_owned(),
+                        first: "just now".into(),
+                    });
+                }
+                Ok::<_, IngestError>(made == Created::New)
+            })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut created = 0;
+        for r in puts {
+            created += r? as usize;
+        }
+        Ok(created)
     }
 
     /// Updates the agent list. The events are already durable, so a failure here is logged,
@@ -579,6 +678,90 @@ impl Ingest {
             tracing::warn!(agent = %agent.id, error = %e, "could not update the agent list");
         }
     }
+}
+
+/// The key of a batch's object for one (category, day). `~` is not an identifier character, so
+/// no two (agent, batch) pairs can share a key.
+fn data_key(prefix: &str, c: Category, day: NaiveDate, agent: &str, batch_id: &str) -> String {
+    format!(
+        "{prefix}category={}/dt={}/{agent}~{batch_id}.jsonl.gz",
+        c.as_str(),
+        day.format("%Y-%m-%d")
+    )
+}
+
+/// Checks the agent fields and batch id that go into keys and the agent list.
+fn check_agent(agent: &decode::AgentInfo, batch_id: &str) -> Result<(), IngestError> {
+    if !decode::is_identifier(&agent.id, 64) {
+        return Err(bad(
+            "invalid_batch",
+            "agent.id must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    if !decode::is_identifier(batch_id, 128) {
+        return Err(bad(
+            "invalid_batch",
+            "batch_id must be 1-128 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    for (field, value, max) in [
+        ("agent.hostname", &agent.hostname, decode::MAX_HOSTNAME),
+        ("agent.version", &agent.version, decode::MAX_VERSION),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(bad(
+                "invalid_batch",
+                format!("{field} is longer than {max} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates and normalises every event (nothing is written unless all are valid), including
+/// a time within [receipt − 365 days, receipt + 1 day]: an event outside it is a clock or
+/// parsing error, and accepting it would open a partition per stray day.
+fn validate(
+    raw: &[&serde_json::value::RawValue],
+    now: DateTime<Utc>,
+) -> Result<Vec<events::Normalized>, IngestError> {
+    let earliest = now - chrono::Duration::days(MAX_EVENT_AGE_DAYS);
+    let latest = now + chrono::Duration::days(MAX_EVENT_LEAD_DAYS);
+    let mut normalized = Vec::with_capacity(raw.len());
+    let (mut invalid, mut details) = (0, Vec::new());
+    for (i, ev) in raw.iter().enumerate() {
+        let parsed: Result<Value, String> =
+            serde_json::from_str(ev.get()).map_err(|e| e.to_string());
+        let checked = parsed.and_then(|v| normalize(&v)).and_then(|n| {
+            if n.time < earliest || n.time > latest {
+                Err(format!(
+                    "time {} is outside the accepted range {} to {} ({MAX_EVENT_AGE_DAYS} days before receipt to {MAX_EVENT_LEAD_DAYS} day after)",
+                    api_time(n.time),
+                    api_time(earliest),
+                    api_time(latest)
+                ))
+            } else {
+                Ok(n)
+            }
+        });
+        match checked {
+            Ok(n) => normalized.push(n),
+            Err(reason) => {
+                invalid += 1;
+                if details.len() < MAX_REPORTED_ERRORS {
+                    details.push((i, reason.chars().take(MAX_REASON_CHARS).collect()));
+                }
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(IngestError::InvalidEvents {
+            total: raw.len(),
+            invalid,
+            details,
+        });
+    }
+    Ok(normalized)
 }
 
 fn write_line(
@@ -648,6 +831,57 @@ mod tests {
         assert_eq!(route("DELETE", "/v1/agents").err().unwrap().status(), 405);
         assert_eq!(route("GET", "/v2/events").err().unwrap().status(), 404);
         assert_eq!(route("GET", "/").err().unwrap().status(), 404);
+    }
+
+    fn offline_ingest(vars: &[(&str, &str)]) -> Ingest {
+        let mut env: std::collections::HashMap<String, String> =
+            [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        Ingest::new(
+            IngestConfig::from_map(&env).unwrap(),
+            aws_sdk_s3::Client::new(&sdk),
+            aws_sdk_ssm::Client::new(&sdk),
+        )
+    }
+
+    #[test]
+    fn a_batch_over_many_days_holds_one_encoder_at_a_time() {
+        // 10,000 events over a year in all five categories: 1,825 objects. An encoder per
+        // object open at once would hold ~0.3 MB of compressor state each (over 500 MB).
+        let ingest = offline_ingest(&[("AD_MAX_PARTITIONS", "5000")]);
+        let now = Utc::now();
+        let ids = [4624, 4720, 4662, 1102, 1];
+        let events: Vec<Value> = (0..10_000)
+            .map(|i| {
+                let t = now - chrono::Duration::days((i / 5 % 365) as i64);
+                json!({"event_id": ids[i % 5], "time": api_time(t), "computer": "DC01", "n": i})
+            })
+            .collect();
+        let body = serde_json::to_string(
+            &json!({"agent": {"id": "a"}, "batch_id": "b", "events": events}),
+        )
+        .unwrap();
+        let req = HttpRequest {
+            method: "POST",
+            path: "/v1/events",
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Some(&body),
+            is_base64_encoded: false,
+        };
+        let (prepared, peak) = crate::alloc_meter::peak(|| ingest.prepare(&req, now).unwrap());
+        assert_eq!(prepared.objects.len(), 1825);
+        println!("peak while preparing: {} KB", peak >> 10);
+        assert!(peak < 64 << 20, "preparing held {} MB", peak >> 20);
     }
 
     #[test]
