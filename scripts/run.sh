@@ -58,17 +58,32 @@ post() { # file, extra curl args...
 say "ad-ingest: the Winlogbeat batch, gzip + base64 as API Gateway delivers it (events/ad-ingest-post.json)"
 # `cargo lambda watch` cannot pass a binary body to a function URL as API Gateway does, so the
 # gzip batch goes in as the API Gateway event itself; the other two go over HTTP.
-sed "s/REPLACE_WITH_KEY/$API_KEY/" events/ad-ingest-post.json > "$LOGS/ad-ingest-post.json"
+# The samples were written on 2026-11-21 and ad-ingest takes events up to a year old: they are
+# moved to yesterday, the gzip body of the API Gateway event too.
+DAY="$(date -u -d yesterday +%F)"
+python3 - "$API_KEY" "$DAY" "$LOGS" <<'PY'
+import base64, gzip, json, sys
+key, day, logs = sys.argv[1:]
+ev = json.load(open("events/ad-ingest-post.json"))
+body = gzip.decompress(base64.b64decode(ev["body"])).decode().replace("2026-11-21", day)
+ev["body"] = base64.b64encode(gzip.compress(body.encode())).decode()
+for h in ev["headers"]:
+    ev["headers"][h] = ev["headers"][h].replace("REPLACE_WITH_KEY", key)
+json.dump(ev, open(f"{logs}/ad-ingest-post.json", "w"))
+for name in ("nxlog-batch.json", "native-batch.json"):
+    text = open(f"events/ad/{name}").read().replace("2026-11-21", day)
+    open(f"{logs}/{name}", "w").write(text)
+PY
 invoke_ad() { cargo lambda invoke ad-ingest --data-file "$LOGS/ad-ingest-post.json" -A 127.0.0.1 -P "$WATCH_PORT" --output-format json \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["statusCode"], r["body"])'; }
 invoke_ad
 say "ad-ingest: POST /v1/events with the NXLog and native sample batches (events/ad/)"
-post events/ad/nxlog-batch.json
-post events/ad/native-batch.json
+post "$LOGS/nxlog-batch.json"
+post "$LOGS/native-batch.json"
 say "the same Winlogbeat batch again (an agent retrying): a duplicate, nothing written twice"
 invoke_ad
 say "a batch with a wrong key, and one with an invalid event: refused, nothing written"
-curl -sS -X POST "$URL/v1/events" -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' --data-binary @events/ad/native-batch.json; echo
+curl -sS -X POST "$URL/v1/events" -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' --data-binary "@$LOGS/native-batch.json"; echo
 curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   --data '{"agent":{"id":"dc9"},"batch_id":"b1","events":[{"event_id":4624,"time":"yesterday","computer":"DC9"}]}'; echo
 say "GET /v1/agents"

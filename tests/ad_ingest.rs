@@ -145,9 +145,18 @@ impl Post {
     }
 }
 
+/// The day the sample batches are moved to: ad-ingest accepts events up to a year old, and
+/// the samples were written on 2026-11-21.
+fn sample_day() -> String {
+    (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 fn sample(name: &str) -> Value {
     let path = format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text.replace("2026-11-21", &sample_day())).unwrap()
 }
 
 fn get(path: &'static str, key: Option<&str>) -> Post {
@@ -202,12 +211,18 @@ async fn the_three_shapes_land_with_normalised_fields_and_the_original_event() {
             assert_eq!(line["agent_id"], agent);
             assert!(
                 key.starts_with(&format!(
-                    "active-directory/category={}/dt=2026-11-21/{agent}~",
-                    cats[i]
+                    "active-directory/category={}/dt={}/{agent}~",
+                    cats[i],
+                    sample_day()
                 )),
                 "{key}"
             );
-            assert!(line["time"].as_str().unwrap().starts_with("2026-11-21T10:"));
+            assert!(
+                line["time"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{}T10:", sample_day()))
+            );
             assert!(line["event_id"].as_u64().unwrap() > 0);
             assert!(line["record_id"].as_u64().is_some());
             assert!(line["computer"].as_str().unwrap().starts_with("DC0"));
@@ -226,8 +241,18 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
+    // Its gzip body moved to the sample day, as `sample` does for the plain ones.
+    let mut raw: Value = serde_json::from_str(&text.replace("REPLACE_WITH_KEY", &env.key)).unwrap();
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(raw["body"].as_str().unwrap())
+        .unwrap();
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json).unwrap();
+    raw["body"] = json!(b64(&gzip(
+        json.replace("2026-11-21", &sample_day()).as_bytes()
+    )));
     let ev: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
-        serde_json::from_str(&text.replace("REPLACE_WITH_KEY", &env.key)).unwrap();
+        serde_json::from_value(raw).unwrap();
     let resp = ingest.handle_apigw(&ev, chrono::Utc::now()).await;
     assert_eq!(resp.status_code, 200);
     assert_eq!(resp.headers["content-type"], "application/json");
