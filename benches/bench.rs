@@ -1,7 +1,8 @@
 //! `make bench`: the figures of docs/benchmarks.md, each with its anchor. Needs LocalStack
 //! (make bench starts it). Prints a Markdown table; never asserts on timings.
 //!
-//! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, ingest, coldstart.
+//! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, ingest, worst,
+//! coldstart.
 
 use base64::Engine;
 use chrono::{Duration as D, Utc};
@@ -539,6 +540,192 @@ async fn bench_coldstart(rows: &mut Vec<Row>) {
     ));
 }
 
+/// Runs the `ad-ingest` function binary on one API Gateway event through a fake Lambda runtime
+/// API; returns (status code, reply bytes, peak RSS KiB of the function process).
+async fn invoke_ad_ingest(event: Value, vars: &HashMap<String, String>) -> (i64, usize, u64) {
+    use axum::routing::{get, post};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    let event = std::sync::Arc::new(std::sync::Mutex::new(Some(event.to_string())));
+    let app = axum::Router::new()
+        .route(
+            "/2018-06-01/runtime/invocation/next",
+            get(move || {
+                let event = event.lock().unwrap().take();
+                async move {
+                    let Some(body) = event else {
+                        // One invocation only: later polls wait until the process is stopped.
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    };
+                    let deadline = (Utc::now().timestamp_millis() + 29_000).to_string();
+                    axum::response::Response::builder()
+                        .header("lambda-runtime-aws-request-id", "bench-1")
+                        .header("lambda-runtime-deadline-ms", deadline)
+                        .header(
+                            "lambda-runtime-invoked-function-arn",
+                            "arn:aws:lambda:us-east-1:000000000000:function:ad-ingest",
+                        )
+                        .body(axum::body::Body::from(body))
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(move |body: String| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(body).await.ok();
+                    axum::http::StatusCode::ACCEPTED
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ad-ingest"))
+        .envs(vars)
+        .env("AWS_LAMBDA_RUNTIME_API", &addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "ad-ingest")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+        .await
+        .expect("a reply")
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    child.kill().await.ok();
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    (v["statusCode"].as_i64().unwrap_or(0), reply.len(), hwm)
+}
+
+/// 6. ad-ingest under the worst batch each cap allows: peak RSS of the function process.
+async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
+    let key = format!("bench-key-{}", rand_id());
+    let vars: HashMap<String, String> = [
+        ("API_KEY_PARAM", lake.param(&key).await),
+        ("BUCKET", lake.bucket().await),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let gz = |raw: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(raw).unwrap();
+        e.finish().unwrap()
+    };
+    let apigw = |body: String, binary: bool| {
+        let mut headers =
+            json!({"authorization": format!("Bearer {key}"), "content-type": "application/json"});
+        if binary {
+            headers["content-encoding"] = json!("gzip");
+        }
+        json!({
+            "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events", "rawQueryString": "",
+            "headers": headers,
+            "requestContext": {"accountId": "0", "apiId": "bench", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": "POST", "path": "/v1/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+                "requestId": "r", "routeKey": "POST /v1/events", "stage": "$default", "time": "23/Nov/2026:10:00:00 +0000", "timeEpoch": 0},
+            "body": body, "isBase64Encoded": binary
+        })
+    };
+    let now = Utc::now();
+    let ids = [4624, 4720, 4662, 1102, 1];
+    // 10,000 events (the count cap) of ~6.5 KB, 64 MiB in all (the decompressed cap), over 400
+    // (category, day) objects (the partition cap), compressible enough to fit 4.5 MB of gzip.
+    let pad = "A".repeat(6_400);
+    let events: Vec<Value> = (0..10_000)
+        .map(|i| {
+            let t = now - chrono::Duration::days((i / 5 % 80) as i64);
+            json!({"event_id": ids[i % 5], "time": tv1_connector::timefmt::api_time(t), "computer": "DC01", "n": i, "pad": pad})
+        })
+        .collect();
+    let raw = serde_json::to_vec(
+        &json!({"agent": {"id": "worst"}, "batch_id": "caps", "events": events}),
+    )
+    .unwrap();
+    let body = gz(&raw);
+    let mut figures = Vec::new();
+    let (st, reply, rss) = invoke_ad_ingest(
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(&body),
+            true,
+        ),
+        &vars,
+    )
+    .await;
+    figures.push(format!(
+        "every cap at once ({:.1} MB gzip → {:.1} MiB, 10,000 events, 400 objects): HTTP {st}, {:.0} MB",
+        body.len() as f64 / 1e6, raw.len() as f64 / 1048576.0, rss as f64 / 1024.0
+    ));
+    let _ = reply;
+    // A gzip bomb: stopped at the 64 MiB cap.
+    let bomb = gz(&vec![b' '; 256 << 20]);
+    let (st, _, rss) = invoke_ad_ingest(
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(&bomb),
+            true,
+        ),
+        &vars,
+    )
+    .await;
+    figures.push(format!(
+        "gzip bomb (256 MiB in {:.1} MB): HTTP {st}, {:.0} MB",
+        bomb.len() as f64 / 1e6,
+        rss as f64 / 1024.0
+    ));
+    // Millions of tiny elements: refused at the 10,001st.
+    let mut zeros = br#"{"agent":{"id":"z"},"batch_id":"z","events":["#.to_vec();
+    zeros.extend(std::iter::repeat_n(b"0,".as_slice(), 30_000_000).flatten());
+    zeros.extend(b"0]}");
+    let zbody = gz(&zeros);
+    let (st, _, rss) = invoke_ad_ingest(
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(&zbody),
+            true,
+        ),
+        &vars,
+    )
+    .await;
+    figures.push(format!(
+        "30 M-element array ({:.1} MB gzip): HTTP {st}, {:.0} MB",
+        zbody.len() as f64 / 1e6,
+        rss as f64 / 1024.0
+    ));
+    // The largest plain JSON body (3 MB of quotes and backslashes: the most API Gateway escaping).
+    let esc = "\\\"".repeat(3_000_000 / 4 - 40);
+    let text = serde_json::to_string(
+        &json!({"agent": {"id": "t"}, "batch_id": "t", "events": [{"x": esc}]}),
+    )
+    .unwrap();
+    let event = apigw(text.clone(), false);
+    let event_len = event.to_string().len();
+    let (st, reply, rss) = invoke_ad_ingest(event, &vars).await;
+    figures.push(format!(
+        "{:.1} MB plain JSON, all escapes: Lambda event {:.2} MB (limit 6.29), HTTP {st}, reply {reply} B, {:.0} MB",
+        text.len() as f64 / 1e6, event_len as f64 / 1e6, rss as f64 / 1024.0
+    ));
+    rows.push(row(
+        "6. ad-ingest, worst batch each cap allows: peak RSS of the function process",
+        figures.join("; "),
+        "the 512 MB function".into(),
+        "see figure".into(),
+    ));
+}
+
 /// Size of `bootstrap` in a deflate-9 zip, as `cargo lambda build --output-format zip` makes.
 fn zipped_len(bytes: &[u8]) -> usize {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -581,6 +768,10 @@ fn main() {
         if want("ingest") {
             eprintln!("bench ingest...");
             bench_ingest(&mut rows, &lake).await;
+        }
+        if want("worst") {
+            eprintln!("bench worst...");
+            bench_ingest_worst(&mut rows, &lake).await;
         }
         if want("coldstart") {
             eprintln!("bench coldstart...");
