@@ -91,9 +91,7 @@ pub enum StateError {
     )]
     LostRace,
     /// The document is not what this version writes.
-    #[error(
-        "state document s3://{bucket}/{key} is unreadable ({reason}); do not delete it: `tv1 checkpoint show` tells where the data in S3 ends, and `tv1 checkpoint set --committed-to <that time> --origin <time>` replaces it safely"
-    )]
+    #[error("state document s3://{bucket}/{key} is unreadable ({reason}){}", repair_hint(key))]
     Corrupt {
         /// Bucket.
         bucket: String,
@@ -113,6 +111,15 @@ impl From<SinkError> for StateError {
             SinkError::PreconditionFailed { .. } => StateError::LostRace,
             other => StateError::Sink(other),
         }
+    }
+}
+
+/// What to do about an unreadable document: for the checkpoint, never to delete it.
+fn repair_hint(key: &str) -> &'static str {
+    if key.ends_with("_state/checkpoint.json") {
+        "; do not delete it: `tv1 checkpoint show` tells where the data in S3 ends, and `tv1 checkpoint set --committed-to <that time> --origin <time>` replaces it safely"
+    } else {
+        "; it is rewritten from scratch once deleted"
     }
 }
 
