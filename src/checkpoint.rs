@@ -91,7 +91,10 @@ pub enum StateError {
     )]
     LostRace,
     /// The document is not what this version writes.
-    #[error("state document s3://{bucket}/{key} is unreadable ({reason}){}", repair_hint(key))]
+    #[error(
+        "state document s3://{bucket}/{key} is unreadable ({reason}){}",
+        repair_hint(key)
+    )]
     Corrupt {
         /// Bucket.
         bucket: String,

@@ -203,7 +203,6 @@ struct Run<'a> {
     p: &'a Puller,
     cp: Checkpoint,
     cond: Condition,
-    dirty: bool,
     clock: RunClock,
     write_deadline: Instant,
     renew_at: Instant,
@@ -374,7 +373,6 @@ impl Puller {
             },
             cp,
             cond,
-            dirty: false,
             clock,
             write_deadline: deadline.checked_sub(margin / 4).unwrap_or(deadline),
             renew_at: Instant::now(),
@@ -598,7 +596,6 @@ impl Run<'_> {
         }
         self.cp.pending = None;
         self.cp.committed_to = range.to;
-        self.dirty = true;
         self.summary.recovered = Some(range);
         Ok(None)
     }
@@ -625,7 +622,6 @@ impl Run<'_> {
         self.cp.run_id = self.summary.run_id.clone();
         self.cond = self.p.state.save(&self.cp, &self.cond).await?;
         self.summary.checkpoint_writes += 1;
-        self.dirty = false;
         Ok(())
     }
 
@@ -689,7 +685,6 @@ impl Run<'_> {
         let Some(obj) = seg.object else {
             if seg.to > self.cp.committed_to {
                 self.cp.committed_to = seg.to;
-                self.dirty = true;
             }
             return Ok(());
         };
@@ -702,7 +697,6 @@ impl Run<'_> {
         self.create(obj.key, obj.body, obj.records).await?;
         self.cp.pending = None;
         self.cp.committed_to = seg.to;
-        self.dirty = true;
         Ok(())
     }
 
