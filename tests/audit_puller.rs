@@ -174,7 +174,8 @@ async fn killed_at_random_points_in_process_still_exactly_once() {
     let mut env = TestEnv::new().await;
     // Small objects: many segments, so a kill can land between any two steps.
     env.set("TV1_OBJECT_MAX_RECORDS", "120")
-        .set("TV1_RUN_TIMEOUT", "2s");
+        .set("TV1_RUN_TIMEOUT", "2s")
+        .set("TV1_LEASE", "2s");
     let now = now_s();
     env.load(4000, now - D::hours(6), now - D::seconds(5), |_| {});
     env.sim.set_faults(Faults {
@@ -217,7 +218,8 @@ async fn killed_at_random_points_in_process_still_exactly_once() {
 async fn killed_process_at_random_points_still_exactly_once() {
     let mut env = TestEnv::new().await;
     env.set("TV1_OBJECT_MAX_RECORDS", "150")
-        .set("TV1_RUN_TIMEOUT", "3s");
+        .set("TV1_RUN_TIMEOUT", "3s")
+        .set("TV1_LEASE", "2s");
     let now = now_s();
     env.load(5000, now - D::hours(6), now - D::seconds(5), |_| {});
     // Slow enough that a run takes longer than most of the kill delays below.
@@ -246,7 +248,7 @@ async fn killed_process_at_random_points_still_exactly_once() {
         child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
         child.wait().unwrap();
     }
-    // Leases of killed runs last TV1_LEASE (2 s here).
+    // Leases of killed runs last TV1_LEASE (2 s here); runs skip until then.
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.sim.set_faults(Faults::default());
     env.set("TV1_RUN_TIMEOUT", "60s");
@@ -849,6 +851,7 @@ fn pending_keys(cp: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
     let mut env = TestEnv::new().await;
+    env.set("TV1_LEASE", "2s");
     let now = now_s();
     env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
     // The first run's third object PUT stalls in this proxy (two go through).

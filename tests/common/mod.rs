@@ -102,7 +102,7 @@ impl TestEnv {
             ("TV1_INITIAL_LOOKBACK", "12h"),
             ("TV1_DEADLINE_MARGIN", "300ms"),
             ("TV1_RUN_TIMEOUT", "60s"),
-            ("TV1_LEASE", "2s"),
+            ("TV1_LEASE", "5s"),
             ("TV1_HTTP_TIMEOUT", "10s"),
         ]
         .iter()
