@@ -705,12 +705,16 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
         zbody.len() as f64 / 1e6,
         rss as f64 / 1024.0
     ));
-    // The largest plain JSON body (3 MB of quotes and backslashes: the most API Gateway escaping).
-    let esc = "\\\"".repeat(3_000_000 / 4 - 40);
-    let text = serde_json::to_string(
-        &json!({"agent": {"id": "t"}, "batch_id": "t", "events": [{"x": esc}]}),
-    )
-    .unwrap();
+    // The largest plain JSON body (3 MB, nearly all quotes and backslashes: the most escaping
+    // API Gateway does to a valid JSON body), as 12 valid events under the 256 KiB event cap.
+    let esc = "\\\"".repeat(3_000_000 / 4 / 12 - 40);
+    let t = tv1_connector::timefmt::api_time(now);
+    let events: Vec<Value> = (0..12)
+        .map(|i| json!({"event_id": 4624, "time": t, "computer": "DC01", "record_id": i, "data": {"x": esc}}))
+        .collect();
+    let text =
+        serde_json::to_string(&json!({"agent": {"id": "t"}, "batch_id": "t", "events": events}))
+            .unwrap();
     let event = apigw(text.clone(), false);
     let event_len = event.to_string().len();
     let (st, reply, rss) = invoke_ad_ingest(event, &vars).await;
