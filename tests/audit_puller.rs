@@ -937,8 +937,10 @@ async fn after_kill_9_the_next_run_takes_over_within_the_lease() {
         if s.outcome != Outcome::Skipped {
             break s;
         }
+        // The lease, plus up to a second because S3's `Date` is whole seconds (read early on
+        // purpose), plus the runs themselves on a busy machine.
         assert!(
-            killed.elapsed() < Duration::from_secs(5),
+            killed.elapsed() < Duration::from_secs(7),
             "no takeover {:?} after the kill with a 3 s lease",
             killed.elapsed()
         );
