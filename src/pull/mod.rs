@@ -644,10 +644,11 @@ impl Run<'_> {
             .as_ref()
             .map(|l| self.clock.instant_at(l.until))
             .unwrap_or_else(Instant::now);
-        let end = lease_end.min(self.write_deadline);
-        let budget = end.saturating_duration_since(Instant::now());
-        budget
+        let end = lease_end
             .checked_sub(LEASE_SLACK)
+            .unwrap_or(lease_end)
+            .min(self.write_deadline);
+        Some(end.saturating_duration_since(Instant::now()))
             .filter(|b| !b.is_zero())
             .ok_or(PullError::NoTimeToWrite)
     }
