@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tv1_connector::config::IngestConfig;
-use tv1_connector::ingest::{HttpRequest, Ingest};
+use tv1_connector::ingest::{Body, HttpRequest, Ingest};
 use tv1_connector::segment::{Assembler, Item, Limits};
 use tv1_connector::simulate::{Faults, Generate, SimSettings, Simulator, generate};
 use tv1_connector::vision_one::Page;
@@ -427,8 +427,7 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
             x_api_key: None,
             content_type: Some("application/json"),
             content_encoding: Some("gzip"),
-            body: Some(body),
-            is_base64_encoded: true,
+            body: Body::apigw(Some(body), true),
         }
     }
     // Without S3: all the CPU work of a request.

@@ -17,6 +17,11 @@ pub fn init(json: bool) {
             .without_time()
             .init();
     } else {
-        builder.with_target(false).init();
+        // Colours only on a terminal: a log file (`tv1 serve > log`) gets plain text.
+        use std::io::IsTerminal;
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }

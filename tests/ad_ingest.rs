@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 use tv1_connector::config::IngestConfig;
-use tv1_connector::ingest::{HttpRequest, HttpResponse, Ingest};
+use tv1_connector::ingest::{Body, HttpRequest, HttpResponse, Ingest};
 
 struct Env {
     bucket: String,
@@ -138,8 +138,7 @@ impl Post {
             x_api_key: None,
             content_type: self.content_type.as_deref(),
             content_encoding: encoding.as_deref(),
-            body: Some(&text),
-            is_base64_encoded: base64,
+            body: Body::apigw(Some(&text), base64),
         };
         ingest.handle(req, chrono::Utc::now()).await
     }
@@ -274,8 +273,7 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
         x_api_key: Some(&env.key),
         content_type: p.content_type.as_deref(),
         content_encoding: p.encoding.as_deref(),
-        body: Some(&text),
-        is_base64_encoded: true,
+        body: Body::apigw(Some(&text), true),
     };
     assert_eq!(ingest.handle(req, chrono::Utc::now()).await.status, 200);
     assert_eq!(env.lines().await.len(), 10);
@@ -416,8 +414,7 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
         x_api_key: None,
         content_type: Some("application/json"),
         content_encoding: None,
-        body: Some("@@@ not base64 @@@"),
-        is_base64_encoded: true,
+        body: Body::apigw(Some("@@@ not base64 @@@"), true),
     };
     let r = ingest.handle(b64_bad, chrono::Utc::now()).await;
     assert_eq!(
@@ -431,8 +428,7 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
         x_api_key: None,
         content_type: Some("application/json"),
         content_encoding: Some("gzip"),
-        body: Some(&bomb_text),
-        is_base64_encoded: true,
+        body: Body::apigw(Some(&bomb_text), true),
     };
     let r = ingest.handle(bomb_req, chrono::Utc::now()).await;
     assert_eq!(

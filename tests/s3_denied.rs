@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tv1_connector::config::{IngestConfig, PullerConfig};
-use tv1_connector::ingest::{HttpRequest, Ingest};
+use tv1_connector::ingest::{Body, HttpRequest, Ingest};
 use tv1_connector::pull::Puller;
 
 /// What S3 sends for a denied request (error code and body as documented for AccessDenied).
@@ -121,8 +121,7 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
                 x_api_key: None,
                 content_type: Some("application/json"),
                 content_encoding: None,
-                body: Some(body),
-                is_base64_encoded: false,
+                body: Body::apigw(Some(body), false),
             },
             chrono::Utc::now(),
         )

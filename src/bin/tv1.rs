@@ -3,7 +3,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
+use tv1_connector::config::IngestConfig;
+use tv1_connector::ingest::{Ingest, serve};
 use tv1_connector::pull::{Progress, Puller};
 use tv1_connector::simulate::{Generate, SimSettings, Simulator, generate};
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
@@ -48,6 +51,14 @@ enum Command {
         /// KMS key for the SecureString (default: the account's aws/ssm key).
         #[arg(long)]
         kms_key_id: Option<String>,
+    },
+    /// Serves the ad-ingest endpoint over plain HTTP: the same routes, limits and replies as the
+    /// Lambda function, configured by the same environment (API_KEY_PARAM, BUCKET, AD_*). Put
+    /// your own TLS terminator in front of it. Stops cleanly on SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
     },
     /// Serves the Vision One simulator on 127.0.0.1.
     Simulate {
@@ -190,6 +201,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "New API key stored in {param}. It is shown once; configure your forwarding agents with it:"
             );
             println!("{}", key.expose());
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let cfg = IngestConfig::from_env()?;
+            let sdk = aws::load().await;
+            let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            tracing::info!("ad-ingest listening on http://{listen}");
+            serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
             Ok(())
         }
         Command::Simulate {

@@ -4,7 +4,7 @@
 //! decodes a base64 body with `expect`, so a malformed one would panic instead of getting the
 //! 400 it deserves. The types still come from lambda_http (`aws_lambda_events`).
 
-use super::{HttpRequest, HttpResponse, Ingest};
+use super::{Body as RequestBody, HttpRequest, HttpResponse, Ingest};
 use chrono::{DateTime, Utc};
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body;
@@ -53,8 +53,7 @@ impl Ingest {
             x_api_key: header(h, "x-api-key"),
             content_type: header(h, "content-type"),
             content_encoding: header(h, "content-encoding"),
-            body: ev.body.as_deref(),
-            is_base64_encoded: ev.is_base64_encoded,
+            body: RequestBody::apigw(ev.body.as_deref(), ev.is_base64_encoded),
         };
         to_apigw(self.handle(req, now).await)
     }

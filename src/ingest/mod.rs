@@ -10,6 +10,7 @@ pub mod apigw;
 pub mod auth;
 pub mod decode;
 pub mod events;
+pub mod serve;
 
 use crate::checkpoint::StateError;
 use crate::config::IngestConfig;
@@ -68,10 +69,31 @@ pub struct HttpRequest<'a> {
     pub content_type: Option<&'a str>,
     /// `Content-Encoding`.
     pub content_encoding: Option<&'a str>,
-    /// The body as API Gateway passes it.
-    pub body: Option<&'a str>,
-    /// Whether `body` is base64 (API Gateway does this for binary bodies such as gzip).
-    pub is_base64_encoded: bool,
+    /// The body.
+    pub body: Body<'a>,
+}
+
+/// A request body as it reached the handler.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// A text body from API Gateway (it JSON-escapes it inside its event).
+    Text(&'a str),
+    /// A binary body from API Gateway, base64-encoded (gzip, for instance).
+    Base64(&'a str),
+    /// Bytes as they came off the wire (`tv1 serve`).
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Body<'a> {
+    /// The body of an API Gateway event: `body` and `isBase64Encoded`.
+    pub fn apigw(body: Option<&'a str>, is_base64_encoded: bool) -> Self {
+        let text = body.unwrap_or("");
+        if is_base64_encoded {
+            Body::Base64(text)
+        } else {
+            Body::Text(text)
+        }
+    }
 }
 
 /// A response: status, JSON body, and `Allow` for 405s.
@@ -382,30 +404,28 @@ impl Ingest {
                 )));
             }
         };
-        let text = req.body.unwrap_or("");
         // API Gateway escapes a text body inside its event JSON (up to twice its size), a
         // binary one is base64 (4/3): each has the limit that keeps the event under Lambda's
-        // 6 MB request limit (see `config::LAMBDA_REQUEST_LIMIT`).
-        let max = if req.is_base64_encoded {
-            self.cfg.max_body_bytes
-        } else {
-            self.cfg.max_text_body_bytes
-        };
-        // Refuse before decoding: base64 is 4/3 of the bytes it carries.
-        let approx = if req.is_base64_encoded {
-            text.len() / 4 * 3
-        } else {
-            text.len()
+        // 6 MB request limit (see `config::LAMBDA_REQUEST_LIMIT`). Off Lambda the same limits
+        // apply by what the body is: compressed or plain.
+        let (max, approx) = match req.body {
+            Body::Text(t) => (self.cfg.max_text_body_bytes, t.len()),
+            // Refuse before decoding: base64 is 4/3 of the bytes it carries.
+            Body::Base64(t) => (self.cfg.max_body_bytes, t.len() / 4 * 3),
+            Body::Bytes(b) if gzip => (self.cfg.max_body_bytes, b.len()),
+            Body::Bytes(b) => (self.cfg.max_text_body_bytes, b.len()),
         };
         if approx > max + 3 {
             return Err(IngestError::TooLarge(format!(
                 "body is larger than {max} bytes"
             )));
         }
-        let raw = if req.is_base64_encoded {
-            decode::base64_body(text).map_err(|e| bad("invalid_base64", e.to_string()))?
-        } else {
-            text.as_bytes().to_vec()
+        let raw: std::borrow::Cow<'_, [u8]> = match req.body {
+            Body::Text(t) => t.as_bytes().into(),
+            Body::Base64(t) => decode::base64_body(t)
+                .map_err(|e| bad("invalid_base64", e.to_string()))?
+                .into(),
+            Body::Bytes(b) => b.into(),
         };
         if raw.len() > max {
             return Err(IngestError::TooLarge(format!(
@@ -414,7 +434,7 @@ impl Ingest {
             )));
         }
         if !gzip {
-            return Ok(raw);
+            return Ok(raw.into_owned());
         }
         decode::gunzip_capped(&raw, self.cfg.max_decompressed_bytes).map_err(|e| match e {
             DecodeError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
@@ -598,8 +618,8 @@ impl Ingest {
         sha: &str,
         batch_id: &str,
     ) -> Result<usize, IngestError> {
-        let heads = futures_util::stream::iter(keys)
-            .map(|k| self.sink.head_meta(k, BODY_SHA_META))
+        let heads = futures_util::stream::iter(keys.iter().cloned())
+            .map(|k| async move { self.sink.head_meta(&k, BODY_SHA_META).await })
             .buffer_unordered(PUT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -875,8 +895,7 @@ mod tests {
             x_api_key: None,
             content_type: Some("application/json"),
             content_encoding: None,
-            body: Some(&body),
-            is_base64_encoded: false,
+            body: Body::apigw(Some(&body), false),
         };
         let (prepared, peak) = crate::alloc_meter::peak(|| ingest.prepare(&req, now).unwrap());
         assert_eq!(prepared.objects.len(), 1825);

@@ -1,0 +1,156 @@
+//! `tv1 serve`: the ad-ingest handler over plain HTTP, as a real process against LocalStack.
+
+mod common;
+
+use common::*;
+use flate2::{Compression, write::GzEncoder};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::Duration;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn json_of(r: reqwest::Response) -> Value {
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+/// A `tv1 serve` process, stopped with SIGTERM when dropped.
+struct Served {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(vars: &[(&str, &str)]) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("tv1-serve-{}.log", rand_hex(8)));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until(30, "tv1 serve to answer /v1/health", async || {
+        http.get(format!("{url}/v1/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    Served { child, url, log }
+}
+
+#[tokio::test]
+async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_stop() {
+    aws_env();
+    let sdk = tv1_connector::aws::load().await;
+    let (s3, ssm) = (
+        tv1_connector::aws::s3_client(&sdk),
+        tv1_connector::aws::ssm_client(&sdk),
+    );
+    let id = rand_hex(10);
+    let bucket = format!("tv1-serve-{id}");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let param = format!("/tv1-test/{id}/api-key");
+    let key = format!("key-{}", rand_hex(32));
+    put_param(&ssm, &param, &key).await;
+    let mut served = serve(&[("API_KEY_PARAM", &param), ("BUCKET", &bucket)]).await;
+    let http = reqwest::Client::new();
+    let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+    let events: Vec<Value> = (0..50)
+        .map(|i| json!({"event_id": if i % 2 == 0 { 4624 } else { 4720 }, "time": t, "computer": "DC01", "record_id": i}))
+        .collect();
+    let batch = json!({"agent": {"id": "dc01", "hostname": "DC01.corp.example"}, "batch_id": "b1", "events": events});
+    let body = gzip(&serde_json::to_vec(&batch).unwrap());
+    let post = |auth: String, body: Vec<u8>| {
+        http.post(format!("{}/v1/events", served.url))
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+    };
+    let r = post(format!("Bearer {key}"), body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = json_of(r).await;
+    assert_eq!(v["status"], "accepted", "{v}");
+    assert_eq!(v["events"], 50);
+    // An agent retrying after a lost reply.
+    let v: Value = json_of(post(format!("Bearer {key}"), body.clone()).await.unwrap()).await;
+    assert_eq!(v["status"], "duplicate");
+    // A wrong key: our JSON error, nothing written.
+    let r = post("Bearer not-the-key".into(), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = json_of(r).await;
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    // A body over every limit is refused without being read whole.
+    let r = post(format!("Bearer {key}"), vec![b'x'; 8 << 20])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http
+        .get(format!("{}/v1/agents", served.url))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = json_of(r).await;
+    assert_eq!(v["agents"][0]["id"], "dc01");
+    assert_eq!(v["agents"][0]["events_received"], 50);
+    let r = http
+        .delete(format!("{}/v1/agents", served.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET");
+    assert_eq!(lake_lines(&s3, &bucket).await.len(), 50, "exactly once");
+
+    // SIGTERM: a clean stop.
+    signal(served.child.id(), "-TERM");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = served.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    assert!(
+        log.lines().filter(|l| l.contains("request")).count() >= 6,
+        "an access log line per request:\n{log}"
+    );
+    assert!(
+        log.contains("status=403") && log.contains("invalid_api_key"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&key) && !log.contains("not-the-key"),
+        "a key in the log"
+    );
+}
