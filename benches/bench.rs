@@ -428,6 +428,7 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
             content_type: Some("application/json"),
             content_encoding: Some("gzip"),
             body: Body::apigw(Some(body), true),
+            sender: Default::default(),
         }
     }
     // Without S3: all the CPU work of a request.

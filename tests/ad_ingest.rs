@@ -139,6 +139,7 @@ impl Post {
             content_type: self.content_type.as_deref(),
             content_encoding: encoding.as_deref(),
             body: Body::apigw(Some(&text), base64),
+            sender: Default::default(),
         };
         ingest.handle(req, chrono::Utc::now()).await
     }
@@ -274,6 +275,7 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
         content_type: p.content_type.as_deref(),
         content_encoding: p.encoding.as_deref(),
         body: Body::apigw(Some(&text), true),
+        sender: Default::default(),
     };
     assert_eq!(ingest.handle(req, chrono::Utc::now()).await.status, 200);
     assert_eq!(env.lines().await.len(), 10);
@@ -415,6 +417,7 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
         content_type: Some("application/json"),
         content_encoding: None,
         body: Body::apigw(Some("@@@ not base64 @@@"), true),
+        sender: Default::default(),
     };
     let r = ingest.handle(b64_bad, chrono::Utc::now()).await;
     assert_eq!(
@@ -429,6 +432,7 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
         content_type: Some("application/json"),
         content_encoding: Some("gzip"),
         body: Body::apigw(Some(&bomb_text), true),
+        sender: Default::default(),
     };
     let r = ingest.handle(bomb_req, chrono::Utc::now()).await;
     assert_eq!(
@@ -950,4 +954,169 @@ fn body_limits_that_could_exceed_lambdas_request_limit_are_refused() {
         assert_eq!(e.var, var, "{e}");
         assert!(e.to_string().contains("request limit"), "{e}");
     }
+}
+
+async fn post_bare(
+    ingest: &Ingest,
+    key: &str,
+    ctype: &str,
+    body: &[u8],
+    sender: tv1_connector::ingest::Sender<'_>,
+) -> HttpResponse {
+    let gz = b64(&gzip(body));
+    let auth = format!("Bearer {key}");
+    let req = HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: Some(&auth),
+        x_api_key: None,
+        content_type: Some(ctype),
+        content_encoding: Some("gzip"),
+        body: Body::Base64(&gz),
+        sender,
+    };
+    ingest.handle(req, chrono::Utc::now()).await
+}
+
+#[tokio::test]
+async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_headers() {
+    use tv1_connector::ingest::Sender;
+    let mut env = Env::new().await;
+    env.vars.insert("AD_MAX_EVENTS".into(), "3".into());
+    let ingest = env.ingest();
+    let t = now_text(chrono::Duration::zero());
+    let line = |n: u32| serde_json::to_string(&native(n, &t)).unwrap();
+    let ndjson = format!("{}\n{}\n", line(1), line(2));
+    let who = Sender {
+        agent_id: Some("dc07"),
+        hostname: Some("DC07.corp.example"),
+        version: Some("fluent-bit-3.2"),
+        batch_id: Some("6f1d2c3a-0b4e-4c1f-9e7a-2b8d5f0a1c9e"),
+    };
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/x-ndjson",
+        ndjson.as_bytes(),
+        who,
+    )
+    .await;
+    assert_eq!(r.body["status"], "accepted", "{}", r.body);
+    assert!(
+        r.body["keys"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("/dc07~6f1d2c3a-0b4e-4c1f-9e7a-2b8d5f0a1c9e.jsonl.gz")
+    );
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/x-ndjson",
+        ndjson.as_bytes(),
+        who,
+    )
+    .await;
+    assert_eq!(r.body["status"], "duplicate");
+    // The same Idempotency-Key for other events: 409.
+    let other = format!("{}\n", line(3));
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/x-ndjson",
+        other.as_bytes(),
+        who,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("batch_id_conflict"))
+    );
+    // A bare array with no batch id: the body's hash is the id, so a resend is a duplicate.
+    let anon = Sender {
+        agent_id: Some("dc08"),
+        ..Sender::default()
+    };
+    let array = format!("[{},{}]", line(4), line(5));
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/json",
+        array.as_bytes(),
+        anon,
+    )
+    .await;
+    assert_eq!(r.body["status"], "accepted", "{}", r.body);
+    assert_eq!(r.body["batch_id"].as_str().unwrap().len(), 64);
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/json",
+        array.as_bytes(),
+        anon,
+    )
+    .await;
+    assert_eq!(r.body["status"], "duplicate");
+    // Concatenated objects under application/json.
+    let cat = format!("{}{}", line(6), line(7));
+    let r = post_bare(&ingest, &env.key, "application/json", cat.as_bytes(), anon).await;
+    assert_eq!(r.body["status"], "accepted", "{}", r.body);
+    // Refusals speak the same language as the envelope's.
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/json",
+        array.as_bytes(),
+        Sender::default(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("invalid_batch"))
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Agent-Id")
+    );
+    let four = format!("{}\n{}\n{}\n{}\n", line(8), line(9), line(10), line(11));
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/x-ndjson",
+        four.as_bytes(),
+        anon,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    let bad = format!("{}\n{{\"event_id\":4624}}\n", line(12));
+    let r = post_bare(
+        &ingest,
+        &env.key,
+        "application/x-ndjson",
+        bad.as_bytes(),
+        anon,
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["error"]["details"][0]["index"], 1);
+    let r = post_bare(&ingest, &env.key, "text/plain", bad.as_bytes(), anon).await;
+    assert_eq!(r.status, 415);
+    // Six events accepted, each once; both agents listed with their headers.
+    assert_eq!(env.lines().await.len(), 6, "1,2 + 4,5 + 6,7");
+    let agents = get("/v1/agents", Some(&env.key)).send(&ingest).await;
+    let a = &agents.body["agents"];
+    assert_eq!(
+        (
+            a[0]["id"].as_str(),
+            a[0]["hostname"].as_str(),
+            a[0]["version"].as_str()
+        ),
+        (
+            Some("dc07"),
+            Some("DC07.corp.example"),
+            Some("fluent-bit-3.2")
+        )
+    );
+    assert_eq!(a[1]["id"], "dc08");
 }

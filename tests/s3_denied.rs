@@ -122,6 +122,7 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
                 content_type: Some("application/json"),
                 content_encoding: None,
                 body: Body::apigw(Some(body), false),
+                sender: Default::default(),
             },
             chrono::Utc::now(),
         )

@@ -124,7 +124,35 @@ async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_sto
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
-    assert_eq!(lake_lines(&s3, &bucket).await.len(), 50, "exactly once");
+    // Bare NDJSON, the agent named by headers (as Fluent Bit's or Vector's `http` output sends).
+    let ndjson: String = (100..110)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"event_id": 4624, "time": t, "computer": "DC02", "record_id": i})
+            )
+        })
+        .collect();
+    let r = http
+        .post(format!("{}/v1/events", served.url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/x-ndjson")
+        .header("x-agent-id", "dc02")
+        .header("x-agent-hostname", "DC02.corp.example")
+        .header("idempotency-key", "dc02-000001")
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
+    let v = json_of(r).await;
+    assert_eq!(v["status"], "accepted", "{v}");
+    assert!(
+        v["keys"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("/dc02~dc02-000001.jsonl.gz")
+    );
+    assert_eq!(lake_lines(&s3, &bucket).await.len(), 60, "exactly once");
 
     // SIGTERM: a clean stop.
     signal(served.child.id(), "-TERM");
@@ -142,7 +170,7 @@ async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_sto
     assert!(status.success(), "{status:?}");
     let log = std::fs::read_to_string(&served.log).unwrap();
     assert!(
-        log.lines().filter(|l| l.contains("request")).count() >= 6,
+        log.lines().filter(|l| l.contains("request")).count() >= 7,
         "an access log line per request:\n{log}"
     );
     assert!(

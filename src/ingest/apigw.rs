@@ -4,7 +4,7 @@
 //! decodes a base64 body with `expect`, so a malformed one would panic instead of getting the
 //! 400 it deserves. The types still come from lambda_http (`aws_lambda_events`).
 
-use super::{Body as RequestBody, HttpRequest, HttpResponse, Ingest};
+use super::{Body as RequestBody, HttpRequest, HttpResponse, Ingest, Sender};
 use chrono::{DateTime, Utc};
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body;
@@ -54,6 +54,7 @@ impl Ingest {
             content_type: header(h, "content-type"),
             content_encoding: header(h, "content-encoding"),
             body: RequestBody::apigw(ev.body.as_deref(), ev.is_base64_encoded),
+            sender: Sender::from_headers(|n| header(h, n)),
         };
         to_apigw(self.handle(req, now).await)
     }

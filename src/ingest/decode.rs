@@ -109,6 +109,43 @@ pub fn parse_batch(body: &[u8], max_events: usize) -> Result<Batch<'_>, BatchErr
     })
 }
 
+/// Parses bare events: a JSON array, or JSON objects one after another (NDJSON, or just
+/// concatenated), counted as they are read.
+pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<&RawValue>, BatchError> {
+    use serde::de::DeserializeSeed;
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let too_many = std::cell::Cell::new(false);
+    let classify = |e: serde_json::Error| {
+        if too_many.get() {
+            BatchError::TooManyEvents(max_events)
+        } else if e.classify() == serde_json::error::Category::Data {
+            BatchError::Shape(e)
+        } else {
+            BatchError::Syntax(e)
+        }
+    };
+    if first == Some(&b'[') {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let seed = EventsSeed {
+            max: max_events,
+            too_many: &too_many,
+        };
+        return seed
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(classify);
+    }
+    let mut out = Vec::new();
+    for ev in serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>() {
+        let ev = ev.map_err(classify)?;
+        if out.len() == max_events {
+            return Err(BatchError::TooManyEvents(max_events));
+        }
+        out.push(ev);
+    }
+    Ok(out)
+}
+
 struct BatchSeed<'c> {
     max_events: usize,
     too_many: &'c std::cell::Cell<bool>,
@@ -272,6 +309,27 @@ mod tests {
             parse_batch(br#"{"agent":{"id":"a"},"batch_id":"b","events":[]} x"#, 5),
             Err(BatchError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn bare_events_as_array_lines_or_concatenated() {
+        for body in [
+            &b"[{\"a\":1},{\"a\":2}]"[..],
+            b"{\"a\":1}\n{\"a\":2}\n",
+            b"{\"a\":1}{\"a\":2}",
+            b"\r\n{\"a\":1}\r\n\r\n{\"a\":2}",
+        ] {
+            assert_eq!(parse_events(body, 5).unwrap().len(), 2, "{body:?}");
+        }
+        assert!(matches!(
+            parse_events(b"{}\n{}\n{}", 2),
+            Err(BatchError::TooManyEvents(2))
+        ));
+        assert!(matches!(
+            parse_events(b"{\"a\":1}\n{nope", 5),
+            Err(BatchError::Syntax(_))
+        ));
+        assert!(parse_events(b"", 5).unwrap().is_empty());
     }
 
     #[test]

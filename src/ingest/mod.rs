@@ -35,6 +35,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/health"),
 ];
 
+/// Content types of a body: the envelope or a JSON array (`application/json`, which may also
+/// carry one event per line), NDJSON.
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+
 /// Most invalid events listed in a 422 reply.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
@@ -71,6 +76,34 @@ pub struct HttpRequest<'a> {
     pub content_encoding: Option<&'a str>,
     /// The body.
     pub body: Body<'a>,
+    /// Who sent a body of bare events (`X-Agent-*`, `Idempotency-Key` headers).
+    pub sender: Sender<'a>,
+}
+
+/// The headers that name the agent and the batch when the body is bare events (a JSON array,
+/// NDJSON, or concatenated objects) rather than the `{"agent","batch_id","events"}` envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sender<'a> {
+    /// `X-Agent-Id` (required for bare events).
+    pub agent_id: Option<&'a str>,
+    /// `X-Agent-Hostname`.
+    pub hostname: Option<&'a str>,
+    /// `X-Agent-Version`.
+    pub version: Option<&'a str>,
+    /// `Idempotency-Key`, else `X-Batch-Id`; absent: the batch id is the body's hash.
+    pub batch_id: Option<&'a str>,
+}
+
+impl<'a> Sender<'a> {
+    /// Reads the headers through `get` (a case-insensitive lookup).
+    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Sender {
+            agent_id: get("x-agent-id"),
+            hostname: get("x-agent-hostname"),
+            version: get("x-agent-version"),
+            batch_id: get("idempotency-key").or_else(|| get("x-batch-id")),
+        }
+    }
 }
 
 /// A request body as it reached the handler.
@@ -388,9 +421,9 @@ impl Ingest {
     fn body(&self, req: &HttpRequest<'_>) -> Result<Vec<u8>, IngestError> {
         let ctype = req.content_type.unwrap_or("");
         let mime = ctype.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
+        if ![JSON, NDJSON].iter().any(|m| mime.eq_ignore_ascii_case(m)) {
             return Err(IngestError::UnsupportedMediaType(format!(
-                "Content-Type {:?} is not supported; send application/json",
+                "Content-Type {:?} is not supported; send application/json or application/x-ndjson",
                 ctype.chars().take(100).collect::<String>()
             )));
         }
@@ -456,13 +489,7 @@ impl Ingest {
                 "body is empty; send a batch {\"agent\":{...},\"batch_id\":\"...\",\"events\":[...]}",
             ));
         }
-        let batch = decode::parse_batch(&body, self.cfg.max_events).map_err(|e| match e {
-            BatchError::TooManyEvents(n) => IngestError::TooLarge(format!(
-                "more than {n} events in one batch; the limit is {n}"
-            )),
-            BatchError::Shape(_) => bad("invalid_batch", e.to_string()),
-            BatchError::Syntax(_) => bad("invalid_json", e.to_string()),
-        })?;
+        let batch = self.parse(req, &body)?;
         check_agent(&batch.agent, &batch.batch_id)?;
         let total = batch.events.len();
         if let Some((i, e)) = batch
@@ -485,6 +512,45 @@ impl Ingest {
             events: total,
             body_sha256: hex::encode(Sha256::digest(&body)),
             objects,
+        })
+    }
+
+    /// The batch in a body: the envelope, or bare events named by the `X-Agent-*` headers.
+    fn parse<'b>(
+        &self,
+        req: &HttpRequest<'_>,
+        body: &'b [u8],
+    ) -> Result<decode::Batch<'b>, IngestError> {
+        let max = self.cfg.max_events;
+        let too_large = |e: BatchError| match e {
+            BatchError::TooManyEvents(n) => IngestError::TooLarge(format!(
+                "more than {n} events in one batch; the limit is {n}"
+            )),
+            BatchError::Shape(_) => bad("invalid_batch", e.to_string()),
+            BatchError::Syntax(_) => bad("invalid_json", e.to_string()),
+        };
+        let Some(agent_id) = req.sender.agent_id else {
+            return decode::parse_batch(body, max).map_err(|e| match e {
+                BatchError::Shape(_) => bad(
+                    "invalid_batch",
+                    format!("{e}; bare events (a JSON array or one object per line) need the X-Agent-Id header"),
+                ),
+                other => too_large(other),
+            });
+        };
+        let events = decode::parse_events(body, max).map_err(too_large)?;
+        let batch_id = match req.sender.batch_id {
+            Some(id) => id.trim().to_owned(),
+            None => hex::encode(Sha256::digest(body)),
+        };
+        Ok(decode::Batch {
+            agent: decode::AgentInfo {
+                id: agent_id.trim().to_owned(),
+                hostname: req.sender.hostname.map(|h| h.trim().to_owned()),
+                version: req.sender.version.map(|v| v.trim().to_owned()),
+            },
+            batch_id,
+            events,
         })
     }
 
@@ -896,6 +962,7 @@ mod tests {
             content_type: Some("application/json"),
             content_encoding: None,
             body: Body::apigw(Some(&body), false),
+            sender: Default::default(),
         };
         let (prepared, peak) = crate::alloc_meter::peak(|| ingest.prepare(&req, now).unwrap());
         assert_eq!(prepared.objects.len(), 1825);

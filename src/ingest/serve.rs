@@ -6,7 +6,7 @@
 //! for tests that drive real forwarding agents. One access-log line per request, never a key;
 //! a clean stop on SIGTERM or Ctrl-C (requests in flight finish first).
 
-use super::{Body, HttpRequest, HttpResponse, Ingest, IngestError};
+use super::{Body, HttpRequest, HttpResponse, Ingest, IngestError, Sender};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -56,6 +56,7 @@ async fn handle(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
                 content_type: text(h, header::CONTENT_TYPE),
                 content_encoding: text(h, header::CONTENT_ENCODING),
                 body: Body::Bytes(&bytes),
+                sender: Sender::from_headers(|n| text(h, n)),
             };
             ingest.handle(request, Utc::now()).await
         }
