@@ -182,3 +182,168 @@ async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_sto
         "a key in the log"
     );
 }
+
+/// A bucket and an API key in LocalStack, and `tv1 serve` on them.
+async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
+    aws_env();
+    let sdk = tv1_connector::aws::load().await;
+    let (s3, ssm) = (
+        tv1_connector::aws::s3_client(&sdk),
+        tv1_connector::aws::ssm_client(&sdk),
+    );
+    let id = rand_hex(10);
+    let bucket = format!("tv1-hec-{id}");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let param = format!("/tv1-test/{id}/api-key");
+    let key = format!("key-{}", rand_hex(32));
+    put_param(&ssm, &param, &key).await;
+    let served = serve(&[("API_KEY_PARAM", &param), ("BUCKET", &bucket)]).await;
+    (s3, bucket, key, served)
+}
+
+#[tokio::test]
+async fn splunk_hec_routes_replies_and_retries() {
+    let (s3, bucket, key, served) = lake_and_server().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", served.url);
+    let r = http
+        .get(url("/services/collector/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json_of(r).await,
+        json!({"text": "HEC is healthy", "code": 17})
+    );
+
+    let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+    let hec_event = |i: u32| {
+        json!({"time": chrono::Utc::now().timestamp(), "host": "DC01.corp.example", "sourcetype": "WinEventLog:Security",
+            "fields": {"site": "hq"},
+            "event": {"@timestamp": t, "winlog": {"event_id": 4624, "computer_name": "DC01.corp.example", "record_id": i, "channel": "Security"}}})
+    };
+    let body: String = (0..3).map(|i| format!("{}\n", hec_event(i))).collect();
+    let send = |auth: Option<String>, path: &'static str, body: Vec<u8>| {
+        let mut r = http
+            .post(url(path))
+            .header(
+                "x-splunk-request-channel",
+                "0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01",
+            )
+            .header("content-encoding", "gzip")
+            .body(gzip(&body));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let splunk = Some(format!("Splunk {key}"));
+    for path in [
+        "/services/collector/event",
+        "/services/collector/event/1.0",
+        "/services/collector",
+    ] {
+        // The same body on every route: stored once, the retries are no-ops.
+        let r = send(splunk.clone(), path, body.clone().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(json_of(r).await, json!({"text": "Success", "code": 0}));
+    }
+    let lines = lake_lines(&s3, &bucket).await;
+    assert_eq!(lines.len(), 3, "exactly once");
+    let (_, l) = &lines[0];
+    assert_eq!(l["agent_id"], "0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01");
+    assert_eq!(l["shape"], "winlogbeat");
+    assert_eq!(l["hec"]["fields"]["site"], "hq");
+    assert_eq!(l["hec"]["sourcetype"], "WinEventLog:Security");
+    assert_eq!(l["event"]["winlog"]["event_id"], 4624);
+
+    // Refusals in HEC's codes; none writes anything.
+    let cases: Vec<(Option<String>, &str, u16, Value)> = vec![
+        (
+            None,
+            &body,
+            401,
+            json!({"text": "Token is required", "code": 2}),
+        ),
+        (
+            Some("Basic Zm9vOmJhcg==".into()),
+            &body,
+            401,
+            json!({"text": "Invalid authorization", "code": 3}),
+        ),
+        (
+            Some("Splunk wrong".into()),
+            &body,
+            403,
+            json!({"text": "Invalid token", "code": 4}),
+        ),
+        (
+            splunk.clone(),
+            "\n",
+            400,
+            json!({"text": "No data", "code": 5}),
+        ),
+        (
+            splunk.clone(),
+            "{\"event\":{\"x\":1}}\n{\"event\":",
+            400,
+            json!({"text": "Invalid data format", "code": 6, "invalid-event-number": 1}),
+        ),
+        (
+            splunk.clone(),
+            "{\"host\":\"h\"}",
+            400,
+            json!({"text": "Event field is required", "code": 12, "invalid-event-number": 0}),
+        ),
+        (
+            splunk.clone(),
+            "{\"event\":\"\"}",
+            400,
+            json!({"text": "Event field cannot be blank", "code": 13, "invalid-event-number": 0}),
+        ),
+    ];
+    for (auth, b, status, want) in cases {
+        let r = send(auth, "/services/collector/event", b.as_bytes().to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{want}");
+        assert_eq!(json_of(r).await, want);
+    }
+    // An event the connector cannot read as a Windows event: HEC's code 6 with its number.
+    let odd = format!(
+        "{}\n{}",
+        hec_event(7),
+        json!({"event": {"message": "not a windows event"}})
+    );
+    let r = send(
+        splunk.clone(),
+        "/services/collector/event",
+        odd.into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let v = json_of(r).await;
+    assert_eq!(
+        (v["code"].as_u64(), v["invalid-event-number"].as_u64()),
+        (Some(6), Some(1)),
+        "{v}"
+    );
+    let r = http
+        .post(url("/services/collector/raw"))
+        .header("authorization", splunk.clone().unwrap())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(json_of(r).await["code"], 404);
+    assert_eq!(
+        lake_lines(&s3, &bucket).await.len(),
+        3,
+        "refusals wrote nothing"
+    );
+}

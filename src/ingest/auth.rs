@@ -18,6 +18,11 @@ pub enum AuthError {
     /// No key presented.
     #[error("missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>")]
     Missing,
+    /// An `Authorization` header in a scheme other than `Bearer` or `Splunk`.
+    #[error(
+        "unsupported Authorization scheme: send Authorization: Bearer <key> (or Splunk <key>) or X-Api-Key: <key>"
+    )]
+    Malformed,
     /// A key that is not the current one.
     #[error("invalid API key: it is not the current key (was it rotated?)")]
     Invalid,
@@ -90,9 +95,11 @@ pub fn presented_key<'a>(
     authorization: Option<&'a str>,
     x_api_key: Option<&'a str>,
 ) -> Option<&'a str> {
+    // `Splunk <key>` is how HEC clients send their token.
     let bearer = authorization.and_then(|v| {
         let (scheme, rest) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("splunk"))
+            .then_some(rest)
     });
     bearer.or(x_api_key)
 }
@@ -107,6 +114,7 @@ mod tests {
         assert_eq!(presented_key(Some("bearer abc"), Some("x")), Some("abc"));
         assert_eq!(presented_key(Some("Basic abc"), Some("x")), Some("x"));
         assert_eq!(presented_key(None, Some("x")), Some("x"));
+        assert_eq!(presented_key(Some("Splunk abc"), None), Some("abc"));
         assert_eq!(presented_key(None, None), None);
     }
 

@@ -70,6 +70,9 @@ pub struct Batch<'a> {
     pub batch_id: String,
     /// The events.
     pub events: Vec<&'a RawValue>,
+    /// Per event, the transport's metadata to keep with it (HEC's `host`, `fields`...) as a
+    /// JSON object; empty when the transport has none.
+    pub meta: Vec<String>,
 }
 
 /// Why a body is not a usable batch.
@@ -185,6 +188,7 @@ impl<'de> serde::de::Visitor<'de> for BatchSeed<'_> {
             agent: agent.ok_or_else(|| A::Error::missing_field("agent"))?,
             batch_id: batch_id.ok_or_else(|| A::Error::missing_field("batch_id"))?,
             events: events.ok_or_else(|| A::Error::missing_field("events"))?,
+            meta: Vec::new(),
         })
     }
 }

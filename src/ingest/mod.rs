@@ -10,6 +10,7 @@ pub mod apigw;
 pub mod auth;
 pub mod decode;
 pub mod events;
+pub mod hec;
 pub mod serve;
 
 use crate::checkpoint::StateError;
@@ -33,6 +34,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/events"),
     ("GET", "/v1/agents"),
     ("GET", "/v1/health"),
+    ("POST", "/services/collector"),
+    ("POST", "/services/collector/event"),
+    ("POST", "/services/collector/event/1.0"),
+    ("GET", "/services/collector/health"),
+    ("GET", "/services/collector/health/1.0"),
 ];
 
 /// Content types of a body: the envelope or a JSON array (`application/json`, which may also
@@ -92,6 +98,8 @@ pub struct Sender<'a> {
     pub version: Option<&'a str>,
     /// `Idempotency-Key`, else `X-Batch-Id`; absent: the batch id is the body's hash.
     pub batch_id: Option<&'a str>,
+    /// `X-Splunk-Request-Channel` (HEC): names the agent when `X-Agent-Id` does not.
+    pub channel: Option<&'a str>,
 }
 
 impl<'a> Sender<'a> {
@@ -102,6 +110,7 @@ impl<'a> Sender<'a> {
             hostname: get("x-agent-hostname"),
             version: get("x-agent-version"),
             batch_id: get("idempotency-key").or_else(|| get("x-batch-id")),
+            channel: get("x-splunk-request-channel"),
         }
     }
 }
@@ -193,6 +202,9 @@ pub enum IngestError {
         /// `(index, reason)` of the first [`MAX_REPORTED_ERRORS`].
         details: Vec<(usize, String)>,
     },
+    /// A HEC body HEC itself would refuse (its codes 5, 6, 12, 13).
+    #[error("HEC: {}", .0.parts().2)]
+    Hec(hec::HecFormat),
     /// S3 or SSM failed: the agent should retry.
     #[error("{0}; retry later")]
     Unavailable(String),
@@ -204,7 +216,7 @@ impl IngestError {
         match self {
             IngestError::NotFound(_) => 404,
             IngestError::MethodNotAllowed { .. } => 405,
-            IngestError::Auth(AuthError::Missing) => 401,
+            IngestError::Auth(AuthError::Missing | AuthError::Malformed) => 401,
             IngestError::Auth(AuthError::Invalid) => 403,
             IngestError::Auth(AuthError::Unavailable(_)) | IngestError::Unavailable(_) => 503,
             IngestError::UnsupportedMediaType(_) => 415,
@@ -212,6 +224,7 @@ impl IngestError {
             IngestError::BadRequest { .. } => 400,
             IngestError::InvalidEvents { .. } => 422,
             IngestError::BatchIdConflict { .. } => 409,
+            IngestError::Hec(f) => f.parts().0,
         }
     }
 
@@ -220,7 +233,7 @@ impl IngestError {
         match self {
             IngestError::NotFound(_) => "not_found",
             IngestError::MethodNotAllowed { .. } => "method_not_allowed",
-            IngestError::Auth(AuthError::Missing) => "missing_api_key",
+            IngestError::Auth(AuthError::Missing | AuthError::Malformed) => "missing_api_key",
             IngestError::Auth(AuthError::Invalid) => "invalid_api_key",
             IngestError::Auth(AuthError::Unavailable(_)) | IngestError::Unavailable(_) => {
                 "unavailable"
@@ -230,6 +243,7 @@ impl IngestError {
             IngestError::BadRequest { code, .. } => code,
             IngestError::InvalidEvents { .. } => "invalid_events",
             IngestError::BatchIdConflict { .. } => "batch_id_conflict",
+            IngestError::Hec(_) => "invalid_json",
         }
     }
 
@@ -322,9 +336,30 @@ enum Route {
     Events,
     Agents,
     Health,
+    HecEvent,
+    HecHealth,
 }
 
 fn route(method: &str, raw_path: &str) -> Result<Route, IngestError> {
+    let not_allowed = |path, allow| IngestError::MethodNotAllowed {
+        method: method.chars().take(20).collect(),
+        path,
+        allow,
+    };
+    match hec::route_of(raw_path) {
+        Some(hec::HecRoute::Event) if method == "POST" => return Ok(Route::HecEvent),
+        Some(hec::HecRoute::Event) => return Err(not_allowed("/services/collector/event", "POST")),
+        Some(hec::HecRoute::Health) if method == "GET" || method == "HEAD" => {
+            return Ok(Route::HecHealth);
+        }
+        Some(hec::HecRoute::Health) => {
+            return Err(not_allowed("/services/collector/health", "GET, HEAD"));
+        }
+        Some(hec::HecRoute::Unknown) => {
+            return Err(IngestError::NotFound(raw_path.chars().take(200).collect()));
+        }
+        None => {}
+    }
     // Tolerate a stage prefix (`/prod/v1/...`) and `cargo lambda watch`'s `/lambda-url/<fn>/...`.
     let path = raw_path
         .find("/v1/")
@@ -369,8 +404,9 @@ impl Ingest {
         }
     }
 
-    /// Handles one request at `now`.
+    /// Handles one request at `now`. HEC routes answer in HEC's form, the rest in ours.
     pub async fn handle(&self, req: HttpRequest<'_>, now: DateTime<Utc>) -> HttpResponse {
+        let hec = hec::route_of(req.path).is_some();
         match self.dispatch(req, now).await {
             Ok(body) => HttpResponse {
                 status: 200,
@@ -383,7 +419,17 @@ impl Ingest {
                 } else {
                     tracing::info!(status = e.status(), code = e.code(), error = %e, "request refused");
                 }
-                e.response()
+                if hec {
+                    let (status, body) = hec::refusal(&e);
+                    let allow = e.response().allow;
+                    HttpResponse {
+                        status,
+                        body,
+                        allow,
+                    }
+                } else {
+                    e.response()
+                }
             }
         }
     }
@@ -394,21 +440,30 @@ impl Ingest {
         now: DateTime<Utc>,
     ) -> Result<Value, IngestError> {
         let route = route(req.method, req.path)?;
-        if let Route::Health = route {
-            return Ok(
-                json!({"status": "ok", "service": "ad-ingest", "version": env!("CARGO_PKG_VERSION")}),
-            );
+        match route {
+            Route::Health => {
+                return Ok(
+                    json!({"status": "ok", "service": "ad-ingest", "version": env!("CARGO_PKG_VERSION")}),
+                );
+            }
+            Route::HecHealth => return Ok(json!({"text": "HEC is healthy", "code": 17})),
+            _ => {}
         }
-        self.key
-            .check(presented_key(req.authorization, req.x_api_key))
-            .await
-            .map_err(IngestError::Auth)?;
+        let key = presented_key(req.authorization, req.x_api_key);
+        if key.is_none() && req.authorization.is_some_and(|a| !a.trim().is_empty()) {
+            return Err(IngestError::Auth(AuthError::Malformed));
+        }
+        self.key.check(key).await.map_err(IngestError::Auth)?;
         match route {
             Route::Agents => {
                 let (agents, truncated) = self.agents.list(now, self.cfg.agent_timeout).await?;
                 Ok(
                     json!({"agents": agents, "count": agents.len(), "truncated": truncated, "at": api_time(now)}),
                 )
+            }
+            Route::HecEvent => {
+                self.ingest(req, now).await?;
+                Ok(json!({"text": "Success", "code": 0}))
             }
             _ => {
                 let receipt = self.ingest(req, now).await?;
@@ -421,7 +476,9 @@ impl Ingest {
     fn body(&self, req: &HttpRequest<'_>) -> Result<Vec<u8>, IngestError> {
         let ctype = req.content_type.unwrap_or("");
         let mime = ctype.split(';').next().unwrap_or("").trim();
-        if ![JSON, NDJSON].iter().any(|m| mime.eq_ignore_ascii_case(m)) {
+        // HEC clients send application/json, text/plain or nothing: HEC reads the body anyway.
+        let hec = hec::route_of(req.path).is_some();
+        if !hec && ![JSON, NDJSON].iter().any(|m| mime.eq_ignore_ascii_case(m)) {
             return Err(IngestError::UnsupportedMediaType(format!(
                 "Content-Type {:?} is not supported; send application/json or application/x-ndjson",
                 ctype.chars().take(100).collect::<String>()
@@ -483,7 +540,8 @@ impl Ingest {
         now: DateTime<Utc>,
     ) -> Result<Prepared, IngestError> {
         let body = self.body(req)?;
-        if body.iter().all(u8::is_ascii_whitespace) {
+        // (A HEC body has HEC's own answer to this: code 5.)
+        if hec::route_of(req.path).is_none() && body.iter().all(u8::is_ascii_whitespace) {
             return Err(bad(
                 "invalid_json",
                 "body is empty; send a batch {\"agent\":{...},\"batch_id\":\"...\",\"events\":[...]}",
@@ -522,6 +580,9 @@ impl Ingest {
         body: &'b [u8],
     ) -> Result<decode::Batch<'b>, IngestError> {
         let max = self.cfg.max_events;
+        if hec::route_of(req.path) == Some(hec::HecRoute::Event) {
+            return hec::parse(body, max, &req.sender);
+        }
         let too_large = |e: BatchError| match e {
             BatchError::TooManyEvents(n) => IngestError::TooLarge(format!(
                 "more than {n} events in one batch; the limit is {n}"
@@ -551,6 +612,7 @@ impl Ingest {
             },
             batch_id,
             events,
+            meta: Vec::new(),
         })
     }
 
@@ -591,6 +653,7 @@ impl Ingest {
                     &batch.batch_id,
                     &received_at,
                     batch.events[i].get().as_bytes(),
+                    batch.meta.get(i).map(String::as_str),
                 );
                 enc.push_line(&line);
             }
@@ -857,6 +920,7 @@ fn write_line(
     batch_id: &str,
     received_at: &str,
     raw: &[u8],
+    meta: Option<&str>,
 ) {
     let s =
         |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
@@ -885,6 +949,10 @@ fn write_line(
     s(out, batch_id);
     out.extend_from_slice(b",\"received_at\":");
     s(out, received_at);
+    if let Some(meta) = meta {
+        out.extend_from_slice(b",\"hec\":");
+        push_compact(meta.as_bytes(), out);
+    }
     out.extend_from_slice(b",\"event\":");
     push_compact(raw, out);
     out.push(b'}');
@@ -975,7 +1043,15 @@ mod tests {
         let raw = br#"{"event_id":4624,"time":"2026-11-21T10:00:00Z","computer":"DC01","data":{"x":"y\nz"}}"#;
         let n = normalize(&serde_json::from_slice(raw).unwrap()).unwrap();
         let mut out = Vec::new();
-        write_line(&mut out, &n, "dc01-7f3a", "b1", "2026-11-21T10:00:05Z", raw);
+        write_line(
+            &mut out,
+            &n,
+            "dc01-7f3a",
+            "b1",
+            "2026-11-21T10:00:05Z",
+            raw,
+            None,
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["event_id"], 4624);
         assert_eq!(v["category"], "logon");

@@ -1,0 +1,312 @@
+//! Splunk HTTP Event Collector compatibility: what Fluent Bit (`splunk`), Vector
+//! (`splunk_hec_logs`), the OpenTelemetry Collector (`splunkhec`), Cribl and NXLog send.
+//!
+//! Routes `POST /services/collector[/event[/1.0]]` and `GET /services/collector/health[/1.0]`;
+//! a body of HEC event objects one after another (newline-separated or not); replies in HEC's
+//! own form (`{"text","code"}` with HEC's codes and statuses), so the clients' retry logic does
+//! the right thing. HEC has no batch id: the batch is identified by the SHA-256 of the body per
+//! agent, so an exact retry of a request is a no-op.
+
+use super::IngestError;
+use super::auth::AuthError;
+use super::decode::{AgentInfo, Batch, MAX_HOSTNAME};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The HEC routes: method and path.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/services/collector"),
+    ("POST", "/services/collector/event"),
+    ("POST", "/services/collector/event/1.0"),
+    ("GET", "/services/collector/health"),
+    ("GET", "/services/collector/health/1.0"),
+];
+
+/// What a path asks of HEC, if it is a HEC path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HecRoute {
+    /// Events.
+    Event,
+    /// Health.
+    Health,
+    /// Anything else under `/services/collector` (e.g. `raw`, `ack`: not offered).
+    Unknown,
+}
+
+/// The HEC route of `path` (a stage prefix is tolerated), `None` when it is not under
+/// `/services/collector`.
+pub fn route_of(path: &str) -> Option<HecRoute> {
+    let at = path.find("/services/collector")?;
+    Some(match path[at..].trim_end_matches('/') {
+        "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0" => {
+            HecRoute::Event
+        }
+        "/services/collector/health" | "/services/collector/health/1.0" => HecRoute::Health,
+        _ => HecRoute::Unknown,
+    })
+}
+
+/// HEC's own refusals of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HecFormat {
+    /// Code 5: nothing in the body.
+    NoData,
+    /// Code 6: not HEC JSON at event `n` (0-based).
+    InvalidDataFormat(usize),
+    /// Code 12: event `n` has no `event` field.
+    EventRequired(usize),
+    /// Code 13: event `n` has an empty `event` field.
+    EventBlank(usize),
+}
+
+impl HecFormat {
+    /// `(HTTP status, HEC code, text, invalid event number)`.
+    pub fn parts(self) -> (u16, u16, &'static str, Option<usize>) {
+        match self {
+            HecFormat::NoData => (400, 5, "No data", None),
+            HecFormat::InvalidDataFormat(n) => (400, 6, "Invalid data format", Some(n)),
+            HecFormat::EventRequired(n) => (400, 12, "Event field is required", Some(n)),
+            HecFormat::EventBlank(n) => (400, 13, "Event field cannot be blank", Some(n)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HecEvent<'a> {
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    host: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sourcetype: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    index: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    fields: Option<&'a RawValue>,
+}
+
+impl HecEvent<'_> {
+    /// HEC's metadata of the event, kept next to it in the stored line (`"hec": {...}`).
+    fn metadata(&self) -> String {
+        let mut out = String::from("{");
+        for (name, v) in [
+            ("time", self.time),
+            ("host", self.host),
+            ("source", self.source),
+            ("sourcetype", self.sourcetype),
+            ("index", self.index),
+            ("fields", self.fields),
+        ] {
+            if let Some(v) = v {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(&format!("\"{name}\":{}", v.get()));
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Who sent a HEC request: `X-Agent-Id`, else the `X-Splunk-Request-Channel`, else the first
+/// event's `host` (made a safe identifier), else `hec`.
+fn agent(sender: &super::Sender<'_>, first_host: Option<&str>) -> AgentInfo {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect()
+    };
+    let id = sender
+        .agent_id
+        .map(str::to_owned)
+        .or_else(|| sender.channel.map(safe))
+        .or_else(|| first_host.map(safe))
+        .filter(|s| !s.trim_matches(['.', '-']).is_empty())
+        .unwrap_or_else(|| "hec".into());
+    AgentInfo {
+        id,
+        hostname: sender
+            .hostname
+            .or(first_host)
+            .map(|h| h.chars().take(MAX_HOSTNAME).collect()),
+        version: sender.version.map(str::to_owned),
+    }
+}
+
+/// Parses a HEC body into a batch: the inner `event`s, their HEC metadata, the sender, and the
+/// body's hash as the batch id. Counts events as it reads and stops past `max_events`.
+pub fn parse<'b>(
+    body: &'b [u8],
+    max_events: usize,
+    sender: &super::Sender<'_>,
+) -> Result<Batch<'b>, IngestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Hec(HecFormat::NoData));
+    }
+    let (mut events, mut meta) = (Vec::new(), Vec::new());
+    let mut first_host = None;
+    for (n, ev) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<HecEvent<'b>>()
+        .enumerate()
+    {
+        let ev = ev.map_err(|_| IngestError::Hec(HecFormat::InvalidDataFormat(n)))?;
+        if n == max_events {
+            return Err(IngestError::TooLarge(format!(
+                "more than {max_events} events in one request; the limit is {max_events}"
+            )));
+        }
+        let Some(inner) = ev.event else {
+            return Err(IngestError::Hec(HecFormat::EventRequired(n)));
+        };
+        if matches!(inner.get().trim(), "\"\"" | "null" | "{}") {
+            return Err(IngestError::Hec(HecFormat::EventBlank(n)));
+        }
+        if n == 0 {
+            first_host = ev
+                .host
+                .and_then(|h| serde_json::from_str::<String>(h.get()).ok());
+        }
+        meta.push(ev.metadata());
+        events.push(inner);
+    }
+    Ok(Batch {
+        agent: agent(sender, first_host.as_deref()),
+        batch_id: hex::encode(Sha256::digest(body)),
+        events,
+        meta,
+    })
+}
+
+/// The HEC reply for a refusal: HEC's status and code where HEC has one.
+pub fn refusal(e: &IngestError) -> (u16, Value) {
+    let reply =
+        |status: u16, code: u16, text: String| (status, json!({"text": text, "code": code}));
+    match e {
+        IngestError::Hec(f) => {
+            let (status, code, text, n) = f.parts();
+            let mut body = json!({"text": text, "code": code});
+            if let Some(n) = n {
+                body["invalid-event-number"] = json!(n);
+            }
+            (status, body)
+        }
+        IngestError::Auth(AuthError::Missing) => reply(401, 2, "Token is required".into()),
+        IngestError::Auth(AuthError::Malformed) => reply(401, 3, "Invalid authorization".into()),
+        IngestError::Auth(AuthError::Invalid) => reply(403, 4, "Invalid token".into()),
+        IngestError::Auth(AuthError::Unavailable(_)) | IngestError::Unavailable(_) => {
+            reply(503, 9, "Server is busy".into())
+        }
+        IngestError::InvalidEvents { details, .. } => {
+            let n = details.first().map(|(i, _)| *i).unwrap_or(0);
+            let why = details.first().map(|(_, r)| r.as_str()).unwrap_or("");
+            (
+                400,
+                json!({"text": format!("Invalid data format: {why}"), "code": 6, "invalid-event-number": n}),
+            )
+        }
+        IngestError::BadRequest { message, .. } => {
+            reply(400, 6, format!("Invalid data format: {message}"))
+        }
+        // HEC has no code for these; the HTTP status tells the client what to do.
+        IngestError::TooLarge(m) => reply(413, 6, format!("Request too large: {m}")),
+        IngestError::UnsupportedMediaType(m) => reply(415, 6, m.clone()),
+        IngestError::NotFound(_) => reply(
+            404,
+            404,
+            "The requested URL was not found on this server.".into(),
+        ),
+        IngestError::MethodNotAllowed { .. } => reply(405, 405, e.to_string()),
+        // A body hash cannot be reused for other content; kept total for the compiler.
+        IngestError::BatchIdConflict { .. } => reply(409, 6, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender<'a>() -> super::super::Sender<'a> {
+        super::super::Sender::default()
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(route_of("/services/collector/event"), Some(HecRoute::Event));
+        assert_eq!(route_of("/services/collector"), Some(HecRoute::Event));
+        assert_eq!(
+            route_of("/prod/services/collector/event/1.0"),
+            Some(HecRoute::Event)
+        );
+        assert_eq!(
+            route_of("/services/collector/health/1.0"),
+            Some(HecRoute::Health)
+        );
+        assert_eq!(route_of("/services/collector/raw"), Some(HecRoute::Unknown));
+        assert_eq!(route_of("/v1/events"), None);
+    }
+
+    #[test]
+    fn bodies_of_several_events_with_their_metadata() {
+        let body = br#"{"time":1763719200.5,"host":"DC01.corp.example","sourcetype":"WinEventLog","event":{"event_id":4624}}
+{"time":"1763719201","event":{"event_id":4625},"fields":{"dc":"01"}}{"event":{"event_id":1}}"#;
+        let b = parse(body, 10, &sender()).unwrap();
+        assert_eq!(b.events.len(), 3);
+        assert_eq!(b.agent.id, "DC01.corp.example");
+        assert_eq!(b.agent.hostname.as_deref(), Some("DC01.corp.example"));
+        let m: Value = serde_json::from_str(&b.meta[1]).unwrap();
+        assert_eq!(m["fields"]["dc"], "01");
+        assert_eq!(m["time"], "1763719201");
+        assert_eq!(b.meta[2], "{}");
+        assert_eq!(b.batch_id.len(), 64);
+        // The channel names the agent when there is one.
+        let ch = super::super::Sender {
+            channel: Some("0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01"),
+            ..sender()
+        };
+        assert_eq!(
+            parse(body, 10, &ch).unwrap().agent.id,
+            "0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01"
+        );
+    }
+
+    #[test]
+    fn refusals_in_hecs_codes() {
+        let code = |body: &[u8]| match parse(body, 2, &sender()) {
+            Err(e) => refusal(&e).1,
+            Ok(_) => json!("ok"),
+        };
+        assert_eq!(code(b" \n"), json!({"text": "No data", "code": 5}));
+        assert_eq!(
+            code(br#"{"event":{"a":1}}{"event":"#),
+            json!({"text": "Invalid data format", "code": 6, "invalid-event-number": 1})
+        );
+        assert_eq!(code(br#"{"host":"x"}"#)["code"], 12);
+        assert_eq!(code(br#"{"event":""}"#)["code"], 13);
+        assert!(
+            code(br#"{"event":1}{"event":2}{"event":3}"#)["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Request too large")
+        );
+        let (s, b) = refusal(&IngestError::Auth(AuthError::Missing));
+        assert_eq!((s, b["code"].as_u64()), (401, Some(2)));
+        let (s, b) = refusal(&IngestError::Auth(AuthError::Invalid));
+        assert_eq!((s, b["code"].as_u64()), (403, Some(4)));
+        let (s, b) = refusal(&IngestError::Unavailable("s3".into()));
+        assert_eq!((s, b["code"].as_u64()), (503, Some(9)));
+    }
+}
