@@ -1,12 +1,17 @@
 # The two commands: `make run` and `make test`. Both install what is missing (.venv with
 # LocalStack and cargo-lambda) and start LocalStack unless it already runs.
-.PHONY: run test bench build lint fmt clean
+.PHONY: run test agents bench build lint fmt clean
 
 run:
 	@scripts/run.sh
 
 test:
 	@scripts/test.sh
+
+# The real forwarding agents tests/agents.rs drives (syslog-ng from Debian, Splunk's HEC
+# library from npm). Without them those tests say they are skipped; CI installs them.
+agents:
+	@scripts/agents.sh
 
 # Benchmarks (docs/benchmarks.md): `make bench` or `make bench ARGS="cpu ingest"`.
 bench:

@@ -18,46 +18,6 @@ async fn json_of(r: reqwest::Response) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
 
-/// A `tv1 serve` process, stopped with SIGTERM when dropped.
-struct Served {
-    child: std::process::Child,
-    url: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(vars: &[(&str, &str)]) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("tv1-serve-{}.log", rand_hex(8)));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .envs(vars.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    wait_until(30, "tv1 serve to answer /v1/health", async || {
-        http.get(format!("{url}/v1/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    Served { child, url, log }
-}
-
 #[tokio::test]
 async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_stop() {
     aws_env();
@@ -181,24 +141,6 @@ async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_sto
         !log.contains(&key) && !log.contains("not-the-key"),
         "a key in the log"
     );
-}
-
-/// A bucket and an API key in LocalStack, and `tv1 serve` on them.
-async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
-    aws_env();
-    let sdk = tv1_connector::aws::load().await;
-    let (s3, ssm) = (
-        tv1_connector::aws::s3_client(&sdk),
-        tv1_connector::aws::ssm_client(&sdk),
-    );
-    let id = rand_hex(10);
-    let bucket = format!("tv1-hec-{id}");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let param = format!("/tv1-test/{id}/api-key");
-    let key = format!("key-{}", rand_hex(32));
-    put_param(&ssm, &param, &key).await;
-    let served = serve(&[("API_KEY_PARAM", &param), ("BUCKET", &bucket)]).await;
-    (s3, bucket, key, served)
 }
 
 #[tokio::test]

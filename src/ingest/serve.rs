@@ -44,8 +44,12 @@ async fn handle(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
         .cfg
         .max_body_bytes
         .max(ingest.cfg.max_text_body_bytes);
+    let mut unread = false;
     let resp = match axum::body::to_bytes(body, cap + 1).await {
-        Err(_) => IngestError::TooLarge(format!("body is larger than {cap} bytes")).response(),
+        Err(_) => {
+            unread = true;
+            IngestError::TooLarge(format!("body is larger than {cap} bytes")).response()
+        }
         Ok(bytes) => {
             let h = &parts.headers;
             let request = HttpRequest {
@@ -70,7 +74,13 @@ async fn handle(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
         ms = started.elapsed().as_millis() as u64,
         "request"
     );
-    reply(resp)
+    let mut out = reply(resp);
+    if unread {
+        // The rest of the body was never read: the connection cannot carry another request.
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
 }
 
 /// Serves `ingest` on `listener` until `shutdown` completes; requests in flight finish first.
