@@ -289,3 +289,91 @@ async fn splunk_hec_routes_replies_and_retries() {
         "refusals wrote nothing"
     );
 }
+
+/// A sample from `events/ad/` moved from 2026-11-21 to yesterday (ad-ingest accepts events up
+/// to a year old): dates in text and HEC's epoch `time`s alike.
+fn sample_moved_to_yesterday(name: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let written = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let shift = (yesterday - written).num_seconds();
+    let mut out = text.replace("2026-11-21", &yesterday.format("%Y-%m-%d").to_string());
+    for key in ["\"time\":", "\"date\":"] {
+        let mut moved = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(key) {
+            let (head, tail) = rest.split_at(at + key.len());
+            moved.push_str(head);
+            let end = tail
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(tail.len());
+            match tail[..end].parse::<f64>() {
+                Ok(t) => moved.push_str(&format!("{:.3}", t + shift as f64)),
+                Err(_) => moved.push_str(&tail[..end]),
+            }
+            rest = &tail[end..];
+        }
+        moved.push_str(rest);
+        out = moved;
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_agent_shape_lands_through_the_endpoint() {
+    let (s3, bucket, key, served) = lake_and_server().await;
+    let http = reqwest::Client::new();
+    let mut expected = 0;
+    for (name, agent) in [
+        ("fluentbit-winevtlog.ndjson", "fluent-bit-dc06"),
+        ("fluentbit-winlog.ndjson", "fluent-bit-dc07"),
+        ("vector-windows-event-log.ndjson", "vector-dc08"),
+    ] {
+        let body = sample_moved_to_yesterday(name);
+        expected += body.lines().count();
+        let r = http
+            .post(format!("{}/v1/events", served.url))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/x-ndjson")
+            .header("x-agent-id", agent)
+            .body(gzip(body.as_bytes()))
+            .header("content-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        let v = json_of(r).await;
+        assert_eq!(v["status"], "accepted", "{name}: {v}");
+    }
+    for name in ["otel-windowseventlog-hec.json", "windows-xml-hec.json"] {
+        let body = sample_moved_to_yesterday(name);
+        expected += body.lines().count();
+        let r = http
+            .post(format!("{}/services/collector/event", served.url))
+            .header("authorization", format!("Splunk {key}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let v = json_of(r).await;
+        assert_eq!(v, json!({"text": "Success", "code": 0}), "{name}");
+    }
+    let lines = lake_lines(&s3, &bucket).await;
+    assert_eq!(lines.len(), expected);
+    let mut shapes: Vec<String> = lines
+        .iter()
+        .map(|(_, l)| l["shape"].as_str().unwrap().to_owned())
+        .collect();
+    shapes.sort();
+    shapes.dedup();
+    assert_eq!(
+        shapes,
+        [
+            "fluent_bit_winevtlog",
+            "fluent_bit_winlog",
+            "otel_windows_event_log",
+            "vector_windows_event_log",
+            "windows_xml"
+        ]
+    );
+}

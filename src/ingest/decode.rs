@@ -73,6 +73,8 @@ pub struct Batch<'a> {
     /// Per event, the transport's metadata to keep with it (HEC's `host`, `fields`...) as a
     /// JSON object; empty when the transport has none.
     pub meta: Vec<String>,
+    /// Per event, the transport's time for an event that carries none (HEC's `time`).
+    pub fallback_times: Vec<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Why a body is not a usable batch.
@@ -189,6 +191,7 @@ impl<'de> serde::de::Visitor<'de> for BatchSeed<'_> {
             batch_id: batch_id.ok_or_else(|| A::Error::missing_field("batch_id"))?,
             events: events.ok_or_else(|| A::Error::missing_field("events"))?,
             meta: Vec::new(),
+            fallback_times: Vec::new(),
         })
     }
 }

@@ -75,8 +75,18 @@ impl Category {
 pub enum Shape {
     /// Winlogbeat / ECS.
     Winlogbeat,
-    /// NXLog.
+    /// NXLog (`im_msvistalog` + `to_json`).
     Nxlog,
+    /// Fluent Bit `winevtlog` input.
+    FluentBitWinevtlog,
+    /// Fluent Bit `winlog` input (the older event log API).
+    FluentBitWinlog,
+    /// OpenTelemetry Collector `windowseventlog` receiver (a log body; also as HEC `event`).
+    OtelWindowsEventLog,
+    /// Vector `windows_event_log` source.
+    VectorWindowsEventLog,
+    /// The rendered XML of a Windows event (a string, or Fluent Bit's `{"System": "<System>..."}`).
+    WindowsXml,
     /// The connector's own flat shape.
     Native,
 }
@@ -123,55 +133,183 @@ fn integer(v: Option<&Value>) -> Option<Result<u64, ()>> {
     }
 }
 
-/// Validates and normalises one event; the error is a reason an agent author can act on.
-pub fn normalize(event: &Value) -> Result<Normalized, String> {
-    if !event.is_object() {
-        return Err("an event must be a JSON object".into());
-    }
-    let (shape, time, id, computer, record, channel, provider) = if event.get("winlog").is_some() {
-        (
-            Shape::Winlogbeat,
-            ("@timestamp", event.get("@timestamp")),
-            (
+/// Where one shape keeps the fields the connector reads: `(name, value)` pairs, the name for
+/// error messages.
+struct Fields<'a> {
+    shape: Shape,
+    time: (&'static str, Option<Value>),
+    id: (&'static str, Option<&'a Value>),
+    computer: Option<String>,
+    record: (&'static str, Option<&'a Value>),
+    channel: Option<String>,
+    provider: Option<String>,
+}
+
+const SHAPES: &str = "expected Winlogbeat (winlog.*), NXLog (EventID, EventTime), Fluent Bit winevtlog (EventID, TimeCreated) or winlog (EventId, TimeGenerated), OpenTelemetry windowseventlog (event_id.id, system_time), Vector windows_event_log (event_id, timestamp), Windows event XML, or native (event_id, time)";
+
+/// Recognises the shape of an object event.
+fn fields(event: &Value) -> Option<Fields<'_>> {
+    let get = |k: &str| event.get(k);
+    let owned = |k: &str| event.get(k).cloned();
+    let f = if get("winlog").is_some() {
+        Fields {
+            shape: Shape::Winlogbeat,
+            time: ("@timestamp", owned("@timestamp")),
+            id: (
                 "winlog.event_id",
                 path(event, &["winlog", "event_id"]).or_else(|| path(event, &["event", "code"])),
             ),
-            text(path(event, &["winlog", "computer_name"]))
+            computer: text(path(event, &["winlog", "computer_name"]))
                 .or_else(|| text(path(event, &["host", "name"]))),
-            ("winlog.record_id", path(event, &["winlog", "record_id"])),
-            text(path(event, &["winlog", "channel"])),
-            text(path(event, &["winlog", "provider_name"])),
-        )
-    } else if event.get("EventID").is_some() {
-        (
-            Shape::Nxlog,
-            ("EventTime", event.get("EventTime")),
-            ("EventID", event.get("EventID")),
-            text(event.get("Hostname")),
-            ("RecordNumber", event.get("RecordNumber")),
-            text(event.get("Channel")),
-            text(event.get("SourceName")),
-        )
-    } else if event.get("event_id").is_some() {
-        (
-            Shape::Native,
-            ("time", event.get("time")),
-            ("event_id", event.get("event_id")),
-            text(event.get("computer")),
-            ("record_id", event.get("record_id")),
-            text(event.get("channel")),
-            text(event.get("provider")),
-        )
+            record: ("winlog.record_id", path(event, &["winlog", "record_id"])),
+            channel: text(path(event, &["winlog", "channel"])),
+            provider: text(path(event, &["winlog", "provider_name"])),
+        }
+    } else if get("EventID").is_some()
+        && (get("TimeCreated").is_some() || get("Computer").is_some())
+    {
+        Fields {
+            shape: Shape::FluentBitWinevtlog,
+            time: ("TimeCreated", owned("TimeCreated")),
+            id: ("EventID", get("EventID")),
+            computer: text(get("Computer")),
+            record: ("EventRecordID", get("EventRecordID")),
+            channel: text(get("Channel")),
+            provider: text(get("ProviderName")),
+        }
+    } else if get("EventID").is_some() {
+        Fields {
+            shape: Shape::Nxlog,
+            time: ("EventTime", owned("EventTime")),
+            id: ("EventID", get("EventID")),
+            computer: text(get("Hostname")),
+            record: ("RecordNumber", get("RecordNumber")),
+            channel: text(get("Channel")),
+            provider: text(get("SourceName")),
+        }
+    } else if get("EventId").is_some() {
+        Fields {
+            shape: Shape::FluentBitWinlog,
+            time: ("TimeGenerated", owned("TimeGenerated")),
+            id: ("EventId", get("EventId")),
+            computer: text(get("ComputerName")),
+            record: ("RecordNumber", get("RecordNumber")),
+            channel: text(get("Channel")),
+            provider: text(get("SourceName")),
+        }
+    } else if get("event_id").is_some_and(Value::is_object) {
+        Fields {
+            shape: Shape::OtelWindowsEventLog,
+            time: ("system_time", owned("system_time")),
+            id: ("event_id.id", path(event, &["event_id", "id"])),
+            computer: text(get("computer")),
+            record: ("record_id", get("record_id")),
+            channel: text(get("channel")),
+            provider: text(path(event, &["provider", "name"])),
+        }
+    } else if get("event_id").is_some() && get("time").is_none() && get("timestamp").is_some() {
+        Fields {
+            shape: Shape::VectorWindowsEventLog,
+            time: ("timestamp", owned("timestamp")),
+            id: ("event_id", get("event_id")),
+            computer: text(get("computer")).or_else(|| text(get("host"))),
+            record: ("record_id", get("record_id")),
+            channel: text(get("channel")),
+            provider: text(get("provider_name")),
+        }
+    } else if get("event_id").is_some() {
+        Fields {
+            shape: Shape::Native,
+            time: ("time", owned("time")),
+            id: ("event_id", get("event_id")),
+            computer: text(get("computer")),
+            record: ("record_id", get("record_id")),
+            channel: text(get("channel")),
+            provider: text(get("provider")),
+        }
     } else {
-        return Err("unrecognised event shape: expected Winlogbeat (winlog.*), NXLog (EventID) or native (event_id)".into());
+        return None;
     };
+    Some(f)
+}
+
+/// The text of the first `<tag ...>text</tag>` in `xml`.
+fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag}"))?;
+    let rest = &xml[start + tag.len() + 1..];
+    if !rest.starts_with(['>', ' ', '\t', '\n', '\r']) {
+        return None;
+    }
+    let body = &rest[rest.find('>')? + 1..];
+    Some(body[..body.find('<')?].trim())
+}
+
+/// The value of `attr` in the first `<tag ...>` of `xml`.
+fn xml_attr<'a>(xml: &'a str, tag: &str, attr: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag} "))?;
+    let element = &xml[start..start + xml[start..].find('>')?];
+    let at = element.find(&format!("{attr}="))? + attr.len() + 1;
+    let quote = element[at..].chars().next()?;
+    let value = &element[at + 1..];
+    Some(&value[..value.find(quote)?])
+}
+
+/// A Windows event's rendered XML (its `<System>` part is enough), as the event's fields.
+fn xml_event(xml: &str, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
+    let s = |v: Option<&str>| v.map(|v| Value::String(v.to_owned()));
+    let id = s(xml_text(xml, "EventID"));
+    let record = s(xml_text(xml, "EventRecordID"));
+    let f = Fields {
+        shape: Shape::WindowsXml,
+        time: (
+            "TimeCreated/@SystemTime",
+            s(xml_attr(xml, "TimeCreated", "SystemTime")),
+        ),
+        id: ("EventID", id.as_ref()),
+        computer: xml_text(xml, "Computer")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        record: ("EventRecordID", record.as_ref()),
+        channel: xml_text(xml, "Channel").map(str::to_owned),
+        provider: xml_attr(xml, "Provider", "Name").map(str::to_owned),
+    };
+    finish(f, fallback_time)
+}
+
+/// Validates and normalises one event; the error is a reason an agent author can act on.
+pub fn normalize(event: &Value) -> Result<Normalized, String> {
+    normalize_with(event, None)
+}
+
+/// [`normalize`], with the time to use when the event carries none (HEC's `time`).
+pub fn normalize_with(
+    event: &Value,
+    fallback_time: Option<DateTime<Utc>>,
+) -> Result<Normalized, String> {
+    let xml = match event {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(_) => event.get("System").and_then(Value::as_str),
+        _ => None,
+    };
+    if let Some(xml) = xml.filter(|x| x.contains("<EventID")) {
+        return xml_event(xml, fallback_time).map_err(|e| format!("Windows event XML: {e}"));
+    }
+    if !event.is_object() {
+        return Err("an event must be a JSON object (or the XML of a Windows event)".into());
+    }
+    let f = fields(event).ok_or_else(|| format!("unrecognised event shape: {SHAPES}"))?;
+    finish(f, fallback_time)
+}
+
+fn finish(f: Fields<'_>, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
+    let (id, time, record) = (f.id, f.time, f.record);
     let event_id = match integer(id.1) {
         Some(Ok(n)) if n <= 65_535 => n as u32,
         Some(_) => return Err(format!("{} is not a Windows event id (0-65535)", id.0)),
         None => return Err(format!("{} is missing", id.0)),
     };
-    let time = match time.1.and_then(Value::as_str) {
-        Some(s) => parse_api_time(s).ok_or_else(|| {
+    let time = match (time.1.as_ref().and_then(Value::as_str), fallback_time) {
+        (Some(s), _) => parse_api_time(s).ok_or_else(|| {
             // Echo only the start of the value: a reply listing 100 of them must stay small.
             let shown: String = s.chars().take(40).collect();
             let more = if shown.len() < s.len() { "..." } else { "" };
@@ -180,10 +318,11 @@ pub fn normalize(event: &Value) -> Result<Normalized, String> {
                 time.0
             )
         })?,
-        None => return Err(format!("{} is missing or not a string", time.0)),
+        (None, Some(t)) => t,
+        (None, None) => return Err(format!("{} is missing or not a string", time.0)),
     };
-    let computer = computer.ok_or(
-        "the computer name is missing (winlog.computer_name / host.name, Hostname, computer)",
+    let computer = f.computer.ok_or(
+        "the computer name is missing (winlog.computer_name / host.name, Hostname, Computer, ComputerName, computer)",
     )?;
     let record_id = match integer(record.1) {
         Some(Ok(n)) => Some(n),
@@ -195,10 +334,10 @@ pub fn normalize(event: &Value) -> Result<Normalized, String> {
         event_id,
         category: Category::of(event_id),
         computer,
-        channel,
+        channel: f.channel,
         record_id,
-        provider,
-        shape,
+        provider: f.provider,
+        shape: f.shape,
     })
 }
 

@@ -157,7 +157,7 @@ pub fn parse<'b>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::Hec(HecFormat::NoData));
     }
-    let (mut events, mut meta) = (Vec::new(), Vec::new());
+    let (mut events, mut meta, mut times) = (Vec::new(), Vec::new(), Vec::new());
     let mut first_host = None;
     for (n, ev) in serde_json::Deserializer::from_slice(body)
         .into_iter::<HecEvent<'b>>()
@@ -181,6 +181,7 @@ pub fn parse<'b>(
                 .and_then(|h| serde_json::from_str::<String>(h.get()).ok());
         }
         meta.push(ev.metadata());
+        times.push(ev.time.and_then(epoch));
         events.push(inner);
     }
     Ok(Batch {
@@ -188,7 +189,21 @@ pub fn parse<'b>(
         batch_id: hex::encode(Sha256::digest(body)),
         events,
         meta,
+        fallback_times: times,
     })
+}
+
+/// HEC's `time`: epoch seconds, fractional allowed, as a number or a string.
+fn epoch(raw: &RawValue) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v: Value = serde_json::from_str(raw.get()).ok()?;
+    let secs = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    let ms = (secs * 1000.0).round();
+    (ms.is_finite() && ms >= 0.0).then_some(())?;
+    chrono::DateTime::from_timestamp_millis(ms as i64)
 }
 
 /// The HEC reply for a refusal: HEC's status and code where HEC has one.
@@ -280,6 +295,97 @@ mod tests {
         assert_eq!(
             parse(body, 10, &ch).unwrap().agent.id,
             "0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01"
+        );
+    }
+
+    /// The events of a sample (NDJSON or a HEC body), normalised as ad-ingest does.
+    fn sample(name: &str, hec: bool) -> Vec<crate::ingest::events::Normalized> {
+        let path = format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read(path).unwrap();
+        let (events, times) = if hec {
+            let b = parse(&body, 100, &sender()).unwrap();
+            let events: Vec<Value> = b
+                .events
+                .iter()
+                .map(|e| serde_json::from_str(e.get()).unwrap())
+                .collect();
+            (events, b.fallback_times)
+        } else {
+            let events: Vec<Value> = serde_json::Deserializer::from_slice(&body)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let n = events.len();
+            (events, vec![None; n])
+        };
+        events
+            .iter()
+            .zip(times)
+            .map(|(e, t)| crate::ingest::events::normalize_with(e, t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_sample_per_shape() {
+        use crate::ingest::events::{Category, Shape};
+        use crate::timefmt::api_time;
+        let fb = sample("fluentbit-winevtlog.ndjson", false);
+        assert_eq!(fb[0].shape, Shape::FluentBitWinevtlog);
+        assert_eq!((fb[0].event_id, fb[0].record_id), (4624, Some(884211)));
+        assert_eq!(
+            api_time(fb[0].time),
+            "2026-11-21T10:00:05Z",
+            "local time +0100 to UTC"
+        );
+        assert_eq!(fb[0].computer, "DC06.corp.example");
+        assert_eq!(fb[1].category, Category::AccountManagement);
+
+        let wl = sample("fluentbit-winlog.ndjson", false);
+        assert_eq!(
+            (wl[0].shape, wl[0].event_id),
+            (Shape::FluentBitWinlog, 4625)
+        );
+        assert_eq!(api_time(wl[0].time), "2026-11-21T10:00:10Z");
+        assert_eq!(
+            wl[0].provider.as_deref(),
+            Some("Microsoft-Windows-Security-Auditing")
+        );
+
+        let v = sample("vector-windows-event-log.ndjson", false);
+        assert_eq!(
+            (v[0].shape, v[0].event_id, v[0].record_id),
+            (Shape::VectorWindowsEventLog, 4728, Some(77120))
+        );
+        assert_eq!(api_time(v[0].time), "2026-11-21T10:00:12Z");
+
+        let o = sample("otel-windowseventlog-hec.json", true);
+        assert_eq!(
+            (o[0].shape, o[0].event_id, o[0].category),
+            (Shape::OtelWindowsEventLog, 5136, Category::ObjectAccess)
+        );
+        assert_eq!(
+            o[0].provider.as_deref(),
+            Some("Microsoft-Windows-Security-Auditing")
+        );
+        assert_eq!(
+            (o[1].event_id, o[1].channel.as_deref()),
+            (7045, Some("System"))
+        );
+
+        let x = sample("windows-xml-hec.json", true);
+        assert!(x.iter().all(|n| n.shape == Shape::WindowsXml));
+        assert_eq!((x[0].event_id, x[0].record_id), (4740, Some(552301)));
+        assert_eq!(api_time(x[0].time), "2026-11-21T10:00:20Z");
+        // No TimeCreated in the XML: HEC's `time` stands in.
+        assert_eq!(
+            (x[1].event_id, api_time(x[1].time).as_str()),
+            (1102, "2026-11-21T10:00:21Z")
+        );
+        assert_eq!(x[1].category, Category::System);
+        // Fluent Bit's render_event_as_xml record.
+        assert_eq!(
+            (x[2].event_id, x[2].computer.as_str()),
+            (4769, "DC10.corp.example")
         );
     }
 

@@ -22,7 +22,7 @@ use agents::Registry;
 use auth::{ApiKey, AuthError, presented_key};
 use chrono::{DateTime, NaiveDate, Utc};
 use decode::{BatchError, DecodeError};
-use events::{Category, normalize};
+use events::{Category, normalize_with};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -562,7 +562,7 @@ impl Ingest {
                 self.cfg.max_event_bytes
             )));
         }
-        let normalized = validate(&batch.events, now)?;
+        let normalized = validate(&batch.events, &batch.fallback_times, now)?;
         let objects = self.encode(&batch, &normalized, now)?;
         Ok(Prepared {
             agent: batch.agent.clone(),
@@ -613,6 +613,7 @@ impl Ingest {
             batch_id,
             events,
             meta: Vec::new(),
+            fallback_times: Vec::new(),
         })
     }
 
@@ -872,6 +873,7 @@ fn check_agent(agent: &decode::AgentInfo, batch_id: &str) -> Result<(), IngestEr
 /// parsing error, and accepting it would open a partition per stray day.
 fn validate(
     raw: &[&serde_json::value::RawValue],
+    fallback_times: &[Option<DateTime<Utc>>],
     now: DateTime<Utc>,
 ) -> Result<Vec<events::Normalized>, IngestError> {
     let earliest = now - chrono::Duration::days(MAX_EVENT_AGE_DAYS);
@@ -881,7 +883,8 @@ fn validate(
     for (i, ev) in raw.iter().enumerate() {
         let parsed: Result<Value, String> =
             serde_json::from_str(ev.get()).map_err(|e| e.to_string());
-        let checked = parsed.and_then(|v| normalize(&v)).and_then(|n| {
+        let fallback = fallback_times.get(i).copied().flatten();
+        let checked = parsed.and_then(|v| normalize_with(&v, fallback)).and_then(|n| {
             if n.time < earliest || n.time > latest {
                 Err(format!(
                     "time {} is outside the accepted range {} to {} ({MAX_EVENT_AGE_DAYS} days before receipt to {MAX_EVENT_LEAD_DAYS} day after)",
@@ -1041,7 +1044,7 @@ mod tests {
     #[test]
     fn lines_keep_the_event_and_add_normalised_fields() {
         let raw = br#"{"event_id":4624,"time":"2026-11-21T10:00:00Z","computer":"DC01","data":{"x":"y\nz"}}"#;
-        let n = normalize(&serde_json::from_slice(raw).unwrap()).unwrap();
+        let n = events::normalize(&serde_json::from_slice(raw).unwrap()).unwrap();
         let mut out = Vec::new();
         write_line(
             &mut out,
