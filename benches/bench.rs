@@ -2,7 +2,7 @@
 //! (make bench starts it). Prints a Markdown table; never asserts on timings.
 //!
 //! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, ingest, worst,
-//! coldstart.
+//! serve, coldstart.
 
 use base64::Engine;
 use chrono::{Duration as D, Utc};
@@ -35,7 +35,12 @@ fn row(bench: &str, figure: String, anchor: String, ratio: String) -> Row {
 }
 
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of a process (`self` or a pid).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -730,6 +735,90 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
     ));
 }
 
+/// 7. `tv1 serve`: the same Winlogbeat events as HEC bodies and as envelopes, CPU of the server.
+async fn bench_serve(rows: &mut Vec<Row>, lake: &Lake) {
+    let key = format!("bench-key-{}", rand_id());
+    let (bucket, param) = (lake.bucket().await, lake.param(&key).await);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("API_KEY_PARAM", &param)
+        .env("BUCKET", &bucket)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    while http.get(format!("{url}/v1/health")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = server.id().unwrap().to_string();
+    let gz = |raw: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(raw).unwrap();
+        e.finish().unwrap()
+    };
+    let (batches, per_batch) = (20, 2_000);
+    let mut figures = Vec::new();
+    for form in ["hec", "envelope"] {
+        let bodies: Vec<Vec<u8>> = (0..batches)
+            .map(|b| {
+                let events = (0..per_batch).map(|i| winlogbeat_event(b * per_batch + i));
+                let raw = if form == "hec" {
+                    events
+                        .map(|e| format!("{}\n", json!({"time": Utc::now().timestamp(), "host": "DC01", "event": e})))
+                        .collect::<String>()
+                        .into_bytes()
+                } else {
+                    let events: Vec<Value> = events.collect();
+                    serde_json::to_vec(&json!({"agent": {"id": "dc01"}, "batch_id": format!("{form}-{b}"), "events": events})).unwrap()
+                };
+                gz(&raw)
+            })
+            .collect();
+        let (path, auth) = if form == "hec" {
+            ("/services/collector/event", format!("Splunk {key}"))
+        } else {
+            ("/v1/events", format!("Bearer {key}"))
+        };
+        let cpu0 = cpu_seconds_of(&pid);
+        let t = Instant::now();
+        for body in bodies {
+            let r = http
+                .post(format!("{url}{path}"))
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{form}");
+        }
+        let (cpu, wall) = (cpu_seconds_of(&pid) - cpu0, t.elapsed().as_secs_f64());
+        let events = (batches * per_batch) as f64;
+        figures.push((form, events / cpu, events / wall));
+    }
+    server.kill().await.ok();
+    rows.push(row(
+        "7. `tv1 serve`: 40,000 Winlogbeat events in 20 gzip requests per form, one at a time, S3 writes to LocalStack included",
+        figures
+            .iter()
+            .map(|(f, per_cpu, per_wall)| format!("{f}: {per_cpu:.0} events per server CPU second ({per_wall:.0}/s wall)"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        "the envelope path on the same events".into(),
+        format!("HEC at {:.2}× the envelope's events per CPU second", figures[0].1 / figures[1].1),
+    ));
+}
+
 /// Size of `bootstrap` in a deflate-9 zip, as `cargo lambda build --output-format zip` makes.
 fn zipped_len(bytes: &[u8]) -> usize {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -772,6 +861,10 @@ fn main() {
         if want("ingest") {
             eprintln!("bench ingest...");
             bench_ingest(&mut rows, &lake).await;
+        }
+        if want("serve") {
+            eprintln!("bench serve...");
+            bench_serve(&mut rows, &lake).await;
         }
         if want("worst") {
             eprintln!("bench worst...");
