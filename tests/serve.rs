@@ -345,7 +345,11 @@ async fn every_agent_shape_lands_through_the_endpoint() {
         let v = json_of(r).await;
         assert_eq!(v["status"], "accepted", "{name}: {v}");
     }
-    for name in ["otel-windowseventlog-hec.json", "windows-xml-hec.json"] {
+    for name in [
+        "otel-windowseventlog-hec.json",
+        "windows-xml-hec.json",
+        "windows-text-hec.json",
+    ] {
         let body = sample_moved_to_yesterday(name);
         expected += body.lines().count();
         let r = http
@@ -373,6 +377,7 @@ async fn every_agent_shape_lands_through_the_endpoint() {
             "fluent_bit_winlog",
             "otel_windows_event_log",
             "vector_windows_event_log",
+            "windows_text",
             "windows_xml"
         ]
     );

@@ -87,6 +87,9 @@ pub enum Shape {
     VectorWindowsEventLog,
     /// The rendered XML of a Windows event (a string, or Fluent Bit's `{"System": "<System>..."}`).
     WindowsXml,
+    /// A Windows event rendered as `key=value` lines: Splunk's classic `WinEventLog` text
+    /// (`EventCode=`, `ComputerName=`...) or Fluent Bit's `render_event_as_text` (`EventID=`...).
+    WindowsText,
     /// The connector's own flat shape.
     Native,
 }
@@ -276,6 +279,35 @@ fn xml_event(xml: &str, fallback_time: Option<DateTime<Utc>>) -> Result<Normaliz
     finish(f, fallback_time)
 }
 
+/// A Windows event rendered as `key=value` lines, as its fields. The time comes from a
+/// `TimeCreated=` line when it is one the connector reads, else from the transport (HEC's
+/// `time`): the classic rendering's first line is a local time without a zone.
+fn text_event(rendered: &str, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
+    let kv: std::collections::HashMap<&str, Value> = rendered
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), Value::String(v.trim().to_owned())))
+        .collect();
+    let get = |k: &str| kv.get(k);
+    let any = |ks: &[&str]| ks.iter().find_map(|k| get(k));
+    let time = get("TimeCreated")
+        .filter(|t| t.as_str().and_then(parse_api_time).is_some())
+        .cloned();
+    let f = Fields {
+        shape: Shape::WindowsText,
+        time: ("TimeCreated", time),
+        id: ("EventCode/EventID", any(&["EventCode", "EventID"])),
+        computer: text(any(&["ComputerName", "Computer"])),
+        record: (
+            "RecordNumber/EventRecordID",
+            any(&["RecordNumber", "EventRecordID"]),
+        ),
+        channel: text(any(&["LogName", "Channel"])),
+        provider: text(any(&["SourceName", "ProviderName"])),
+    };
+    finish(f, fallback_time)
+}
+
 /// Validates and normalises one event; the error is a reason an agent author can act on.
 pub fn normalize(event: &Value) -> Result<Normalized, String> {
     normalize_with(event, None)
@@ -294,8 +326,19 @@ pub fn normalize_with(
     if let Some(xml) = xml.filter(|x| x.contains("<EventID")) {
         return xml_event(xml, fallback_time).map_err(|e| format!("Windows event XML: {e}"));
     }
+    let text = match event {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(_) => event.get("log").and_then(Value::as_str),
+        _ => None,
+    };
+    if let Some(text) = text.filter(|t| t.contains("EventCode=") || t.contains("EventID=")) {
+        return text_event(text, fallback_time).map_err(|e| format!("Windows event text: {e}"));
+    }
     if !event.is_object() {
-        return Err("an event must be a JSON object (or the XML of a Windows event)".into());
+        return Err(
+            "an event must be a JSON object (or the XML or key=value text of a Windows event)"
+                .into(),
+        );
     }
     let f = fields(event).ok_or_else(|| format!("unrecognised event shape: {SHAPES}"))?;
     finish(f, fallback_time)

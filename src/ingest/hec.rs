@@ -382,6 +382,18 @@ mod tests {
             (1102, "2026-11-21T10:00:21Z")
         );
         assert_eq!(x[1].category, Category::System);
+        let t = sample("windows-text-hec.json", true);
+        assert!(t.iter().all(|n| n.shape == Shape::WindowsText));
+        // Splunk's classic text: the first line's local time has no zone, so HEC's time is used.
+        assert_eq!((t[0].event_id, t[0].record_id), (4740, Some(662001)));
+        assert_eq!(api_time(t[0].time), "2026-11-21T10:00:30Z");
+        assert_eq!(t[0].channel.as_deref(), Some("Security"));
+        // Fluent Bit's render_event_as_text, with its own TimeCreated.
+        assert_eq!(
+            (t[1].event_id, t[1].computer.as_str()),
+            (4625, "DC11.corp.example")
+        );
+        assert_eq!(api_time(t[1].time), "2026-11-21T10:00:31Z");
         // Fluent Bit's render_event_as_xml record.
         assert_eq!(
             (x[2].event_id, x[2].computer.as_str()),
