@@ -45,6 +45,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS active_directory_events (
   agent_id string,
   batch_id string,
   received_at string,
+  hec string COMMENT 'HEC metadata (time, host, source, sourcetype, index, fields) as JSON text, for events sent over HEC',
   event string COMMENT 'the original event as JSON text'
 )
 PARTITIONED BY (category string, dt string)

@@ -3,11 +3,14 @@
 //! Two corridors share the same rooms:
 //!
 //! ```text
-//! audit record: config → vision_one → pull → encode → sink → checkpoint
+//! audit record: config → vision_one → pull (lease, segments, redo) → encode → sink → checkpoint
+//! AD event:     apigw / serve → ingest (routes: /v1, HEC) → auth → decode → events → encode
+//!               → sink → agents
 //! ```
 //!
-//! The binaries in `src/bin/` (the `audit-puller` Lambda and the `tv1` CLI) are thin doors
-//! into this library: they parse input, call one function here and print or return its result.
+//! Time that is compared across machines is S3's (`clock`). The binaries in `src/bin/` (the
+//! `audit-puller` and `ad-ingest` Lambdas and the `tv1` CLI) are thin doors into this library:
+//! they parse input, call one function here and print or return its result.
 
 pub mod aws;
 pub mod checkpoint;
