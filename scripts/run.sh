@@ -70,7 +70,7 @@ ev["body"] = base64.b64encode(gzip.compress(body.encode())).decode()
 for h in ev["headers"]:
     ev["headers"][h] = ev["headers"][h].replace("REPLACE_WITH_KEY", key)
 json.dump(ev, open(f"{logs}/ad-ingest-post.json", "w"))
-for name in ("nxlog-batch.json", "native-batch.json"):
+for name in ("nxlog-batch.json", "native-batch.json", "fluentbit-winevtlog.ndjson", "otel-windowseventlog-hec.json"):
     text = open(f"events/ad/{name}").read().replace("2026-11-21", day)
     open(f"{logs}/{name}", "w").write(text)
 PY
@@ -82,6 +82,11 @@ post "$LOGS/nxlog-batch.json"
 post "$LOGS/native-batch.json"
 say "the same Winlogbeat batch again (an agent retrying): a duplicate, nothing written twice"
 invoke_ad
+say "Fluent Bit-style NDJSON with X-Agent-Id, and OpenTelemetry events over Splunk HEC"
+curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/x-ndjson' \
+  -H 'X-Agent-Id: fluent-bit-dc06' --data-binary "@$LOGS/fluentbit-winevtlog.ndjson"; echo
+curl -sS -X POST "$URL/services/collector/event" -H "Authorization: Splunk $API_KEY" \
+  --data-binary "@$LOGS/otel-windowseventlog-hec.json"; echo
 say "a batch with a wrong key, and one with an invalid event: refused, nothing written"
 curl -sS -X POST "$URL/v1/events" -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' --data-binary "@$LOGS/native-batch.json"; echo
 curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
