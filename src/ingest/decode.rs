@@ -103,15 +103,18 @@ pub fn parse_batch(body: &[u8], max_events: usize) -> Result<Batch<'_>, BatchErr
     }
     .deserialize(&mut de)
     .and_then(|b| de.end().map(|()| b));
-    parsed.map_err(|e| {
-        if too_many.get() {
-            BatchError::TooManyEvents(max_events)
-        } else if e.classify() == serde_json::error::Category::Data {
-            BatchError::Shape(e)
-        } else {
-            BatchError::Syntax(e)
-        }
-    })
+    parsed.map_err(|e| batch_error(e, too_many.get(), max_events))
+}
+
+/// What a parse error means: the count cap (flagged by the seed), a wrong shape, or not JSON.
+fn batch_error(e: serde_json::Error, too_many: bool, max_events: usize) -> BatchError {
+    if too_many {
+        BatchError::TooManyEvents(max_events)
+    } else if e.classify() == serde_json::error::Category::Data {
+        BatchError::Shape(e)
+    } else {
+        BatchError::Syntax(e)
+    }
 }
 
 /// Parses bare events: a JSON array, or JSON objects one after another (NDJSON, or just
@@ -120,15 +123,7 @@ pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<&RawValue>, Ba
     use serde::de::DeserializeSeed;
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let too_many = std::cell::Cell::new(false);
-    let classify = |e: serde_json::Error| {
-        if too_many.get() {
-            BatchError::TooManyEvents(max_events)
-        } else if e.classify() == serde_json::error::Category::Data {
-            BatchError::Shape(e)
-        } else {
-            BatchError::Syntax(e)
-        }
-    };
+    let classify = |e| batch_error(e, too_many.get(), max_events);
     if first == Some(&b'[') {
         let mut de = serde_json::Deserializer::from_slice(body);
         let seed = EventsSeed {

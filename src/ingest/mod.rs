@@ -260,14 +260,18 @@ impl IngestError {
                 .map(|(i, r)| json!({"index": i, "reason": r}))
                 .collect();
         }
-        let allow = match self {
-            IngestError::MethodNotAllowed { allow, .. } => Some(*allow),
-            _ => None,
-        };
         HttpResponse {
             status: self.status(),
             body: json!({ "error": error }),
-            allow,
+            allow: self.allow(),
+        }
+    }
+
+    /// The `Allow` header a 405 carries.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            IngestError::MethodNotAllowed { allow, .. } => Some(*allow),
+            _ => None,
         }
     }
 }
@@ -421,11 +425,10 @@ impl Ingest {
                 }
                 if hec {
                     let (status, body) = hec::refusal(&e);
-                    let allow = e.response().allow;
                     HttpResponse {
                         status,
                         body,
-                        allow,
+                        allow: e.allow(),
                     }
                 } else {
                     e.response()
