@@ -23,22 +23,13 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        aws_env();
-        let sdk = tv1_connector::aws::load().await;
-        let (s3, ssm) = (
-            tv1_connector::aws::s3_client(&sdk),
-            tv1_connector::aws::ssm_client(&sdk),
-        );
-        let id = rand_hex(10);
-        let bucket = format!("tv1-ad-{id}");
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("LocalStack is running (make test starts it)");
-        let param = format!("/tv1-test/{id}/api-key");
-        let key = format!("key-{}", rand_hex(32));
-        put_param(&ssm, &param, &key).await;
+        let AdLake {
+            s3,
+            ssm,
+            bucket,
+            param,
+            key,
+        } = ad_lake().await;
         let vars = [
             ("API_KEY_PARAM", param.as_str()),
             ("BUCKET", bucket.as_str()),

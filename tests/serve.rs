@@ -20,19 +20,7 @@ async fn json_of(r: reqwest::Response) -> Value {
 
 #[tokio::test]
 async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_stop() {
-    aws_env();
-    let sdk = tv1_connector::aws::load().await;
-    let (s3, ssm) = (
-        tv1_connector::aws::s3_client(&sdk),
-        tv1_connector::aws::ssm_client(&sdk),
-    );
-    let id = rand_hex(10);
-    let bucket = format!("tv1-serve-{id}");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let param = format!("/tv1-test/{id}/api-key");
-    let key = format!("key-{}", rand_hex(32));
-    put_param(&ssm, &param, &key).await;
-    let mut served = serve(&[("API_KEY_PARAM", &param), ("BUCKET", &bucket)]).await;
+    let (s3, bucket, key, mut served) = lake_and_server().await;
     let http = reqwest::Client::new();
     let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
     let events: Vec<Value> = (0..50)

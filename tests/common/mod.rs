@@ -499,8 +499,16 @@ pub async fn serve(vars: &[(&str, &str)]) -> Served {
     Served { child, url, log }
 }
 
-/// A bucket and an API key in LocalStack, and `tv1 serve` on them.
-pub async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
+/// A fresh bucket and an ad-ingest API key (SSM parameter) in LocalStack.
+pub struct AdLake {
+    pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub bucket: String,
+    pub param: String,
+    pub key: String,
+}
+
+pub async fn ad_lake() -> AdLake {
     aws_env();
     let sdk = tv1_connector::aws::load().await;
     let (s3, ssm) = (
@@ -508,11 +516,27 @@ pub async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
         tv1_connector::aws::ssm_client(&sdk),
     );
     let id = rand_hex(10);
-    let bucket = format!("tv1-hec-{id}");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let bucket = format!("tv1-ad-{id}");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("LocalStack is running (make test starts it)");
     let param = format!("/tv1-test/{id}/api-key");
     let key = format!("key-{}", rand_hex(32));
     put_param(&ssm, &param, &key).await;
-    let served = serve(&[("API_KEY_PARAM", &param), ("BUCKET", &bucket)]).await;
-    (s3, bucket, key, served)
+    AdLake {
+        s3,
+        ssm,
+        bucket,
+        param,
+        key,
+    }
+}
+
+/// A bucket and an API key in LocalStack, and `tv1 serve` on them.
+pub async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
+    let lake = ad_lake().await;
+    let served = serve(&[("API_KEY_PARAM", &lake.param), ("BUCKET", &lake.bucket)]).await;
+    (lake.s3, lake.bucket, lake.key, served)
 }
