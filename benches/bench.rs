@@ -500,18 +500,9 @@ async fn bench_coldstart(rows: &mut Vec<Row>) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let start = Instant::now();
-            let mut child = tokio::process::Command::new(path)
+            let mut child = lambda_process(path, bin, 256, &addr)
                 .envs(extra)
-                .env("AWS_LAMBDA_RUNTIME_API", &addr)
-                .env("AWS_LAMBDA_FUNCTION_NAME", bin)
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-                .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-                .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
                 .env("AWS_REGION", "us-east-1")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .unwrap();
             let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
@@ -543,6 +534,27 @@ async fn bench_coldstart(rows: &mut Vec<Row>) {
         "Lambda's own init for provided.al2023 is ~100 ms on top".into(),
         "see figure".into(),
     ));
+}
+
+/// A Lambda function binary set up as the Lambda service starts it, polling the runtime API at
+/// `runtime_api`; output discarded, killed when dropped.
+fn lambda_process(
+    path: &str,
+    name: &str,
+    memory_mb: u32,
+    runtime_api: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// Runs the `ad-ingest` function binary on one API Gateway event through a fake Lambda runtime
@@ -588,17 +600,8 @@ async fn invoke_ad_ingest(event: Value, vars: &HashMap<String, String>) -> (i64,
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ad-ingest"))
+    let mut child = lambda_process(env!("CARGO_BIN_EXE_ad-ingest"), "ad-ingest", 512, &addr)
         .envs(vars)
-        .env("AWS_LAMBDA_RUNTIME_API", &addr)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "ad-ingest")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(120), rx.recv())
