@@ -24,6 +24,9 @@ pub struct Checkpoint {
     /// A segment whose object may be written but is not committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// How far committed time has been read again for entries Vision One served late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Reconcile>,
     /// When this document was written (S3's clock).
     pub updated_at: DateTime<Utc>,
     /// The run that wrote it.
@@ -42,6 +45,7 @@ impl Checkpoint {
             committed_to: origin,
             lease: None,
             pending: None,
+            reconcile: None,
             updated_at: now,
             run_id: run_id.into(),
         }
@@ -80,6 +84,32 @@ pub struct Pending {
     pub to: DateTime<Utc>,
     /// Keys the segment's objects are written under.
     pub keys: Vec<String>,
+}
+
+/// Where reconciliation stands: committed time read again once it is `TV1_RECONCILE_HORIZON`
+/// old, for entries Vision One made visible after the pull had read that time.
+///
+/// It moves like the pull's own state: a range's late entries are recorded as `pending` (range
+/// and key) before their object is created (create-only), and `checked_to` moves past the range
+/// only after that. A run that takes over redoes the pending range under the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconcile {
+    /// Every range from the origin (or from where reconciliation was switched on) to this
+    /// instant was read again at least the horizon after its end, and its late entries landed.
+    pub checked_to: DateTime<Utc>,
+    /// A range whose late entries' object may be written but is not committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// Late entries found so far (informational: a run that dies after landing some and before
+    /// committing leaves them uncounted).
+    #[serde(default)]
+    pub late_entries: u64,
+    /// The largest age (S3's clock when found minus `loggedDateTime`) of a late entry found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_delay_seconds: Option<i64>,
+    /// When the last late entry was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_found_at: Option<DateTime<Utc>>,
 }
 
 /// A failure reading or writing state.

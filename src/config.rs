@@ -69,7 +69,16 @@ pub struct PullerConfig {
     pub max_attempts: u32,
     /// Slices of a long window fetched at once (1 = strictly sequential).
     pub fetch_concurrency: usize,
+    /// Committed time is read again once it is this old, for entries Vision One served late
+    /// (zero: never).
+    pub reconcile_horizon: Duration,
+    /// Length of one re-read range: a whole number of seconds that divides an hour.
+    pub reconcile_step: Duration,
 }
+
+/// The longest reconciliation horizon: Vision One keeps 180 days of audit logs, and a range
+/// must still be there when it is read again.
+pub const MAX_RECONCILE_HORIZON: Duration = Duration::from_secs(170 * 86_400);
 
 impl PullerConfig {
     /// Reads the process environment.
@@ -126,7 +135,26 @@ impl PullerConfig {
             http_timeout: duration(env, "TV1_HTTP_TIMEOUT", "60s")?,
             max_attempts: number(env, "TV1_MAX_ATTEMPTS", 8)?,
             fetch_concurrency: number(env, "TV1_FETCH_CONCURRENCY", 4)?,
+            reconcile_horizon: duration(env, "TV1_RECONCILE_HORIZON", "24h")?,
+            reconcile_step: duration(env, "TV1_RECONCILE_STEP", "1h")?,
         };
+        let h = cfg.reconcile_horizon;
+        if !h.is_zero() && (h <= cfg.lag || h > MAX_RECONCILE_HORIZON) {
+            return Err(ConfigError {
+                var: "TV1_RECONCILE_HORIZON",
+                reason: format!(
+                    "must be 0 (off) or longer than TV1_LAG ({}s) and at most 170d (Vision One keeps 180 days)",
+                    cfg.lag.as_secs()
+                ),
+            });
+        }
+        let step = cfg.reconcile_step;
+        if step.subsec_nanos() != 0 || step.is_zero() || 3600 % step.as_secs() != 0 {
+            return Err(ConfigError {
+                var: "TV1_RECONCILE_STEP",
+                reason: "must be a whole number of seconds that divides an hour (1h, 30m, 10m, 1m, 10s...)".into(),
+            });
+        }
         if cfg.lease < Duration::from_secs(2) {
             return Err(ConfigError {
                 var: "TV1_LEASE",
@@ -372,6 +400,10 @@ mod tests {
         assert_eq!(c.page_size, 200);
         assert_eq!(c.lag, Duration::from_secs(300));
         assert_eq!(c.initial_lookback, Duration::from_secs(86_400));
+        assert_eq!(c.reconcile_horizon, Duration::from_secs(86_400));
+        assert_eq!(c.reconcile_step, Duration::from_secs(3600));
+        let off = PullerConfig::from_map(&env(&[("TV1_RECONCILE_HORIZON", "0")])).unwrap();
+        assert!(off.reconcile_horizon.is_zero());
     }
 
     #[test]
@@ -401,6 +433,11 @@ mod tests {
             (&[("TV1_FETCH_CONCURRENCY", "0")], "TV1_FETCH_CONCURRENCY"),
             (&[("TV1_FETCH_CONCURRENCY", "64")], "TV1_FETCH_CONCURRENCY"),
             (&[("BUCKET", "")], "BUCKET"),
+            (&[("TV1_RECONCILE_HORIZON", "5m")], "TV1_RECONCILE_HORIZON"),
+            (&[("TV1_RECONCILE_HORIZON", "200d")], "TV1_RECONCILE_HORIZON"),
+            (&[("TV1_RECONCILE_STEP", "7m")], "TV1_RECONCILE_STEP"),
+            (&[("TV1_RECONCILE_STEP", "0")], "TV1_RECONCILE_STEP"),
+            (&[("TV1_RECONCILE_STEP", "1500ms")], "TV1_RECONCILE_STEP"),
         ];
         for (pairs, var) in cases {
             let e = PullerConfig::from_map(&env(pairs)).unwrap_err();

@@ -73,9 +73,10 @@ pub struct Assembler {
     enc: ObjectEncoder,
     second: Option<i64>,
     held: Vec<Held>,
-    /// Occurrences so far in the open segment, by content hash (first 8 bytes: a collision
-    /// only shifts a number, ids stay distinct because they hash the full digest).
-    occurrences: HashMap<u64, u32>,
+    /// Occurrences so far in the open segment, by content hash. Reconciliation numbers the
+    /// entries of a second the same way (see [`crate::pull`]'s `Tally`), so both must key on
+    /// the whole digest.
+    occurrences: HashMap<[u8; 32], u32>,
     line: Vec<u8>,
 }
 
@@ -109,6 +110,25 @@ pub fn hour_of_key(
         hour += chrono::Duration::hours(1);
     }
     None
+}
+
+/// The key of the late entries reconciliation found in `[from, to)` (one hour's range), for its
+/// `attempt`-th object of that range: `late_<from>_<to>.jsonl.gz`, then `late_<from>_<to>.1.jsonl.gz`...
+///
+/// A further attempt exists only when a run that had been taken over landed the first key
+/// after all and the range still had entries missing (see `reconcile` in [`crate::pull`]).
+pub fn late_key(prefix: &str, from: DateTime<Utc>, to: DateTime<Utc>, attempt: u32) -> String {
+    let n = if attempt == 0 {
+        String::new()
+    } else {
+        format!(".{attempt}")
+    };
+    format!(
+        "{}late_{}_{}{n}.jsonl.gz",
+        partition(prefix, floor_hour(from)),
+        compact_time(from),
+        compact_time(to)
+    )
 }
 
 /// Where an entry whose `loggedDateTime` is missing or unreadable lands:
@@ -261,8 +281,7 @@ impl Assembler {
         // occurrence number in the segment, which is the same on every fetch because identical
         // entries are interchangeable, and the same whether they came in order or not.
         for r in records {
-            let prefix = u64::from_le_bytes(r.hash[..8].try_into().expect("8 bytes"));
-            let n = self.occurrences.entry(prefix).or_default();
+            let n = self.occurrences.entry(r.hash).or_default();
             let id = record_id(&r.hash, *n as usize);
             *n += 1;
             self.line.clear();

@@ -682,7 +682,9 @@ async fn status_shows_the_last_run_and_lag() {
 #[tokio::test]
 async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_duplicating() {
     let mut env = TestEnv::new().await;
+    // Backfilled time must be older than the reconciliation horizon (see the next test).
     env.set("TV1_INITIAL_LOOKBACK", "2h")
+        .set("TV1_RECONCILE_HORIZON", "1h")
         .set("TV1_OBJECT_MAX_RECORDS", "250");
     let now = now_s();
     env.load(3000, now - D::hours(8), now - D::seconds(5), |_| {});
@@ -764,7 +766,8 @@ async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_dupli
 
 #[tokio::test]
 async fn backfill_before_any_run_pins_the_origin_for_the_schedule() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_HORIZON", "1h");
     let now = now_s();
     env.load(1000, now - D::hours(5), now - D::seconds(5), |_| {});
     let p = env.puller();

@@ -2,6 +2,11 @@
 //!
 //! Time is filled in whole hours before the scheduled puller's origin, each hour under fixed
 //! keys, so any backfill can be re-run (or overlap another) without duplicating an entry.
+//!
+//! A backfill reads only time older than `TV1_RECONCILE_HORIZON` (or the lag, when
+//! reconciliation is off): every entry that becomes visible within the horizon is visible by
+//! then, so a backfilled hour has nothing left to reconcile. Before the first scheduled run it
+//! pins the origin there too, and the schedule (which reconciles) owns everything after it.
 
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window};
 use crate::checkpoint::{Checkpoint, StateError};
@@ -92,7 +97,10 @@ impl Puller {
             removed: 0,
             note: None,
         };
-        let horizon = floor_second(now - TimeDelta::from_std(self.cfg.lag).unwrap_or_default());
+        // Time younger than the reconciliation horizon may still gain entries Vision One serves
+        // late, and a backfill reads its time only once: it stops where that time begins.
+        let settled = self.cfg.lag.max(self.cfg.reconcile_horizon);
+        let horizon = floor_second(now - TimeDelta::from_std(settled).unwrap_or_default());
         let origin = match loaded {
             Some((cp, _)) => cp.origin,
             None => {
@@ -122,7 +130,7 @@ impl Puller {
         }
         if ceil_hour(to) > end {
             summary.note = Some(format!(
-                "range clamped to end at {} (the scheduled puller's origin, or now minus the lag)",
+                "range clamped to end at {} (the scheduled puller's origin, or now minus TV1_RECONCILE_HORIZON: younger time may still gain late entries; run the same backfill again later for the rest)",
                 api_time(end)
             ));
         }

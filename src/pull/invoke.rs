@@ -10,6 +10,8 @@ use tokio::time::Instant;
 pub const METRIC_NAMESPACE: &str = "tv1-connector";
 /// Seconds between the end of a run and its checkpoint: how far collection lags.
 pub const METRIC_LAG: &str = "CollectionLagSeconds";
+/// Entries reconciliation found that Vision One served after the pull had read their time.
+pub const METRIC_LATE: &str = "LateEntries";
 
 /// The run's metrics as one CloudWatch embedded-metric-format line, for a pull summary
 /// (`None` for other actions). Printed on its own line to stdout, CloudWatch turns it into
@@ -33,7 +35,8 @@ pub fn emf_line(
                     {"Name": METRIC_LAG, "Unit": "Seconds"},
                     {"Name": "RecordsWritten", "Unit": "Count"},
                     {"Name": "ObjectsWritten", "Unit": "Count"},
-                    {"Name": "PagesFetched", "Unit": "Count"}
+                    {"Name": "PagesFetched", "Unit": "Count"},
+                    {"Name": METRIC_LATE, "Unit": "Count"}
                 ]
             }]
         },
@@ -42,6 +45,11 @@ pub fn emf_line(
         "RecordsWritten": summary.get("records").cloned().unwrap_or_default(),
         "ObjectsWritten": summary.get("objects").cloned().unwrap_or_default(),
         "PagesFetched": summary.get("pages").cloned().unwrap_or_default(),
+        // Always present (0 when nothing was due), so an alarm on it sees data every run.
+        METRIC_LATE: summary
+            .pointer("/reconcile/late_entries")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0),
     });
     Some(line.to_string())
 }
@@ -145,6 +153,18 @@ mod tests {
             "tv1-connector"
         );
         assert_eq!(v["FunctionName"], "fn");
+        assert_eq!(v["LateEntries"], 0, "reported as 0 when nothing was due");
+        assert!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["Name"] == "LateEntries")
+        );
+        let late = serde_json::json!({"action": "pull", "lag_seconds": 1, "reconcile": {"late_entries": 7}});
+        let v: serde_json::Value =
+            serde_json::from_str(&emf_line(&late, "fn", 0).unwrap()).unwrap();
+        assert_eq!(v["LateEntries"], 7);
         assert!(!line.contains('\n'));
         assert!(emf_line(&serde_json::json!({"action": "status"}), "fn", 0).is_none());
         assert!(

@@ -37,11 +37,13 @@ mod backfill;
 mod fetch;
 mod invoke;
 mod ops;
+mod reconcile;
 mod repair;
 
 pub use backfill::{BackfillSummary, Progress};
-pub use invoke::{Action, METRIC_LAG, METRIC_NAMESPACE, emf_line, time_left};
-pub use ops::{ConnectionCheck, StatusReport};
+pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, emf_line, time_left};
+pub use ops::{ConnectionCheck, ReconcileView, StatusReport};
+pub use reconcile::{MAX_STEPS_PER_RUN, ReconcileSummary};
 pub use repair::{CheckpointView, RepairError};
 
 /// Why a run failed.
@@ -96,6 +98,27 @@ pub enum PullError {
         to: String,
         /// Keys.
         keys: Vec<String>,
+    },
+    /// A range's late entries kept finding their key taken.
+    #[error(
+        "reconciliation of {from}..{to} found its late-entry keys already taken {} times; is another writer using this prefix?",
+        reconcile::MAX_OBJECTS_PER_RANGE
+    )]
+    LateKeysExhausted {
+        /// Start.
+        from: String,
+        /// End.
+        to: String,
+    },
+    /// A data object reconciliation must read is not what the connector writes.
+    #[error("s3://{bucket}/{key} is not gzip JSON Lines with an _id per line ({reason}); reconciliation cannot tell which entries it holds")]
+    UnreadableObject {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -170,6 +193,8 @@ pub struct RunSummary {
     pub recovered: Option<Window>,
     /// Page-token expiries recovered from.
     pub query_restarts: u32,
+    /// Committed time read again for late entries (`None` when off or nothing was due).
+    pub reconcile: Option<ReconcileSummary>,
     /// Start of the run.
     pub started_at: DateTime<Utc>,
     /// Duration in milliseconds.
@@ -206,6 +231,8 @@ struct Run<'a> {
     clock: RunClock,
     write_deadline: Instant,
     renew_at: Instant,
+    /// Vision One's `429`s before this run (reconciliation yields once there are more).
+    throttled_at_start: u64,
     summary: RunSummary,
 }
 
@@ -368,6 +395,7 @@ impl Puller {
                 stopped_early: None,
                 recovered: None,
                 query_restarts: 0,
+                reconcile: None,
                 started_at: now,
                 duration_ms: 0,
             },
@@ -376,6 +404,7 @@ impl Puller {
             clock,
             write_deadline: deadline.checked_sub(margin / 4).unwrap_or(deadline),
             renew_at: Instant::now(),
+            throttled_at_start: self.api.throttled(),
         };
         if let Some(lease) = run.cp.held_by_other(&run_id, now) {
             tracing::info!(holder = %lease.run_id, until = %lease.until, "another run holds the checkpoint; skipping");
@@ -388,7 +417,11 @@ impl Puller {
             return Ok(run.finish(started));
         }
         let stop_fetching = deadline.checked_sub(margin).unwrap_or(started);
-        if run.cp.pending.is_none() && run.window().is_none() && !run.first() {
+        if run.cp.pending.is_none()
+            && run.window().is_none()
+            && !run.first()
+            && !run.reconcile_due()
+        {
             run.summary.outcome = Outcome::UpToDate;
             return Ok(run.finish(started));
         }
@@ -401,8 +434,7 @@ impl Puller {
         }
         let Some(window) = run.window() else {
             run.summary.outcome = Outcome::UpToDate;
-            run.flush().await?;
-            return Ok(run.finish(started));
+            return run.complete(stop_fetching, started).await;
         };
         run.summary.window = Some(window);
         tracing::info!(
@@ -443,10 +475,7 @@ impl Puller {
         };
         run.write(last).await?;
         match stop {
-            None => {
-                run.flush().await?;
-                Ok(run.finish(started))
-            }
+            None => run.complete(stop_fetching, started).await,
             Some(stop) => run.end(stop, started).await,
         }
     }
@@ -709,6 +738,17 @@ impl Run<'_> {
         self.cp.lease = None;
         let now = self.clock.now();
         self.write_checkpoint(now).await
+    }
+
+    /// Ends a run that read its whole window: reconciles what is due, commits, reports.
+    async fn complete(
+        mut self,
+        fetch_deadline: Instant,
+        started: Instant,
+    ) -> Result<RunSummary, PullError> {
+        self.reconcile(fetch_deadline).await?;
+        self.flush().await?;
+        Ok(self.finish(started))
     }
 
     /// Ends a run whose fetching stopped early: commits, then reports.

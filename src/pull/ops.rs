@@ -40,6 +40,25 @@ pub struct StatusReport {
     pub last_success: Option<serde_json::Value>,
     /// The last failure since then.
     pub last_error: Option<LastError>,
+    /// Reconciliation: how far back committed time was read again, and late entries found.
+    pub reconcile: ReconcileView,
+}
+
+/// Reconciliation as `tv1 status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileView {
+    /// `TV1_RECONCILE_HORIZON` in seconds (0: off).
+    pub horizon_seconds: u64,
+    /// Everything before this instant was read again at the horizon, its late entries landed.
+    pub checked_to: Option<DateTime<Utc>>,
+    /// Seconds between now and `checked_to` (about the horizon when reconciliation keeps up).
+    pub checked_age_seconds: Option<i64>,
+    /// Late entries found so far.
+    pub late_entries: u64,
+    /// The largest age of a late entry when found.
+    pub oldest_delay_seconds: Option<i64>,
+    /// When the last one was found.
+    pub last_found_at: Option<DateTime<Utc>>,
 }
 
 impl Puller {
@@ -73,6 +92,16 @@ impl Puller {
     pub async fn status(&self) -> Result<StatusReport, PullError> {
         let cp = self.state.load().await?.map(|(cp, _)| cp);
         let status = self.state.load_status().await?.unwrap_or_default();
+        let now = self.run_clock().now();
+        let rc = cp.as_ref().and_then(|c| c.reconcile.as_ref());
+        let reconcile = ReconcileView {
+            horizon_seconds: self.cfg.reconcile_horizon.as_secs(),
+            checked_to: rc.map(|r| r.checked_to),
+            checked_age_seconds: rc.map(|r| (now - r.checked_to).num_seconds()),
+            late_entries: rc.map_or(0, |r| r.late_entries),
+            oldest_delay_seconds: rc.and_then(|r| r.oldest_delay_seconds),
+            last_found_at: rc.and_then(|r| r.last_found_at),
+        };
         let state = match (&status.last_run_at, &status.last_error) {
             (None, _) => "Never run",
             (_, Some(_)) => "Error",
@@ -80,9 +109,7 @@ impl Puller {
         };
         Ok(StatusReport {
             state,
-            lag_seconds: cp
-                .as_ref()
-                .map(|c| (self.run_clock().now() - c.committed_to).num_seconds()),
+            lag_seconds: cp.as_ref().map(|c| (now - c.committed_to).num_seconds()),
             checkpoint: cp,
             last_success_at: status.last_success_at,
             last_success_records: status
@@ -92,6 +119,7 @@ impl Puller {
                 .and_then(|r| r.as_u64()),
             last_success: status.last_success,
             last_error: status.last_error,
+            reconcile,
         })
     }
 }

@@ -50,11 +50,14 @@ impl From<crate::sink::SinkError> for RepairError {
     }
 }
 
-/// End of a data object, from its name: `<from>_<to>.jsonl.gz` (scheduled runs) or
-/// `backfill_<from>_<to>-NNN.jsonl.gz`.
+/// End of a data object, from its name: `<from>_<to>.jsonl.gz` (scheduled runs),
+/// `backfill_<from>_<to>-NNN.jsonl.gz` or `late_<from>_<to>[.N].jsonl.gz` (reconciliation).
 fn object_end(key: &str) -> Option<DateTime<Utc>> {
     let name = key.rsplit('/').next()?;
-    let name = name.strip_prefix("backfill_").unwrap_or(name);
+    let name = ["backfill_", "late_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
     let to = name.split('_').nth(1)?;
     parse_compact_time(to.get(..16)?)
 }
@@ -217,6 +220,10 @@ mod tests {
             object_end(
                 "p/dt=2026-11-20/hour=03/backfill_20261120T030000Z_20261120T040000Z-000.jsonl.gz"
             ),
+            Some(t("2026-11-20T04:00:00Z"))
+        );
+        assert_eq!(
+            object_end("p/dt=2026-11-20/hour=03/late_20261120T030000Z_20261120T040000Z.2.jsonl.gz"),
             Some(t("2026-11-20T04:00:00Z"))
         );
         assert_eq!(object_end("p/dt=2026-11-20/hour=03/notes.txt"), None);

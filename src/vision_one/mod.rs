@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -121,6 +122,8 @@ pub struct Client {
     base: Url,
     token: SsmSecret,
     settings: Settings,
+    /// `429` answers so far: reconciliation yields to the pull once Vision One throttles.
+    throttled: AtomicU64,
 }
 
 /// `{"error":{"code","message","number"}}` or the flat `{"code","message"}`.
@@ -147,6 +150,7 @@ enum Attempt {
     Retry {
         last: String,
         after: Option<Duration>,
+        throttled: bool,
     },
     Fail(VisionOneError),
 }
@@ -165,7 +169,13 @@ impl Client {
             base,
             token,
             settings,
+            throttled: AtomicU64::new(0),
         }
+    }
+
+    /// How many `429` answers this client has had (each retried or given up on).
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// The configured origin.
@@ -253,6 +263,7 @@ impl Client {
                 Err(e) => Attempt::Retry {
                     last: format!("request failed: {}", e.without_url()),
                     after: None,
+                    throttled: false,
                 },
                 Ok(resp) => classify(resp).await,
             };
@@ -272,7 +283,14 @@ impl Client {
                     }
                 }
                 Attempt::Fail(e) => return Err(e),
-                Attempt::Retry { last, after } => {
+                Attempt::Retry {
+                    last,
+                    after,
+                    throttled,
+                } => {
+                    if throttled {
+                        self.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
                     if attempt >= self.settings.max_attempts {
                         return Err(VisionOneError::Unavailable {
                             attempts: attempt,
@@ -304,6 +322,7 @@ async fn classify(resp: reqwest::Response) -> Attempt {
             return Attempt::Retry {
                 last: format!("reading the response failed: {}", e.without_url()),
                 after: None,
+                throttled: false,
             };
         }
     };
@@ -340,6 +359,7 @@ async fn classify(resp: reqwest::Response) -> Attempt {
             Attempt::Retry {
                 last: format!("HTTP {}{}", s.as_u16(), sep(&detail)),
                 after: retry_after,
+                throttled: s == StatusCode::TOO_MANY_REQUESTS,
             }
         }
         s => Attempt::Fail(VisionOneError::Rejected {
