@@ -434,7 +434,10 @@ mod tests {
             (&[("TV1_FETCH_CONCURRENCY", "64")], "TV1_FETCH_CONCURRENCY"),
             (&[("BUCKET", "")], "BUCKET"),
             (&[("TV1_RECONCILE_HORIZON", "5m")], "TV1_RECONCILE_HORIZON"),
-            (&[("TV1_RECONCILE_HORIZON", "200d")], "TV1_RECONCILE_HORIZON"),
+            (
+                &[("TV1_RECONCILE_HORIZON", "200d")],
+                "TV1_RECONCILE_HORIZON",
+            ),
             (&[("TV1_RECONCILE_STEP", "7m")], "TV1_RECONCILE_STEP"),
             (&[("TV1_RECONCILE_STEP", "0")], "TV1_RECONCILE_STEP"),
             (&[("TV1_RECONCILE_STEP", "1500ms")], "TV1_RECONCILE_STEP"),

@@ -88,12 +88,42 @@ pub struct Generate {
     pub burst_size: usize,
     /// Fraction (0–1) of entries that become visible late.
     pub late_fraction: f64,
+    /// Shortest visibility delay of a late entry.
+    pub late_min_secs: u64,
     /// Longest visibility delay of a late entry.
     pub late_max_secs: u64,
+    /// How delays spread between the two.
+    pub late_spread: Spread,
     /// Fraction (0–1) of entries that are exact repeats of the previous one.
     pub repeat_fraction: f64,
     /// Seed: the same seed gives the same data.
     pub seed: u64,
+}
+
+/// A distribution of delays between a shortest and a longest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spread {
+    /// Every delay equally likely.
+    #[default]
+    Uniform,
+    /// Every order of magnitude equally likely: as many delays of minutes as of hours, which
+    /// is how late-arriving data tends to look.
+    LogUniform,
+}
+
+impl Spread {
+    fn pick(self, rng: &mut SplitMix, min: u64, max: u64) -> u64 {
+        let (min, max) = (min.min(max), max.max(min));
+        match self {
+            Spread::Uniform => min + rng.below(max - min + 1),
+            Spread::LogUniform => {
+                let (lo, hi) = ((min.max(1) as f64).ln(), (max.max(1) as f64).ln());
+                let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                ((lo + u * (hi - lo)).exp().round() as u64).clamp(min, max)
+            }
+        }
+    }
 }
 
 impl Default for Generate {
@@ -106,7 +136,9 @@ impl Default for Generate {
             burst_every: 1_000,
             burst_size: 450,
             late_fraction: 0.02,
+            late_min_secs: 0,
             late_max_secs: 120,
+            late_spread: Spread::Uniform,
             repeat_fraction: 0.01,
             seed: 42,
         }
@@ -226,7 +258,8 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
         };
         let logged = g.from + chrono::Duration::seconds(offset as i64);
         let delay = if rng.chance(g.late_fraction) {
-            rng.below(g.late_max_secs + 1) as i64
+            g.late_spread
+                .pick(&mut rng, g.late_min_secs, g.late_max_secs) as i64
         } else {
             0
         };
@@ -714,5 +747,33 @@ mod tests {
             a.windows(2).any(|w| w[0].json == w[1].json),
             "exact repeats present"
         );
+    }
+
+    #[test]
+    fn late_delays_follow_the_spread() {
+        let from = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
+        let g = Generate {
+            count: 20_000,
+            from,
+            to: from + chrono::Duration::hours(6),
+            late_fraction: 0.5,
+            late_min_secs: 60,
+            late_max_secs: 6 * 3600,
+            late_spread: Spread::LogUniform,
+            ..Generate::default()
+        };
+        let delays: Vec<i64> = generate(&g)
+            .iter()
+            .map(|e| (e.visible_at - e.logged).num_seconds())
+            .filter(|d| *d > 0)
+            .collect();
+        let share = delays.len() as f64 / 20_000.0;
+        assert!((0.45..0.55).contains(&share), "{share}");
+        assert!(delays.iter().all(|d| (60..=6 * 3600).contains(d)));
+        // Log-uniform over 1 min–6 h: about as many under 10 min as over 1 h.
+        let minutes = delays.iter().filter(|d| **d < 600).count() as f64;
+        let hours = delays.iter().filter(|d| **d >= 3600).count() as f64;
+        assert!(minutes > 0.3 * delays.len() as f64, "{minutes}");
+        assert!(hours > 0.25 * delays.len() as f64, "{hours}");
     }
 }

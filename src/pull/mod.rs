@@ -111,7 +111,9 @@ pub enum PullError {
         to: String,
     },
     /// A data object reconciliation must read is not what the connector writes.
-    #[error("s3://{bucket}/{key} is not gzip JSON Lines with an _id per line ({reason}); reconciliation cannot tell which entries it holds")]
+    #[error(
+        "s3://{bucket}/{key} is not gzip JSON Lines with an _id per line ({reason}); reconciliation cannot tell which entries it holds"
+    )]
     UnreadableObject {
         /// Bucket.
         bucket: String,

@@ -248,7 +248,9 @@ impl Run<'_> {
         }
         sum.checked_to = self.rc().checked_to;
         sum.checked_age_seconds = (self.clock.now() - sum.checked_to).num_seconds();
-        self.summary.reconcile = Some(sum);
+        if sum.ranges > 0 || sum.recovered.is_some() || sum.stopped_early.is_some() {
+            self.summary.reconcile = Some(sum);
+        }
         Ok(())
     }
 
@@ -458,11 +460,10 @@ impl Run<'_> {
     async fn existing_ids(&self, hour: DateTime<Utc>) -> Result<HashSet<Box<str>>, PullError> {
         let sink = &self.p.sink;
         let keys = sink.list(&partition(&self.p.cfg.prefix, hour)).await?;
-        let mut bodies = futures_util::stream::iter(
-            keys.into_iter().filter(|k| k.ends_with(".jsonl.gz")),
-        )
-        .map(|key| async move { sink.get(&key).await.map(|v| (key, v)) })
-        .buffer_unordered(4);
+        let mut bodies =
+            futures_util::stream::iter(keys.into_iter().filter(|k| k.ends_with(".jsonl.gz")))
+                .map(|key| async move { sink.get(&key).await.map(|v| (key, v)) })
+                .buffer_unordered(4);
         let mut ids = HashSet::new();
         while let Some(got) = bodies.next().await {
             let (key, Some(object)) = got? else { continue };
@@ -507,7 +508,11 @@ mod tests {
             t.push(raw, hash, time, &in_s3);
         }
         let twin = record_id(&b.1, 1);
-        assert_eq!(t.late_ids(), vec![twin.as_str()], "only the second copy is late");
+        assert_eq!(
+            t.late_ids(),
+            vec![twin.as_str()],
+            "only the second copy is late"
+        );
         assert_eq!(t.entries, 3);
         // The same entries again find nothing once the late copy is in S3.
         let mut all = in_s3.clone();

@@ -1,0 +1,547 @@
+//! Reconciliation end to end: entries Vision One serves only after the pull has committed their
+//! time land anyway, exactly once, whatever fails (LocalStack S3 + SSM and the simulator).
+
+mod common;
+
+use chrono::{DateTime, Duration as D, Utc};
+use common::*;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tv1_connector::checkpoint::StateError;
+use tv1_connector::pull::{Outcome, PullError, RunSummary};
+use tv1_connector::simulate::{Faults, SimEntry};
+use tv1_connector::timefmt::{api_time, floor_hour};
+
+fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+fn entry(logged: DateTime<Utc>, n: usize) -> SimEntry {
+    SimEntry {
+        logged,
+        visible_at: logged,
+        json: format!(
+            r#"{{"loggedDateTime":"{}","activity":"Edit user account","n":{n}}}"#,
+            api_time(logged)
+        ),
+    }
+}
+
+/// `count` distinct entries spread over the hour starting at `hour`.
+fn hour_of_entries(hour: DateTime<Utc>, count: usize) -> Vec<SimEntry> {
+    (0..count)
+        .map(|i| entry(hour + D::seconds((i * 3600 / count) as i64), i))
+        .collect()
+}
+
+/// An hour that is whole, committed and reconcilable with a 1 h horizon, and an environment
+/// whose first run starts just before it (S3's clock may be a second ahead of the test's).
+fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {
+    let now = now_s();
+    let hour = floor_hour(now) - D::hours(2);
+    let lookback = format!("{}s", (now - hour).num_seconds() + 30);
+    env.set("TV1_INITIAL_LOOKBACK", &lookback);
+    hour
+}
+
+/// The pull commits `entries` while those `late` picks are not served yet (reconciliation
+/// cannot reach that time yet); then they are served. Returns them all, as now visible.
+async fn committed_then_served_late(
+    env: &mut TestEnv,
+    entries: Vec<SimEntry>,
+    mut late: impl FnMut(usize, &SimEntry) -> bool,
+) -> Vec<SimEntry> {
+    let hidden: Vec<SimEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SimEntry {
+            visible_at: if late(i, e) {
+                e.logged + D::days(365)
+            } else {
+                e.logged
+            },
+            ..e.clone()
+        })
+        .collect();
+    env.sim.set_entries(hidden);
+    env.set("TV1_RECONCILE_HORIZON", "5h");
+    let runs = run_until_settled(env).await;
+    assert!(
+        runs.iter().all(|s| s.reconcile.is_none()),
+        "nothing reconcilable yet: {runs:?}"
+    );
+    env.sim.set_entries(entries.clone());
+    env.set("TV1_RECONCILE_HORIZON", "1h");
+    entries
+}
+
+/// Runs as a scheduler would until a run completes with nothing left for reconciliation:
+/// skipped runs (a dead run's lease) and failed ones are followed by another. Returns the
+/// summaries of the runs that did work.
+async fn run_until_settled(env: &TestEnv) -> Vec<RunSummary> {
+    let p = env.puller();
+    let mut failures = 0;
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        match p.run(deadline(60)).await {
+            Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => {
+                let more = s
+                    .reconcile
+                    .as_ref()
+                    .is_some_and(|r| r.stopped_early.is_some() || r.recovered.is_some());
+                runs.push(s);
+                if !more {
+                    return runs;
+                }
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                failures += 1;
+                assert!(failures < 5, "runs keep failing: {e}");
+                eprintln!("run failed, retrying as the next scheduled run would: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    panic!("never settled")
+}
+
+fn assert_all_once(entries: &[SimEntry], lake: &[(String, serde_json::Value)]) {
+    assert_exactly_once(entries, lake);
+}
+
+fn late_keys(lake: &[(String, serde_json::Value)]) -> Vec<&str> {
+    let mut keys: Vec<&str> = lake
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.contains("/late_"))
+        .collect();
+    keys.dedup();
+    keys
+}
+
+/// The end of the 2 s step holding `t` (the test's `TV1_RECONCILE_STEP`).
+fn step_end(t: DateTime<Utc>) -> DateTime<Utc> {
+    let s = t.timestamp();
+    DateTime::from_timestamp((s.div_euclid(2) + 1) * 2, 0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_served_later_than_the_lag_land_once_within_the_horizon() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_LAG", "1s")
+        .set("TV1_RECONCILE_HORIZON", "8s")
+        .set("TV1_RECONCILE_STEP", "2s");
+    let start = now_s() + D::seconds(1);
+    // Over 10 s: 40 % of entries are served 2–6 s after their time (the pull, 1 s behind,
+    // misses most of them), some entries are exact repeats, some of those late.
+    env.load(600, start, start + D::seconds(10), |g| {
+        g.late_fraction = 0.4;
+        g.late_min_secs = 2;
+        g.late_max_secs = 6;
+        g.repeat_fraction = 0.05;
+        g.burst_every = 0;
+    });
+    let p = env.puller();
+    let horizon = D::seconds(8);
+    let (mut runs, mut late_found) = (0, 0u64);
+    let mut pull_pages = 0;
+    let mut reconcile_pages = 0;
+    while now_s() < start + D::seconds(10) + horizon + D::seconds(4) {
+        let s = p.run(deadline(30)).await.unwrap();
+        runs += 1;
+        pull_pages += s.pages;
+        if let Some(r) = &s.reconcile {
+            late_found += r.late_entries;
+            reconcile_pages += r.pages;
+            assert!(r.stopped_early.is_none(), "{r:?}");
+        }
+        // The documented bound: an entry served within the horizon is in S3 after the first run
+        // that starts a horizon after the end of its step (S3's clock, whole seconds).
+        let lake = env.lake().await;
+        let landed: HashMap<String, usize> = lake.iter().fold(HashMap::new(), |mut m, (_, l)| {
+            *m.entry(source_form(l)).or_default() += 1;
+            m
+        });
+        let mut want: HashMap<String, usize> = HashMap::new();
+        for e in env
+            .sim
+            .visible_entries()
+            .iter()
+            .filter(|e| step_end(e.logged) + horizon + D::seconds(1) <= s.started_at)
+        {
+            *want
+                .entry(source_form(&serde_json::from_str(&e.json).unwrap()))
+                .or_default() += 1;
+        }
+        for (k, n) in &want {
+            assert!(
+                landed.get(k).copied().unwrap_or(0) >= *n,
+                "run {runs} (started {}) has not landed {k} although its step ended a horizon ago",
+                s.started_at
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let lake = env.lake().await;
+    assert_all_once(&env.sim.visible_entries(), &lake);
+    assert_eq!(lake.len(), 600);
+    let in_late_objects = lake.iter().filter(|(k, _)| k.contains("/late_")).count();
+    assert!(
+        in_late_objects >= 30,
+        "most late entries missed by the pull: {in_late_objects}"
+    );
+    assert_eq!(late_found as usize, in_late_objects);
+    let status = p.status().await.unwrap();
+    assert_eq!(status.reconcile.late_entries, late_found);
+    assert_eq!(status.reconcile.horizon_seconds, 8);
+    assert!(status.reconcile.oldest_delay_seconds.unwrap() >= 8);
+    let age = status.reconcile.checked_age_seconds.unwrap();
+    assert!(
+        (8..=20).contains(&age),
+        "checked up to a horizon ago: {age}"
+    );
+    println!(
+        "{runs} runs; {late_found} late entries; pages: pull {pull_pages}, reconciliation {reconcile_pages}"
+    );
+}
+
+#[tokio::test]
+async fn identical_twins_where_one_arrives_late_keep_distinct_ids_and_are_never_rewritten() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_STEP", "10m");
+    let hour = two_hours_back(&mut env);
+    let mut entries = hour_of_entries(hour, 200);
+    // x three times (one late), y twice (both late), z twice (one late), all identical copies.
+    let twins = [
+        (hour + D::minutes(7), "x", 3, 1),
+        (hour + D::minutes(23), "y", 2, 2),
+        (hour + D::minutes(23) + D::seconds(1), "z", 2, 1),
+    ];
+    for (at, name, copies, _) in twins {
+        for _ in 0..copies {
+            entries.push(SimEntry {
+                json: format!(
+                    r#"{{"loggedDateTime":"{}","activity":"twin {name}"}}"#,
+                    api_time(at)
+                ),
+                ..entry(at, 0)
+            });
+        }
+    }
+    entries.sort_by_key(|e| e.logged);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let entries = committed_then_served_late(&mut env, entries, |_, e| {
+        let Some((_, name, copies, late)) = twins
+            .iter()
+            .find(|t| e.json.contains(&format!("\"twin {}\"", t.1)))
+        else {
+            return false;
+        };
+        let n = seen.entry(name.to_string()).or_default();
+        *n += 1;
+        *n > copies - late
+    })
+    .await;
+    let before = env.lake().await;
+    assert_eq!(before.len(), 200 + 2 + 0 + 1);
+    let runs = run_until_settled(&env).await;
+    let lake = env.lake().await;
+    assert_all_once(&entries, &lake);
+    for (_, name, copies, late) in twins {
+        let ids: Vec<(&str, &str)> = lake
+            .iter()
+            .filter(|(_, l)| l["activity"] == format!("twin {name}"))
+            .map(|(k, l)| (k.as_str(), l["_id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ids.len(), copies, "{name}: {ids:?}");
+        let in_late = ids.iter().filter(|(k, _)| k.contains("/late_")).count();
+        assert_eq!(in_late, late, "{name}: {ids:?}");
+        let base = ids.iter().map(|(_, id)| &id[..32]).collect::<Vec<_>>();
+        assert!(base.windows(2).all(|w| w[0] == w[1]), "same content hash");
+    }
+    assert_eq!(late_keys(&lake).len(), 2, "one object per 10-minute step");
+    let found: u64 = runs
+        .iter()
+        .filter_map(|s| s.reconcile.as_ref())
+        .map(|r| r.late_entries)
+        .sum();
+    assert_eq!(found, 4);
+
+    // Reading the same time again finds nothing new: what is in S3 is never written again.
+    let mut cp = env.checkpoint().await.unwrap();
+    cp["reconcile"]["checked_to"] = api_time(hour).into();
+    env.s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key("vision-one/audit/_state/checkpoint.json")
+        .body(serde_json::to_vec(&cp).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let again: Vec<_> = run_until_settled(&env)
+        .await
+        .into_iter()
+        .filter_map(|s| s.reconcile)
+        .collect();
+    let ranges: u32 = again.iter().map(|r| r.ranges).sum();
+    let reread: u64 = again.iter().map(|r| r.entries).sum();
+    assert!(ranges >= 6 && reread == 200 + 7, "{again:?}");
+    assert!(again.iter().all(|r| r.late_entries == 0), "{again:?}");
+    assert_eq!(env.lake().await.len(), lake.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_STEP", "5m")
+        .set("TV1_PAGE_SIZE", "50")
+        .set("TV1_LEASE", "2s");
+    let hour = two_hours_back(&mut env);
+    let mut entries = hour_of_entries(hour, 3000);
+    // Identical copies in some seconds, one of them late.
+    for i in (0..3000).step_by(97) {
+        entries.push(entries[i].clone());
+    }
+    entries.sort_by_key(|e| e.logged);
+    let entries = committed_then_served_late(&mut env, entries, |i, _| i % 5 == 0).await;
+    env.sim.set_faults(Faults {
+        delay_ms: 30,
+        delay_jitter_ms: 30,
+        ..Faults::default()
+    });
+    for _ in 0..12 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+            .arg("pull")
+            .envs(&env.vars)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
+        child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
+        child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.sim.set_faults(Faults::default());
+    let runs = run_until_settled(&env).await;
+    let lake = env.lake().await;
+    assert_all_once(&entries, &lake);
+    let cp = env.checkpoint().await.unwrap();
+    let checked = cp["reconcile"]["checked_to"].as_str().unwrap();
+    assert!(
+        tv1_connector::timefmt::parse_api_time(checked).unwrap() >= hour + D::hours(1),
+        "{cp}"
+    );
+    println!(
+        "late objects: {}; runs after the kills: {}",
+        late_keys(&lake).len(),
+        runs.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_reconcile_once() {
+    for round in 0..2 {
+        let mut env = TestEnv::new().await;
+        env.set("TV1_RECONCILE_STEP", "10m");
+        let hour = two_hours_back(&mut env);
+        let entries = hour_of_entries(hour, 1500);
+        let entries = committed_then_served_late(&mut env, entries, |i, _| i % 4 == 1).await;
+        env.sim.set_faults(Faults {
+            delay_ms: 20,
+            ..Faults::default()
+        });
+        let (a, b) = (env.puller(), env.puller());
+        let stagger = Duration::from_millis(round * 40);
+        let (ra, rb) = tokio::join!(a.run(deadline(60)), async {
+            tokio::time::sleep(stagger).await;
+            b.run(deadline(60)).await
+        });
+        let results = [ra, rb];
+        let reconciled = results
+            .iter()
+            .filter(|r| matches!(r, Ok(s) if s.reconcile.as_ref().is_some_and(|r| r.ranges > 0)))
+            .count();
+        let losers = results
+            .iter()
+            .filter(|r| {
+                matches!(r, Err(PullError::State(StateError::LostRace)))
+                    || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
+            })
+            .count();
+        assert_eq!((reconciled, losers), (1, 1), "round {round}: {results:?}");
+        env.sim.set_faults(Faults::default());
+        run_until_settled(&env).await;
+        assert_all_once(&entries, &env.lake().await);
+    }
+}
+
+#[tokio::test]
+async fn page_tokens_expiring_during_re_reads_double_nothing() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_STEP", "30m")
+        .set("TV1_PAGE_SIZE", "50");
+    let hour = two_hours_back(&mut env);
+    let mut entries = hour_of_entries(hour, 1200);
+    // A burst in one second longer than a page, partly late: a restart lands inside it.
+    let burst = hour + D::minutes(10);
+    for n in 0..130 {
+        entries.push(entry(burst, 10_000 + n));
+    }
+    entries.sort_by_key(|e| e.logged);
+    let entries = committed_then_served_late(&mut env, entries, |i, _| i % 3 == 0).await;
+    env.sim.set_faults(Faults {
+        expire_skip_tokens: 8,
+        ..Faults::default()
+    });
+    let p = env.puller();
+    let mut restarts = 0;
+    loop {
+        let s = p.run(deadline(60)).await.unwrap();
+        let r = s.reconcile.expect("reconciliation was due");
+        restarts += r.query_restarts;
+        if r.stopped_early.is_none() {
+            break;
+        }
+    }
+    assert!(
+        restarts >= 8,
+        "re-reads restarted after expired tokens: {restarts}"
+    );
+    assert_all_once(&entries, &env.lake().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_STEP", "10m").set("TV1_LEASE", "2s");
+    let hour = two_hours_back(&mut env);
+    let entries = hour_of_entries(hour, 600);
+    let entries = committed_then_served_late(&mut env, entries, |i, _| i % 7 == 3).await;
+    // Every data PUT now is a late object; the paused run's first one stalls in the proxy.
+    let proxy = HoldingProxy::start(LOCALSTACK, 0).await;
+    let mut paused = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .arg("pull")
+        .envs(&env.vars)
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
+    let cp = env.checkpoint().await.unwrap();
+    let pending = cp["reconcile"]["pending"]["keys"][0].as_str().unwrap();
+    assert!(
+        proxy.held()[0].replace("%3D", "=").contains(pending),
+        "the held PUT is the pending range's: {:?} vs {cp}",
+        proxy.held()
+    );
+    signal(paused.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = run_until_settled(&env).await;
+    assert!(
+        runs.iter()
+            .any(|s| s.reconcile.as_ref().is_some_and(|r| r.recovered.is_some())),
+        "redid the pending range: {runs:?}"
+    );
+    let lake = env.lake().await;
+    assert_all_once(&entries, &lake);
+    proxy.release();
+    wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
+    let (path, status) = proxy.released()[0].clone();
+    assert_eq!(status, 412, "the paused run's PUT of {path} is refused");
+    signal(paused.id(), "-CONT");
+    let exit = tokio::task::spawn_blocking(move || paused.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !exit.success(),
+        "the paused run stops: it lost the checkpoint"
+    );
+    assert_all_once(&entries, &env.lake().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
+    let mut env = TestEnv::new().await;
+    env.set("TV1_RECONCILE_STEP", "10m").set("TV1_LEASE", "2s");
+    let hour = two_hours_back(&mut env);
+    // One entry every 6 s: the first 100 fill the first 10-minute step. Two sets arrive late
+    // there; the second only after the first run read the range.
+    let entries = hour_of_entries(hour, 600);
+    let first = |i: usize| i < 100 && i % 7 == 3;
+    let second = |i: usize| i < 100 && i % 7 == 5;
+    let entries = committed_then_served_late(&mut env, entries, |i, _| first(i) || second(i)).await;
+    let serve_first_only: Vec<SimEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SimEntry {
+            visible_at: if second(i) {
+                e.logged + D::days(365)
+            } else {
+                e.logged
+            },
+            ..e.clone()
+        })
+        .collect();
+    env.sim.set_entries(serve_first_only);
+    let spawn = |proxy: &HoldingProxy| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+            .arg("pull")
+            .envs(&env.vars)
+            .env("AWS_ENDPOINT_URL", &proxy.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Run A computes the first set, announces the key, and stalls in its PUT; then pauses.
+    let pa = HoldingProxy::start(LOCALSTACK, 0).await;
+    let mut a = spawn(&pa);
+    wait_until(30, "A's held PUT", async || !pa.held().is_empty()).await;
+    signal(a.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The second set is served now. Run B takes over and redoes the range: its S3 view lacks
+    // A's object, so it means to land both sets under the same key, and stalls in that PUT.
+    env.sim.set_entries(entries.clone());
+    let pb = HoldingProxy::start(LOCALSTACK, 0).await;
+    let b = spawn(&pb);
+    wait_until(30, "B's held PUT", async || !pb.held().is_empty()).await;
+    assert_eq!(pa.held()[0], pb.held()[0], "the same key");
+    // A's PUT lands first; B's is then refused, and B lands only what is still missing.
+    pa.release();
+    wait_until(30, "A's PUT", async || !pa.released().is_empty()).await;
+    assert_eq!(pa.released()[0].1, 200);
+    pb.release();
+    let b_exit = tokio::task::spawn_blocking(move || {
+        let mut b = b;
+        b.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(b_exit.success());
+    assert_eq!(pb.released()[0].1, 412, "B's PUT of the key A landed");
+    signal(a.id(), "-CONT");
+    let a_exit = tokio::task::spawn_blocking(move || a.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!a_exit.success(), "A lost the checkpoint");
+    run_until_settled(&env).await;
+    let lake = env.lake().await;
+    assert_all_once(&entries, &lake);
+    let keys = late_keys(&lake);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let count = |k: &str| lake.iter().filter(|(key, _)| key == k).count();
+    let firsts = (0..100).filter(|i| first(*i)).count();
+    let seconds = (0..100).filter(|i| second(*i)).count();
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("Z.jsonl.gz") && count(k) == firsts)
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("Z.1.jsonl.gz") && count(k) == seconds)
+    );
+}
