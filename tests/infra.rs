@@ -234,6 +234,49 @@ fn the_lag_alarm_watches_the_metric_the_puller_emits() {
 }
 
 #[test]
+fn the_late_entries_alarm_watches_the_metric_the_puller_emits() {
+    let t = template();
+    let alarm = &t["Resources"]["LateEntriesAlarm"]["Properties"];
+    assert_eq!(
+        alarm["Namespace"].as_str(),
+        Some(tv1_connector::pull::METRIC_NAMESPACE)
+    );
+    assert_eq!(
+        alarm["MetricName"].as_str(),
+        Some(tv1_connector::pull::METRIC_LATE)
+    );
+    assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
+    assert_eq!(alarm["Statistic"], "Sum");
+    let line = tv1_connector::pull::emf_line(
+        &serde_json::json!({"action": "pull", "lag_seconds": 1, "reconcile": {"late_entries": 3}}),
+        "f",
+        0,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v[tv1_connector::pull::METRIC_LATE], 3);
+    // The horizon the template passes is one the puller accepts.
+    let horizon = t["Parameters"]["ReconcileHorizon"]["Default"]
+        .as_str()
+        .unwrap();
+    let fns = functions(&t);
+    let vars = &fns["audit-puller"].1["Properties"]["Environment"]["Variables"];
+    assert!(vars.get("TV1_RECONCILE_HORIZON").is_some());
+    let cfg = tv1_connector::config::PullerConfig::from_map(
+        &[
+            ("TV1_TOKEN_PARAM", "/t"),
+            ("BUCKET", "b"),
+            ("TV1_RECONCILE_HORIZON", horizon),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+    .unwrap();
+    assert_eq!(cfg.reconcile_horizon.as_secs(), 86_400);
+}
+
+#[test]
 fn puller_timeout_leaves_room_for_the_deadline_margin() {
     let t = template();
     let fns = functions(&t);
