@@ -356,6 +356,70 @@ async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
     }
 }
 
+/// Reconciliation's API cost: one day of a tenant on the default schedule (a run every 5 min),
+/// replayed run by run over data a day and more old, so every range is due as soon as the pull
+/// commits it. Counts the pull's requests and reconciliation's separately.
+async fn bench_reconcile(rows: &mut Vec<Row>, lake: &Lake) {
+    for per_day in [50_000usize, 5_000] {
+        let token = format!("bench-{}", rand_id());
+        let (sim, url) = start_sim(&token).await;
+        let now = Utc::now();
+        let day = tv1_connector::timefmt::floor_hour(now) - D::hours(50);
+        sim.set_entries(generate(&Generate {
+            count: per_day,
+            from: day,
+            to: day + D::days(1),
+            late_fraction: 0.0,
+            ..Generate::default()
+        }));
+        let vars: HashMap<String, String> = [
+            ("TV1_BASE_URL", url),
+            ("TV1_TOKEN_PARAM", lake.param(&token).await),
+            ("BUCKET", lake.bucket().await),
+            (
+                "TV1_INITIAL_LOOKBACK",
+                format!("{}s", (now - day).num_seconds()),
+            ),
+            // One scheduled run's worth of time per run: 288 runs are one day.
+            ("TV1_MAX_WINDOW", "5m".into()),
+            ("TV1_RUN_TIMEOUT", "60s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let cfg = tv1_connector::config::PullerConfig::from_map(&vars).unwrap();
+        let puller = tv1_connector::pull::Puller::new(cfg, lake.s3.clone(), lake.ssm.clone());
+        let (mut pull_pages, mut rec_pages, mut steps, mut reads, mut records) = (0, 0, 0, 0, 0);
+        let t = Instant::now();
+        for _ in 0..288 {
+            let s = puller
+                .run(tokio::time::Instant::now() + Duration::from_secs(60))
+                .await
+                .unwrap();
+            pull_pages += s.pages;
+            records += s.records;
+            if let Some(r) = &s.reconcile {
+                rec_pages += r.pages;
+                steps += r.ranges;
+                reads += r.objects_read;
+            }
+        }
+        assert_eq!(records, per_day as u64);
+        let secs = t.elapsed().as_secs_f64();
+        rows.push(row(
+            &format!(
+                "8. reconciliation's API cost: a tenant with {}k entries/day, one day of scheduled runs (288, `TV1_RECONCILE_HORIZON=24h`, `TV1_RECONCILE_STEP=1h`), replayed in {secs:.0} s",
+                per_day / 1000
+            ),
+            format!(
+                "pull: {pull_pages} requests; reconciliation: **{rec_pages} requests** ({steps} ranges re-read) and {reads} S3 GETs + {steps} LISTs"
+            ),
+            format!("the pull's own {pull_pages} requests"),
+            format!("**{:.0} %**", rec_pages as f64 * 100.0 / pull_pages as f64),
+        ));
+    }
+}
+
 fn winlogbeat_event(i: usize) -> Value {
     let ids = [4624, 4625, 4634, 4662, 4720, 4728, 4769, 5136, 7045, 1102];
     let id = ids[i % ids.len()];
@@ -860,6 +924,10 @@ fn main() {
         if want("catchup") {
             eprintln!("bench catchup...");
             bench_catchup(&mut rows, &lake).await;
+        }
+        if want("reconcile") {
+            eprintln!("bench reconcile...");
+            bench_reconcile(&mut rows, &lake).await;
         }
         if want("ingest") {
             eprintln!("bench ingest...");

@@ -62,6 +62,8 @@ pub struct ReconcileSummary {
     pub ranges: u32,
     /// Pages fetched for them (API requests besides the pull's own).
     pub pages: u64,
+    /// S3 objects read to learn which entries are there (plus one LIST per range).
+    pub objects_read: u64,
     /// Entries read again.
     pub entries: u64,
     /// Entries that were not in S3 and were landed now.
@@ -319,7 +321,7 @@ impl Run<'_> {
         sum: &mut ReconcileSummary,
     ) -> Result<Option<String>, PullError> {
         let hour = floor_hour(range.from);
-        let existing = self.existing_ids(hour).await?;
+        let existing = self.existing_ids(hour, sum).await?;
         let tally = match self.reread(range, &existing, deadline, sum).await? {
             Ok(t) => t,
             Err(stop) => return Ok(Some(reason(stop))),
@@ -370,7 +372,7 @@ impl Run<'_> {
                     // S3 now; whatever is still missing goes under the next key.
                     tracing::warn!(key = %key, "a run that did not finish landed this range's late entries; keeping them");
                     sum.kept_existing.push(key);
-                    let now_in_s3 = self.existing_ids(hour).await?;
+                    let now_in_s3 = self.existing_ids(hour, sum).await?;
                     late.retain(|l| !now_in_s3.contains(l.id.as_str()));
                     attempt += 1;
                     announced = false;
@@ -457,7 +459,11 @@ impl Run<'_> {
 
     /// The `_id` of every entry S3 holds in `hour`'s partition (segments, late objects, and a
     /// backfill's parts when the hour straddles the origin).
-    async fn existing_ids(&self, hour: DateTime<Utc>) -> Result<HashSet<Box<str>>, PullError> {
+    async fn existing_ids(
+        &self,
+        hour: DateTime<Utc>,
+        sum: &mut ReconcileSummary,
+    ) -> Result<HashSet<Box<str>>, PullError> {
         let sink = &self.p.sink;
         let keys = sink.list(&partition(&self.p.cfg.prefix, hour)).await?;
         let mut bodies =
@@ -467,6 +473,7 @@ impl Run<'_> {
         let mut ids = HashSet::new();
         while let Some(got) = bodies.next().await {
             let (key, Some(object)) = got? else { continue };
+            sum.objects_read += 1;
             read_ids(&object.body, &mut ids).map_err(|reason| PullError::UnreadableObject {
                 bucket: sink.bucket().to_owned(),
                 key,
