@@ -139,3 +139,49 @@ async fn faults_and_late_entries() {
     });
     assert_eq!(get(&all, Some("t0k")).await.0, 403);
 }
+
+#[tokio::test]
+async fn the_cli_serves_entries_late_by_minutes_to_hours() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .args(["simulate", "--port", &port.to_string(), "--entries", "4000"])
+        .args([
+            "--late-fraction",
+            "0.25",
+            "--late-min",
+            "5m",
+            "--late-max",
+            "6h",
+        ])
+        .args(["--late-spread", "log-uniform"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/_sim/entries");
+    let mut entries = None;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(&url).await {
+            entries =
+                Some(serde_json::from_slice::<Vec<SimEntry>>(&r.bytes().await.unwrap()).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let entries = entries.expect("the simulator answered");
+    let delays: Vec<i64> = entries
+        .iter()
+        .map(|e| (e.visible_at - e.logged).num_seconds())
+        .filter(|d| *d > 0)
+        .collect();
+    let share = delays.len() as f64 / entries.len() as f64;
+    assert!((0.2..0.3).contains(&share), "{share}");
+    assert!(delays.iter().all(|d| (300..=6 * 3600).contains(d)));
+    assert!(delays.iter().any(|d| *d < 900) && delays.iter().any(|d| *d > 3 * 3600));
+}

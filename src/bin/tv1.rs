@@ -8,7 +8,7 @@ use std::time::Duration;
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{Ingest, serve};
 use tv1_connector::pull::{Progress, Puller};
-use tv1_connector::simulate::{Generate, SimSettings, Simulator, generate};
+use tv1_connector::simulate::{Generate, SimSettings, Simulator, Spread, generate};
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 
 #[derive(Parser)]
@@ -74,6 +74,18 @@ enum Command {
         /// Hours of history the entries span (they end 30 minutes in the future).
         #[arg(long, default_value_t = 26)]
         hours: i64,
+        /// Share (0–1) of entries served late, after their loggedDateTime.
+        #[arg(long, default_value_t = 0.02)]
+        late_fraction: f64,
+        /// Shortest delay of a late entry (a duration: 90s, 5m, 2h).
+        #[arg(long, default_value = "0s", value_parser = cli_duration)]
+        late_min: Duration,
+        /// Longest delay of a late entry.
+        #[arg(long, default_value = "2m", value_parser = cli_duration)]
+        late_max: Duration,
+        /// How delays spread between the two: uniform, or log-uniform (as many of minutes as of hours).
+        #[arg(long, value_enum, default_value = "uniform")]
+        late_spread: LateSpread,
         /// Seconds after which a skip token expires.
         #[arg(long, default_value_t = 300)]
         skip_token_ttl: u64,
@@ -219,6 +231,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             entries,
             hours,
+            late_fraction,
+            late_min,
+            late_max,
+            late_spread,
             skip_token_ttl,
             end_exclusive,
             seed,
@@ -233,6 +249,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 count: entries,
                 from: timefmt::floor_second(now - chrono::Duration::hours(hours)),
                 to: timefmt::floor_second(now + chrono::Duration::minutes(30)),
+                late_fraction,
+                late_min_secs: late_min.as_secs(),
+                late_max_secs: late_max.as_secs(),
+                late_spread: match late_spread {
+                    LateSpread::Uniform => Spread::Uniform,
+                    LateSpread::LogUniform => Spread::LogUniform,
+                },
                 seed,
                 ..Generate::default()
             }));
@@ -246,4 +269,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--late-spread` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LateSpread {
+    Uniform,
+    LogUniform,
+}
+
+fn cli_duration(s: &str) -> Result<Duration, String> {
+    timefmt::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (90s, 5m, 2h)"))
 }
