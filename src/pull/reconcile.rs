@@ -29,7 +29,7 @@ use crate::checkpoint::{Pending, Reconcile};
 use crate::encode::{ObjectEncoder, line_with_fields, record_id};
 use crate::segment::{Item, late_key, partition};
 use crate::sink::Created;
-use crate::timefmt::{floor_hour, floor_second};
+use crate::timefmt::{api_time, floor_hour, floor_second};
 use bytes::Bytes;
 use chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
 use futures_util::StreamExt;
@@ -275,8 +275,8 @@ impl Run<'_> {
             };
             let Some(attempt) = attempt else {
                 return Err(PullError::ForeignPending {
-                    from: crate::timefmt::api_time(range.from),
-                    to: crate::timefmt::api_time(range.to),
+                    from: api_time(range.from),
+                    to: api_time(range.to),
                     keys: pending.keys,
                 });
             };
@@ -339,8 +339,8 @@ impl Run<'_> {
         while claim || !late.is_empty() {
             if attempt >= MAX_OBJECTS_PER_RANGE {
                 return Err(PullError::LateKeysExhausted {
-                    from: crate::timefmt::api_time(range.from),
-                    to: crate::timefmt::api_time(range.to),
+                    from: api_time(range.from),
+                    to: api_time(range.to),
                 });
             }
             let key = late_key(&self.p.cfg.prefix, range.from, range.to, attempt);
