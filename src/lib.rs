@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod encode;
 pub mod ingest;
+pub mod ocsf;
 pub mod pull;
 pub mod secret;
 pub mod segment;

@@ -40,3 +40,65 @@ fn each_kind_of_mistake_is_named() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+/// Every Vision One audit entry the simulator makes (every category, activity, access type,
+/// both timestamp forms), plus entries missing fields, maps to a valid OCSF 1.1.0 event.
+#[test]
+fn audit_entries_map_to_valid_ocsf() {
+    use tv1_connector::segment::Item;
+    let from = chrono::Utc::now() - chrono::Duration::hours(3);
+    let mut entries: Vec<String> =
+        tv1_connector::simulate::generate(&tv1_connector::simulate::Generate {
+            count: 2000,
+            from,
+            to: from + chrono::Duration::hours(2),
+            ..Default::default()
+        })
+        .into_iter()
+        .map(|e| e.json)
+        .collect();
+    entries.extend(
+        [
+            r#"{"loggedDateTime":"2026-11-21T10:00:00Z"}"#,
+            r#"{"loggedDateTime":"2026-11-21T10:00:00Z","accessType":"Service Provider API","loggedUserMailAddress":"x@y"}"#,
+            r#"{"loggedDateTime":"2026-11-21T10:00:00Z","category":"Logon and Logoff","activity":"Sign in with SSO","result":"Successful","details":null}"#,
+        ]
+        .map(String::from),
+    );
+    let mut lines = String::new();
+    let mut classes = std::collections::BTreeSet::new();
+    for raw in &entries {
+        let value = serde_json::value::RawValue::from_string(raw.clone()).unwrap();
+        let item = Item::parse(&value).unwrap();
+        let id = tv1_connector::encode::record_id(&item.hash, 0);
+        let e = tv1_connector::ocsf::audit::to_ocsf(raw, &id, item.time.unwrap()).unwrap();
+        classes.insert(e["class_uid"].as_u64().unwrap());
+        lines.push_str(&e.to_string());
+        lines.push('\n');
+    }
+    assert_eq!(
+        classes.into_iter().collect::<Vec<_>>(),
+        vec![3002, 3004, 6003]
+    );
+    let dir = std::env::temp_dir().join(format!("tv1-ocsf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("audit.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let out = Command::new("python3")
+        .arg(format!(
+            "{}/tools/ocsf/validate.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
