@@ -463,14 +463,7 @@ impl Puller {
             }
             Ok::<_, PullError>(None)
         };
-        let stop = {
-            let (consumer, producers) = (std::pin::pin!(consumer), std::pin::pin!(producers));
-            match futures_util::future::select(consumer, producers).await {
-                // Done (or failed) first: fetchers still running are dropped.
-                Either::Left((r, _)) => r?,
-                Either::Right(((), consumer)) => consumer.await?,
-            }
-        };
+        let stop = alongside(consumer, producers).await?;
         let last = match &stop {
             None => asm.finish(window.to),
             Some(_) => asm.stop(),
@@ -480,6 +473,16 @@ impl Puller {
             None => run.complete(stop_fetching, started).await,
             Some(stop) => run.end(stop, started).await,
         }
+    }
+}
+
+/// Runs `consumer` while `producer` fetches into it, and returns the consumer's result. A
+/// consumer that ends first (done, stopped or failed) drops the fetchers still running.
+async fn alongside<T>(consumer: impl Future<Output = T>, producer: impl Future<Output = ()>) -> T {
+    let (consumer, producer) = (std::pin::pin!(consumer), std::pin::pin!(producer));
+    match futures_util::future::select(consumer, producer).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), consumer)) => consumer.await,
     }
 }
 
@@ -500,6 +503,36 @@ impl Run<'_> {
         (to > from).then_some(Window { from, to })
     }
 
+    /// The next message of a slice's fetcher, renewing the lease while it waits.
+    async fn next_fetched(
+        &mut self,
+        rx: &mut mpsc::Receiver<Fetched>,
+    ) -> Result<Option<Fetched>, PullError> {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => return Ok(msg),
+                () = tokio::time::sleep_until(self.renew_at) => self.renew().await?,
+            }
+        }
+    }
+
+    /// An API item's hash and time; an item without a readable time is landed on its own (see
+    /// [`Puller::land_unreadable`]) and gives `None`.
+    async fn timed(
+        &mut self,
+        raw: &serde_json::value::RawValue,
+    ) -> Result<Option<([u8; 32], DateTime<Utc>)>, PullError> {
+        let item = Item::parse(raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+        if let Some(time) = item.time {
+            return Ok(Some((item.hash, time)));
+        }
+        let budget = self.put_budget()?;
+        if self.p.land_unreadable(raw, &item.hash, budget).await? == Created::New {
+            self.summary.unreadable += 1;
+        }
+        Ok(None)
+    }
+
     /// Reads one slice's messages into `asm`, renewing the lease while it waits. Segments that
     /// close are written, or collected into `collect` when given. Returns why fetching stopped.
     async fn consume(
@@ -510,27 +543,12 @@ impl Run<'_> {
         mut collect: Option<&mut Vec<Segment>>,
     ) -> Result<Option<Stop>, PullError> {
         loop {
-            let msg = tokio::select! {
-                msg = rx.recv() => msg,
-                () = tokio::time::sleep_until(self.renew_at) => {
-                    self.renew().await?;
-                    continue;
-                }
-            };
-            match msg {
+            match self.next_fetched(rx).await? {
                 None => return Ok(None),
                 Some(Fetched::Page(page)) => {
                     self.summary.pages += 1;
                     for raw in page.items {
-                        let item = Item::parse(&raw)
-                            .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                        let Some(time) = item.time else {
-                            let budget = self.put_budget()?;
-                            if self.p.land_unreadable(&raw, &item.hash, budget).await?
-                                == Created::New
-                            {
-                                self.summary.unreadable += 1;
-                            }
+                        let Some((hash, time)) = self.timed(&raw).await? else {
                             continue;
                         };
                         // The end bound may be inclusive: entries at a slice's end belong to the
@@ -538,7 +556,7 @@ impl Run<'_> {
                         if time < slice.from || time >= slice.to {
                             continue;
                         }
-                        if let Some(seg) = asm.push(raw, item.hash, time)? {
+                        if let Some(seg) = asm.push(raw, hash, time)? {
                             match collect.as_deref_mut() {
                                 Some(c) => c.push(seg),
                                 None => self.write(seg).await?,
@@ -592,14 +610,7 @@ impl Run<'_> {
         let (tx, mut rx) = mpsc::channel(4);
         let producer = fetch::fetch_slice(&self.p.api, range, fetch_deadline, tx);
         let consumer = self.consume(range, &mut rx, &mut asm, Some(&mut segments));
-        let consumed = {
-            let (consumer, producer) = (std::pin::pin!(consumer), std::pin::pin!(producer));
-            match futures_util::future::select(consumer, producer).await {
-                Either::Left((r, _)) => r,
-                Either::Right(((), consumer)) => consumer.await,
-            }
-        };
-        if let Some(stop) = consumed? {
+        if let Some(stop) = alongside(consumer, producer).await? {
             return Ok(Some(stop));
         }
         segments.push(asm.finish(range.to));

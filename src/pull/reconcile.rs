@@ -24,16 +24,15 @@
 //! is still missing under the range's next key, announced in `pending` first.
 
 use super::fetch::{self, Fetched};
-use super::{PullError, Run, Stop, Window};
+use super::{PullError, Run, Stop, Window, alongside};
 use crate::checkpoint::{Pending, Reconcile};
 use crate::encode::{ObjectEncoder, line_with_fields, record_id};
-use crate::segment::{Item, late_key, partition};
+use crate::segment::{late_key, partition};
 use crate::sink::Created;
 use crate::timefmt::{api_time, floor_hour, floor_second};
 use bytes::Bytes;
 use chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
 use futures_util::StreamExt;
-use futures_util::future::Either;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
@@ -402,37 +401,21 @@ impl Run<'_> {
         deadline: Instant,
         sum: &mut ReconcileSummary,
     ) -> Result<Result<Tally, Stop>, PullError> {
-        let p = self.p;
         let (tx, mut rx) = mpsc::channel(4);
-        let producer = fetch::fetch_slice(&p.api, range, deadline, tx);
+        let producer = fetch::fetch_slice(&self.p.api, range, deadline, tx);
         let mut tally = Tally::default();
         let consumer = async {
             loop {
-                let msg = tokio::select! {
-                    msg = rx.recv() => msg,
-                    () = tokio::time::sleep_until(self.renew_at) => {
-                        self.renew().await?;
-                        continue;
-                    }
-                };
-                match msg {
+                match self.next_fetched(&mut rx).await? {
                     None => return Ok::<_, PullError>(None),
                     Some(Fetched::Page(page)) => {
                         sum.pages += 1;
                         for raw in page.items {
-                            let item = Item::parse(&raw)
-                                .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                            let Some(time) = item.time else {
-                                let budget = self.put_budget()?;
-                                if p.land_unreadable(&raw, &item.hash, budget).await?
-                                    == Created::New
-                                {
-                                    self.summary.unreadable += 1;
-                                }
+                            let Some((hash, time)) = self.timed(&raw).await? else {
                                 continue;
                             };
                             if time >= range.from && time < range.to {
-                                tally.push(raw, item.hash, time, existing);
+                                tally.push(raw, hash, time, existing);
                             }
                         }
                     }
@@ -444,13 +427,7 @@ impl Run<'_> {
                 }
             }
         };
-        let stopped = {
-            let (consumer, producer) = (std::pin::pin!(consumer), std::pin::pin!(producer));
-            match futures_util::future::select(consumer, producer).await {
-                Either::Left((r, _)) => r?,
-                Either::Right(((), consumer)) => consumer.await?,
-            }
-        };
+        let stopped = alongside(consumer, producer).await?;
         Ok(match stopped {
             None => Ok(tally),
             Some(stop) => Err(stop),
@@ -487,6 +464,7 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::Item;
     use crate::timefmt::parse_api_time;
 
     fn entry(time: &str, n: u32) -> (Box<RawValue>, [u8; 32], DateTime<Utc>) {
