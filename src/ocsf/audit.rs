@@ -19,6 +19,31 @@ use super::{API_ACTIVITY, AUTHENTICATION, Class, ENTITY_MANAGEMENT, envelope, is
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+/// The documented fields of an audit entry.
+const DOCUMENTED: [&str; 10] = [
+    "loggedDateTime",
+    "loggedUser",
+    "loggedRole",
+    "loggedUserId",
+    "loggedUserMailAddress",
+    "accessType",
+    "category",
+    "activity",
+    "result",
+    "details",
+];
+
+/// The documented fields that have an OCSF attribute of their own; the rest go to `unmapped`.
+const MAPPED: [&str; 7] = [
+    "loggedDateTime",
+    "loggedUser",
+    "loggedUserId",
+    "loggedUserMailAddress",
+    "category",
+    "activity",
+    "result",
+];
+
 /// The product block of every audit event.
 fn product() -> Value {
     json!({
@@ -138,29 +163,14 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
             e.insert("entity".into(), entity);
         }
     }
-    let mut unmapped = Map::new();
-    for k in ["loggedRole", "accessType", "details"] {
-        if let Some(v) = entry.get(k).filter(|v| !v.is_null()) {
-            unmapped.insert(k.into(), v.clone());
-        }
-    }
-    for (k, v) in &entry {
-        let known = [
-            "loggedDateTime",
-            "loggedUser",
-            "loggedRole",
-            "loggedUserId",
-            "loggedUserMailAddress",
-            "accessType",
-            "category",
-            "activity",
-            "result",
-            "details",
-        ];
-        if !known.contains(&k.as_str()) {
-            unmapped.insert(k.clone(), v.clone());
-        }
-    }
+    // Everything not mapped above; a documented field that is null carries nothing.
+    let left_out =
+        |k: &str, v: &Value| !MAPPED.contains(&k) && (!v.is_null() || !DOCUMENTED.contains(&k));
+    let unmapped: Map<String, Value> = entry
+        .iter()
+        .filter(|(k, v)| left_out(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if !unmapped.is_empty() {
         e.insert("unmapped".into(), Value::Object(unmapped));
     }
