@@ -6,7 +6,6 @@ use chrono::Duration as D;
 use common::*;
 use std::time::Duration;
 use tokio::time::Instant;
-use tv1_connector::checkpoint::StateError;
 use tv1_connector::pull::{Outcome, PullError};
 use tv1_connector::simulate::{Faults, SimEntry};
 use tv1_connector::vision_one::VisionOneError;
@@ -232,18 +231,11 @@ async fn killed_process_at_random_points_still_exactly_once() {
         // Budgets and object sizes vary, so a retry cuts segments differently from the run it
         // replaces: an abandoned object is then not simply overwritten, it must be removed.
         let budget = format!("{}ms", rand::random_range(800..3000));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-            .arg("pull")
-            .envs(&env.vars)
-            .env("TV1_RUN_TIMEOUT", budget)
-            .env(
-                "TV1_OBJECT_MAX_RECORDS",
-                rand::random_range(100..400).to_string(),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let records = rand::random_range(100..400).to_string();
+        let mut child = env.spawn_pull(&[
+            ("TV1_RUN_TIMEOUT", &budget),
+            ("TV1_OBJECT_MAX_RECORDS", &records),
+        ]);
         tokio::time::sleep(Duration::from_millis(rand::random_range(50..1500))).await;
         child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
         child.wait().unwrap();
@@ -268,24 +260,14 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
             delay_ms: 20,
             ..Faults::default()
         });
-        let (a, b) = (env.puller(), env.puller());
-        let stagger = Duration::from_millis(round * 40);
-        let (ra, rb) = tokio::join!(a.run(deadline(60)), async {
-            tokio::time::sleep(stagger).await;
-            b.run(deadline(60)).await
-        });
-        let results = [ra, rb];
+        let results = env
+            .two_runs_at_once(Duration::from_millis(round * 40))
+            .await;
         let winners = results
             .iter()
             .filter(|r| matches!(r, Ok(s) if s.outcome == Outcome::Complete))
             .count();
-        let losers = results
-            .iter()
-            .filter(|r| {
-                matches!(r, Err(PullError::State(StateError::LostRace)))
-                    || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
-            })
-            .count();
+        let losers = results.iter().filter(|r| lost(r)).count();
         assert_eq!((winners, losers), (1, 1), "round {round}: {results:?}");
         for r in &results {
             if let Ok(s) = r
@@ -859,16 +841,11 @@ async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
     env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
     // The first run's third object PUT stalls in this proxy (two go through).
     let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
-    let mut paused = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .arg("pull")
-        .envs(&env.vars)
-        .env("AWS_ENDPOINT_URL", &proxy.url)
-        .env("TV1_OBJECT_MAX_RECORDS", "250")
-        .env("TV1_FETCH_CONCURRENCY", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut paused = env.spawn_pull(&[
+        ("AWS_ENDPOINT_URL", &proxy.url),
+        ("TV1_OBJECT_MAX_RECORDS", "250"),
+        ("TV1_FETCH_CONCURRENCY", "1"),
+    ]);
     wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
     let cp = env.checkpoint().await.unwrap();
     let held = &proxy.held()[0];
@@ -912,15 +889,10 @@ async fn after_kill_9_the_next_run_takes_over_within_the_lease() {
         delay_ms: 100,
         ..Faults::default()
     });
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .arg("pull")
-        .envs(&env.vars)
-        .env("TV1_OBJECT_MAX_RECORDS", "200")
-        .env("TV1_FETCH_CONCURRENCY", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_pull(&[
+        ("TV1_OBJECT_MAX_RECORDS", "200"),
+        ("TV1_FETCH_CONCURRENCY", "1"),
+    ]);
     wait_until(30, "the child's pending segment", async || {
         env.checkpoint()
             .await

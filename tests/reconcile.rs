@@ -8,8 +8,7 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
-use tv1_connector::checkpoint::StateError;
-use tv1_connector::pull::{Outcome, PullError, RunSummary};
+use tv1_connector::pull::{Outcome, RunSummary};
 use tv1_connector::simulate::{Faults, SimEntry};
 use tv1_connector::timefmt::{api_time, floor_hour};
 
@@ -107,10 +106,6 @@ async fn run_until_settled(env: &TestEnv) -> Vec<RunSummary> {
     panic!("never settled")
 }
 
-fn assert_all_once(entries: &[SimEntry], lake: &[(String, serde_json::Value)]) {
-    assert_exactly_once(entries, lake);
-}
-
 fn late_keys(lake: &[(String, serde_json::Value)]) -> Vec<&str> {
     let mut keys: Vec<&str> = lake
         .iter()
@@ -185,7 +180,7 @@ async fn entries_served_later_than_the_lag_land_once_within_the_horizon() {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let lake = env.lake().await;
-    assert_all_once(&env.sim.visible_entries(), &lake);
+    assert_exactly_once(&env.sim.visible_entries(), &lake);
     assert_eq!(lake.len(), 600);
     let in_late_objects = lake.iter().filter(|(k, _)| k.contains("/late_")).count();
     assert!(
@@ -249,7 +244,7 @@ async fn identical_twins_where_one_arrives_late_keep_distinct_ids_and_are_never_
     assert_eq!(before.len(), 200 + 2 + 1);
     let runs = run_until_settled(&env).await;
     let lake = env.lake().await;
-    assert_all_once(&entries, &lake);
+    assert_exactly_once(&entries, &lake);
     for (_, name, copies, late) in twins {
         let ids: Vec<(&str, &str)> = lake
             .iter()
@@ -313,13 +308,7 @@ async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
         ..Faults::default()
     });
     for _ in 0..12 {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-            .arg("pull")
-            .envs(&env.vars)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_pull(&[]);
         tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
         child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
         child.wait().unwrap();
@@ -328,7 +317,7 @@ async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
     env.sim.set_faults(Faults::default());
     let runs = run_until_settled(&env).await;
     let lake = env.lake().await;
-    assert_all_once(&entries, &lake);
+    assert_exactly_once(&entries, &lake);
     let cp = env.checkpoint().await.unwrap();
     let checked = cp["reconcile"]["checked_to"].as_str().unwrap();
     assert!(
@@ -354,28 +343,18 @@ async fn two_runs_at_once_reconcile_once() {
             delay_ms: 20,
             ..Faults::default()
         });
-        let (a, b) = (env.puller(), env.puller());
-        let stagger = Duration::from_millis(round * 40);
-        let (ra, rb) = tokio::join!(a.run(deadline(60)), async {
-            tokio::time::sleep(stagger).await;
-            b.run(deadline(60)).await
-        });
-        let results = [ra, rb];
+        let results = env
+            .two_runs_at_once(Duration::from_millis(round * 40))
+            .await;
         let reconciled = results
             .iter()
             .filter(|r| matches!(r, Ok(s) if s.reconcile.as_ref().is_some_and(|r| r.ranges > 0)))
             .count();
-        let losers = results
-            .iter()
-            .filter(|r| {
-                matches!(r, Err(PullError::State(StateError::LostRace)))
-                    || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
-            })
-            .count();
+        let losers = results.iter().filter(|r| lost(r)).count();
         assert_eq!((reconciled, losers), (1, 1), "round {round}: {results:?}");
         env.sim.set_faults(Faults::default());
         run_until_settled(&env).await;
-        assert_all_once(&entries, &env.lake().await);
+        assert_exactly_once(&entries, &env.lake().await);
     }
 }
 
@@ -411,7 +390,7 @@ async fn page_tokens_expiring_during_re_reads_double_nothing() {
         restarts >= 8,
         "re-reads restarted after expired tokens: {restarts}"
     );
-    assert_all_once(&entries, &env.lake().await);
+    assert_exactly_once(&entries, &env.lake().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,14 +402,7 @@ async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_
     let entries = committed_then_served_late(&mut env, entries, |i, _| i % 7 == 3).await;
     // Every data PUT now is a late object; the paused run's first one stalls in the proxy.
     let proxy = HoldingProxy::start(LOCALSTACK, 0).await;
-    let mut paused = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .arg("pull")
-        .envs(&env.vars)
-        .env("AWS_ENDPOINT_URL", &proxy.url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut paused = env.spawn_pull(&[("AWS_ENDPOINT_URL", &proxy.url)]);
     wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
     let cp = env.checkpoint().await.unwrap();
     let pending = cp["reconcile"]["pending"]["keys"][0].as_str().unwrap();
@@ -448,7 +420,7 @@ async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_
         "redid the pending range: {runs:?}"
     );
     let lake = env.lake().await;
-    assert_all_once(&entries, &lake);
+    assert_exactly_once(&entries, &lake);
     proxy.release();
     wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
     let (path, status) = proxy.released()[0].clone();
@@ -461,7 +433,7 @@ async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_
         !exit.success(),
         "the paused run stops: it lost the checkpoint"
     );
-    assert_all_once(&entries, &env.lake().await);
+    assert_exactly_once(&entries, &env.lake().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,16 +460,7 @@ async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
         })
         .collect();
     env.sim.set_entries(serve_first_only);
-    let spawn = |proxy: &HoldingProxy| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-            .arg("pull")
-            .envs(&env.vars)
-            .env("AWS_ENDPOINT_URL", &proxy.url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |proxy: &HoldingProxy| env.spawn_pull(&[("AWS_ENDPOINT_URL", &proxy.url)]);
     // Run A computes the first set, announces the key, and stalls in its PUT; then pauses.
     let pa = HoldingProxy::start(LOCALSTACK, 0).await;
     let mut a = spawn(&pa);
@@ -531,7 +494,7 @@ async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
     assert!(!a_exit.success(), "A lost the checkpoint");
     run_until_settled(&env).await;
     let lake = env.lake().await;
-    assert_all_once(&entries, &lake);
+    assert_exactly_once(&entries, &lake);
     let keys = late_keys(&lake);
     assert_eq!(keys.len(), 2, "{keys:?}");
     let count = |k: &str| lake.iter().filter(|(key, _)| key == k).count();

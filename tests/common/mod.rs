@@ -172,6 +172,34 @@ impl TestEnv {
         Some(serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap())
     }
 
+    /// Two runs started `stagger` apart, each with its own puller (as two Lambda invocations).
+    pub async fn two_runs_at_once(
+        &self,
+        stagger: Duration,
+    ) -> [Result<tv1_connector::pull::RunSummary, tv1_connector::pull::PullError>; 2] {
+        let (a, b) = (self.puller(), self.puller());
+        let deadline = || tokio::time::Instant::now() + Duration::from_secs(60);
+        // Boxed: two whole runs side by side overflow a test thread's stack in debug builds.
+        let (ra, rb) = tokio::join!(Box::pin(a.run(deadline())), async {
+            tokio::time::sleep(stagger).await;
+            Box::pin(b.run(deadline())).await
+        });
+        [ra, rb]
+    }
+
+    /// A `tv1 pull` process with the test's settings overridden by `extra`, output discarded:
+    /// for tests that kill, pause or race real processes.
+    pub fn spawn_pull(&self, extra: &[(&str, &str)]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+            .arg("pull")
+            .envs(&self.vars)
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tv1 starts")
+    }
+
     /// Asserts the lake holds each entry logged in `[from, to)` exactly once and nothing else.
     pub async fn assert_exactly_once(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
         let entries: Vec<SimEntry> = self
@@ -320,6 +348,14 @@ pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
         extra.len(),
         extra.first()
     );
+}
+
+/// A run that did nothing because another held or took the checkpoint.
+pub fn lost(r: &Result<tv1_connector::pull::RunSummary, tv1_connector::pull::PullError>) -> bool {
+    use tv1_connector::checkpoint::StateError;
+    use tv1_connector::pull::{Outcome, PullError};
+    matches!(r, Err(PullError::State(StateError::LostRace)))
+        || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
 }
 
 pub fn now_s() -> DateTime<Utc> {
