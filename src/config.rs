@@ -74,6 +74,8 @@ pub struct PullerConfig {
     pub reconcile_horizon: Duration,
     /// Length of one re-read range: a whole number of seconds that divides an hour.
     pub reconcile_step: Duration,
+    /// The OCSF Parquet output, when `OCSF_OUTPUT=on`.
+    pub ocsf: Option<OcsfConfig>,
 }
 
 /// The longest reconciliation horizon: Vision One keeps 180 days of audit logs, and a range
@@ -137,6 +139,7 @@ impl PullerConfig {
             fetch_concurrency: number(env, "TV1_FETCH_CONCURRENCY", 4)?,
             reconcile_horizon: duration(env, "TV1_RECONCILE_HORIZON", "24h")?,
             reconcile_step: duration(env, "TV1_RECONCILE_STEP", "1h")?,
+            ocsf: OcsfConfig::from_map(env)?,
         };
         let h = cfg.reconcile_horizon;
         if !h.is_zero() && (h <= cfg.lag || h > MAX_RECONCILE_HORIZON) {
@@ -220,6 +223,8 @@ pub struct IngestConfig {
     pub key_refresh_interval: Duration,
     /// An agent seen within this long is `connected`.
     pub agent_timeout: Duration,
+    /// The OCSF Parquet output, when `OCSF_OUTPUT=on`.
+    pub ocsf: Option<OcsfConfig>,
 }
 
 impl IngestConfig {
@@ -243,6 +248,7 @@ impl IngestConfig {
             key_cache_ttl: duration(env, "AD_KEY_CACHE_TTL", "5m")?,
             key_refresh_interval: duration(env, "AD_KEY_REFRESH_INTERVAL", "5s")?,
             agent_timeout: duration(env, "AD_AGENT_TIMEOUT", "10m")?,
+            ocsf: OcsfConfig::from_map(env)?,
         };
         // API Gateway puts the body into the event Lambda receives: base64 (4/3 of it) for a
         // binary body, JSON-escaped for a text body (a valid JSON body at most doubles: every
@@ -290,6 +296,90 @@ impl IngestConfig {
 }
 
 /// Reads a required, non-empty variable.
+/// The optional OCSF Parquet output of either function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcsfConfig {
+    /// Bucket of the Parquet objects (`OCSF_BUCKET`, default `BUCKET`): Security Lake's bucket
+    /// when the sources are registered there.
+    pub bucket: String,
+    /// Key prefix (`OCSF_PREFIX`, default `ext/`, where Security Lake puts custom sources).
+    pub prefix: String,
+    /// The `region=` partition (`OCSF_REGION`, default the function's `AWS_REGION`).
+    pub region: String,
+    /// The `accountId=` partition (`OCSF_ACCOUNT_ID`); in Lambda, taken from the invoked
+    /// function's ARN when unset.
+    pub account_id: Option<String>,
+}
+
+impl OcsfConfig {
+    /// Reads `OCSF_*`: `None` when `OCSF_OUTPUT` is `off` (the default).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Option<Self>, ConfigError> {
+        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        match get("OCSF_OUTPUT").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("off") => return Ok(None),
+            Some("on") => {}
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "OCSF_OUTPUT",
+                    reason: format!("{other:?} is neither on nor off"),
+                });
+            }
+        }
+        let bucket = match get("OCSF_BUCKET") {
+            Some(b) => b.to_owned(),
+            None => required(env, "BUCKET")?,
+        };
+        let region = get("OCSF_REGION")
+            .or_else(|| get("AWS_REGION"))
+            .or_else(|| get("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| ConfigError {
+                var: "OCSF_REGION",
+                reason: "is not set, nor is AWS_REGION: the region= partition needs one".into(),
+            })?;
+        if !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError {
+                var: "OCSF_REGION",
+                reason: format!("{region:?} is not an AWS region name (e.g. eu-west-1)"),
+            });
+        }
+        let account_id = get("OCSF_ACCOUNT_ID").map(str::to_owned);
+        if let Some(a) = &account_id
+            && !is_account_id(a)
+        {
+            return Err(ConfigError {
+                var: "OCSF_ACCOUNT_ID",
+                reason: format!("{a:?} is not a 12-digit AWS account id"),
+            });
+        }
+        Ok(Some(OcsfConfig {
+            bucket,
+            prefix: prefix(env, "OCSF_PREFIX", "ext/"),
+            region: region.to_owned(),
+            account_id,
+        }))
+    }
+
+    /// Outside Lambda the account id must be given: there is no function ARN to take it from.
+    pub fn require_account(&self) -> Result<(), ConfigError> {
+        match self.account_id {
+            Some(_) => Ok(()),
+            None => Err(ConfigError {
+                var: "OCSF_ACCOUNT_ID",
+                reason: "is required with OCSF_OUTPUT=on outside Lambda (the accountId= partition)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Whether `s` is an AWS account id: 12 digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 pub fn required(env: &HashMap<String, String>, var: &'static str) -> Result<String, ConfigError> {
     env.get(var)
         .map(|v| v.trim().to_owned())
@@ -390,6 +480,30 @@ mod tests {
             m.insert(k.to_string(), v.to_string());
         }
         m
+    }
+
+    #[test]
+    fn ocsf_output_is_off_unless_asked_and_checked_when_on() {
+        let m = |pairs: &[(&str, &str)]| env(pairs);
+        assert_eq!(OcsfConfig::from_map(&m(&[])).unwrap(), None);
+        let on = OcsfConfig::from_map(&m(&[("OCSF_OUTPUT", "on"), ("AWS_REGION", "eu-west-1")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (on.bucket.as_str(), on.prefix.as_str(), on.region.as_str(), &on.account_id),
+            ("lake", "ext/", "eu-west-1", &None)
+        );
+        for (pairs, var) in [
+            (vec![("OCSF_OUTPUT", "yes")], "OCSF_OUTPUT"),
+            (vec![("OCSF_OUTPUT", "on")], "OCSF_REGION"),
+            (
+                vec![("OCSF_OUTPUT", "on"), ("AWS_REGION", "x"), ("OCSF_ACCOUNT_ID", "12")],
+                "OCSF_ACCOUNT_ID",
+            ),
+        ] {
+            assert_eq!(OcsfConfig::from_map(&m(&pairs)).unwrap_err().var, var);
+        }
+        assert_eq!(on.require_account().unwrap_err().var, "OCSF_ACCOUNT_ID");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub enum Created {
 
 /// Content headers of a gzip JSON Lines object.
 pub const NDJSON: &str = "application/x-ndjson";
+/// Content type of a Parquet object (IANA registered).
+pub const PARQUET: &str = "application/vnd.apache.parquet";
 
 fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     e: &SdkError<E, R>,
@@ -227,6 +229,30 @@ impl S3Sink {
         timeout: Duration,
         meta: &[(&str, &str)],
     ) -> Result<Created, SinkError> {
+        self.create(key, body, (NDJSON, Some("gzip")), timeout, meta)
+            .await
+    }
+
+    /// Puts one Parquet object only if no object has its key, within `timeout` (see
+    /// [`Self::create_ndjson_gz`]).
+    pub async fn create_parquet(
+        &self,
+        key: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Created, SinkError> {
+        self.create(key, body, (PARQUET, None), timeout, &[]).await
+    }
+
+    /// A create-only PUT (`If-None-Match: *`) with the given content type and encoding.
+    async fn create(
+        &self,
+        key: &str,
+        body: Bytes,
+        (content_type, encoding): (&str, Option<&str>),
+        timeout: Duration,
+        meta: &[(&str, &str)],
+    ) -> Result<Created, SinkError> {
         let mut conflicts = 0;
         loop {
             let mut put = self
@@ -234,8 +260,8 @@ impl S3Sink {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .content_type(NDJSON)
-                .content_encoding("gzip")
+                .content_type(content_type)
+                .set_content_encoding(encoding.map(str::to_owned))
                 .if_none_match("*");
             for (k, v) in meta {
                 put = put.metadata(*k, *v);

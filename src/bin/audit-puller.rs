@@ -28,6 +28,10 @@ async fn main() -> Result<(), Error> {
             .unwrap_or_default()
             .as_millis() as u64;
         let deadline = tokio::time::Instant::now() + time_left(event.context.deadline, now_ms);
+        if let Some(ocsf) = puller.ocsf() {
+            // The accountId= partition, unless OCSF_ACCOUNT_ID gave it.
+            ocsf.account_from_arn(&event.context.invoked_function_arn);
+        }
         let result = puller.handle(&event.payload, deadline).await?;
         if let Some(line) = emf_line(
             &result,

@@ -130,6 +130,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 async fn puller() -> anyhow::Result<Puller> {
     let cfg = PullerConfig::from_env()?;
+    if let Some(ocsf) = &cfg.ocsf {
+        ocsf.require_account()?;
+    }
     let sdk = aws::load().await;
     Ok(Puller::new(
         cfg,
@@ -217,6 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { listen } => {
             let cfg = IngestConfig::from_env()?;
+            if let Some(ocsf) = &cfg.ocsf {
+                ocsf.require_account()?;
+            }
             let sdk = aws::load().await;
             let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
             let listener = tokio::net::TcpListener::bind(listen)

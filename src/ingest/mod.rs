@@ -16,6 +16,8 @@ pub mod serve;
 use crate::checkpoint::StateError;
 use crate::config::IngestConfig;
 use crate::encode::{ObjectEncoder, push_compact};
+use crate::ocsf::Dataset;
+use crate::ocsf::lake::{Landed, OcsfError, OcsfWriter, object_name};
 use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::api_time;
 use agents::Registry;
@@ -282,6 +284,12 @@ impl From<SinkError> for IngestError {
     }
 }
 
+impl From<OcsfError> for IngestError {
+    fn from(e: OcsfError) -> Self {
+        IngestError::Unavailable(format!("OCSF output unavailable: {e}"))
+    }
+}
+
 impl From<StateError> for IngestError {
     fn from(e: StateError) -> Self {
         IngestError::Unavailable(format!("storage unavailable: {e}"))
@@ -310,6 +318,9 @@ pub struct BatchReceipt {
     pub received_at: DateTime<Utc>,
     /// SHA-256 of the decoded body, to tell a true retry from a reused id.
     pub body_sha256: String,
+    /// OCSF records written for this batch (with `OCSF_OUTPUT=on`; a duplicate writes none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf_records: Option<u64>,
 }
 
 /// A validated, encoded batch: what [`Ingest::prepare`] hands to the storage step.
@@ -334,6 +345,7 @@ pub struct Ingest {
     key: ApiKey,
     sink: S3Sink,
     agents: Registry,
+    ocsf: Option<OcsfWriter>,
 }
 
 enum Route {
@@ -398,6 +410,10 @@ impl Ingest {
             cfg.key_cache_ttl,
             cfg.key_refresh_interval,
         );
+        let ocsf = cfg
+            .ocsf
+            .as_ref()
+            .map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let agents = Registry::new(sink.clone(), &cfg.prefix);
         Ingest {
@@ -405,7 +421,13 @@ impl Ingest {
             key,
             sink,
             agents,
+            ocsf,
         }
+    }
+
+    /// The OCSF output, when on.
+    pub fn ocsf(&self) -> Option<&OcsfWriter> {
+        self.ocsf.as_ref()
     }
 
     /// Handles one request at `now`. HEC routes answer in HEC's form, the rest in ours.
@@ -709,7 +731,7 @@ impl Ingest {
         // function stopped half-way): the objects themselves say whether this id was used.
         let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
         let found = self.existing(&keys, &body_sha256, &batch_id).await?;
-        let created = self
+        let (created, landed) = self
             .create_objects(objects, &body_sha256, &batch_id)
             .await?;
         let receipt = BatchReceipt {
@@ -723,6 +745,7 @@ impl Ingest {
             keys,
             received_at: now,
             body_sha256,
+            ocsf_records: self.ocsf.as_ref().map(|_| landed.records),
         };
         match self
             .sink
@@ -772,19 +795,20 @@ impl Ingest {
         Ok(found)
     }
 
-    /// Writes the objects create-only, a few at a time; returns how many were new.
+    /// Writes the objects create-only, a few at a time, each followed by its OCSF objects;
+    /// returns how many JSONL objects were new, and the OCSF records written.
     async fn create_objects(
         &self,
         objects: Vec<(String, bytes::Bytes)>,
         sha: &str,
         batch_id: &str,
-    ) -> Result<usize, IngestError> {
+    ) -> Result<(usize, Landed), IngestError> {
         let timeout = Duration::from_secs(20);
         let puts = futures_util::stream::iter(objects)
             .map(|(key, body)| async move {
                 let made = self
                     .sink
-                    .create_ndjson_gz_with(&key, body, timeout, &[(BODY_SHA_META, sha)])
+                    .create_ndjson_gz_with(&key, body.clone(), timeout, &[(BODY_SHA_META, sha)])
                     .await?;
                 // Appeared since the check: a concurrent copy of this batch, or of another
                 // batch under the same id.
@@ -802,16 +826,47 @@ impl Ingest {
                         first: "just now".into(),
                     });
                 }
-                Ok::<_, IngestError>(made == Created::New)
+                let kept = (made == Created::AlreadyExists).then_some(());
+                let landed = self.land_ocsf(&key, kept.map_or(Some(body), |()| None), timeout).await?;
+                Ok::<_, IngestError>((made == Created::New, landed))
             })
             .buffer_unordered(PUT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        let mut created = 0;
+        let (mut created, mut landed) = (0, Landed::default());
         for r in puts {
-            created += r? as usize;
+            let (new, l) = r?;
+            created += new as usize;
+            landed.add(&l);
         }
-        Ok(created)
+        Ok((created, landed))
+    }
+
+    /// The OCSF objects of the JSONL object `key`, when the output is on: from `body` when this
+    /// request wrote it, else from the object S3 kept (an earlier attempt's; see
+    /// [`crate::ocsf::lake`]).
+    async fn land_ocsf(
+        &self,
+        key: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<Landed, IngestError> {
+        let Some(ocsf) = &self.ocsf else {
+            return Ok(Landed::default());
+        };
+        let body = match body {
+            Some(b) => b,
+            None => match self.sink.get(key).await? {
+                Some(v) => v.body,
+                None => {
+                    return Err(IngestError::Unavailable(format!(
+                        "{key} was there a moment ago and is gone"
+                    )));
+                }
+            },
+        };
+        let name = object_name(&self.cfg.prefix, key);
+        Ok(ocsf.land(Dataset::Ad, key, &name, &body, timeout).await?)
     }
 
     /// Updates the agent list. The events are already durable, so a failure here is logged,

@@ -15,7 +15,10 @@
 //! but both require the *target* user (and 3005 its privileges), which no documented field
 //! carries; guessing them from `details` would put a wrong user into a required attribute.
 
-use super::{API_ACTIVITY, AUTHENTICATION, Class, ENTITY_MANAGEMENT, envelope, is_email};
+use super::{
+    API_ACTIVITY, AUTHENTICATION, Class, ENTITY_MANAGEMENT, Header, envelope, is_email, status_of,
+    unmapped_value,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -112,17 +115,22 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
     } else {
         activity
     };
-    let mut e = envelope(
+    let mut metadata = Map::new();
+    metadata.insert("product".into(), product());
+    metadata.insert("uid".into(), id.into());
+    if let Some(t) = text("loggedDateTime") {
+        metadata.insert("original_time".into(), t.into());
+    }
+    let mut e = envelope(Header {
         class,
         activity_id,
         activity_name,
-        time.timestamp_millis(),
-        id,
-        text("loggedDateTime"),
-        product(),
-        text("result"),
+        time_ms: time.timestamp_millis(),
+        severity_id: 1,
+        status_id: status_of(text("result")),
+        metadata,
         raw,
-    );
+    });
     let mut user = Map::new();
     if let Some(name) = text("loggedUser") {
         user.insert("name".into(), name.into());
@@ -169,12 +177,40 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
     let unmapped: Map<String, Value> = entry
         .iter()
         .filter(|(k, v)| left_out(k, v))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), unmapped_value(v)))
         .collect();
     if !unmapped.is_empty() {
         e.insert("unmapped".into(), Value::Object(unmapped));
     }
     Ok(Value::Object(e))
+}
+
+/// One stored line (`{"_id":"…",<the API item>}`) as an OCSF event; `None` when it is not a
+/// line the puller wrote (no `_id`, or no readable `loggedDateTime`).
+pub fn from_line(line: &str) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "_id", borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(rename = "loggedDateTime", borrow, default)]
+        logged: Option<std::borrow::Cow<'a, str>>,
+    }
+    let head: Head = serde_json::from_str(line).ok()?;
+    let time = crate::timefmt::parse_api_time(head.logged.as_deref()?)?;
+    to_ocsf(&original(line, &head.id), &head.id, time).ok()
+}
+
+/// The API item of a stored line: the line without the `_id` the puller put first, byte for
+/// byte (see [`crate::encode::line_with_fields`]).
+fn original(line: &str, id: &str) -> String {
+    let head = format!("{{\"_id\":{}", serde_json::to_string(id).expect("a string"));
+    match line.strip_prefix(&head) {
+        Some(rest) => match rest.strip_prefix(',') {
+            Some(fields) => format!("{{{fields}"),
+            None => rest.replacen('}', "{}", 1),
+        },
+        None => line.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -227,8 +263,21 @@ mod tests {
         assert_eq!(e["metadata"]["original_time"], "2026-11-21 10:00:00");
         assert_eq!(e["raw_data"], raw);
         assert_eq!(e["unmapped"]["loggedRole"], "SOC Analyst");
-        assert_eq!(e["unmapped"]["details"]["k"], "v");
-        assert_eq!(e["unmapped"]["extra"], 1);
+        assert_eq!(e["unmapped"]["details"], r#"{"k":"v"}"#);
+        assert_eq!(e["unmapped"]["extra"], "1");
+    }
+
+    #[test]
+    fn a_stored_line_gives_back_the_api_item_and_its_id() {
+        let item = r#"{"loggedDateTime":"2026-11-21T10:00:00Z","accessType":"Console","category":"Logon and Logoff","activity":"Log on"}"#;
+        let mut line = Vec::new();
+        crate::encode::line_with_fields(item.as_bytes(), &[("_id", "x1")], &mut line);
+        let e = from_line(std::str::from_utf8(&line).unwrap()).unwrap();
+        assert_eq!(e["raw_data"], item);
+        assert_eq!(e["metadata"]["uid"], "x1");
+        assert!(e.get("unmapped").is_none_or(|u| u.get("_id").is_none()));
+        assert_eq!(original(r#"{"_id":"y"}"#, "y"), "{}");
+        assert!(from_line(r#"{"_id":"z","loggedDateTime":"soon"}"#).is_none());
     }
 
     #[test]

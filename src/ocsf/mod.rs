@@ -4,14 +4,17 @@
 //! schema's own definitions by `tools/ocsf/validate.py` in the tests.
 
 pub mod audit;
+pub mod lake;
+pub mod parquet;
+pub mod windows;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The OCSF version the events follow.
 pub const OCSF_VERSION: &str = "1.1.0";
 
 /// An OCSF class: its uid, name and category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Class {
     /// `class_uid`.
     pub uid: u32,
@@ -19,6 +22,8 @@ pub struct Class {
     pub name: &'static str,
     /// `category_name`.
     pub category: &'static str,
+    /// The class in source names (`tv1-audit-<slug>`), lower case with hyphens.
+    pub slug: &'static str,
 }
 
 impl Class {
@@ -26,29 +31,102 @@ impl Class {
     pub fn category_uid(self) -> u32 {
         self.uid / 1000
     }
+
+    /// The name Security Lake gives the class in a custom source's `EventClasses`.
+    pub fn event_class(self) -> String {
+        self.slug.replace('-', "_").to_ascii_uppercase()
+    }
 }
+
+/// The two datasets, each landing one OCSF source per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    /// Vision One audit logs (audit-puller).
+    Audit,
+    /// Windows Security events of domain controllers (ad-ingest).
+    Ad,
+}
+
+impl Dataset {
+    /// The classes the dataset's mapping produces.
+    pub fn classes(self) -> &'static [Class] {
+        match self {
+            Dataset::Audit => &[AUTHENTICATION, ENTITY_MANAGEMENT, API_ACTIVITY],
+            Dataset::Ad => &[
+                ACCOUNT_CHANGE,
+                AUTHENTICATION,
+                AUTHORIZE_SESSION,
+                ENTITY_MANAGEMENT,
+                USER_ACCESS,
+                GROUP_MANAGEMENT,
+            ],
+        }
+    }
+
+    /// The custom source name of `class` in this dataset: `tv1-audit-authentication`,
+    /// `tv1-ad-group-management`... (Security Lake: at most 64 of `[\w\-_:.]`).
+    pub fn source(self, class: Class) -> String {
+        let dataset = match self {
+            Dataset::Audit => "audit",
+            Dataset::Ad => "ad",
+        };
+        format!("tv1-{dataset}-{}", class.slug)
+    }
+}
+
+/// Account Change.
+pub const ACCOUNT_CHANGE: Class = Class {
+    uid: 3001,
+    name: "Account Change",
+    category: "Identity & Access Management",
+    slug: "account-change",
+};
+/// Authorize Session.
+pub const AUTHORIZE_SESSION: Class = Class {
+    uid: 3003,
+    name: "Authorize Session",
+    category: "Identity & Access Management",
+    slug: "authorize-session",
+};
+/// User Access Management.
+pub const USER_ACCESS: Class = Class {
+    uid: 3005,
+    name: "User Access Management",
+    category: "Identity & Access Management",
+    slug: "user-access",
+};
+/// Group Management.
+pub const GROUP_MANAGEMENT: Class = Class {
+    uid: 3006,
+    name: "Group Management",
+    category: "Identity & Access Management",
+    slug: "group-management",
+};
 
 /// Authentication.
 pub const AUTHENTICATION: Class = Class {
     uid: 3002,
     name: "Authentication",
     category: "Identity & Access Management",
+    slug: "authentication",
 };
 /// Entity Management.
 pub const ENTITY_MANAGEMENT: Class = Class {
     uid: 3004,
     name: "Entity Management",
     category: "Identity & Access Management",
+    slug: "entity-management",
 };
 /// API Activity.
 pub const API_ACTIVITY: Class = Class {
     uid: 6003,
     name: "API Activity",
     category: "Application Activity",
+    slug: "api-activity",
 };
 
-/// `status_id`: 1 Success, 2 Failure, 0 Unknown.
-fn status_id(result: Option<&str>) -> i64 {
+/// `status_id` of a result word: 1 Success, 2 Failure, 0 Unknown.
+fn status_of(result: Option<&str>) -> i64 {
     match result.map(str::to_ascii_lowercase).as_deref() {
         Some("successful" | "success") => 1,
         Some("unsuccessful" | "failure" | "failed") => 2,
@@ -77,58 +155,80 @@ fn is_email(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
 }
 
-/// The attributes every event carries: classification, time, severity, status, metadata, the
-/// original record.
-#[allow(clippy::too_many_arguments)]
-fn envelope(
+/// What every event says about itself: its class and activity, when, how severe, whether it
+/// succeeded, and where it came from.
+#[derive(Debug, Clone)]
+struct Header<'a> {
     class: Class,
     activity_id: i64,
-    activity_name: &str,
+    activity_name: &'a str,
     time_ms: i64,
-    uid: &str,
-    original_time: Option<&str>,
-    product: Value,
-    result: Option<&str>,
-    raw: &str,
-) -> Map<String, Value> {
-    let status_id = status_id(result);
+    /// `severity_id`: 1 Informational, 2 Low, 3 Medium...
+    severity_id: i64,
+    /// `status_id`: 1 Success, 2 Failure, 0 Unknown.
+    status_id: i64,
+    /// `metadata`, without `version` (added here).
+    metadata: Map<String, Value>,
+    /// The original record, kept whole.
+    raw: &'a str,
+}
+
+/// The attributes every event carries: classification, time, severity, status, metadata, the
+/// original record.
+fn envelope(h: Header<'_>) -> Map<String, Value> {
     let mut e = Map::new();
+    let class = h.class;
     e.insert("class_uid".into(), class.uid.into());
     e.insert("class_name".into(), class.name.into());
     e.insert("category_uid".into(), class.category_uid().into());
     e.insert("category_name".into(), class.category.into());
-    e.insert("activity_id".into(), activity_id.into());
-    e.insert("activity_name".into(), activity_name.into());
+    e.insert("activity_id".into(), h.activity_id.into());
+    e.insert("activity_name".into(), h.activity_name.into());
     e.insert(
         "type_uid".into(),
-        (class.uid as i64 * 100 + activity_id).into(),
+        (class.uid as i64 * 100 + h.activity_id).into(),
     );
     e.insert(
         "type_name".into(),
-        format!("{}: {activity_name}", class.name).into(),
+        format!("{}: {}", class.name, h.activity_name).into(),
     );
-    e.insert("time".into(), time_ms.into());
-    e.insert("severity_id".into(), 1.into());
-    e.insert("severity".into(), "Informational".into());
-    e.insert("status_id".into(), status_id.into());
+    e.insert("time".into(), h.time_ms.into());
+    e.insert("severity_id".into(), h.severity_id.into());
+    e.insert(
+        "severity".into(),
+        match h.severity_id {
+            1 => "Informational",
+            2 => "Low",
+            3 => "Medium",
+            4 => "High",
+            5 => "Critical",
+            6 => "Fatal",
+            _ => "Unknown",
+        }
+        .into(),
+    );
+    e.insert("status_id".into(), h.status_id.into());
     e.insert(
         "status".into(),
-        match status_id {
+        match h.status_id {
             1 => "Success",
             2 => "Failure",
             _ => "Unknown",
         }
         .into(),
     );
-    let mut metadata = json!({
-        "version": OCSF_VERSION,
-        "product": product,
-        "uid": uid,
-    });
-    if let Some(t) = original_time {
-        metadata["original_time"] = t.into();
-    }
-    e.insert("metadata".into(), metadata);
-    e.insert("raw_data".into(), raw.into());
+    let mut metadata = h.metadata;
+    metadata.insert("version".into(), OCSF_VERSION.into());
+    e.insert("metadata".into(), Value::Object(metadata));
+    e.insert("raw_data".into(), h.raw.into());
     e
+}
+
+/// `unmapped` as Security Lake's tables declare it, `map<string,string>`: strings stay as they
+/// are, anything else becomes its JSON text.
+fn unmapped_value(v: &Value) -> Value {
+    match v {
+        Value::String(_) => v.clone(),
+        other => Value::String(other.to_string()),
+    }
 }

@@ -21,6 +21,8 @@ use crate::segment::{
     Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key, unreadable_key,
     unreadable_object,
 };
+use crate::ocsf::Dataset;
+use crate::ocsf::lake::{Landed, OcsfWriter, object_name};
 use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
@@ -110,6 +112,9 @@ pub enum PullError {
         /// End.
         to: String,
     },
+    /// The OCSF output failed; the segment stays pending and the next run writes it.
+    #[error(transparent)]
+    Ocsf(#[from] crate::ocsf::lake::OcsfError),
     /// A data object reconciliation must read is not what the connector writes.
     #[error(
         "s3://{bucket}/{key} is not gzip JSON Lines with an _id per line ({reason}); reconciliation cannot tell which entries it holds"
@@ -197,6 +202,8 @@ pub struct RunSummary {
     pub query_restarts: u32,
     /// Committed time read again for late entries (`None` when off or nothing was due).
     pub reconcile: Option<ReconcileSummary>,
+    /// What the OCSF Parquet output wrote (`None` when it is off).
+    pub ocsf: Option<Landed>,
     /// Start of the run.
     pub started_at: DateTime<Utc>,
     /// Duration in milliseconds.
@@ -211,6 +218,7 @@ pub struct Puller {
     sink: S3Sink,
     state: StateStore,
     clock: Clock,
+    ocsf: Option<OcsfWriter>,
 }
 
 /// Page-token expiries tolerated in a row without the resume point moving.
@@ -252,6 +260,10 @@ impl Puller {
                 backoff: Backoff::default(),
             },
         );
+        let ocsf = cfg
+            .ocsf
+            .as_ref()
+            .map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let state = StateStore::new(sink.clone(), &cfg.prefix);
         Puller {
@@ -260,7 +272,13 @@ impl Puller {
             sink,
             state,
             clock: Clock::system(),
+            ocsf,
         }
+    }
+
+    /// The OCSF output, when on.
+    pub fn ocsf(&self) -> Option<&OcsfWriter> {
+        self.ocsf.as_ref()
     }
 
     /// Replaces the local clock (tests skew it; the puller takes its time from S3 anyway).
@@ -398,6 +416,7 @@ impl Puller {
                 recovered: None,
                 query_restarts: 0,
                 reconcile: None,
+                ocsf: self.ocsf.as_ref().map(|_| Landed::default()),
                 started_at: now,
                 duration_ms: 0,
             },
@@ -695,7 +714,7 @@ impl Run<'_> {
             .ok_or(PullError::NoTimeToWrite)
     }
 
-    /// Creates one data object of the pending segment (create-only).
+    /// Creates one data object of the pending segment (create-only), then its OCSF objects.
     async fn create(
         &mut self,
         key: String,
@@ -704,19 +723,50 @@ impl Run<'_> {
     ) -> Result<(), PullError> {
         let size = body.len() as u64;
         let budget = self.put_budget()?;
-        match self.p.sink.create_ndjson_gz(&key, body, budget).await? {
+        match self.p.sink.create_ndjson_gz(&key, body.clone(), budget).await? {
             Created::New => {
                 tracing::info!(key = %key, records, bytes = size, "object written");
                 self.summary.records += records as u64;
                 self.summary.objects += 1;
                 self.summary.bytes += size;
+                self.land_ocsf(&key, Some(body)).await?;
                 self.summary.keys.push(key);
             }
             Created::AlreadyExists => {
                 tracing::warn!(key = %key, "this range's object was already written by a run that did not commit it; keeping it");
+                self.land_ocsf(&key, None).await?;
                 self.summary.kept_existing.push(key);
             }
         }
+        Ok(())
+    }
+
+    /// Writes the OCSF objects of the data object `key`, when the output is on: from `body` when
+    /// this run wrote the object, else from the object S3 kept (see [`crate::ocsf::lake`]).
+    async fn land_ocsf(&mut self, key: &str, body: Option<bytes::Bytes>) -> Result<(), PullError> {
+        let Some(ocsf) = &self.p.ocsf else {
+            return Ok(());
+        };
+        let body = match body {
+            Some(b) => b,
+            None => match self.p.sink.get(key).await? {
+                Some(v) => v.body,
+                None => {
+                    return Err(PullError::UnreadableObject {
+                        bucket: self.p.cfg.bucket.clone(),
+                        key: key.to_owned(),
+                        reason: "it was there a moment ago and is gone".into(),
+                    });
+                }
+            },
+        };
+        let name = object_name(&self.p.cfg.prefix, key);
+        let budget = self.put_budget()?;
+        let landed = ocsf.land(Dataset::Audit, key, &name, &body, budget).await?;
+        self.summary
+            .ocsf
+            .get_or_insert_with(Landed::default)
+            .add(&landed);
         Ok(())
     }
 

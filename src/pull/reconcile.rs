@@ -355,9 +355,10 @@ impl Run<'_> {
             let body = late_object(&mut late);
             let size = body.len();
             let budget = self.put_budget()?;
-            match self.p.sink.create_ndjson_gz(&key, body, budget).await? {
+            match self.p.sink.create_ndjson_gz(&key, body.clone(), budget).await? {
                 Created::New => {
                     tracing::info!(key = %key, records, bytes = size, "late entries written");
+                    self.land_ocsf(&key, Some(body)).await?;
                     landed = records as u64;
                     oldest = late
                         .iter()
@@ -370,6 +371,7 @@ impl Run<'_> {
                     // The run this one took over landed this key after all: what it holds is in
                     // S3 now; whatever is still missing goes under the next key.
                     tracing::warn!(key = %key, "a run that did not finish landed this range's late entries; keeping them");
+                    self.land_ocsf(&key, None).await?;
                     sum.kept_existing.push(key);
                     let now_in_s3 = self.existing_ids(hour, sum).await?;
                     late.retain(|l| !now_in_s3.contains(l.id.as_str()));

@@ -1,0 +1,326 @@
+//! The OCSF Parquet output: the Parquet objects of one stored JSON Lines object.
+//!
+//! The invariant that makes both outputs exactly once together: **the Parquet objects of a
+//! JSONL object are a function of that object's bytes**, written under keys named after it,
+//! create-only. Whoever writes them (the run that wrote the JSONL object, a run taking over its
+//! pending segment, a retry of the same batch) derives the same records from the same bytes, so
+//! a second PUT is refused by S3 (`412`) and changes nothing, and the commit (checkpoint,
+//! batch marker) is only written once both outputs are in S3.
+//!
+//! Layout, as Security Lake wants custom sources:
+//! `{OCSF_PREFIX}{source}/region={region}/accountId={account}/eventDay={YYYYMMDD}/{name}.parquet`,
+//! one class per object and per source (`tv1-audit-authentication`...), rows sorted by time.
+
+use super::parquet::{DECODE_ROWS, Encoder, ParquetEncodeError};
+use super::{Class, Dataset, audit, windows};
+use crate::config::{OcsfConfig, is_account_id};
+use crate::sink::{Created, S3Sink, SinkError};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A failure of the OCSF output.
+#[derive(Debug, thiserror::Error)]
+pub enum OcsfError {
+    /// The JSONL object could not be read back.
+    #[error("the OCSF output cannot read {key}: {reason}")]
+    Unreadable {
+        /// The JSONL object.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A line of a JSONL object the connector wrote does not map (a bug, not bad input: every
+    /// line has already been validated when it was written).
+    #[error("line {line} of {key} does not map to OCSF")]
+    Unmappable {
+        /// The JSONL object.
+        key: String,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// No account id for the `accountId=` partition yet.
+    #[error(
+        "OCSF_ACCOUNT_ID is not set and no Lambda function ARN has given one (the accountId= partition)"
+    )]
+    NoAccount,
+    /// Encoding failed.
+    #[error(transparent)]
+    Encode(#[from] ParquetEncodeError),
+    /// S3 failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What one call wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Landed {
+    /// OCSF records in new objects.
+    pub records: u64,
+    /// New Parquet objects.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects that were already there (written by an earlier attempt; kept).
+    pub kept_existing: u64,
+}
+
+impl Landed {
+    /// Adds another call's counts.
+    pub fn add(&mut self, other: &Landed) {
+        self.records += other.records;
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+        self.kept_existing += other.kept_existing;
+    }
+}
+
+/// Writes the OCSF Parquet objects of stored JSONL objects.
+#[derive(Debug)]
+pub struct OcsfWriter {
+    sink: S3Sink,
+    prefix: String,
+    region: String,
+    account: OnceLock<String>,
+}
+
+/// Where one record goes, and when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    class: Class,
+    day: NaiveDate,
+    time_ms: i64,
+    line: usize,
+}
+
+impl OcsfWriter {
+    /// The writer for `cfg`, through `client`.
+    pub fn new(cfg: &OcsfConfig, client: aws_sdk_s3::Client) -> Self {
+        let account = OnceLock::new();
+        if let Some(a) = &cfg.account_id {
+            let _ = account.set(a.clone());
+        }
+        OcsfWriter {
+            sink: S3Sink::new(client, cfg.bucket.clone()),
+            prefix: cfg.prefix.clone(),
+            region: cfg.region.clone(),
+            account,
+        }
+    }
+
+    /// Takes the `accountId=` partition from a Lambda function ARN
+    /// (`arn:aws:lambda:region:account:function:name`) unless one is set already.
+    pub fn account_from_arn(&self, arn: &str) {
+        if let Some(a) = arn.split(':').nth(4).filter(|a| is_account_id(a)) {
+            let _ = self.account.set(a.to_owned());
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        self.sink.bucket()
+    }
+
+    /// The key of the Parquet object of `source` named `name` for `day`.
+    pub fn key(&self, source: &str, day: NaiveDate, name: &str) -> Result<String, OcsfError> {
+        let account = self.account.get().ok_or(OcsfError::NoAccount)?;
+        Ok(format!(
+            "{}{source}/region={}/accountId={account}/eventDay={}/{name}.parquet",
+            self.prefix,
+            self.region,
+            day.format("%Y%m%d")
+        ))
+    }
+
+    /// Writes the Parquet objects of the JSONL object `key` (its gzip `body`), each named
+    /// `name`, create-only within `timeout` each.
+    pub async fn land(
+        &self,
+        dataset: Dataset,
+        key: &str,
+        name: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Landed, OcsfError> {
+        let files = encode_object(dataset, key, body)?;
+        let mut landed = Landed::default();
+        for (class, day, rows, bytes) in files {
+            let k = self.key(&dataset.source(class), day, name)?;
+            let size = bytes.len() as u64;
+            match self.sink.create_parquet(&k, bytes, timeout).await? {
+                Created::New => {
+                    tracing::info!(key = %k, records = rows, bytes = size, "OCSF object written");
+                    landed.records += rows as u64;
+                    landed.objects += 1;
+                    landed.bytes += size;
+                }
+                Created::AlreadyExists => landed.kept_existing += 1,
+            }
+        }
+        Ok(landed)
+    }
+}
+
+/// The name of the Parquet objects of the JSONL object `key` (under `prefix`): its path with the
+/// partition names dropped, `/` as `_` (`dt=2026-11-21/hour=10/A_B.jsonl.gz` →
+/// `2026-11-21_10_A_B`). Unique because JSONL keys are: a redo segment has one object per hour
+/// under the same file name, which the hour tells apart.
+pub fn object_name(prefix: &str, key: &str) -> String {
+    let path = key.strip_prefix(prefix).unwrap_or(key);
+    let path = path.strip_suffix(".jsonl.gz").unwrap_or(path);
+    path.split('/')
+        .map(|part| part.split_once('=').map_or(part, |(_, v)| v))
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The Parquet files of one JSONL object: `(class, eventDay, rows, bytes)`, one per class and
+/// day, rows sorted by time (ties in line order). CPU only; public for the benchmark.
+pub fn encode_object(
+    dataset: Dataset,
+    key: &str,
+    body: &[u8],
+) -> Result<Vec<(Class, NaiveDate, usize, bytes::Bytes)>, OcsfError> {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .read_to_string(&mut text)
+        .map_err(|e| OcsfError::Unreadable {
+            key: key.to_owned(),
+            reason: format!("not gzip UTF-8 text: {e}"),
+        })?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let map = |i: usize| -> Result<Value, OcsfError> {
+        let event = match dataset {
+            Dataset::Audit => audit::from_line(lines[i]),
+            Dataset::Ad => windows::from_line(lines[i]),
+        };
+        event.ok_or_else(|| OcsfError::Unmappable {
+            key: key.to_owned(),
+            line: i + 1,
+        })
+    };
+    // First pass: where each record goes. The events themselves are mapped again, a chunk at a
+    // time, in the second pass: memory holds the object's text and one chunk of events.
+    let mut places = Vec::with_capacity(lines.len());
+    for i in 0..lines.len() {
+        let e = map(i)?;
+        let time_ms = e["time"].as_i64().unwrap_or_default();
+        let class = dataset
+            .classes()
+            .iter()
+            .copied()
+            .find(|c| Some(c.uid as u64) == e["class_uid"].as_u64())
+            .ok_or_else(|| OcsfError::Unmappable {
+                key: key.to_owned(),
+                line: i + 1,
+            })?;
+        let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
+            .unwrap_or_default()
+            .date_naive();
+        places.push(Place {
+            class,
+            day,
+            time_ms,
+            line: i,
+        });
+    }
+    places.sort_unstable();
+    let mut files = Vec::new();
+    for group in places.chunk_by(|a, b| (a.class, a.day) == (b.class, b.day)) {
+        let mut enc = Encoder::new(group[0].class)?;
+        for chunk in group.chunks(DECODE_ROWS) {
+            let events = chunk
+                .iter()
+                .map(|p| map(p.line))
+                .collect::<Result<Vec<_>, _>>()?;
+            enc.push(&events)?;
+        }
+        let rows = enc.rows();
+        files.push((group[0].class, group[0].day, rows, enc.finish()?));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_security_lakes_layout() {
+        let cfg = OcsfConfig {
+            bucket: "aws-security-data-lake-eu-west-1-abc".into(),
+            prefix: "ext/".into(),
+            region: "eu-west-1".into(),
+            account_id: None,
+        };
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_s3::config::Region::new("eu-west-1"))
+                .build(),
+        );
+        let w = OcsfWriter::new(&cfg, client);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        assert!(matches!(w.key("s", day, "n"), Err(OcsfError::NoAccount)));
+        w.account_from_arn("arn:aws:lambda:eu-west-1:123456789012:function:tv1-audit-puller");
+        w.account_from_arn("arn:aws:lambda:eu-west-1:999999999999:function:other");
+        assert_eq!(
+            w.key(&Dataset::Audit.source(super::super::AUTHENTICATION), day, "x_y")
+                .unwrap(),
+            "ext/tv1-audit-authentication/region=eu-west-1/accountId=123456789012/eventDay=20261121/x_y.parquet"
+        );
+    }
+
+    #[test]
+    fn names_keep_every_part_of_the_jsonl_key_that_tells_objects_apart() {
+        assert_eq!(
+            object_name("a/", "a/dt=2026-11-21/hour=10/20261121T100000Z_20261121T110000Z.jsonl.gz"),
+            "2026-11-21_10_20261121T100000Z_20261121T110000Z"
+        );
+        assert_eq!(
+            object_name("ad/", "ad/category=logon/dt=2026-11-21/dc01~b1.jsonl.gz"),
+            "logon_2026-11-21_dc01~b1"
+        );
+    }
+
+    #[test]
+    fn an_object_splits_by_class_and_day_sorted_by_time() {
+        let mut enc = crate::encode::ObjectEncoder::new();
+        for (id, t, cat) in [
+            ("a", "2026-11-21T10:00:05Z", "Logon and Logoff"),
+            ("b", "2026-11-21T10:00:01Z", "Account Management"),
+            ("c", "2026-11-21T10:00:02Z", "Logon and Logoff"),
+        ] {
+            let item = format!(
+                r#"{{"loggedDateTime":"{t}","category":"{cat}","activity":"Log on","accessType":"Console"}}"#
+            );
+            let mut line = Vec::new();
+            crate::encode::line_with_fields(item.as_bytes(), &[("_id", id)], &mut line);
+            enc.push_line(&line);
+        }
+        let files = encode_object(Dataset::Audit, "k", &enc.finish()).unwrap();
+        let shape: Vec<(u32, usize)> = files.iter().map(|f| (f.0.uid, f.2)).collect();
+        assert_eq!(shape, [(3002, 2), (3004, 1)]);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            files[0].3.clone(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batch = reader.into_iter().next().unwrap().unwrap();
+        let times = batch.column_by_name("time").unwrap();
+        let times = times
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert!(times.value(0) < times.value(1));
+        let bad = encode_object(Dataset::Ad, "k", &crate::encode::ObjectEncoder::new().finish());
+        assert!(bad.unwrap().is_empty());
+        assert!(matches!(
+            encode_object(Dataset::Audit, "k", b"not gzip"),
+            Err(OcsfError::Unreadable { .. })
+        ));
+    }
+}
