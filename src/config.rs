@@ -490,14 +490,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (on.bucket.as_str(), on.prefix.as_str(), on.region.as_str(), &on.account_id),
+            (
+                on.bucket.as_str(),
+                on.prefix.as_str(),
+                on.region.as_str(),
+                &on.account_id
+            ),
             ("lake", "ext/", "eu-west-1", &None)
         );
         for (pairs, var) in [
             (vec![("OCSF_OUTPUT", "yes")], "OCSF_OUTPUT"),
             (vec![("OCSF_OUTPUT", "on")], "OCSF_REGION"),
             (
-                vec![("OCSF_OUTPUT", "on"), ("AWS_REGION", "x"), ("OCSF_ACCOUNT_ID", "12")],
+                vec![
+                    ("OCSF_OUTPUT", "on"),
+                    ("AWS_REGION", "x"),
+                    ("OCSF_ACCOUNT_ID", "12"),
+                ],
                 "OCSF_ACCOUNT_ID",
             ),
         ] {

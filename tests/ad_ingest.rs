@@ -4,10 +4,8 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::Duration;
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{Body, HttpRequest, HttpResponse, Ingest};
@@ -62,12 +60,6 @@ impl Env {
     async fn lines(&self) -> Vec<(String, Value)> {
         lake_lines(&self.s3, &self.bucket).await
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 fn b64(data: &[u8]) -> String {

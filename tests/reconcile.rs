@@ -8,9 +8,9 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
-use tv1_connector::pull::{Outcome, RunSummary};
+
 use tv1_connector::simulate::{Faults, SimEntry};
-use tv1_connector::timefmt::{api_time, floor_hour};
+use tv1_connector::timefmt::api_time;
 
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
@@ -32,16 +32,6 @@ fn hour_of_entries(hour: DateTime<Utc>, count: usize) -> Vec<SimEntry> {
     (0..count)
         .map(|i| entry(hour + D::seconds((i * 3600 / count) as i64), i))
         .collect()
-}
-
-/// An hour that is whole, committed and reconcilable with a 1 h horizon, and an environment
-/// whose first run starts just before it (S3's clock may be a second ahead of the test's).
-fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {
-    let now = now_s();
-    let hour = floor_hour(now) - D::hours(2);
-    let lookback = format!("{}s", (now - hour).num_seconds() + 30);
-    env.set("TV1_INITIAL_LOOKBACK", &lookback);
-    hour
 }
 
 /// The pull commits `entries` while those `late` picks are not served yet (reconciliation
@@ -73,37 +63,6 @@ async fn committed_then_served_late(
     env.sim.set_entries(entries.clone());
     env.set("TV1_RECONCILE_HORIZON", "1h");
     entries
-}
-
-/// Runs as a scheduler would until a run completes with nothing left for reconciliation:
-/// skipped runs (a dead run's lease) and failed ones are followed by another. Returns the
-/// summaries of the runs that did work.
-async fn run_until_settled(env: &TestEnv) -> Vec<RunSummary> {
-    let p = env.puller();
-    let mut failures = 0;
-    let mut runs = Vec::new();
-    for _ in 0..300 {
-        match p.run(deadline(60)).await {
-            Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => {
-                let more = s
-                    .reconcile
-                    .as_ref()
-                    .is_some_and(|r| r.stopped_early.is_some() || r.recovered.is_some());
-                runs.push(s);
-                if !more {
-                    return runs;
-                }
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => {
-                failures += 1;
-                assert!(failures < 5, "runs keep failing: {e}");
-                eprintln!("run failed, retrying as the next scheduled run would: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    panic!("never settled")
 }
 
 fn late_keys(lake: &[(String, serde_json::Value)]) -> Vec<&str> {

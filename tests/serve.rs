@@ -3,20 +3,8 @@
 mod common;
 
 use common::*;
-use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::time::Duration;
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-async fn json_of(r: reqwest::Response) -> Value {
-    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-}
 
 #[tokio::test]
 async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_stop() {
@@ -276,36 +264,6 @@ async fn splunk_hec_routes_replies_and_retries() {
         3,
         "refusals wrote nothing"
     );
-}
-
-/// A sample from `events/ad/` moved from 2026-11-21 to yesterday (ad-ingest accepts events up
-/// to a year old): dates in text and HEC's epoch `time`s alike.
-fn sample_moved_to_yesterday(name: &str) -> String {
-    let text = std::fs::read_to_string(format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap();
-    let written = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
-    let shift = (yesterday - written).num_seconds();
-    let mut out = text.replace("2026-11-21", &yesterday.format("%Y-%m-%d").to_string());
-    for key in ["\"time\":", "\"date\":"] {
-        let mut moved = String::new();
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(key) {
-            let (head, tail) = rest.split_at(at + key.len());
-            moved.push_str(head);
-            let end = tail
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(tail.len());
-            match tail[..end].parse::<f64>() {
-                Ok(t) => moved.push_str(&format!("{:.3}", t + shift as f64)),
-                Err(_) => moved.push_str(&tail[..end]),
-            }
-            rest = &tail[end..];
-        }
-        moved.push_str(rest);
-        out = moved;
-    }
-    out
 }
 
 #[tokio::test]

@@ -410,10 +410,7 @@ impl Ingest {
             cfg.key_cache_ttl,
             cfg.key_refresh_interval,
         );
-        let ocsf = cfg
-            .ocsf
-            .as_ref()
-            .map(|o| OcsfWriter::new(o, s3.clone()));
+        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let agents = Registry::new(sink.clone(), &cfg.prefix);
         Ingest {
@@ -827,7 +824,9 @@ impl Ingest {
                     });
                 }
                 let kept = (made == Created::AlreadyExists).then_some(());
-                let landed = self.land_ocsf(&key, kept.map_or(Some(body), |()| None), timeout).await?;
+                let landed = self
+                    .land_ocsf(&key, kept.map_or(Some(body), |()| None), timeout)
+                    .await?;
                 Ok::<_, IngestError>((made == Created::New, landed))
             })
             .buffer_unordered(PUT_CONCURRENCY)

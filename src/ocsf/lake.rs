@@ -267,8 +267,12 @@ mod tests {
         w.account_from_arn("arn:aws:lambda:eu-west-1:123456789012:function:tv1-audit-puller");
         w.account_from_arn("arn:aws:lambda:eu-west-1:999999999999:function:other");
         assert_eq!(
-            w.key(&Dataset::Audit.source(super::super::AUTHENTICATION), day, "x_y")
-                .unwrap(),
+            w.key(
+                &Dataset::Audit.source(super::super::AUTHENTICATION),
+                day,
+                "x_y"
+            )
+            .unwrap(),
             "ext/tv1-audit-authentication/region=eu-west-1/accountId=123456789012/eventDay=20261121/x_y.parquet"
         );
     }
@@ -276,7 +280,10 @@ mod tests {
     #[test]
     fn names_keep_every_part_of_the_jsonl_key_that_tells_objects_apart() {
         assert_eq!(
-            object_name("a/", "a/dt=2026-11-21/hour=10/20261121T100000Z_20261121T110000Z.jsonl.gz"),
+            object_name(
+                "a/",
+                "a/dt=2026-11-21/hour=10/20261121T100000Z_20261121T110000Z.jsonl.gz"
+            ),
             "2026-11-21_10_20261121T100000Z_20261121T110000Z"
         );
         assert_eq!(
@@ -316,7 +323,11 @@ mod tests {
             .downcast_ref::<arrow_array::Int64Array>()
             .unwrap();
         assert!(times.value(0) < times.value(1));
-        let bad = encode_object(Dataset::Ad, "k", &crate::encode::ObjectEncoder::new().finish());
+        let bad = encode_object(
+            Dataset::Ad,
+            "k",
+            &crate::encode::ObjectEncoder::new().finish(),
+        );
         assert!(bad.unwrap().is_empty());
         assert!(matches!(
             encode_object(Dataset::Audit, "k", b"not gzip"),

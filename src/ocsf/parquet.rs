@@ -274,10 +274,24 @@ mod tests {
         assert!(matches!(column.compression(), Compression::ZSTD(_)));
         let batch = reader.build().unwrap().next().unwrap().unwrap();
         let time = batch.column_by_name("time").unwrap();
-        assert_eq!(time.as_any().downcast_ref::<Int64Array>().unwrap().value(9), 1_795_255_200_009);
+        assert_eq!(
+            time.as_any().downcast_ref::<Int64Array>().unwrap().value(9),
+            1_795_255_200_009
+        );
         let user = batch.column_by_name("user").unwrap();
-        let name = user.as_any().downcast_ref::<StructArray>().unwrap().column_by_name("name").unwrap();
-        assert_eq!(name.as_any().downcast_ref::<StringArray>().unwrap().value(0), "alice");
+        let name = user
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap()
+            .column_by_name("name")
+            .unwrap();
+        assert_eq!(
+            name.as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "alice"
+        );
         assert!(batch.column_by_name("group").is_none());
         assert_eq!(batch.column_by_name("actor").unwrap().null_count(), 10);
     }

@@ -255,7 +255,13 @@ fn inserts_template(event_id: u32) -> &'static [&'static str] {
             "IpAddress",
             "IpPort",
         ],
-        4672 => &[SUBJECT[0], SUBJECT[1], SUBJECT[2], SUBJECT[3], "PrivilegeList"],
+        4672 => &[
+            SUBJECT[0],
+            SUBJECT[1],
+            SUBJECT[2],
+            SUBJECT[3],
+            "PrivilegeList",
+        ],
         4720 | 4722..=4726 | 4740 | 4741 | 4743 | 4767 => &TARGET_THEN_SUBJECT,
         4738 | 4742 => &[
             "Dummy",
@@ -267,9 +273,22 @@ fn inserts_template(event_id: u32) -> &'static [&'static str] {
             SUBJECT[2],
             SUBJECT[3],
         ],
-        4728 | 4729 | 4732 | 4733 | 4746 | 4747 | 4751 | 4752 | 4756 | 4757 | 4761 | 4762 => &MEMBER,
-        4727 | 4730 | 4731 | 4734 | 4735 | 4737 | 4744 | 4745 | 4748..=4750 | 4753..=4755
-        | 4758..=4760 | 4763 | 4764 => &TARGET_THEN_SUBJECT,
+        4728 | 4729 | 4732 | 4733 | 4746 | 4747 | 4751 | 4752 | 4756 | 4757 | 4761 | 4762 => {
+            &MEMBER
+        }
+        4727
+        | 4730
+        | 4731
+        | 4734
+        | 4735
+        | 4737
+        | 4744
+        | 4745
+        | 4748..=4750
+        | 4753..=4755
+        | 4758..=4760
+        | 4763
+        | 4764 => &TARGET_THEN_SUBJECT,
         4768 => &[
             "TargetUserName",
             "TargetDomainName",
@@ -357,7 +376,11 @@ impl Data {
                 let text = event
                     .as_str()
                     .or_else(|| event.get("log").and_then(Value::as_str));
-                for (k, v) in text.into_iter().flat_map(|t| t.lines()).filter_map(|l| l.split_once('=')) {
+                for (k, v) in text
+                    .into_iter()
+                    .flat_map(|t| t.lines())
+                    .filter_map(|l| l.split_once('='))
+                {
                     d.insert(k.trim(), &Value::String(v.trim().to_owned()));
                 }
             }
@@ -518,7 +541,9 @@ fn audit_outcome(shape: &str, event: &Value, d: &Data) -> Option<bool> {
         word(&xml[start..start + xml[start..].find('<')?])
     };
     match shape {
-        "winlogbeat" => any(event.pointer("/event/outcome")).or_else(|| any(event.pointer("/winlog/keywords"))),
+        "winlogbeat" => {
+            any(event.pointer("/event/outcome")).or_else(|| any(event.pointer("/winlog/keywords")))
+        }
         "windows_xml" => xml_keywords(),
         "windows_text" => d.get("Keywords").and_then(word),
         _ => ["Keywords", "keywords", "EventType"]
@@ -607,11 +632,13 @@ fn src_endpoint(d: &Data) -> Option<Value> {
 /// is about.
 fn entity(event_id: u32, l: &Line<'_>, d: &Data) -> Value {
     let mut e = Map::new();
-    let (name, kind): (String, Option<&str>) = if let Some(n) = d.first(&["ObjectDN", "ObjectName"]) {
+    let (name, kind): (String, Option<&str>) = if let Some(n) = d.first(&["ObjectDN", "ObjectName"])
+    {
         (n.to_owned(), d.first(&["ObjectClass", "ObjectType"]))
-    } else if let Some(n) = d.first(&["ServiceName", "param1"]).filter(|_| {
-        matches!(event_id, 4697 | 7036 | 7040 | 7045)
-    }) {
+    } else if let Some(n) = d
+        .first(&["ServiceName", "param1"])
+        .filter(|_| matches!(event_id, 4697 | 7036 | 7040 | 7045))
+    {
         (n.to_owned(), Some("Service"))
     } else if let Some(n) = d.get("ShareName") {
         (n.to_owned(), Some("Share"))
@@ -728,7 +755,10 @@ pub fn from_line(text: &str) -> Option<Value> {
         unmapped.insert(k.into(), v.into());
     }
     if let Some(hec) = l.hec {
-        unmapped.insert("hec".into(), unmapped_value(&Value::String(hec.get().to_owned())));
+        unmapped.insert(
+            "hec".into(),
+            unmapped_value(&Value::String(hec.get().to_owned())),
+        );
     }
     e.insert("unmapped".into(), Value::Object(unmapped));
     Some(Value::Object(e))
@@ -843,8 +873,14 @@ mod tests {
             "TargetUserName":"alice","TargetDomainName":"CORP","TargetLogonId":"0x3e7a1c","LogonType":"3",
             "AuthenticationPackageName":"Kerberos","WorkstationName":"-","IpAddress":"10.0.4.17","IpPort":"49822"}}});
         let e = from_line(&line("winlogbeat", 4624, ev)).unwrap();
-        assert_eq!((e["class_uid"].as_i64(), e["type_uid"].as_i64()), (Some(3002), Some(300201)));
-        assert_eq!(e["user"], json!({"name":"alice","domain":"CORP","uid":"S-1-5-21-1-1104"}));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["type_uid"].as_i64()),
+            (Some(3002), Some(300201))
+        );
+        assert_eq!(
+            e["user"],
+            json!({"name":"alice","domain":"CORP","uid":"S-1-5-21-1-1104"})
+        );
         assert_eq!(e["logon_type_id"], 3);
         assert_eq!(e["auth_protocol_id"], 2);
         assert_eq!(e["src_endpoint"], json!({"ip":"10.0.4.17","port":49822}));
@@ -861,7 +897,10 @@ mod tests {
         let ev = json!({"EventTime":"2026-11-21 10:00:05","Hostname":"DC02","EventID":4625,"EventType":"AUDIT_SUCCESS",
             "TargetUserName":"administrator","Status":"0xc000006d","SubStatus":"0xc000006a","LogonType":"3"});
         let e = from_line(&line("nxlog", 4625, ev)).unwrap();
-        assert_eq!((e["status_id"].as_i64(), e["severity_id"].as_i64()), (Some(2), Some(2)));
+        assert_eq!(
+            (e["status_id"].as_i64(), e["severity_id"].as_i64()),
+            (Some(2), Some(2))
+        );
         assert_eq!(e["status_code"], "0xc000006d");
         assert_eq!(e["status_detail"], "0xc000006a");
     }
@@ -875,7 +914,10 @@ mod tests {
         assert_eq!(e["status_id"], 1);
         let ev = json!({"EventID":4720,"StringInserts":["bob","CORP"]});
         let e = from_line(&line("fluent_bit_winevtlog", 4720, ev)).unwrap();
-        assert_eq!((e["class_uid"].as_i64(), e["activity_id"].as_i64()), (Some(3001), Some(1)));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(3001), Some(1))
+        );
         assert_eq!(e["user"], json!({"name":"bob","domain":"CORP"}));
     }
 
@@ -885,9 +927,18 @@ mod tests {
             "event_data":{"MemberName":"CN=svc\\,backup,OU=Service,DC=corp,DC=example","MemberSid":"S-1-5-21-1-2001",
             "TargetUserName":"Domain Admins","TargetDomainName":"CORP","TargetSid":"S-1-5-21-1-512","SubjectUserName":"alice"}});
         let e = from_line(&line("vector_windows_event_log", 4728, ev)).unwrap();
-        assert_eq!((e["class_uid"].as_i64(), e["activity_id"].as_i64()), (Some(3006), Some(3)));
-        assert_eq!(e["group"], json!({"name":"Domain Admins","domain":"CORP","uid":"S-1-5-21-1-512"}));
-        assert_eq!(e["user"], json!({"name":"svc\\,backup","uid":"S-1-5-21-1-2001"}));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(3006), Some(3))
+        );
+        assert_eq!(
+            e["group"],
+            json!({"name":"Domain Admins","domain":"CORP","uid":"S-1-5-21-1-512"})
+        );
+        assert_eq!(
+            e["user"],
+            json!({"name":"svc\\,backup","uid":"S-1-5-21-1-2001"})
+        );
         assert_eq!(e["actor"]["user"]["name"], "alice");
         assert_eq!(e["status_id"], 1);
     }
@@ -896,7 +947,10 @@ mod tests {
     fn xml_data_and_keywords_are_read() {
         let xml = "<Event><System><EventID>4740</EventID><Keywords>0x8020000000000000</Keywords><Computer>DC10</Computer></System><EventData><Data Name='TargetUserName'>carol &amp; co</Data><Data Name=\"SubjectUserName\">DC10$</Data><Data Name='Empty'/></EventData></Event>";
         let e = from_line(&line("windows_xml", 4740, json!(xml))).unwrap();
-        assert_eq!((e["class_uid"].as_i64(), e["activity_id"].as_i64()), (Some(3001), Some(9)));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(3001), Some(9))
+        );
         assert_eq!(e["user"]["name"], "carol & co");
         assert_eq!(e["actor"]["user"]["name"], "DC10$");
         assert_eq!(e["status_id"], 1);
@@ -906,14 +960,28 @@ mod tests {
     #[test]
     fn system_and_directory_events_manage_an_entity() {
         let e = from_line(&line("native", 1102, json!({"event_id":1102,"data":{}}))).unwrap();
-        assert_eq!((e["class_uid"].as_i64(), e["activity_id"].as_i64()), (Some(3004), Some(4)));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(3004), Some(4))
+        );
         assert_eq!(e["entity"], json!({"name":"Security","type":"Event Log"}));
         assert_eq!(e["severity_id"], 3);
         let ev = json!({"event_id":{"id":5136},"event_data":{"data":[{"ObjectDN":"CN=Policies,DC=corp"},{"ObjectClass":"container"},{"ObjectGUID":"{7e1b}"}]}});
         let e = from_line(&line("otel_windows_event_log", 5136, ev)).unwrap();
-        assert_eq!(e["entity"], json!({"name":"CN=Policies,DC=corp","type":"container","uid":"{7e1b}"}));
-        let e = from_line(&line("native", 7045, json!({"event_id":7045,"data":{"ServiceName":"PSEXESVC"}}))).unwrap();
-        assert_eq!((e["activity_id"].as_i64(), &e["entity"]["type"]), (Some(1), &json!("Service")));
+        assert_eq!(
+            e["entity"],
+            json!({"name":"CN=Policies,DC=corp","type":"container","uid":"{7e1b}"})
+        );
+        let e = from_line(&line(
+            "native",
+            7045,
+            json!({"event_id":7045,"data":{"ServiceName":"PSEXESVC"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (e["activity_id"].as_i64(), &e["entity"]["type"]),
+            (Some(1), &json!("Service"))
+        );
         assert_eq!(e["status_id"], 0);
     }
 
@@ -923,10 +991,16 @@ mod tests {
         let e = from_line(&line("windows_text", 4625, json!(text))).unwrap();
         assert_eq!(e["user"]["name"], "Unknown");
         assert_eq!(e["status_id"], 2);
-        let mut l: Value = serde_json::from_str(&line("native", 4704, json!({"event_id":4704}))).unwrap();
+        let mut l: Value =
+            serde_json::from_str(&line("native", 4704, json!({"event_id":4704}))).unwrap();
         l.as_object_mut().unwrap().remove("record_id");
         let e = from_line(&l.to_string()).unwrap();
         assert_eq!(e["privileges"], json!(["Unknown"]));
-        assert!(e["metadata"]["uid"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            e["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
 }

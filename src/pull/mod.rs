@@ -16,13 +16,13 @@
 use crate::checkpoint::{Checkpoint, LastError, Lease, Pending, StateError, StateStore};
 use crate::clock::{Clock, RunClock};
 use crate::config::PullerConfig;
+use crate::ocsf::Dataset;
+use crate::ocsf::lake::{Landed, OcsfWriter, object_name};
 use crate::secret::SsmSecret;
 use crate::segment::{
     Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key, unreadable_key,
     unreadable_object,
 };
-use crate::ocsf::Dataset;
-use crate::ocsf::lake::{Landed, OcsfWriter, object_name};
 use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::{api_time, floor_second};
 use crate::vision_one::{self, Backoff, VisionOneError};
@@ -260,10 +260,7 @@ impl Puller {
                 backoff: Backoff::default(),
             },
         );
-        let ocsf = cfg
-            .ocsf
-            .as_ref()
-            .map(|o| OcsfWriter::new(o, s3.clone()));
+        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let state = StateStore::new(sink.clone(), &cfg.prefix);
         Puller {
@@ -723,7 +720,12 @@ impl Run<'_> {
     ) -> Result<(), PullError> {
         let size = body.len() as u64;
         let budget = self.put_budget()?;
-        match self.p.sink.create_ndjson_gz(&key, body.clone(), budget).await? {
+        match self
+            .p
+            .sink
+            .create_ndjson_gz(&key, body.clone(), budget)
+            .await?
+        {
             Created::New => {
                 tracing::info!(key = %key, records, bytes = size, "object written");
                 self.summary.records += records as u64;

@@ -355,7 +355,12 @@ impl Run<'_> {
             let body = late_object(&mut late);
             let size = body.len();
             let budget = self.put_budget()?;
-            match self.p.sink.create_ndjson_gz(&key, body.clone(), budget).await? {
+            match self
+                .p
+                .sink
+                .create_ndjson_gz(&key, body.clone(), budget)
+                .await?
+            {
                 Created::New => {
                     tracing::info!(key = %key, records, bytes = size, "late entries written");
                     self.land_ocsf(&key, Some(body)).await?;

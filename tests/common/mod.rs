@@ -236,7 +236,7 @@ pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, V
     for key in bucket_keys(s3, bucket)
         .await
         .into_iter()
-        .filter(|k| !k.contains("/_state/"))
+        .filter(|k| !k.contains("/_state/") && !k.ends_with(".parquet"))
     {
         let obj = s3
             .get_object()
@@ -575,4 +575,220 @@ pub async fn lake_and_server() -> (aws_sdk_s3::Client, String, String, Served) {
     let lake = ad_lake().await;
     let served = serve(&[("API_KEY_PARAM", &lake.param), ("BUCKET", &lake.bucket)]).await;
     (lake.s3, lake.bucket, lake.key, served)
+}
+
+/// Runs `tools/ocsf/validate.py` (the vendored OCSF 1.1.0 definitions) over `events`: (all
+/// valid, its report).
+pub fn ocsf_validate(events: &[Value]) -> (bool, String) {
+    let file = std::env::temp_dir().join(format!("tv1-ocsf-{}.jsonl", rand_hex(8)));
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tools/ocsf/validate.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&file)
+        .output()
+        .expect("python3 runs the OCSF validator");
+    let _ = std::fs::remove_file(&file);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// One row of the OCSF Parquet output as DuckDB reads it back (`tools/ocsf/readback.py`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct OcsfRow {
+    pub source: String,
+    pub region: Value,
+    #[serde(rename = "accountId")]
+    pub account_id: Value,
+    #[serde(rename = "eventDay")]
+    pub event_day: Value,
+    pub file: String,
+    pub event: Value,
+}
+
+/// Every Parquet object under `prefix` of `bucket`, copied to a local directory and read back
+/// by DuckDB with hive partitioning, as Athena would.
+pub async fn ocsf_rows(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<OcsfRow> {
+    let dir = std::env::temp_dir().join(format!("tv1-ocsf-read-{}", rand_hex(8)));
+    for key in bucket_keys(s3, bucket).await {
+        let Some(rel) = key.strip_prefix(prefix).filter(|k| k.ends_with(".parquet")) else {
+            continue;
+        };
+        let obj = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            obj.content_type(),
+            Some("application/vnd.apache.parquet"),
+            "{key}"
+        );
+        let body = obj.body.collect().await.unwrap().into_bytes();
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let python = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&python)
+        .arg(format!(
+            "{}/tools/ocsf/readback.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{python} runs DuckDB ({e}); `make test` installs it"));
+    assert!(
+        out.status.success(),
+        "readback failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Checks what every reader of the output relies on: each object holds one class, the one its
+/// source is named for; partitions name the region, the account and the event's own day; rows
+/// of an object are sorted by time; and every event is valid OCSF 1.1.0.
+pub fn assert_ocsf_layout(
+    rows: &[OcsfRow],
+    dataset: tv1_connector::ocsf::Dataset,
+    region: &str,
+    account: &str,
+) {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for r in rows {
+        let uid = r.event["class_uid"].as_u64().unwrap();
+        let class = dataset
+            .classes()
+            .iter()
+            .find(|c| u64::from(c.uid) == uid)
+            .unwrap_or_else(|| panic!("class {uid} is not one of the dataset's"));
+        assert_eq!(r.source, dataset.source(*class), "{}", r.file);
+        assert_eq!(r.region, region);
+        assert_eq!(r.account_id.to_string().trim_matches('"'), account);
+        let time = r.event["time"].as_i64().unwrap();
+        let day = DateTime::from_timestamp_millis(time)
+            .unwrap()
+            .format("%Y%m%d")
+            .to_string();
+        assert_eq!(r.event_day.to_string().trim_matches('"'), day, "{}", r.file);
+        let prev = last.insert(r.file.as_str(), time);
+        assert!(
+            prev.is_none_or(|p| p <= time),
+            "{} is not sorted by time",
+            r.file
+        );
+    }
+    let events: Vec<Value> = rows.iter().map(|r| r.event.clone()).collect();
+    let (ok, report) = ocsf_validate(&events);
+    assert!(
+        ok,
+        "{}",
+        report.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// An hour that is whole, committed and reconcilable with a 1 h horizon, and an environment
+/// whose first run starts just before it (S3's clock may be a second ahead of the test's).
+pub fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {
+    let now = now_s();
+    let hour = tv1_connector::timefmt::floor_hour(now) - chrono::Duration::hours(2);
+    let lookback = format!("{}s", (now - hour).num_seconds() + 30);
+    env.set("TV1_INITIAL_LOOKBACK", &lookback);
+    hour
+}
+
+/// Runs as a scheduler would until a run completes with nothing left for reconciliation:
+/// skipped runs (a dead run's lease) and failed ones are followed by another. Returns the
+/// summaries of the runs that did work.
+pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::pull::RunSummary> {
+    let p = env.puller();
+    let mut failures = 0;
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        match p
+            .run(tokio::time::Instant::now() + Duration::from_secs(60))
+            .await
+        {
+            Ok(s)
+                if s.outcome == tv1_connector::pull::Outcome::Complete
+                    || s.outcome == tv1_connector::pull::Outcome::UpToDate =>
+            {
+                let more = s
+                    .reconcile
+                    .as_ref()
+                    .is_some_and(|r| r.stopped_early.is_some() || r.recovered.is_some());
+                runs.push(s);
+                if !more {
+                    return runs;
+                }
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                failures += 1;
+                assert!(failures < 5, "runs keep failing: {e}");
+                eprintln!("run failed, retrying as the next scheduled run would: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    panic!("never settled")
+}
+
+/// `data` gzip-compressed.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A sample from `events/ad/` moved from 2026-11-21 to yesterday (ad-ingest accepts events up
+/// to a year old): dates in text and HEC's epoch `time`s alike.
+pub fn sample_moved_to_yesterday(name: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let written = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive();
+    let shift = (yesterday - written).num_seconds();
+    let mut out = text.replace("2026-11-21", &yesterday.format("%Y-%m-%d").to_string());
+    for key in ["\"time\":", "\"date\":"] {
+        let mut moved = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(key) {
+            let (head, tail) = rest.split_at(at + key.len());
+            moved.push_str(head);
+            let end = tail
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(tail.len());
+            match tail[..end].parse::<f64>() {
+                Ok(t) => moved.push_str(&format!("{:.3}", t + shift as f64)),
+                Err(_) => moved.push_str(&tail[..end]),
+            }
+            rest = &tail[end..];
+        }
+        moved.push_str(rest);
+        out = moved;
+    }
+    out
+}
+
+/// A response's JSON body.
+pub async fn json_of(r: reqwest::Response) -> Value {
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }

@@ -1,0 +1,320 @@
+//! The OCSF Parquet output end to end (LocalStack S3, the simulator, real `tv1` processes): with
+//! `OCSF_OUTPUT=on` every stored JSON Lines record has exactly one OCSF record, whatever fails
+//! between the two writes, and the Parquet reads back with DuckDB as valid OCSF 1.1.0.
+
+mod common;
+
+use chrono::{Duration as D, Utc};
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tv1_connector::ocsf::Dataset;
+use tv1_connector::simulate::{Faults, Generate, SimEntry, generate};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// A versioned bucket (see `TestEnv::with_settings`: kills cut PUTs off mid-body).
+async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// How many times each value occurs.
+fn counts<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_default() += 1;
+    }
+    m
+}
+
+/// Kills `tv1 pull` processes at random points, `times` times.
+async fn kill_pulls(env: &TestEnv, times: usize) {
+    for _ in 0..times {
+        let mut child = env.spawn_pull(&[]);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
+        child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
+        child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_record_per_line() {
+    let mut env = TestEnv::new().await;
+    let ocsf_bucket = format!("{}-ocsf", env.bucket);
+    env.set("OCSF_OUTPUT", "on")
+        .set("OCSF_ACCOUNT_ID", ACCOUNT)
+        .set("OCSF_BUCKET", &ocsf_bucket)
+        .set("AWS_REGION", REGION)
+        .set("TV1_PAGE_SIZE", "50")
+        .set("TV1_LEASE", "2s")
+        .set("TV1_OBJECT_MAX_RECORDS", "250")
+        .set("TV1_RECONCILE_STEP", "5m")
+        .set("TV1_RECONCILE_HORIZON", "5h");
+    let hour = two_hours_back(&mut env);
+    // Real-looking entries (every category and access type, so every class), repeats included;
+    // every tenth one served only after the pull has committed its time.
+    let entries = generate(&Generate {
+        count: 2500,
+        from: hour,
+        to: hour + D::hours(1),
+        late_fraction: 0.0,
+        repeat_fraction: 0.02,
+        seed: rand::random(),
+        ..Generate::default()
+    });
+    let hidden: Vec<SimEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SimEntry {
+            visible_at: if i % 10 == 0 {
+                e.logged + D::days(365)
+            } else {
+                e.logged
+            },
+            ..e.clone()
+        })
+        .collect();
+    env.sim.set_entries(hidden);
+
+    // 1. The OCSF bucket does not exist: the first segment's JSONL object lands, its Parquet
+    //    cannot, and the run fails with the segment still pending.
+    let err = env
+        .puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&ocsf_bucket), "{err}");
+    assert!(
+        !env.lake().await.is_empty(),
+        "the segment's JSONL object landed"
+    );
+    let cp = env.checkpoint().await.unwrap();
+    assert!(cp["pending"].is_object(), "{cp}");
+    create_bucket(&env.s3, &ocsf_bucket).await;
+
+    // 2. Pulls killed at random points, on a slow API, then runs until settled.
+    env.sim.set_faults(Faults {
+        delay_ms: 30,
+        delay_jitter_ms: 30,
+        ..Faults::default()
+    });
+    kill_pulls(&env, 8).await;
+    env.sim.set_faults(Faults::default());
+    run_until_settled(&env).await;
+
+    // 3. The late entries are served; reconciliation, killed too, lands them.
+    env.sim.set_entries(entries.clone());
+    env.set("TV1_RECONCILE_HORIZON", "1h");
+    env.sim.set_faults(Faults {
+        delay_ms: 30,
+        delay_jitter_ms: 30,
+        ..Faults::default()
+    });
+    kill_pulls(&env, 6).await;
+    env.sim.set_faults(Faults::default());
+    run_until_settled(&env).await;
+
+    let lake = env.lake().await;
+    assert_exactly_once(&entries, &lake);
+    assert!(
+        lake.iter().any(|(k, _)| k.contains("/late_")),
+        "late objects"
+    );
+    let rows = ocsf_rows(&env.s3, &ocsf_bucket, "ext/").await;
+    let jsonl_ids = counts(
+        lake.iter()
+            .map(|(_, l)| l["_id"].as_str().unwrap().to_owned()),
+    );
+    let ocsf_ids = counts(
+        rows.iter()
+            .map(|r| r.event["metadata"]["uid"].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(ocsf_ids.len(), jsonl_ids.len());
+    assert!(ocsf_ids == jsonl_ids, "OCSF ids differ from JSONL ids");
+    let classes = counts(rows.iter().map(|r| r.event["class_uid"].as_u64().unwrap()));
+    assert_eq!(
+        classes.keys().copied().collect::<Vec<_>>(),
+        [3002, 3004, 6003]
+    );
+    assert_ocsf_layout(&rows, Dataset::Audit, REGION, ACCOUNT);
+    println!("{} records, classes {classes:?}", rows.len());
+}
+
+/// One real-looking native event of every kind the mapping knows, numbered `n`.
+fn native_event(n: usize, day_back: i64) -> Value {
+    const IDS: [u32; 16] = [
+        4624, 4625, 4634, 4768, 4769, 4776, 4672, 4720, 4726, 4740, 4728, 4733, 5136, 7045, 1102,
+        4704,
+    ];
+    let id = IDS[n % IDS.len()];
+    let time = Utc::now() - D::days(day_back) - D::seconds(n as i64);
+    json!({"time": tv1_connector::timefmt::api_time(time), "event_id": id, "computer": "DC05.corp.example",
+        "channel": "Security", "record_id": 700_000 + n, "provider": "Microsoft-Windows-Security-Auditing",
+        "data": {"SubjectUserName": "admin", "SubjectDomainName": "CORP", "TargetUserName": format!("user{}", n % 37),
+            "TargetDomainName": "CORP", "LogonType": "3", "IpAddress": "10.1.2.3", "IpPort": "50000",
+            "Status": if id == 4776 { "0xc000006a" } else { "0x0" }, "MemberName": "CN=svc-backup,OU=Service,DC=corp,DC=example",
+            "ObjectDN": "CN=Policies,CN=System,DC=corp,DC=example", "ServiceName": "PSEXESVC",
+            "PrivilegeList": "SeBackupPrivilege SeDebugPrivilege"}})
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    batch: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{url}/v1/events"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(batch.to_string().as_bytes()))
+        .send()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_batches_refused_retried_duplicated_and_killed_leave_one_ocsf_record_per_event() {
+    let lake = ad_lake().await;
+    let ocsf_bucket = format!("{}-ocsf", lake.bucket);
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", lake.bucket.as_str()),
+        ("OCSF_OUTPUT", "on"),
+        ("OCSF_ACCOUNT_ID", ACCOUNT),
+        ("OCSF_BUCKET", ocsf_bucket.as_str()),
+        ("AWS_REGION", REGION),
+    ];
+    let mut served = serve(&vars).await;
+    let http = reqwest::Client::new();
+    let key = lake.key.as_str();
+    let envelopes: Vec<Value> = [
+        "winlogbeat-batch.json",
+        "nxlog-batch.json",
+        "native-batch.json",
+    ]
+    .iter()
+    .map(|n| serde_json::from_str(&sample_moved_to_yesterday(n)).unwrap())
+    .collect();
+
+    // 1. The OCSF bucket is missing: the batch is refused as retryable, naming the output.
+    let r = post(&http, &served.url, key, &envelopes[0]).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v = json_of(r).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OCSF output"),
+        "{v}"
+    );
+    create_bucket(&lake.s3, &ocsf_bucket).await;
+
+    // 2. Every sample shape (the first one retried), then every batch again as a duplicate.
+    let mut sent = 0;
+    for round in ["accepted", "duplicate"] {
+        for (i, b) in envelopes.iter().enumerate() {
+            let v = json_of(post(&http, &served.url, key, b).await.unwrap()).await;
+            // The refused batch's JSONL objects were all stored before the refusal: its retry
+            // finds them and reports a duplicate, having written the OCSF objects now.
+            let retried = round == "accepted" && i == 0;
+            let want = if retried { "duplicate" } else { round };
+            assert_eq!(v["status"], want, "{v}");
+            if retried {
+                assert_eq!(v["ocsf_records"], 5, "{v}");
+            }
+        }
+        for (name, agent) in [
+            ("fluentbit-winevtlog.ndjson", "fluent-bit-dc06"),
+            ("fluentbit-winlog.ndjson", "fluent-bit-dc07"),
+            ("vector-windows-event-log.ndjson", "vector-dc08"),
+        ] {
+            let body = sample_moved_to_yesterday(name);
+            let r = http
+                .post(format!("{}/v1/events", served.url))
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/x-ndjson")
+                .header("x-agent-id", agent)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let v = json_of(r).await;
+            assert_eq!(v["status"], round, "{name}: {v}");
+        }
+        for name in [
+            "otel-windowseventlog-hec.json",
+            "windows-xml-hec.json",
+            "windows-text-hec.json",
+        ] {
+            let r = http
+                .post(format!("{}/services/collector/event", served.url))
+                .header("authorization", format!("Splunk {key}"))
+                .body(sample_moved_to_yesterday(name))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{name}");
+        }
+        sent += 1;
+    }
+    assert_eq!(sent, 2);
+
+    // 3. A large batch over three days, with `tv1 serve` killed at random points while it
+    //    stores it; the agent resends to the restarted server until it is stored.
+    let big = json!({"agent": {"id": "dc05-big", "hostname": "DC05.corp.example"}, "batch_id": "dc05-big-000001",
+        "events": (0..3000).map(|n| native_event(n, 1 + (n % 3) as i64)).collect::<Vec<_>>()});
+    for _ in 0..6 {
+        let url = served.url.clone();
+        let (http2, big2, key2) = (http.clone(), big.clone(), key.to_owned());
+        let request = tokio::spawn(async move { post(&http2, &url, &key2, &big2).await });
+        tokio::time::sleep(Duration::from_millis(rand::random_range(20..600))).await;
+        signal(served.child.id(), "-KILL");
+        let _ = request.await;
+        served = serve(&vars).await;
+    }
+    let v = json_of(post(&http, &served.url, key, &big).await.unwrap()).await;
+    assert!(
+        v["status"] == "accepted" || v["status"] == "duplicate",
+        "{v}"
+    );
+
+    // Every stored event has exactly one OCSF record: same batch, same original event.
+    let lines = lake_lines(&lake.s3, &lake.bucket).await;
+    let rows = ocsf_rows(&lake.s3, &ocsf_bucket, "ext/").await;
+    let original = |batch: &str, event: &Value| (batch.to_owned(), event.to_string());
+    let stored = counts(
+        lines
+            .iter()
+            .map(|(_, l)| original(l["batch_id"].as_str().unwrap(), &l["event"])),
+    );
+    let mapped = counts(rows.iter().map(|r| {
+        let raw = r.event["raw_data"].as_str().unwrap();
+        let event = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        original(r.event["unmapped"]["batch_id"].as_str().unwrap(), &event)
+    }));
+    assert_eq!(rows.len(), lines.len());
+    assert!(
+        stored == mapped,
+        "OCSF records differ from the stored events"
+    );
+    let classes = counts(rows.iter().map(|r| r.event["class_uid"].as_u64().unwrap()));
+    assert_eq!(
+        classes.keys().copied().collect::<Vec<_>>(),
+        [3001, 3002, 3003, 3004, 3005, 3006]
+    );
+    assert_ocsf_layout(&rows, Dataset::Ad, REGION, ACCOUNT);
+    println!("{} records, classes {classes:?}", rows.len());
+}
