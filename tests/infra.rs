@@ -118,8 +118,10 @@ fn environment_variables_match_what_the_code_reads() {
         ("audit-puller", "PullerConfig"),
         ("ad-ingest", "IngestConfig"),
     ] {
-        let (reads, required) = config_vars(ty);
+        let (mut reads, required) = config_vars(ty);
         assert!(required.contains("BUCKET"), "parsed {ty}: {required:?}");
+        // Both read the OCSF output's settings through OcsfConfig.
+        reads.extend(config_vars("OcsfConfig").0);
         let set = env_vars(&t, &fns[binary].1);
         let unknown: Vec<_> = set.difference(&reads).collect();
         assert!(
@@ -352,12 +354,17 @@ fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
             list.get("Condition").is_none(),
             "{binary}: s3:ListBucket with a Condition does not make a missing key a 404"
         );
-        // Reads and writes stay on the function's own prefix.
+        // Reads and writes stay on the function's own prefix; the OCSF sources (checked in
+        // `ocsf_glue_tables_match_the_parquet_schema_and_layout`) are only written.
         for s in stmts.iter().filter(|s| {
             actions(s)
                 .iter()
                 .any(|a| a.starts_with("s3:") && a != "s3:ListBucket")
         }) {
+            if s["Sid"] == "WriteOcsfSources" {
+                assert_eq!(actions(s), ["s3:PutObject"], "{binary}");
+                continue;
+            }
             assert!(
                 resource(s).ends_with(&format!(":s3:::${{Bucket}}/${{{prefix}}}*")),
                 "{binary}: object access outside its prefix: {}",
@@ -400,5 +407,75 @@ fn expiry_never_reaches_state_documents() {
         "active-directory/_state/batches/dc01/b1.json",
     ] {
         assert!(expires(data), "{data} never expires: {prefixes:?}");
+    }
+}
+
+/// The Glue tables over the OCSF output: one per source, with the columns the Parquet writer
+/// writes (the Arrow schema as Hive types) and the layout the writer uses.
+#[test]
+fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
+    use tv1_connector::ocsf::{Dataset, parquet::hive_columns};
+    let t = template();
+    let resources = t["Resources"].as_mapping().unwrap();
+    let tables: BTreeMap<String, &Value> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::Glue::Table" && r["Condition"] == "OcsfGlueTables")
+        .map(|r| {
+            let name = r["Properties"]["TableInput"]["Name"].as_str().unwrap();
+            (name.to_owned(), &r["Properties"]["TableInput"])
+        })
+        .collect();
+    let mut expected = BTreeSet::new();
+    for d in [Dataset::Audit, Dataset::Ad] {
+        for c in d.classes() {
+            let source = d.source(*c);
+            let name = source.replace('-', "_");
+            let table = tables
+                .get(&name)
+                .unwrap_or_else(|| panic!("no Glue table {name} for source {source}"));
+            let columns: Vec<(String, String)> = table["StorageDescriptor"]["Columns"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["Name"].as_str().unwrap().to_owned(),
+                        c["Type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(columns, hive_columns(*c), "{name}");
+            let location =
+                serde_yaml::to_string(&table["Parameters"]["storage.location.template"]).unwrap();
+            assert!(
+                location.contains(&format!(
+                    "${{OcsfPrefix}}{source}/region=${{!region}}/accountId=${{!accountid}}/eventDay=${{!eventday}}/"
+                )),
+                "{name}: {location}"
+            );
+            assert_eq!(
+                table["Parameters"]["projection.eventday.format"],
+                "yyyyMMdd"
+            );
+            expected.insert(name);
+        }
+    }
+    assert_eq!(tables.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    // Each function may write its own dataset's sources, and only them.
+    for (binary, dataset) in [("audit-puller", Dataset::Audit), ("ad-ingest", Dataset::Ad)] {
+        let fns = functions(&t);
+        let writes: Vec<String> = statements(&fns[binary].1)
+            .iter()
+            .filter(|s| s["Sid"] == "WriteOcsfSources")
+            .map(resource)
+            .collect();
+        let prefix = dataset.source(dataset.classes()[0]);
+        let prefix = &prefix[..prefix.rfind('-').unwrap() + 1];
+        assert_eq!(writes.len(), 1, "{binary}");
+        assert!(
+            writes[0].contains(&format!("${{OcsfPrefix}}{prefix}*")),
+            "{binary}: {}",
+            writes[0]
+        );
     }
 }

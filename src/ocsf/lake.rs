@@ -9,7 +9,7 @@
 //!
 //! Layout, as Security Lake wants custom sources:
 //! `{OCSF_PREFIX}{source}/region={region}/accountId={account}/eventDay={YYYYMMDD}/{name}.parquet`,
-//! one class per object and per source (`tv1-audit-authentication`...), rows sorted by time.
+//! one class per object and per source (`tv1-audit-auth`...), rows sorted by time.
 
 use super::parquet::{DECODE_ROWS, Encoder, ParquetEncodeError};
 use super::{Class, Dataset, audit, windows};
@@ -273,7 +273,7 @@ mod tests {
                 "x_y"
             )
             .unwrap(),
-            "ext/tv1-audit-authentication/region=eu-west-1/accountId=123456789012/eventDay=20261121/x_y.parquet"
+            "ext/tv1-audit-auth/region=eu-west-1/accountId=123456789012/eventDay=20261121/x_y.parquet"
         );
     }
 

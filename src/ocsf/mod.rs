@@ -22,19 +22,18 @@ pub struct Class {
     pub name: &'static str,
     /// `category_name`.
     pub category: &'static str,
-    /// The class in source names (`tv1-audit-<slug>`), lower case with hyphens.
+    /// The class in source names (`tv1-audit-<slug>`): short, because Security Lake names a
+    /// role after each custom source and wants the source name within 20 characters.
     pub slug: &'static str,
+    /// The class's name in Security Lake's `EventClasses`, when its list has it (it lacks
+    /// Group Management and User Access Management; such a source is registered without one).
+    pub security_lake: Option<&'static str>,
 }
 
 impl Class {
     /// `category_uid`: the class uid's thousands.
     pub fn category_uid(self) -> u32 {
         self.uid / 1000
-    }
-
-    /// The name Security Lake gives the class in a custom source's `EventClasses`.
-    pub fn event_class(self) -> String {
-        self.slug.replace('-', "_").to_ascii_uppercase()
     }
 }
 
@@ -63,8 +62,7 @@ impl Dataset {
         }
     }
 
-    /// The custom source name of `class` in this dataset: `tv1-audit-authentication`,
-    /// `tv1-ad-group-management`... (Security Lake: at most 64 of `[\w\-_:.]`).
+    /// The custom source name of `class` in this dataset: `tv1-audit-auth`, `tv1-ad-group`...
     pub fn source(self, class: Class) -> String {
         let dataset = match self {
             Dataset::Audit => "audit",
@@ -79,28 +77,32 @@ pub const ACCOUNT_CHANGE: Class = Class {
     uid: 3001,
     name: "Account Change",
     category: "Identity & Access Management",
-    slug: "account-change",
+    slug: "account",
+    security_lake: Some("ACCOUNT_CHANGE"),
 };
 /// Authorize Session.
 pub const AUTHORIZE_SESSION: Class = Class {
     uid: 3003,
     name: "Authorize Session",
     category: "Identity & Access Management",
-    slug: "authorize-session",
+    slug: "session",
+    security_lake: Some("AUTHORIZATION"),
 };
 /// User Access Management.
 pub const USER_ACCESS: Class = Class {
     uid: 3005,
     name: "User Access Management",
     category: "Identity & Access Management",
-    slug: "user-access",
+    slug: "access",
+    security_lake: None,
 };
 /// Group Management.
 pub const GROUP_MANAGEMENT: Class = Class {
     uid: 3006,
     name: "Group Management",
     category: "Identity & Access Management",
-    slug: "group-management",
+    slug: "group",
+    security_lake: None,
 };
 
 /// Authentication.
@@ -108,21 +110,24 @@ pub const AUTHENTICATION: Class = Class {
     uid: 3002,
     name: "Authentication",
     category: "Identity & Access Management",
-    slug: "authentication",
+    slug: "auth",
+    security_lake: Some("AUTHENTICATION"),
 };
 /// Entity Management.
 pub const ENTITY_MANAGEMENT: Class = Class {
     uid: 3004,
     name: "Entity Management",
     category: "Identity & Access Management",
-    slug: "entity-management",
+    slug: "entity",
+    security_lake: Some("ENTITY_MANAGEMENT_AUDIT"),
 };
 /// API Activity.
 pub const API_ACTIVITY: Class = Class {
     uid: 6003,
     name: "API Activity",
     category: "Application Activity",
-    slug: "api-activity",
+    slug: "api",
+    security_lake: Some("API_ACTIVITY"),
 };
 
 /// `status_id` of a result word: 1 Success, 2 Failure, 0 Unknown.
@@ -230,5 +235,29 @@ fn unmapped_value(v: &Value) -> Value {
     match v {
         Value::String(_) => v.clone(),
         other => Value::String(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_fit_security_lake() {
+        // Security Lake: at most 20 characters (its provider role is named after the source)
+        // of `[\w\-_:.]`; one source per class and dataset.
+        let mut seen = std::collections::HashSet::new();
+        for d in [Dataset::Audit, Dataset::Ad] {
+            for c in d.classes() {
+                let s = d.source(*c);
+                assert!(s.len() <= 20, "{s}");
+                assert!(
+                    s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+                );
+                assert!(seen.insert(s));
+            }
+        }
+        assert_eq!(seen.len(), 9);
     }
 }

@@ -178,6 +178,44 @@ pub fn schema(class: Class) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The Hive (Glue, Athena) type of an Arrow type of [`schema`].
+fn hive_type(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 => "string".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), hive_type(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        DataType::List(item) => format!("array<{}>", hive_type(item.data_type())),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) => format!(
+                "map<{},{}>",
+                hive_type(kv[0].data_type()),
+                hive_type(kv[1].data_type())
+            ),
+            other => unreachable!("map entries are a struct, not {other}"),
+        },
+        other => unreachable!("the schema uses no {other}"),
+    }
+}
+
+/// The columns of a Glue table over one class's Parquet objects: `(name, Hive type)`, in
+/// file order. `infra/template.yaml` declares these; `tests/infra.rs` holds them equal.
+pub fn hive_columns(class: Class) -> Vec<(String, String)> {
+    schema(class)
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), hive_type(f.data_type())))
+        .collect()
+}
+
 fn properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3")))
