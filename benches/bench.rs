@@ -13,6 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{Body, HttpRequest, Ingest};
+use tv1_connector::ocsf::Dataset;
+use tv1_connector::ocsf::lake::encode_object;
 use tv1_connector::segment::{Assembler, Item, Limits};
 use tv1_connector::simulate::{Faults, Generate, SimSettings, Simulator, generate};
 use tv1_connector::vision_one::Page;
@@ -160,6 +162,146 @@ fn bench_cpu(rows: &mut Vec<Row>) {
         format!("`gzip -6` on the same {mb:.0} MB of JSONL: {gzip:.1} MB/s"),
         format!("{:.2}× (target ≥ 0.8×)", ours / gzip),
     ));
+}
+
+/// Encodes each JSONL object as the OCSF output does: records/s, Parquet bytes, gzip bytes.
+fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usize, usize, usize) {
+    let run = || {
+        let mut out = (0, 0);
+        for (key, body) in objects {
+            for (_, _, rows, parquet) in encode_object(dataset, key, body).unwrap() {
+                out.0 += rows;
+                out.1 += parquet.len();
+            }
+        }
+        out
+    };
+    run(); // warm-up
+    let mut best = f64::MAX;
+    let mut out = (0, 0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        out = run();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let gz: usize = objects.iter().map(|(_, b)| b.len()).sum();
+    (out.0 as f64 / best, out.0, out.1, gz)
+}
+
+/// 9. The OCSF Parquet output (issue 10): the CPU work it adds per record, next to the JSONL
+/// path on the same data, and its size as a ratio of gzip JSONL.
+fn bench_ocsf(rows: &mut Vec<Row>) {
+    let n = 200_000;
+    let now = Utc::now();
+    let entries = generate(&Generate {
+        count: n,
+        from: now - D::days(7),
+        to: now - D::minutes(10),
+        late_fraction: 0.0,
+        ..Generate::default()
+    });
+    let limits = Limits {
+        max_bytes: 64 << 20,
+        max_records: 100_000,
+    };
+    let t = Instant::now();
+    let mut asm = Assembler::new("p/", limits, now - D::days(8));
+    let mut objects = Vec::new();
+    for e in &entries {
+        let raw = serde_json::value::RawValue::from_string(e.json.clone()).unwrap();
+        let item = Item::parse(&raw).unwrap();
+        objects.extend(
+            asm.push(raw, item.hash, item.time.unwrap())
+                .unwrap()
+                .and_then(|s| s.object),
+        );
+    }
+    objects.extend(asm.finish(now).object);
+    let jsonl_rate = n as f64 / t.elapsed().as_secs_f64();
+    let objects: Vec<(String, bytes::Bytes)> =
+        objects.into_iter().map(|o| (o.key, o.body)).collect();
+    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, &objects);
+    assert_eq!(records, n);
+    rows.push(row(
+        "9a. OCSF output, audit: the puller's gzip JSONL objects of 200k entries → OCSF Parquet (zstd), 1 core, in process",
+        format!(
+            "{rate:.0} records/s; {:.1} MB of Parquet for {:.1} MB of gzip JSONL ({} objects)",
+            parquet as f64 / 1e6,
+            gz as f64 / 1e6,
+            objects.len()
+        ),
+        format!("the JSONL path on the same entries: {jsonl_rate:.0} records/s"),
+        format!(
+            "Parquet = **{:.2}×** gzip JSONL in bytes; adds {:.1} µs per record",
+            parquet as f64 / gz as f64,
+            1e6 / rate
+        ),
+    ));
+    // AD: the objects of one large Winlogbeat batch, as ad-ingest stores them.
+    let events: Vec<Value> = (0..50_000).map(winlogbeat_event).collect();
+    let vars: HashMap<String, String> = [
+        ("API_KEY_PARAM", "/p"),
+        ("BUCKET", "b"),
+        ("AD_MAX_DECOMPRESSED_BYTES", "1000000000"),
+        ("AD_MAX_EVENTS", "1000000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (s3, ssm) = offline_clients();
+    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), s3, ssm);
+    let body = serde_json::to_string(
+        &json!({"agent": {"id": "dc01"}, "batch_id": "b1", "events": events}),
+    )
+    .unwrap();
+    let req = HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: None,
+        x_api_key: None,
+        content_type: Some("application/json"),
+        content_encoding: None,
+        body: Body::apigw(Some(&body), false),
+        sender: Default::default(),
+    };
+    let t = Instant::now();
+    let prepared = ingest.prepare(&req, Utc::now()).unwrap();
+    let jsonl_rate = events.len() as f64 / t.elapsed().as_secs_f64();
+    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Ad, &prepared.objects);
+    assert_eq!(records, events.len());
+    rows.push(row(
+        "9b. OCSF output, AD: one batch of 50,000 Winlogbeat events (the objects ad-ingest stores) → OCSF Parquet, 1 core",
+        format!(
+            "{rate:.0} events/s; {:.1} MB of Parquet for {:.1} MB of gzip JSONL",
+            parquet as f64 / 1e6,
+            gz as f64 / 1e6
+        ),
+        format!("ad-ingest's own CPU work on the batch: {jsonl_rate:.0} events/s"),
+        format!(
+            "Parquet = **{:.2}×** gzip JSONL; a 10,000-event batch (AD_MAX_EVENTS) adds {:.0} ms",
+            parquet as f64 / gz as f64,
+            10_000.0 / rate * 1000.0
+        ),
+    ));
+}
+
+/// S3 and SSM clients that are never called (CPU-only benchmarks).
+fn offline_clients() -> (aws_sdk_s3::Client, aws_sdk_ssm::Client) {
+    let region = aws_sdk_s3::config::Region::new("us-east-1");
+    (
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version_latest()
+                .region(region.clone())
+                .build(),
+        ),
+        aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+                .build(),
+        ),
+    )
 }
 
 struct Lake {
@@ -914,6 +1056,10 @@ fn main() {
     if want("cpu") {
         eprintln!("bench cpu...");
         bench_cpu(&mut rows);
+    }
+    if want("ocsf") {
+        eprintln!("bench ocsf...");
+        bench_ocsf(&mut rows);
     }
     rt.block_on(async {
         let lake = Lake::new().await;

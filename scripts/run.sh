@@ -27,6 +27,9 @@ say "tv1 rotate-key: a fresh ad-ingest API key in $KEY_PARAM"
 API_KEY="$(API_KEY_PARAM="$KEY_PARAM" target/debug/tv1 rotate-key 2>/dev/null)"
 
 ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET=$BUCKET,TV1_DEADLINE_MARGIN=5s,API_KEY_PARAM=$KEY_PARAM"
+# Both functions also write OCSF Parquet (to s3://$BUCKET/ext/). In Lambda the accountId=
+# partition comes from the invoked function's ARN; `cargo lambda watch`'s names no account.
+ENV="$ENV,OCSF_OUTPUT=on,OCSF_ACCOUNT_ID=000000000000"
 ENV="$ENV,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=$AWS_REGION"
 say "starting cargo lambda watch on 127.0.0.1:$WATCH_PORT (log: .run/watch.log)"
 start_bg "$LOGS/watch.log" cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --env-vars "$ENV"
@@ -95,3 +98,15 @@ say "GET /v1/agents"
 curl -sS "$URL/v1/agents" -H "X-Api-Key: $API_KEY" | python3 -m json.tool
 say "AD objects in s3://$BUCKET/active-directory/"
 aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v /_state/
+say "OCSF Parquet in s3://$BUCKET/ext/ (OCSF_OUTPUT=on), read back with DuckDB"
+rm -rf "$LOGS/ocsf"
+aws s3 sync --quiet "s3://$BUCKET/ext/" "$LOGS/ocsf/"
+"$VENV/bin/python" - "$LOGS/ocsf" <<'PY'
+import duckdb, sys
+print(duckdb.sql(f"""
+  SELECT regexp_extract(filename, '/ocsf/([^/]+)/', 1) AS source, accountId, eventDay,
+         any_value(class_name) AS class, count(*) AS records
+  FROM read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = true, filename = true,
+                    union_by_name = true)
+  GROUP BY ALL ORDER BY ALL"""))
+PY

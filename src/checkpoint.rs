@@ -250,6 +250,9 @@ pub struct Status {
     pub last_success: Option<serde_json::Value>,
     /// The last failure, cleared by the next success.
     pub last_error: Option<LastError>,
+    /// OCSF records the runs wrote, all told (since the output was turned on).
+    #[serde(default)]
+    pub ocsf_records_total: u64,
 }
 
 /// A failed run.

@@ -150,6 +150,14 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         [3002, 3004, 6003]
     );
     assert_ocsf_layout(&rows, Dataset::Audit, REGION, ACCOUNT);
+    // Runs that were killed cannot report what they wrote; the rest count theirs.
+    let status = env.puller().status().await.unwrap();
+    let ocsf = status.ocsf.expect("the status shows the OCSF output");
+    assert!(
+        ocsf.records_total > 0 && ocsf.records_total <= rows.len() as u64,
+        "{ocsf:?}"
+    );
+    assert_eq!(ocsf.location, format!("s3://{ocsf_bucket}/ext/"));
     println!("{} records, classes {classes:?}", rows.len());
 }
 

@@ -60,6 +60,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: std::net::SocketAddr,
     },
+    /// Prints the AWS CLI commands that register the OCSF output's sources (one per dataset and
+    /// class) as Security Lake custom sources.
+    OcsfSources {
+        /// The role Security Lake's crawlers run as (the stack output SecurityLakeCrawlerRoleArn).
+        #[arg(long)]
+        crawler_role_arn: String,
+        /// External id the sources' provider roles trust.
+        #[arg(long, default_value = "tv1-connector")]
+        external_id: String,
+    },
     /// Serves the Vision One simulator on 127.0.0.1.
     Simulate {
         /// Port to listen on.
@@ -230,6 +240,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!("ad-ingest listening on http://{listen}");
             serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
+            Ok(())
+        }
+        Command::OcsfSources {
+            crawler_role_arn,
+            external_id,
+        } => {
+            for c in tv1_connector::ocsf::registration_commands(&crawler_role_arn, &external_id) {
+                println!("{c}");
+            }
             Ok(())
         }
         Command::Simulate {

@@ -113,14 +113,28 @@ impl OcsfWriter {
     /// Takes the `accountId=` partition from a Lambda function ARN
     /// (`arn:aws:lambda:region:account:function:name`) unless one is set already.
     pub fn account_from_arn(&self, arn: &str) {
-        if let Some(a) = arn.split(':').nth(4).filter(|a| is_account_id(a)) {
-            let _ = self.account.set(a.to_owned());
+        if self.account.get().is_some() {
+            return;
+        }
+        match arn.split(':').nth(4).filter(|a| is_account_id(a)) {
+            Some(a) => {
+                let _ = self.account.set(a.to_owned());
+            }
+            None => tracing::warn!(
+                arn,
+                "the invoked function's ARN names no account; set OCSF_ACCOUNT_ID"
+            ),
         }
     }
 
     /// The bucket.
     pub fn bucket(&self) -> &str {
         self.sink.bucket()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The key of the Parquet object of `source` named `name` for `day`.

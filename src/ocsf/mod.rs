@@ -72,6 +72,31 @@ impl Dataset {
     }
 }
 
+/// The AWS CLI commands that register every source with Security Lake, their crawlers running
+/// as `crawler_role_arn`. (CloudFormation has no resource type for a custom source.) The log
+/// provider is the account of that role; `external_id` is what its provider role trusts.
+pub fn registration_commands(crawler_role_arn: &str, external_id: &str) -> Vec<String> {
+    let account = crawler_role_arn.split(':').nth(4).unwrap_or_default();
+    let configuration = serde_json::json!({
+        "crawlerConfiguration": {"roleArn": crawler_role_arn},
+        "providerIdentity": {"externalId": external_id, "principal": account},
+    });
+    let mut out = Vec::new();
+    for d in [Dataset::Audit, Dataset::Ad] {
+        for c in d.classes() {
+            let classes = c
+                .security_lake
+                .map(|name| format!(" --event-classes {name}"))
+                .unwrap_or_default();
+            out.push(format!(
+                "aws securitylake create-custom-log-source --source-name {}{classes} --configuration '{configuration}'",
+                d.source(*c)
+            ));
+        }
+    }
+    out
+}
+
 /// Account Change.
 pub const ACCOUNT_CHANGE: Class = Class {
     uid: 3001,
@@ -259,5 +284,23 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 9);
+    }
+
+    #[test]
+    fn every_source_has_its_registration_command() {
+        let role = "arn:aws:iam::123456789012:role/tv1-crawler";
+        let cmds = registration_commands(role, "tv1-connector-prod");
+        assert_eq!(cmds.len(), 9);
+        assert!(cmds[0].starts_with(
+            "aws securitylake create-custom-log-source --source-name tv1-audit-auth --event-classes AUTHENTICATION"
+        ));
+        assert!(
+            cmds.iter()
+                .any(|c| c.contains("--source-name tv1-ad-group --configuration"))
+        );
+        assert!(
+            cmds.iter()
+                .all(|c| c.contains(r#""principal":"123456789012""#))
+        );
     }
 }

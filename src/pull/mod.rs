@@ -44,7 +44,7 @@ mod repair;
 
 pub use backfill::{BackfillSummary, Progress};
 pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, emf_line, time_left};
-pub use ops::{ConnectionCheck, ReconcileView, StatusReport};
+pub use ops::{ConnectionCheck, OcsfView, ReconcileView, StatusReport};
 pub use reconcile::{MAX_STEPS_PER_RUN, ReconcileSummary};
 pub use repair::{CheckpointView, RepairError};
 
@@ -343,6 +343,7 @@ impl Puller {
         status.last_run_at = Some(now);
         match &result {
             Ok(s) if s.outcome != Outcome::Skipped => {
+                status.ocsf_records_total += s.ocsf.as_ref().map_or(0, |o| o.records);
                 status.last_success_at = Some(now);
                 status.last_success = serde_json::to_value(s).ok();
                 status.last_error = None;

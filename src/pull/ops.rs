@@ -42,6 +42,20 @@ pub struct StatusReport {
     pub last_error: Option<LastError>,
     /// Reconciliation: how far back committed time was read again, and late entries found.
     pub reconcile: ReconcileView,
+    /// The OCSF Parquet output, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocsf: Option<OcsfView>,
+}
+
+/// The OCSF output as `tv1 status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OcsfView {
+    /// Where the Parquet objects go: `s3://bucket/prefix`.
+    pub location: String,
+    /// Records the last successful run wrote.
+    pub last_success_records: Option<u64>,
+    /// Records written by all runs since the output was turned on.
+    pub records_total: u64,
 }
 
 /// Reconciliation as `tv1 status` shows it.
@@ -107,7 +121,17 @@ impl Puller {
             (_, Some(_)) => "Error",
             _ => "Active",
         };
+        let ocsf = self.ocsf.as_ref().map(|o| OcsfView {
+            location: format!("s3://{}/{}", o.bucket(), o.prefix()),
+            last_success_records: status
+                .last_success
+                .as_ref()
+                .and_then(|s| s.pointer("/ocsf/records"))
+                .and_then(|r| r.as_u64()),
+            records_total: status.ocsf_records_total,
+        });
         Ok(StatusReport {
+            ocsf,
             state,
             lag_seconds: cp.as_ref().map(|c| (now - c.committed_to).num_seconds()),
             checkpoint: cp,
