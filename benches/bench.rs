@@ -188,8 +188,8 @@ fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usiz
     (out.0 as f64 / best, out.0, out.1, gz)
 }
 
-/// 9. The OCSF Parquet output (issue 10): the CPU work it adds per record, next to the JSONL
-/// path on the same data, and its size as a ratio of gzip JSONL.
+/// Row 9, the OCSF Parquet output (issue 10): the CPU work it adds per record, next to the
+/// JSONL path on the same data, and its size as a ratio of gzip JSONL.
 fn bench_ocsf(rows: &mut Vec<Row>) {
     let n = 200_000;
     let now = Utc::now();
