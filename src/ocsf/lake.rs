@@ -86,6 +86,9 @@ pub struct OcsfWriter {
     account: OnceLock<String>,
 }
 
+/// Line text mapped (and so held as JSON trees) at a time, at most.
+const DECODE_BYTES: usize = 4 << 20;
+
 /// Where one record goes, and when it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Place {
@@ -244,13 +247,19 @@ pub fn encode_object(
     let mut files = Vec::new();
     for group in places.chunk_by(|a, b| (a.class, a.day) == (b.class, b.day)) {
         let mut enc = Encoder::new(group[0].class)?;
-        for chunk in group.chunks(DECODE_ROWS) {
-            let events = chunk
-                .iter()
-                .map(|p| map(p.line))
-                .collect::<Result<Vec<_>, _>>()?;
-            enc.push(&events)?;
+        let mut events = Vec::new();
+        let mut text = 0;
+        for p in group {
+            events.push(map(p.line)?);
+            text += lines[p.line].len();
+            // Bounded by rows and by text: an event may be 256 KiB, and its tree several times that.
+            if events.len() == DECODE_ROWS || text >= DECODE_BYTES {
+                enc.push(&events)?;
+                events.clear();
+                text = 0;
+            }
         }
+        enc.push(&events)?;
         let rows = enc.rows();
         files.push((group[0].class, group[0].day, rows, enc.finish()?));
     }
