@@ -200,6 +200,29 @@ pub fn from_line(line: &str) -> Option<Value> {
     to_ocsf(&original(line, &head.id), &head.id, time).ok()
 }
 
+/// The class and time (epoch ms) [`from_line`] gives a stored line, without building the event.
+pub fn class_and_time(line: &str) -> Option<(Class, i64)> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "loggedDateTime", borrow, default)]
+        logged: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        category: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        activity: Option<std::borrow::Cow<'a, str>>,
+        #[serde(rename = "accessType", borrow, default)]
+        access: Option<std::borrow::Cow<'a, str>>,
+    }
+    let h: Head = serde_json::from_str(line).ok()?;
+    let time = crate::timefmt::parse_api_time(h.logged.as_deref()?)?;
+    let (class, _) = classify(
+        h.category.as_deref().unwrap_or(""),
+        h.activity.as_deref().unwrap_or(""),
+        h.access.as_deref().unwrap_or(""),
+    );
+    Some((class, time.timestamp_millis()))
+}
+
 /// The API item of a stored line: the line without the `_id` the puller put first, byte for
 /// byte (see [`crate::encode::line_with_fields`]).
 fn original(line: &str, id: &str) -> String {

@@ -218,21 +218,18 @@ pub fn encode_object(
             line: i + 1,
         })
     };
-    // First pass: where each record goes. The events themselves are mapped again, a chunk at a
-    // time, in the second pass: memory holds the object's text and one chunk of events.
+    // First pass: where each record goes (class and time only). The events are built in the
+    // second pass, a chunk at a time: memory holds the object's text and one chunk of events.
     let mut places = Vec::with_capacity(lines.len());
-    for i in 0..lines.len() {
-        let e = map(i)?;
-        let time_ms = e["time"].as_i64().unwrap_or_default();
-        let class = dataset
-            .classes()
-            .iter()
-            .copied()
-            .find(|c| Some(c.uid as u64) == e["class_uid"].as_u64())
-            .ok_or_else(|| OcsfError::Unmappable {
-                key: key.to_owned(),
-                line: i + 1,
-            })?;
+    for (i, line) in lines.iter().enumerate() {
+        let placed = match dataset {
+            Dataset::Audit => audit::class_and_time(line),
+            Dataset::Ad => windows::class_and_time(line),
+        };
+        let (class, time_ms) = placed.ok_or_else(|| OcsfError::Unmappable {
+            key: key.to_owned(),
+            line: i + 1,
+        })?;
         let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
             .unwrap_or_default()
             .date_naive();

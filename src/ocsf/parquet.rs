@@ -11,9 +11,11 @@ use super::Class;
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ pub const DECODE_ROWS: usize = 4096;
 /// Rows per Parquet row group: bounds the writer's memory, and still lets readers skip groups
 /// by their `time` statistics.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// zstd level: 9, as these files are written once and read many times.
+const ZSTD_LEVEL: i32 = 9;
 
 /// A failure to encode events.
 #[derive(Debug, thiserror::Error)]
@@ -216,11 +220,28 @@ pub fn hive_columns(class: Class) -> Vec<(String, String)> {
         .collect()
 }
 
-fn properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3")))
+/// Writer settings. Objects are as small as a segment or a batch, so what every file carries
+/// counts: no embedded Arrow schema (readers take the Parquet schema; it adds kilobytes per
+/// file), statistics per column chunk only (no page index) and cut to 64 bytes, and no
+/// dictionary for the columns whose values are all distinct (`raw_data`, `metadata.uid`).
+fn options() -> ArrowWriterOptions {
+    let distinct = [
+        ColumnPath::from("raw_data"),
+        ColumnPath::from(vec!["metadata".to_owned(), "uid".to_owned()]),
+    ];
+    let mut properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("a zstd level"),
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_statistics_truncate_length(Some(64));
+    for column in distinct {
+        properties = properties.set_column_dictionary_enabled(column, false);
+    }
+    ArrowWriterOptions::new()
+        .with_properties(properties.build())
+        .with_skip_arrow_metadata(true)
 }
 
 /// One Parquet file being written: events go in a chunk at a time (decoded into Arrow arrays,
@@ -244,7 +265,7 @@ impl Encoder {
                 class: class.name,
                 source,
             })?;
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties()))?;
+        let writer = ArrowWriter::try_new_with_options(Vec::new(), schema, options())?;
         Ok(Encoder {
             class,
             decoder,

@@ -688,6 +688,18 @@ fn event_uid(l: &Line<'_>) -> String {
     }
 }
 
+/// The class and time (epoch ms) [`from_line`] gives a stored line, without building the event.
+pub fn class_and_time(line: &str) -> Option<(Class, i64)> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        time: &'a str,
+        event_id: u32,
+    }
+    let h: Head = serde_json::from_str(line).ok()?;
+    let time = crate::timefmt::parse_api_time(h.time)?;
+    Some((classify(h.event_id).class, time.timestamp_millis()))
+}
+
 /// One stored line as an OCSF event; `None` when it is not a line ad-ingest wrote.
 pub fn from_line(text: &str) -> Option<Value> {
     let l: Line = serde_json::from_str(text).ok()?;
