@@ -91,3 +91,139 @@ fn audit_entries_map_to_valid_ocsf() {
         report.lines().take(20).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Every sample in `events/ad/` (all nine agent shapes), stored as ad-ingest stores it, maps to a
+/// valid OCSF 1.1.0 event of the class its event id means, with the facts the event carries.
+#[test]
+fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
+    use std::io::Read;
+    use tv1_connector::config::IngestConfig;
+    use tv1_connector::ingest::{Body, HttpRequest, Ingest, Sender};
+    let region = aws_sdk_s3::config::Region::new("us-east-1");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(region)
+            .build(),
+    );
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let vars = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Never reaches AWS: `prepare` is the request's CPU work only.
+    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), s3, ssm);
+    let mut events = Vec::new();
+    for (name, path, agent) in [
+        ("winlogbeat-batch.json", "/v1/events", None),
+        ("nxlog-batch.json", "/v1/events", None),
+        ("native-batch.json", "/v1/events", None),
+        ("fluentbit-winevtlog.ndjson", "/v1/events", Some("fb6")),
+        ("fluentbit-winlog.ndjson", "/v1/events", Some("fb7")),
+        (
+            "vector-windows-event-log.ndjson",
+            "/v1/events",
+            Some("vec8"),
+        ),
+        (
+            "otel-windowseventlog-hec.json",
+            "/services/collector/event",
+            None,
+        ),
+        ("windows-xml-hec.json", "/services/collector/event", None),
+        ("windows-text-hec.json", "/services/collector/event", None),
+    ] {
+        let body = common::sample_moved_to_yesterday(name);
+        let req = HttpRequest {
+            method: "POST",
+            path,
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Body::Bytes(body.as_bytes()),
+            sender: Sender {
+                agent_id: agent,
+                ..Sender::default()
+            },
+        };
+        let prepared = ingest
+            .prepare(&req, chrono::Utc::now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (key, gz) in prepared.objects {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            for line in text.lines() {
+                let e = tv1_connector::ocsf::windows::from_line(line)
+                    .unwrap_or_else(|| panic!("{key}: {line}"));
+                events.push(e);
+            }
+        }
+    }
+    // What each event id means (the Windows documentation), written out rather than derived.
+    let expected: std::collections::HashMap<&str, (u64, u64)> = [
+        ("4624", (3002, 1)),
+        ("4625", (3002, 1)),
+        ("4634", (3002, 2)),
+        ("4769", (3002, 4)),
+        ("4720", (3001, 1)),
+        ("4740", (3001, 9)),
+        ("4728", (3006, 3)),
+        ("4662", (3004, 99)),
+        ("5136", (3004, 3)),
+        ("7045", (3004, 1)),
+        ("1102", (3004, 4)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(events.len(), 21);
+    for e in &events {
+        let id = e["metadata"]["event_code"].as_str().unwrap();
+        let (class, activity) = expected[id];
+        assert_eq!(
+            (e["class_uid"].as_u64(), e["activity_id"].as_u64()),
+            (Some(class), Some(activity)),
+            "event {id}"
+        );
+        if id == "4625" {
+            assert_eq!(e["status_id"], 2, "a failed logon fails: {e}");
+        }
+    }
+    let find = |shape: &str, id: &str| {
+        events
+            .iter()
+            .find(|e| e["unmapped"]["shape"] == shape && e["metadata"]["event_code"] == id)
+            .unwrap_or_else(|| panic!("{shape} {id}"))
+    };
+    let wlb = find("winlogbeat", "4624");
+    assert_eq!(wlb["user"]["name"], "alice");
+    assert_eq!(wlb["src_endpoint"]["ip"], "10.0.4.17");
+    assert_eq!(wlb["auth_protocol"], "Kerberos");
+    assert_eq!(find("nxlog", "4728")["group"]["name"], "Domain Admins");
+    assert_eq!(find("nxlog", "4728")["user"]["name"], "svc-backup");
+    assert_eq!(
+        find("fluent_bit_winevtlog", "4624")["user"]["name"],
+        "alice"
+    );
+    assert_eq!(find("fluent_bit_winlog", "4625")["user"]["name"], "mallory");
+    assert_eq!(
+        find("vector_windows_event_log", "4728")["user"]["name"],
+        "bob"
+    );
+    assert_eq!(
+        find("otel_windows_event_log", "5136")["entity"]["name"],
+        "CN=Policies,CN=System,DC=corp,DC=example"
+    );
+    assert_eq!(find("windows_xml", "4740")["user"]["name"], "carol");
+    assert_eq!(find("native", "7045")["entity"]["name"], "PSEXESVC");
+    assert_eq!(find("windows_text", "4625")["status_id"], 2);
+    let (ok, report) = ocsf_validate(&events);
+    assert!(ok, "{report}");
+}
