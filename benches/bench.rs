@@ -888,6 +888,23 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
         body.len() as f64 / 1e6, raw.len() as f64 / 1048576.0, rss as f64 / 1024.0
     ));
     let _ = reply;
+    // The same batch with the OCSF output on (a fresh bucket: the first one holds its marker).
+    let mut with_ocsf = vars.clone();
+    with_ocsf.insert("BUCKET".into(), lake.bucket().await);
+    with_ocsf.insert("OCSF_OUTPUT".into(), "on".into());
+    with_ocsf.insert("OCSF_ACCOUNT_ID".into(), "123456789012".into());
+    let (st, _, rss) = invoke_ad_ingest(
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(&body),
+            true,
+        ),
+        &with_ocsf,
+    )
+    .await;
+    figures.push(format!(
+        "the same with `OCSF_OUTPUT=on`: HTTP {st}, {:.0} MB",
+        rss as f64 / 1024.0
+    ));
     // A gzip bomb: stopped at the 64 MiB cap.
     let bomb = gz(&vec![b' '; 256 << 20]);
     let (st, _, rss) = invoke_ad_ingest(
