@@ -808,16 +808,19 @@ async fn the_lambda_handler_dispatches_events() {
     let p = env.puller();
     let scheduled: serde_json::Value =
         serde_json::from_str(include_str!("../events/schedule.json")).unwrap();
-    let s = p.handle(&scheduled, deadline(30)).await.unwrap();
+    // What the function returns is the reply as JSON.
+    let json = |r| serde_json::to_value(r).unwrap();
+    let s = json(p.handle(&scheduled, deadline(30)).await.unwrap());
     assert_eq!(s["action"], "pull");
     assert_eq!(s["records"], 200);
-    let tc = p
-        .handle(
+    let tc = json(
+        p.handle(
             &serde_json::json!({"action": "test-connection"}),
             deadline(30),
         )
         .await
-        .unwrap();
+        .unwrap(),
+    );
     assert_eq!(tc["message"], "Connection successful");
     let e = p
         .handle(&serde_json::json!({"action": "nope"}), deadline(30))

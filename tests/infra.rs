@@ -226,13 +226,20 @@ fn the_lag_alarm_watches_the_metric_the_puller_emits() {
         Some(tv1_connector::pull::METRIC_LAG)
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
-    let line = tv1_connector::pull::emf_line(
-        &serde_json::json!({"action": "pull", "lag_seconds": 1}),
-        "f",
-        0,
-    )
-    .unwrap();
+    let line = tv1_connector::pull::emf_line(&pull_reply(None), "f", 0).unwrap();
     assert!(line.contains("\"Dimensions\":[[\"FunctionName\"]]"));
+}
+
+/// A pull's reply that lagged one second and found `late` late entries.
+fn pull_reply(late: Option<u64>) -> tv1_connector::pull::Reply {
+    let mut s =
+        tv1_connector::pull::RunSummary::new("r".into(), chrono::Utc::now(), None, 0, false);
+    s.lag_seconds = Some(1);
+    s.reconcile = late.map(|n| tv1_connector::pull::ReconcileSummary {
+        late_entries: n,
+        ..Default::default()
+    });
+    tv1_connector::pull::Reply::Pull(s)
 }
 
 #[test]
@@ -249,12 +256,7 @@ fn the_late_entries_alarm_watches_the_metric_the_puller_emits() {
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
     assert_eq!(alarm["Statistic"], "Sum");
-    let line = tv1_connector::pull::emf_line(
-        &serde_json::json!({"action": "pull", "lag_seconds": 1, "reconcile": {"late_entries": 3}}),
-        "f",
-        0,
-    )
-    .unwrap();
+    let line = tv1_connector::pull::emf_line(&pull_reply(Some(3)), "f", 0).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v[tv1_connector::pull::METRIC_LATE], 3);
     // The horizon the template passes is one the puller accepts.

@@ -1,9 +1,12 @@
-//! The Lambda door: invocation payloads, deadlines and the metrics line.
+//! The Lambda door: invocation payloads, deadlines, the typed reply, error types and the
+//! metrics line. `src/bin/audit-puller.rs` only hands each invocation to [`Puller::invoke`].
 
-use super::{PullError, Puller};
+use super::{BackfillSummary, ConnectionCheck, PullError, Puller, RunSummary, StatusReport};
+use crate::checkpoint::StateError;
+use crate::vision_one::VisionOneError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// CloudWatch namespace of the puller's metrics.
@@ -13,18 +16,28 @@ pub const METRIC_LAG: &str = "CollectionLagSeconds";
 /// Entries reconciliation found that Vision One served after the pull had read their time.
 pub const METRIC_LATE: &str = "LateEntries";
 
-/// The run's metrics as one CloudWatch embedded-metric-format line, for a pull summary
-/// (`None` for other actions). Printed on its own line to stdout, CloudWatch turns it into
+/// What the function returns: the summary of the action it ran, serialised as it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// A scheduled run.
+    Pull(RunSummary),
+    /// Test Connection.
+    TestConnection(ConnectionCheck),
+    /// Collection status.
+    Status(StatusReport),
+    /// A backfill.
+    Backfill(BackfillSummary),
+}
+
+/// A pull's metrics as one CloudWatch embedded-metric-format line (`None` for other actions,
+/// and for a run that did nothing). Printed on its own line to stdout, CloudWatch turns it into
 /// metrics without any API call.
-pub fn emf_line(
-    summary: &serde_json::Value,
-    function_name: &str,
-    timestamp_ms: i64,
-) -> Option<String> {
-    if summary.get("action")? != "pull" {
+pub fn emf_line(reply: &Reply, function_name: &str, timestamp_ms: i64) -> Option<String> {
+    let Reply::Pull(s) = reply else {
         return None;
-    }
-    let lag = summary.get("lag_seconds")?.as_i64()?;
+    };
+    let lag = s.lag_seconds?;
     let line = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -42,16 +55,58 @@ pub fn emf_line(
         },
         "FunctionName": function_name,
         METRIC_LAG: lag,
-        "RecordsWritten": summary.get("records").cloned().unwrap_or_default(),
-        "ObjectsWritten": summary.get("objects").cloned().unwrap_or_default(),
-        "PagesFetched": summary.get("pages").cloned().unwrap_or_default(),
+        "RecordsWritten": s.records,
+        "ObjectsWritten": s.objects,
+        "PagesFetched": s.pages,
         // Always present (0 when nothing was due), so an alarm on it sees data every run.
-        METRIC_LATE: summary
-            .pointer("/reconcile/late_entries")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0),
+        METRIC_LATE: s.reconcile.as_ref().map_or(0, |r| r.late_entries),
     });
     Some(line.to_string())
+}
+
+impl PullError {
+    /// A stable name for the kind of failure (the Lambda diagnostic's `errorType`), so alarms
+    /// and log queries can tell an expired token from an S3 outage.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PullError::VisionOne(e) => match e {
+                VisionOneError::Unauthorized { .. } => "VisionOne.Unauthorized",
+                VisionOneError::Forbidden { .. } => "VisionOne.Forbidden",
+                VisionOneError::PageTokenExpired => "VisionOne.PageTokenExpired",
+                VisionOneError::Rejected { .. } => "VisionOne.Rejected",
+                VisionOneError::Unavailable { .. } => "VisionOne.Unavailable",
+                VisionOneError::Deadline { .. } => "VisionOne.Deadline",
+                VisionOneError::ForeignNextLink { .. } => "VisionOne.ForeignNextLink",
+                VisionOneError::InvalidResponse(_) => "VisionOne.InvalidResponse",
+                VisionOneError::Token(_) => "VisionOne.Token",
+            },
+            PullError::State(e) => match e {
+                StateError::LostRace => "State.LostRace",
+                StateError::Corrupt { .. } => "State.Corrupt",
+                StateError::Sink(_) => "State.S3",
+            },
+            PullError::OutOfOrder(_) => "VisionOne.OutOfOrder",
+            PullError::InvalidEntry(_) => "VisionOne.InvalidEntry",
+            PullError::TokenChurn(_) => "VisionOne.TokenChurn",
+            PullError::NoTimeToWrite => "Deadline",
+            PullError::BadInvocation(_) => "BadInvocation",
+            PullError::BadRange(_) => "BadRange",
+            PullError::CheckpointMissing { .. } => "State.CheckpointMissing",
+            PullError::ForeignPending { .. } => "State.ForeignPending",
+            PullError::LateKeysExhausted { .. } => "State.LateKeysExhausted",
+            PullError::Ocsf(_) => "Ocsf",
+            PullError::UnreadableObject { .. } => "State.UnreadableObject",
+        }
+    }
+}
+
+impl From<PullError> for lambda_runtime::Diagnostic {
+    fn from(e: PullError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.error_type().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
 }
 
 /// Time left in an invocation, from the runtime's deadline (epoch milliseconds).
@@ -116,22 +171,44 @@ impl Action {
 }
 
 impl Puller {
-    /// Runs one invocation of the function: the single entry point the Lambda binary calls.
+    /// One invocation as the Lambda runtime delivers it: the payload and its context (deadline,
+    /// function ARN). Runs the action before the deadline and prints a pull's metrics line.
+    pub async fn invoke(
+        &self,
+        payload: &serde_json::Value,
+        ctx: &lambda_runtime::Context,
+        function_name: &str,
+    ) -> Result<Reply, PullError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let deadline = Instant::now() + time_left(ctx.deadline, now_ms);
+        if let Some(ocsf) = &self.ocsf {
+            // The accountId= partition, unless OCSF_ACCOUNT_ID gave it.
+            ocsf.account_from_arn(&ctx.invoked_function_arn);
+        }
+        let reply = self.handle(payload, deadline).await?;
+        if let Some(line) = emf_line(&reply, function_name, Utc::now().timestamp_millis()) {
+            // Embedded metric format: CloudWatch reads this stdout line as metrics.
+            println!("{line}");
+        }
+        Ok(reply)
+    }
+
+    /// Runs the action `event` asks for, finishing before `deadline`.
     pub async fn handle(
         &self,
         event: &serde_json::Value,
         deadline: Instant,
-    ) -> Result<serde_json::Value, PullError> {
-        fn json<T: Serialize>(v: &T) -> serde_json::Value {
-            serde_json::to_value(v).expect("summaries serialise")
-        }
+    ) -> Result<Reply, PullError> {
         Ok(
             match Action::from_event(event).map_err(PullError::BadInvocation)? {
-                Action::Pull => json(&self.run(deadline).await?),
-                Action::TestConnection => json(&self.test_connection().await),
-                Action::Status => json(&self.status().await?),
+                Action::Pull => Reply::Pull(self.run(deadline).await?),
+                Action::TestConnection => Reply::TestConnection(self.test_connection().await),
+                Action::Status => Reply::Status(self.status().await?),
                 Action::Backfill { from, to } => {
-                    json(&self.backfill(from, to, deadline, &|_| {}).await?)
+                    Reply::Backfill(self.backfill(from, to, deadline, &|_| {}).await?)
                 }
             },
         )
@@ -144,8 +221,16 @@ mod tests {
 
     #[test]
     fn emf_lines_for_pulls_only() {
-        let s = serde_json::json!({"action": "pull", "lag_seconds": 301, "records": 10, "objects": 2, "pages": 3});
-        let line = emf_line(&s, "fn", 1_700_000_000_000).unwrap();
+        let pull = |lag: Option<i64>, late: Option<u64>| {
+            let mut s = RunSummary::new("r".into(), Utc::now(), None, 0, false);
+            (s.lag_seconds, s.records, s.objects, s.pages) = (lag, 10, 2, 3);
+            s.reconcile = late.map(|n| super::super::ReconcileSummary {
+                late_entries: n,
+                ..Default::default()
+            });
+            Reply::Pull(s)
+        };
+        let line = emf_line(&pull(Some(301), None), "fn", 1_700_000_000_000).unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["CollectionLagSeconds"], 301);
         assert_eq!(
@@ -161,20 +246,35 @@ mod tests {
                 .iter()
                 .any(|m| m["Name"] == "LateEntries")
         );
-        let late = serde_json::json!({"action": "pull", "lag_seconds": 1, "reconcile": {"late_entries": 7}});
+        let late = pull(Some(1), Some(7));
         let v: serde_json::Value =
             serde_json::from_str(&emf_line(&late, "fn", 0).unwrap()).unwrap();
         assert_eq!(v["LateEntries"], 7);
         assert!(!line.contains('\n'));
-        assert!(emf_line(&serde_json::json!({"action": "status"}), "fn", 0).is_none());
-        assert!(
-            emf_line(
-                &serde_json::json!({"action": "pull", "lag_seconds": null}),
-                "fn",
-                0
-            )
-            .is_none()
+        let status = Reply::TestConnection(ConnectionCheck {
+            action: "test-connection",
+            ok: true,
+            message: String::new(),
+            at: Utc::now(),
+            base_url: String::new(),
+        });
+        assert!(emf_line(&status, "fn", 0).is_none());
+        assert!(emf_line(&pull(None, None), "fn", 0).is_none());
+        // The reply is the summary itself, as before it was typed.
+        let json = serde_json::to_value(pull(Some(1), None)).unwrap();
+        assert_eq!(
+            (json["action"].as_str(), json["records"].as_u64()),
+            (Some("pull"), Some(10))
         );
+    }
+
+    #[test]
+    fn errors_have_stable_types() {
+        let d: lambda_runtime::Diagnostic = PullError::NoTimeToWrite.into();
+        assert_eq!(d.error_type, "Deadline");
+        assert!(d.error_message.contains("too close to the run deadline"));
+        let e = PullError::VisionOne(VisionOneError::PageTokenExpired);
+        assert_eq!(e.error_type(), "VisionOne.PageTokenExpired");
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod reconcile;
 mod repair;
 
 pub use backfill::{BackfillSummary, Progress};
-pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, emf_line, time_left};
+pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, Reply, emf_line, time_left};
 pub use ops::{ConnectionCheck, OcsfView, ReconcileView, StatusReport};
 pub use reconcile::{MAX_STEPS_PER_RUN, ReconcileSummary};
 pub use repair::{CheckpointView, RepairError};
@@ -208,6 +208,44 @@ pub struct RunSummary {
     pub started_at: DateTime<Utc>,
     /// Duration in milliseconds.
     pub duration_ms: u64,
+}
+
+impl RunSummary {
+    /// The summary of a run starting at `started_at` from the checkpoint's `checkpoint_before`,
+    /// before it has done anything.
+    pub fn new(
+        run_id: String,
+        started_at: DateTime<Utc>,
+        checkpoint_before: Option<DateTime<Utc>>,
+        clock_skew_seconds: i64,
+        ocsf_on: bool,
+    ) -> Self {
+        RunSummary {
+            action: "pull",
+            outcome: Outcome::Complete,
+            run_id,
+            window: None,
+            pages: 0,
+            records: 0,
+            objects: 0,
+            bytes: 0,
+            keys: Vec::new(),
+            kept_existing: Vec::new(),
+            unreadable: 0,
+            checkpoint_writes: 0,
+            checkpoint_before,
+            checkpoint_after: checkpoint_before,
+            lag_seconds: None,
+            clock_skew_seconds,
+            stopped_early: None,
+            recovered: None,
+            query_restarts: 0,
+            reconcile: None,
+            ocsf: ocsf_on.then(Landed::default),
+            started_at,
+            duration_ms: 0,
+        }
+    }
 }
 
 /// The audit corridor, built once per process and shared by every invocation.
@@ -393,31 +431,13 @@ impl Puller {
         };
         let mut run = Run {
             p: self,
-            summary: RunSummary {
-                action: "pull",
-                outcome: Outcome::Complete,
-                run_id: run_id.clone(),
-                window: None,
-                pages: 0,
-                records: 0,
-                objects: 0,
-                bytes: 0,
-                keys: Vec::new(),
-                kept_existing: Vec::new(),
-                unreadable: 0,
-                checkpoint_writes: 0,
-                checkpoint_before: before,
-                checkpoint_after: before,
-                lag_seconds: None,
-                clock_skew_seconds: clock.skew.num_seconds(),
-                stopped_early: None,
-                recovered: None,
-                query_restarts: 0,
-                reconcile: None,
-                ocsf: self.ocsf.as_ref().map(|_| Landed::default()),
-                started_at: now,
-                duration_ms: 0,
-            },
+            summary: RunSummary::new(
+                run_id.clone(),
+                now,
+                before,
+                clock.skew.num_seconds(),
+                self.ocsf.is_some(),
+            ),
             cp,
             cond,
             clock,
