@@ -7,4 +7,5 @@ cd "$ROOT"
 say "cfn-lint infra/template.yaml (offline)"
 cfn-lint infra/template.yaml
 say "cargo test"
-cargo test --all-targets "$@"
+# Tests that need LocalStack fail instead of skipping when it is not there.
+TV1_REQUIRE_LOCALSTACK=1 cargo test --all-targets "$@"

@@ -1,7 +1,7 @@
 //! Records → gzip JSON Lines objects.
 //!
 //! Lines are streamed into a gzip encoder as they arrive, so an open object costs its
-//! compressed size in memory, not its raw size. Shared by both corridors.
+//! compressed size in memory, not its raw size. Used by both pipelines.
 
 use bytes::Bytes;
 use flate2::Compression;

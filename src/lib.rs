@@ -1,16 +1,43 @@
-//! tv1-connector: lands Trend Vision One security data in an S3 data lake.
+//! tv1-connector: lands Trend Vision One security data in an S3 data lake, exactly once.
 //!
-//! Two corridors share the same rooms:
+//! # Two pipelines
 //!
 //! ```text
-//! audit record: config → vision_one → pull (lease, segments, redo) → encode → sink → checkpoint
-//! AD event:     apigw / serve → ingest (routes: /v1, HEC) → auth → decode → events → encode
-//!               → sink → agents
+//! audit entry  EventBridge ─► audit-puller ─► pull::Puller::invoke (pull/invoke.rs)
+//!   config ─► vision_one (token from SSM via secret, paging, retries)
+//!          ─► pull (window, lease in the checkpoint, fetch ─► segment ─► encode)
+//!          ─► sink (create-only PUT of gzip JSON Lines) ─► ocsf::lake (Parquet, optional)
+//!          ─► checkpoint (commit) ; later pull/reconcile re-reads for late entries
+//!
+//! AD event     API Gateway ─► ad-ingest ─► ingest::Ingest::handle_apigw (ingest/apigw.rs)
+//!              tv1 serve   ─► ingest::serve (same handler over plain HTTP)
+//!   ingest (routes /v1 and HEC) ─► auth (API key from SSM) ─► decode (base64, gzip caps,
+//!   envelope / NDJSON / HEC) ─► events (nine agent shapes, normalised) ─► encode
+//!          ─► sink (create-only PUT per category and day) ─► ocsf::lake (optional)
+//!          ─► batch marker ─► agents (the agent list)
 //! ```
 //!
-//! Time that is compared across machines is S3's (`clock`). The binaries in `src/bin/` (the
-//! `audit-puller` and `ad-ingest` Lambdas and the `tv1` CLI) are thin doors into this library:
-//! they parse input, call one function here and print or return its result.
+//! # Binaries (`src/bin/`)
+//! - `audit-puller`: the scheduled Lambda function; hands each invocation to
+//!   [`pull::Puller::invoke`].
+//! - `ad-ingest`: the API Gateway Lambda function; hands each request to
+//!   [`ingest::Ingest::handle_apigw`].
+//! - `tv1`: the operator CLI over the same code (`pull`, `backfill`, `status`, `checkpoint`,
+//!   `rotate-key`, `serve`, `ocsf-sources`, `simulate`).
+//!
+//! # Modules
+//! - Shared: [`config`] (environment, read once), [`aws`] (SDK clients), [`secret`] (SSM
+//!   SecureStrings, never printed), [`timefmt`], [`telemetry`] (logs), [`clock`] (S3's time).
+//! - Lake writing, shared by both pipelines: [`encode`] (gzip JSON Lines, `_id`), [`sink`] (S3
+//!   objects and conditional state documents), [`checkpoint`] (checkpoint and status
+//!   documents), [`ocsf`] (OCSF mappings, Parquet, the optional second output).
+//! - Audit pipeline: [`vision_one`] (API client), [`segment`] (entries → objects), [`pull`]
+//!   (runs, lease, redo, reconciliation, backfill, operator actions, the Lambda door).
+//! - AD pipeline: [`ingest`] (routes, HEC, auth, decode, events, agents, `tv1 serve`).
+//! - [`simulate`]: the Vision One simulator of `tv1 simulate`, the tests and `make run`.
+//!
+//! Time compared across machines is S3's ([`clock`]). Each `main` parses its input, calls one
+//! function here and returns or prints its result.
 
 pub mod aws;
 pub mod checkpoint;

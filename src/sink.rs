@@ -1,7 +1,7 @@
 //! S3 objects: data objects with their content headers, and small JSON state documents
 //! written with conditional requests.
 //!
-//! Both corridors (audit pull and AD ingest) write through this room.
+//! Both pipelines (audit pull and AD ingest) write through this module.
 
 use crate::clock::ServerTime;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};

@@ -153,6 +153,9 @@ fn get(path: &'static str, key: Option<&str>) -> Post {
 
 #[tokio::test]
 async fn the_three_shapes_land_with_normalised_fields_and_the_original_event() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     let expected = [
@@ -216,6 +219,9 @@ async fn the_three_shapes_land_with_normalised_fields_and_the_original_event() {
 
 #[tokio::test]
 async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     // The sample API Gateway event (gzip, base64), with this test's key.
@@ -266,6 +272,9 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
 
 #[tokio::test]
 async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = Env::new().await;
     env.vars.insert("AD_MAX_BODY_BYTES".into(), "200000".into());
     env.vars
@@ -463,6 +472,9 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
 
 #[tokio::test]
 async fn s3_or_ssm_unavailable_is_503_so_agents_retry() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let dead = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url("http://127.0.0.1:9")
@@ -509,6 +521,9 @@ async fn s3_or_ssm_unavailable_is_503_so_agents_retry() {
 
 #[tokio::test]
 async fn a_rotated_key_works_at_once_and_the_old_one_stops_within_the_cache_bound() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = Env::new().await;
     env.vars.insert("AD_KEY_CACHE_TTL".into(), "3s".into());
     env.vars
@@ -563,6 +578,9 @@ async fn a_rotated_key_works_at_once_and_the_old_one_stops_within_the_cache_boun
 
 #[tokio::test]
 async fn forced_rereads_are_rate_limited() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = Env::new().await;
     env.vars
         .insert("AD_KEY_REFRESH_INTERVAL".into(), "1h".into());
@@ -592,6 +610,9 @@ async fn forced_rereads_are_rate_limited() {
 
 #[tokio::test]
 async fn a_retried_batch_is_a_duplicate_not_a_second_copy() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     let post = Post::json(&sample("winlogbeat-batch.json"), &env.key).gzipped();
@@ -618,6 +639,9 @@ async fn a_retried_batch_is_a_duplicate_not_a_second_copy() {
 
 #[tokio::test]
 async fn the_agent_list_after_batches_from_several_agents() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = Env::new().await;
     env.vars.insert("AD_AGENT_TIMEOUT".into(), "2s".into());
     let ingest = env.ingest();
@@ -668,6 +692,9 @@ async fn the_agent_list_after_batches_from_several_agents() {
 /// Random bytes, random JSON and mutated batches: never a panic, never a 5xx, only 4xx or 200.
 #[tokio::test]
 async fn fuzzed_requests_get_only_4xx() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     let seeds: Vec<Vec<u8>> = [
@@ -769,6 +796,9 @@ fn now_text(offset: chrono::Duration) -> String {
 
 #[tokio::test]
 async fn no_two_agent_and_batch_pairs_share_an_object() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     let t = now_text(chrono::Duration::zero());
@@ -794,6 +824,9 @@ async fn no_two_agent_and_batch_pairs_share_an_object() {
 
 #[tokio::test]
 async fn a_reused_batch_id_with_other_content_is_409_and_writes_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = Env::new().await;
     let ingest = env.ingest();
     let t = now_text(chrono::Duration::zero());
@@ -833,6 +866,9 @@ async fn a_reused_batch_id_with_other_content_is_409_and_writes_nothing() {
 
 #[tokio::test]
 async fn hostile_batches_are_refused_early_and_replies_stay_small() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = Env::new().await;
     env.vars.insert("AD_MAX_PARTITIONS".into(), "10".into());
     let ingest = env.ingest();
@@ -963,6 +999,9 @@ async fn post_bare(
 
 #[tokio::test]
 async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_headers() {
+    if skip_without_localstack() {
+        return;
+    }
     use tv1_connector::ingest::Sender;
     let mut env = Env::new().await;
     env.vars.insert("AD_MAX_EVENTS".into(), "3".into());

@@ -123,6 +123,9 @@ fn stop(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syslog_ng_http_destination_posts_ndjson_exactly_once_across_a_restart() {
+    if skip_without_localstack() {
+        return;
+    }
     let has_http = std::fs::read_dir("/usr/lib/syslog-ng")
         .map(|d| d.flatten().any(|v| v.path().join("libhttp.so").exists()))
         .unwrap_or(false);
@@ -216,6 +219,9 @@ fn hec_send(url: &str, token: &str, first: u64, count: u64, pause_ms: u64, time:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunks_own_hec_library_lands_events_once_even_when_killed_and_rerun() {
+    if skip_without_localstack() {
+        return;
+    }
     let lib = Path::new(ROOT).join("tools/hec-client/node_modules/splunk-logging");
     if !present("splunk-logging (npm) with node", lib.exists()) {
         return;

@@ -36,6 +36,9 @@ async fn run_to_completion(env: &TestEnv) -> tv1_connector::pull::RunSummary {
 
 #[tokio::test]
 async fn first_run_lands_every_entry_once_in_hourly_partitions() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let now = now_s();
     env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
@@ -80,6 +83,9 @@ async fn first_run_lands_every_entry_once_in_hourly_partitions() {
 
 #[tokio::test]
 async fn next_run_adds_only_new_entries_and_an_idle_run_adds_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let now = now_s();
     env.load(500, now - D::hours(2), now - D::seconds(5), |_| {});
@@ -112,6 +118,9 @@ async fn next_run_adds_only_new_entries_and_an_idle_run_adds_nothing() {
 
 #[tokio::test]
 async fn end_bound_read_either_way() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::with_settings(|s| s.end_inclusive = false).await;
     let now = now_s();
     env.load(2000, now - D::hours(3), now - D::seconds(2), |_| {});
@@ -122,6 +131,9 @@ async fn end_bound_read_either_way() {
 
 #[tokio::test]
 async fn late_entries_within_the_lag_are_not_lost() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_LAG", "4s");
     let start = now_s();
@@ -148,6 +160,9 @@ async fn late_entries_within_the_lag_are_not_lost() {
 
 #[tokio::test]
 async fn long_outage_is_caught_up_over_several_bounded_runs() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_MAX_WINDOW", "1h");
     let now = now_s();
@@ -170,6 +185,9 @@ async fn long_outage_is_caught_up_over_several_bounded_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_in_process_still_exactly_once() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Small objects: many segments, so a kill can land between any two steps.
     env.set("TV1_OBJECT_MAX_RECORDS", "120")
@@ -215,6 +233,9 @@ async fn killed_at_random_points_in_process_still_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_process_at_random_points_still_exactly_once() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_OBJECT_MAX_RECORDS", "150")
         .set("TV1_RUN_TIMEOUT", "3s")
@@ -251,6 +272,9 @@ async fn killed_process_at_random_points_still_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_once_the_loser_writes_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     for round in 0..4 {
         let mut env = TestEnv::new().await;
         env.set("TV1_OBJECT_MAX_RECORDS", "200");
@@ -285,6 +309,9 @@ async fn two_runs_at_once_the_loser_writes_nothing() {
 
 #[tokio::test]
 async fn retries_429_and_5xx_with_backoff_and_honours_retry_after() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Request-by-request assertions: one query at a time.
     env.set("TV1_FETCH_CONCURRENCY", "1");
@@ -317,6 +344,9 @@ async fn retries_429_and_5xx_with_backoff_and_honours_retry_after() {
 
 #[tokio::test]
 async fn persistent_errors_give_up_with_a_clear_error_and_keep_progress() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Request-by-request assertions: one query at a time.
     env.set("TV1_FETCH_CONCURRENCY", "1");
@@ -380,6 +410,9 @@ async fn persistent_errors_give_up_with_a_clear_error_and_keep_progress() {
 
 #[tokio::test]
 async fn retry_after_past_the_deadline_stops_in_time() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // One query at a time: the 429 must land on the window's first request.
     env.set("TV1_FETCH_CONCURRENCY", "1");
@@ -407,6 +440,9 @@ async fn retry_after_past_the_deadline_stops_in_time() {
 
 #[tokio::test]
 async fn deadline_stops_fetching_commits_and_the_next_run_continues() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_DEADLINE_MARGIN", "1s");
     let now = now_s();
@@ -433,6 +469,9 @@ async fn deadline_stops_fetching_commits_and_the_next_run_continues() {
 
 #[tokio::test]
 async fn expired_page_tokens_restart_from_where_written_data_ends() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let now = now_s();
     // Bursts of 450 entries in one second straddle pages: restarts land inside them.
@@ -452,6 +491,9 @@ async fn expired_page_tokens_restart_from_where_written_data_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_slices_with_expiring_tokens_and_errors_stay_exactly_once() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_FETCH_CONCURRENCY", "4")
         .set("TV1_OBJECT_MAX_RECORDS", "300");
@@ -481,6 +523,9 @@ async fn concurrent_slices_with_expiring_tokens_and_errors_stay_exactly_once() {
 
 #[tokio::test]
 async fn tokens_that_expire_by_time_are_recovered_too() {
+    if skip_without_localstack() {
+        return;
+    }
     // Some tokens outlive the gap to the next request, some do not.
     let env = TestEnv::with_settings(|s| s.skip_token_ttl = Duration::from_millis(500)).await;
     let now = now_s();
@@ -506,6 +551,9 @@ async fn tokens_that_expire_by_time_are_recovered_too() {
 
 #[tokio::test]
 async fn a_next_link_to_another_origin_is_refused_and_gets_no_token() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     // A "foreign" server that records what reaches it.
     let foreign = TestEnv::new().await;
@@ -534,6 +582,9 @@ async fn a_next_link_to_another_origin_is_refused_and_gets_no_token() {
 
 #[tokio::test]
 async fn the_token_never_appears_in_logs_or_errors() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     let now = now_s();
     env.load(400, now - D::hours(1), now - D::seconds(5), |_| {});
@@ -580,6 +631,9 @@ async fn the_token_never_appears_in_logs_or_errors() {
 
 #[tokio::test]
 async fn a_rotated_token_is_read_again_on_401() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Request-by-request assertions: one query at a time.
     env.set("TV1_FETCH_CONCURRENCY", "1");
@@ -602,6 +656,9 @@ async fn a_rotated_token_is_read_again_on_401() {
 
 #[tokio::test]
 async fn rejected_tokens_and_missing_roles_are_actionable() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let p = env.puller();
     let ok = p.test_connection().await;
@@ -638,6 +695,9 @@ async fn rejected_tokens_and_missing_roles_are_actionable() {
 
 #[tokio::test]
 async fn status_shows_the_last_run_and_lag() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let p = env.puller();
     assert_eq!(p.status().await.unwrap().state, "Never run");
@@ -663,6 +723,9 @@ async fn status_shows_the_last_run_and_lag() {
 
 #[tokio::test]
 async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_duplicating() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Backfilled time must be older than the reconciliation horizon (see the next test).
     env.set("TV1_INITIAL_LOOKBACK", "2h")
@@ -748,6 +811,9 @@ async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_dupli
 
 #[tokio::test]
 async fn backfill_before_any_run_pins_the_origin_for_the_schedule() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_HORIZON", "1h");
     let now = now_s();
@@ -770,6 +836,9 @@ async fn backfill_before_any_run_pins_the_origin_for_the_schedule() {
 
 #[tokio::test]
 async fn invalid_backfill_ranges_are_refused() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let p = env.puller();
     let now = now_s();
@@ -802,6 +871,9 @@ fn a_bad_setting_fails_at_start_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn the_lambda_handler_dispatches_events() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let now = now_s();
     env.load(200, now - D::hours(1), now - D::seconds(5), |_| {});
@@ -838,6 +910,9 @@ fn pending_keys(cp: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_LEASE", "2s");
     let now = now_s();
@@ -884,6 +959,9 @@ async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_the_next_run_takes_over_within_the_lease() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_LEASE", "3s");
     let now = now_s();
@@ -933,6 +1011,9 @@ async fn after_kill_9_the_next_run_takes_over_within_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_run_renews_its_lease_and_is_never_taken_over() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     // Renewed every second; a busy CI machine may delay a renewal, not by two seconds.
     env.set("TV1_LEASE", "3s");
@@ -989,6 +1070,9 @@ async fn a_live_run_renews_its_lease_and_is_never_taken_over() {
 
 #[tokio::test]
 async fn a_clock_running_ahead_skips_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let env = TestEnv::new().await;
     let now = now_s();
     // Entries keep coming in for a few more seconds, each visible from its logged time.
@@ -1027,6 +1111,9 @@ async fn a_clock_running_ahead_skips_nothing() {
 
 #[tokio::test]
 async fn an_out_of_order_page_then_an_expired_token_doubles_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_FETCH_CONCURRENCY", "1");
     // All in one hour, so the reversed page stays inside the open segment.
@@ -1050,6 +1137,9 @@ async fn an_out_of_order_page_then_an_expired_token_doubles_nothing() {
 
 #[tokio::test]
 async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_MAX_WINDOW", "4h")
         .set("TV1_FETCH_CONCURRENCY", "4");
@@ -1111,6 +1201,9 @@ async fn tv1(env: &TestEnv, args: &[&str]) -> (bool, serde_json::Value, String) 
 
 #[tokio::test]
 async fn a_lost_or_corrupt_checkpoint_is_repaired_not_restarted() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_INITIAL_LOOKBACK", "3h");
     let now = now_s();

@@ -52,6 +52,9 @@ async fn kill_pulls(env: &TestEnv, times: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_record_per_line() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     let ocsf_bucket = format!("{}-ocsf", env.bucket);
     env.set("OCSF_OUTPUT", "on")
@@ -195,6 +198,9 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ad_batches_refused_retried_duplicated_and_killed_leave_one_ocsf_record_per_event() {
+    if skip_without_localstack() {
+        return;
+    }
     let lake = ad_lake().await;
     let ocsf_bucket = format!("{}-ocsf", lake.bucket);
     let vars = [

@@ -83,6 +83,9 @@ fn step_end(t: DateTime<Utc>) -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_served_later_than_the_lag_land_once_within_the_horizon() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_LAG", "1s")
         .set("TV1_RECONCILE_HORIZON", "8s")
@@ -163,6 +166,9 @@ async fn entries_served_later_than_the_lag_land_once_within_the_horizon() {
 
 #[tokio::test]
 async fn identical_twins_where_one_arrives_late_keep_distinct_ids_and_are_never_rewritten() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_STEP", "10m");
     let hour = two_hours_back(&mut env);
@@ -249,6 +255,9 @@ async fn identical_twins_where_one_arrives_late_keep_distinct_ids_and_are_never_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_STEP", "5m")
         .set("TV1_PAGE_SIZE", "50")
@@ -292,6 +301,9 @@ async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_once_reconcile_once() {
+    if skip_without_localstack() {
+        return;
+    }
     for round in 0..2 {
         let mut env = TestEnv::new().await;
         env.set("TV1_RECONCILE_STEP", "10m");
@@ -319,6 +331,9 @@ async fn two_runs_at_once_reconcile_once() {
 
 #[tokio::test]
 async fn page_tokens_expiring_during_re_reads_double_nothing() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_STEP", "30m")
         .set("TV1_PAGE_SIZE", "50");
@@ -354,6 +369,9 @@ async fn page_tokens_expiring_during_re_reads_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_STEP", "10m").set("TV1_LEASE", "2s");
     let hour = two_hours_back(&mut env);
@@ -397,6 +415,9 @@ async fn a_reconciliation_paused_past_its_lease_cannot_double_what_the_next_run_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
+    if skip_without_localstack() {
+        return;
+    }
     let mut env = TestEnv::new().await;
     env.set("TV1_RECONCILE_STEP", "10m").set("TV1_LEASE", "2s");
     let hour = two_hours_back(&mut env);

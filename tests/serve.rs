@@ -8,6 +8,9 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_stop() {
+    if skip_without_localstack() {
+        return;
+    }
     let (s3, bucket, key, mut served) = lake_and_server().await;
     let http = reqwest::Client::new();
     let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
@@ -121,6 +124,9 @@ async fn the_endpoint_over_plain_http_with_gzip_retries_refusals_and_a_clean_sto
 
 #[tokio::test]
 async fn splunk_hec_routes_replies_and_retries() {
+    if skip_without_localstack() {
+        return;
+    }
     let (s3, bucket, key, served) = lake_and_server().await;
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", served.url);
@@ -268,6 +274,9 @@ async fn splunk_hec_routes_replies_and_retries() {
 
 #[tokio::test]
 async fn every_agent_shape_lands_through_the_endpoint() {
+    if skip_without_localstack() {
+        return;
+    }
     let (s3, bucket, key, served) = lake_and_server().await;
     let http = reqwest::Client::new();
     let mut expected = 0;

@@ -1,4 +1,4 @@
-//! The AD ingest corridor: route → auth → decode → events → encode → sink → agents.
+//! The AD ingest pipeline: route → auth → decode → events → encode → sink (→ OCSF) → agents.
 //!
 //! [`Ingest::handle`] takes a request as API Gateway (HTTP API, payload 2.0) delivers it and
 //! returns the response; the Lambda binary only converts types. Every rejection is a JSON

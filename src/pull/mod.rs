@@ -1,4 +1,4 @@
-//! One scheduled run, a backfill, Test Connection and status: the audit corridor's workflows.
+//! The audit pipeline's workflows: one scheduled run, a backfill, Test Connection and status.
 //!
 //! A run takes a short lease on the checkpoint (renewed while it works), plans a window
 //! `[committed_to, min(committed_to + max_window, now - lag))` with `now` on S3's clock, reads
@@ -248,7 +248,7 @@ impl RunSummary {
     }
 }
 
-/// The audit corridor, built once per process and shared by every invocation.
+/// The audit pipeline, built once per process and shared by every invocation.
 #[derive(Debug)]
 pub struct Puller {
     cfg: PullerConfig,
@@ -285,7 +285,7 @@ struct Run<'a> {
 }
 
 impl Puller {
-    /// Builds the corridor from its configuration and shared clients.
+    /// Builds the pipeline from its configuration and shared clients.
     pub fn new(cfg: PullerConfig, s3: aws_sdk_s3::Client, ssm: aws_sdk_ssm::Client) -> Self {
         let token = SsmSecret::new(ssm, cfg.token_param.clone());
         let api = vision_one::Client::new(

@@ -792,3 +792,25 @@ pub fn sample_moved_to_yesterday(name: &str) -> String {
 pub async fn json_of(r: reqwest::Response) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
+
+/// Whether a test that needs LocalStack must skip: LocalStack does not answer on
+/// 127.0.0.1:4566 and `make test` (which sets `TV1_REQUIRE_LOCALSTACK`) did not ask for it.
+/// Says so on the terminal (past the test harness's capture), so plain `cargo test` reports
+/// what it did not run.
+pub fn skip_without_localstack() -> bool {
+    use std::io::Write;
+    let addr = "127.0.0.1:4566".parse().expect("an address");
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("TV1_REQUIRE_LOCALSTACK").is_none(),
+        "LocalStack is not running on {LOCALSTACK} and TV1_REQUIRE_LOCALSTACK is set (`make test` starts it)"
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs LocalStack on {LOCALSTACK} (`make test` starts it)"
+    );
+    true
+}
