@@ -14,7 +14,7 @@ WATCH_PORT=${WATCH_PORT:-9000}
 SIM_TOKEN="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 say "building"
-cargo build --bins
+cargo build --bins --features simulator
 
 say "starting the Vision One simulator on 127.0.0.1:$SIM_PORT (log: .run/simulator.log)"
 start_bg "$LOGS/simulator.log" env TV1_SIM_TOKEN="$SIM_TOKEN" target/debug/tv1 simulate --port "$SIM_PORT" --entries 5000 --hours 26

@@ -34,7 +34,8 @@
 //! - Audit pipeline: [`vision_one`] (API client), [`segment`] (entries → objects), [`pull`]
 //!   (runs, lease, redo, reconciliation, backfill, operator actions, the Lambda door).
 //! - AD pipeline: [`ingest`] (routes, HEC, auth, decode, events, agents, `tv1 serve`).
-//! - [`simulate`]: the Vision One simulator of `tv1 simulate`, the tests and `make run`.
+//! - `simulate` (cargo feature `simulator`, off in the Lambda functions): the Vision One
+//!   simulator of `tv1 simulate`, the tests, the bench and `make run`.
 //!
 //! Time compared across machines is S3's ([`clock`]). Each `main` parses its input, calls one
 //! function here and returns or prints its result.
@@ -49,6 +50,7 @@ pub mod ocsf;
 pub mod pull;
 pub mod secret;
 pub mod segment;
+#[cfg(feature = "simulator")]
 pub mod simulate;
 pub mod sink;
 pub mod telemetry;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tv1_connector::config::IngestConfig;
 use tv1_connector::ingest::{Ingest, serve};
 use tv1_connector::pull::{Progress, Puller};
+#[cfg(feature = "simulator")]
 use tv1_connector::simulate::{Generate, SimSettings, Simulator, Spread, generate};
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 
@@ -70,7 +71,8 @@ enum Command {
         #[arg(long, default_value = "tv1-connector")]
         external_id: String,
     },
-    /// Serves the Vision One simulator on 127.0.0.1.
+    /// Serves the Vision One simulator on 127.0.0.1 (built with the `simulator` feature).
+    #[cfg(feature = "simulator")]
     Simulate {
         /// Port to listen on.
         #[arg(long, default_value_t = 8089)]
@@ -251,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "simulator")]
         Command::Simulate {
             port,
             token,
@@ -297,12 +300,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `--late-spread` values.
+#[cfg(feature = "simulator")]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LateSpread {
     Uniform,
     LogUniform,
 }
 
+#[cfg(feature = "simulator")]
 fn cli_duration(s: &str) -> Result<Duration, String> {
     timefmt::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (90s, 5m, 2h)"))
 }

@@ -188,7 +188,9 @@ impl Puller {
             // The accountId= partition, unless OCSF_ACCOUNT_ID gave it.
             ocsf.account_from_arn(&ctx.invoked_function_arn);
         }
-        let reply = self.handle(payload, deadline).await?;
+        // Boxed: the run's future is deep enough to overflow the compiler's layout query in the
+        // binary otherwise.
+        let reply = Box::pin(self.handle(payload, deadline)).await?;
         if let Some(line) = emf_line(&reply, function_name, Utc::now().timestamp_millis()) {
             // Embedded metric format: CloudWatch reads this stdout line as metrics.
             println!("{line}");
