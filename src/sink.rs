@@ -205,6 +205,20 @@ impl S3Sink {
         Ok(())
     }
 
+    /// Puts (or replaces) one Parquet object.
+    pub async fn put_parquet(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(PARQUET)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.fail("PutObject", key, &e))?;
+        Ok(())
+    }
+
     /// Puts one gzip JSON Lines object only if no object has its key (`If-None-Match: *`),
     /// within `timeout`.
     ///

@@ -332,3 +332,79 @@ async fn ad_batches_refused_retried_duplicated_and_killed_leave_one_ocsf_record_
     assert_ocsf_layout(&rows, Dataset::Ad, REGION, ACCOUNT);
     println!("{} records, classes {classes:?}", rows.len());
 }
+
+/// A backfill replaces its parts on every rerun; their Parquet objects follow: replaced, and
+/// deleted where a part or a class is gone.
+#[tokio::test]
+async fn a_rerun_backfill_leaves_parquet_equal_to_its_parts() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("OCSF_OUTPUT", "on")
+        .set("OCSF_ACCOUNT_ID", ACCOUNT)
+        .set("AWS_REGION", REGION)
+        .set("TV1_RECONCILE_HORIZON", "0")
+        .set("TV1_OBJECT_MAX_RECORDS", "100");
+    let hour = tv1_connector::timefmt::floor_hour(Utc::now()) - D::hours(30);
+    let entries = generate(&Generate {
+        count: 900,
+        from: hour,
+        to: hour + D::hours(2),
+        late_fraction: 0.0,
+        seed: rand::random(),
+        ..Generate::default()
+    });
+    let ids_match = async |env: &TestEnv| {
+        let lake = env.lake().await;
+        let rows = ocsf_rows(&env.s3, &env.bucket, "ext/").await;
+        let jsonl = counts(
+            lake.iter()
+                .map(|(_, l)| l["_id"].as_str().unwrap().to_owned()),
+        );
+        let ocsf = counts(
+            rows.iter()
+                .map(|r| r.event["metadata"]["uid"].as_str().unwrap().to_owned()),
+        );
+        assert_ocsf_layout(&rows, Dataset::Audit, REGION, ACCOUNT);
+        assert!(
+            jsonl == ocsf,
+            "{} JSONL records, {} OCSF",
+            lake.len(),
+            rows.len()
+        );
+        (
+            lake.len(),
+            counts(rows.iter().map(|r| r.event["class_uid"].as_u64().unwrap())),
+        )
+    };
+    let backfill = async |env: &TestEnv| {
+        env.puller()
+            .backfill(
+                hour,
+                hour + D::hours(2),
+                tokio::time::Instant::now() + Duration::from_secs(60),
+                &|_| {},
+            )
+            .await
+            .unwrap()
+    };
+    env.sim.set_entries(entries.clone());
+    let first = backfill(&env).await;
+    assert_eq!(first.ocsf.as_ref().unwrap().records, 900);
+    let (n, classes) = ids_match(&env).await;
+    assert_eq!(n, 900);
+    assert!(classes.contains_key(&3002), "{classes:?}");
+    // The same range again, with the logons gone and so fewer parts: their Parquet goes too.
+    let rest: Vec<SimEntry> = entries
+        .into_iter()
+        .filter(|e| !e.json.contains("Logon and Logoff"))
+        .collect();
+    let kept = rest.len();
+    env.sim.set_entries(rest);
+    let second = backfill(&env).await;
+    assert!(second.removed > 0, "{second:?}");
+    let (n, classes) = ids_match(&env).await;
+    assert_eq!(n, kept);
+    assert!(!classes.contains_key(&3002), "{classes:?}");
+}

@@ -180,6 +180,54 @@ impl OcsfWriter {
     }
 }
 
+impl OcsfWriter {
+    /// Replaces the Parquet objects of a JSONL object that is itself replaced in place (a
+    /// backfill part, rewritten by every rerun of its hour, all of whose records fall on `day`):
+    /// each class's object is put again, and the objects of classes the part no longer has are
+    /// deleted, so the Parquet follows the part whatever a rerun changed.
+    pub async fn replace(
+        &self,
+        dataset: Dataset,
+        key: &str,
+        name: &str,
+        body: &[u8],
+        day: NaiveDate,
+    ) -> Result<Landed, OcsfError> {
+        let mut files = encode_object(dataset, key, body)?;
+        let mut landed = Landed::default();
+        for class in dataset.classes() {
+            let k = self.key(&dataset.source(*class), day, name)?;
+            match files.iter().position(|f| f.0 == *class && f.1 == day) {
+                Some(i) => {
+                    let (_, _, rows, bytes) = files.swap_remove(i);
+                    landed.records += rows as u64;
+                    landed.objects += 1;
+                    landed.bytes += bytes.len() as u64;
+                    self.sink.put_parquet(&k, bytes).await?;
+                }
+                None => self.sink.delete(&k).await?,
+            }
+        }
+        debug_assert!(files.is_empty(), "a backfill part holds one day");
+        Ok(landed)
+    }
+
+    /// Deletes the Parquet objects of a JSONL object named `name` on `day` (a stale backfill
+    /// part).
+    pub async fn remove(
+        &self,
+        dataset: Dataset,
+        name: &str,
+        day: NaiveDate,
+    ) -> Result<(), OcsfError> {
+        for class in dataset.classes() {
+            let k = self.key(&dataset.source(*class), day, name)?;
+            self.sink.delete(&k).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The name of the Parquet objects of the JSONL object `key` (under `prefix`): its path with the
 /// partition names dropped, `/` as `_` (`dt=2026-11-21/hour=10/A_B.jsonl.gz` →
 /// `2026-11-21_10_A_B`). Unique because JSONL keys are: a redo segment has one object per hour

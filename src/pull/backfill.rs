@@ -10,6 +10,8 @@
 
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window};
 use crate::checkpoint::{Checkpoint, StateError};
+use crate::ocsf::Dataset;
+use crate::ocsf::lake::object_name;
 use crate::segment::{Assembler, Item, partition};
 use crate::sink::Condition;
 use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, floor_second};
@@ -41,6 +43,8 @@ pub struct BackfillSummary {
     pub objects: u64,
     /// Stale objects of earlier backfills removed.
     pub removed: u64,
+    /// What the OCSF Parquet output wrote (`None` when it is off).
+    pub ocsf: Option<crate::ocsf::lake::Landed>,
     /// A note for the operator (e.g. why the range was clamped).
     pub note: Option<String>,
 }
@@ -95,6 +99,7 @@ impl Puller {
             records: 0,
             objects: 0,
             removed: 0,
+            ocsf: self.ocsf.as_ref().map(|_| Default::default()),
             note: None,
         };
         // Time younger than the reconciliation horizon may still gain entries Vision One serves
@@ -229,7 +234,18 @@ impl Puller {
                 }
                 for obj in closed.into_iter().filter_map(|s| s.object) {
                     let key = format!("{part_prefix}{:03}.jsonl.gz", written.len());
-                    self.sink.put_ndjson_gz(&key, obj.body).await?;
+                    self.sink.put_ndjson_gz(&key, obj.body.clone()).await?;
+                    if let Some(ocsf) = &self.ocsf {
+                        let name = object_name(&self.cfg.prefix, &key);
+                        let day = unit.from.date_naive();
+                        let landed = ocsf
+                            .replace(Dataset::Audit, &key, &name, &obj.body, day)
+                            .await?;
+                        summary
+                            .ocsf
+                            .get_or_insert_with(Default::default)
+                            .add(&landed);
+                    }
                     records += obj.records as u64;
                     written.push(key);
                 }
@@ -241,6 +257,11 @@ impl Puller {
             // A shorter rerun (entries aged out) must not leave an older, longer part list behind.
             for stale in self.sink.list(&part_prefix).await? {
                 if !written.contains(&stale) {
+                    if let Some(ocsf) = &self.ocsf {
+                        let name = object_name(&self.cfg.prefix, &stale);
+                        ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
+                            .await?;
+                    }
                     self.sink.delete(&stale).await?;
                     summary.removed += 1;
                 }
