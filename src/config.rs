@@ -88,7 +88,8 @@ impl PullerConfig {
         Self::from_map(&std::env::vars().collect())
     }
 
-    /// Reads the given variables (the environment, or a test's map).
+    /// Reads the given variables (the environment, or a test's map). (Long because it is a
+    /// table: one line per variable, then the checks that involve several.)
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
         let base_url = match get("TV1_BASE_URL") {

@@ -150,7 +150,7 @@ struct Fields<'a> {
 
 const SHAPES: &str = "expected Winlogbeat (winlog.*), NXLog (EventID, EventTime), Fluent Bit winevtlog (EventID, TimeCreated) or winlog (EventId, TimeGenerated), OpenTelemetry windowseventlog (event_id.id, system_time), Vector windows_event_log (event_id, timestamp), Windows event XML, or native (event_id, time)";
 
-/// Recognises the shape of an object event.
+/// Recognises the shape of an object event. (Long because it is a table: one arm per shape.)
 fn fields(event: &Value) -> Option<Fields<'_>> {
     let get = |k: &str| event.get(k);
     let owned = |k: &str| event.get(k).cloned();

@@ -131,6 +131,18 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
         metadata,
         raw,
     });
+    let user = logged_user(&text);
+    class_attributes(&mut e, class, user, activity_name, category, access);
+    let unmapped = unmapped(&entry);
+    if !unmapped.is_empty() {
+        e.insert("unmapped".into(), Value::Object(unmapped));
+    }
+    Ok(Value::Object(e))
+}
+
+/// The logged user as an OCSF `user`; one with neither name nor id is `Unknown` (the attribute
+/// needs one of them).
+fn logged_user<'a>(text: &impl Fn(&str) -> Option<&'a str>) -> Value {
     let mut user = Map::new();
     if let Some(name) = text("loggedUser") {
         user.insert("name".into(), name.into());
@@ -142,10 +154,20 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
         user.insert("email_addr".into(), mail.into());
     }
     if !user.contains_key("name") && !user.contains_key("uid") {
-        // `user` needs a name or uid; the schema's word for one that is not known.
         user.insert("name".into(), "Unknown".into());
     }
-    let user = Value::Object(user);
+    Value::Object(user)
+}
+
+/// The attributes of the entry's class: who (`user` or `actor.user`) and what.
+fn class_attributes(
+    e: &mut Map<String, Value>,
+    class: Class,
+    user: Value,
+    activity_name: &str,
+    category: &str,
+    access: &str,
+) {
     match class.uid {
         3002 => {
             e.insert("user".into(), user);
@@ -171,18 +193,18 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
             e.insert("entity".into(), entity);
         }
     }
-    // Everything not mapped above; a documented field that is null carries nothing.
+}
+
+/// Everything not mapped to an attribute of its own; a documented field that is null carries
+/// nothing.
+fn unmapped(entry: &Map<String, Value>) -> Map<String, Value> {
     let left_out =
         |k: &str, v: &Value| !MAPPED.contains(&k) && (!v.is_null() || !DOCUMENTED.contains(&k));
-    let unmapped: Map<String, Value> = entry
+    entry
         .iter()
         .filter(|(k, v)| left_out(k, v))
         .map(|(k, v)| (k.clone(), unmapped_value(v)))
-        .collect();
-    if !unmapped.is_empty() {
-        e.insert("unmapped".into(), Value::Object(unmapped));
-    }
-    Ok(Value::Object(e))
+        .collect()
 }
 
 /// One stored line (`{"_id":"…",<the API item>}`) as an OCSF event; `None` when it is not a

@@ -143,7 +143,7 @@ fn severity_id(event_id: u32, status_id: i64) -> i64 {
 }
 
 /// The names of Fluent Bit's positional `StringInserts`, from the events' manifests, for the
-/// events whose data the mapping reads.
+/// events whose data the mapping reads. (Long because it is a table: one list per event.)
 fn inserts_template(event_id: u32) -> &'static [&'static str] {
     const SUBJECT: [&str; 4] = [
         "SubjectUserSid",
@@ -786,37 +786,12 @@ fn class_attributes(
 ) {
     let target = user(d, "Target");
     match rule.class.uid {
-        3002 => {
-            // 4672's subject is the account that logged on; every other event names a target.
-            e.insert("user".into(), target.unwrap_or_else(unknown_user).into());
-            if let Some((id, name)) = logon_type(d) {
-                e.insert("logon_type_id".into(), id.into());
-                e.insert("logon_type".into(), name.into());
-            }
-            if let Some((id, name)) = auth_protocol(l.event_id, d) {
-                e.insert("auth_protocol_id".into(), id.into());
-                e.insert("auth_protocol".into(), name.into());
-            }
-            if let Some(src) = src_endpoint(d) {
-                e.insert("src_endpoint".into(), src);
-            }
-            if let Some(s) = d.get("ServiceName") {
-                e.insert("service".into(), json!({ "name": s }));
-            }
-            if let Some(id) = d.get("TargetLogonId") {
-                e.insert("session".into(), json!({ "uid": id }));
-            }
-            if let Some(code) = d.get("Status") {
-                e.insert("status_code".into(), code.into());
-            }
-            if let Some(detail) = d.first(&["SubStatus", "FailureReason"]) {
-                e.insert("status_detail".into(), detail.into());
-            }
-        }
+        3002 => authentication(e, l.event_id, d, target),
         3001 => {
             e.insert("user".into(), target.unwrap_or_else(unknown_user).into());
         }
         3003 => {
+            // 4672's subject is the account that logged on; 4964 names it as the target.
             let who = if l.event_id == 4672 { subject } else { target };
             e.insert("user".into(), who.unwrap_or_else(unknown_user).into());
             if let Some(p) = privileges(d) {
@@ -830,34 +805,70 @@ fn class_attributes(
                 privileges(d).unwrap_or_else(|| json!(["Unknown"])),
             );
         }
-        3006 => {
-            // The group is the event's target; the member (added or removed) its `MemberName`.
-            let mut g = Map::new();
-            g.insert(
-                "name".into(),
-                d.get("TargetUserName").unwrap_or("Unknown").into(),
-            );
-            if let Some(dom) = d.get("TargetDomainName") {
-                g.insert("domain".into(), dom.into());
-            }
-            if let Some(sid) = d.get("TargetSid") {
-                g.insert("uid".into(), sid.into());
-            }
-            e.insert("group".into(), Value::Object(g));
-            let mut member = Map::new();
-            if let Some(m) = d.get("MemberName") {
-                member.insert("name".into(), common_name(m).into());
-            }
-            if let Some(sid) = d.get("MemberSid") {
-                member.insert("uid".into(), sid.into());
-            }
-            if !member.is_empty() {
-                e.insert("user".into(), Value::Object(member));
-            }
-        }
+        3006 => group_management(e, d),
         _ => {
             e.insert("entity".into(), entity(l.event_id, l, d));
         }
+    }
+}
+
+/// Authentication's attributes: the account, how it logged on, from where, the outcome's code.
+fn authentication(
+    e: &mut Map<String, Value>,
+    event_id: u32,
+    d: &Data,
+    target: Option<Map<String, Value>>,
+) {
+    e.insert("user".into(), target.unwrap_or_else(unknown_user).into());
+    if let Some((id, name)) = logon_type(d) {
+        e.insert("logon_type_id".into(), id.into());
+        e.insert("logon_type".into(), name.into());
+    }
+    if let Some((id, name)) = auth_protocol(event_id, d) {
+        e.insert("auth_protocol_id".into(), id.into());
+        e.insert("auth_protocol".into(), name.into());
+    }
+    if let Some(src) = src_endpoint(d) {
+        e.insert("src_endpoint".into(), src);
+    }
+    if let Some(s) = d.get("ServiceName") {
+        e.insert("service".into(), json!({ "name": s }));
+    }
+    if let Some(id) = d.get("TargetLogonId") {
+        e.insert("session".into(), json!({ "uid": id }));
+    }
+    if let Some(code) = d.get("Status") {
+        e.insert("status_code".into(), code.into());
+    }
+    if let Some(detail) = d.first(&["SubStatus", "FailureReason"]) {
+        e.insert("status_detail".into(), detail.into());
+    }
+}
+
+/// Group Management's attributes: the group is the event's target; the member (added or
+/// removed) its `MemberName`.
+fn group_management(e: &mut Map<String, Value>, d: &Data) {
+    let mut g = Map::new();
+    g.insert(
+        "name".into(),
+        d.get("TargetUserName").unwrap_or("Unknown").into(),
+    );
+    if let Some(dom) = d.get("TargetDomainName") {
+        g.insert("domain".into(), dom.into());
+    }
+    if let Some(sid) = d.get("TargetSid") {
+        g.insert("uid".into(), sid.into());
+    }
+    e.insert("group".into(), Value::Object(g));
+    let mut member = Map::new();
+    if let Some(m) = d.get("MemberName") {
+        member.insert("name".into(), common_name(m).into());
+    }
+    if let Some(sid) = d.get("MemberSid") {
+        member.insert("uid".into(), sid.into());
+    }
+    if !member.is_empty() {
+        e.insert("user".into(), Value::Object(member));
     }
 }
 
