@@ -73,41 +73,7 @@ enum Command {
     },
     /// Serves the Vision One simulator on 127.0.0.1 (built with the `simulator` feature).
     #[cfg(feature = "simulator")]
-    Simulate {
-        /// Port to listen on.
-        #[arg(long, default_value_t = 8089)]
-        port: u16,
-        /// Bearer token the simulator accepts.
-        #[arg(long, env = "TV1_SIM_TOKEN", default_value = "sim-token")]
-        token: String,
-        /// Entries to generate.
-        #[arg(long, default_value_t = 5_000)]
-        entries: usize,
-        /// Hours of history the entries span (they end 30 minutes in the future).
-        #[arg(long, default_value_t = 26)]
-        hours: i64,
-        /// Share (0–1) of entries served late, after their loggedDateTime.
-        #[arg(long, default_value_t = 0.02)]
-        late_fraction: f64,
-        /// Shortest delay of a late entry (a duration: 90s, 5m, 2h).
-        #[arg(long, default_value = "0s", value_parser = cli_duration)]
-        late_min: Duration,
-        /// Longest delay of a late entry.
-        #[arg(long, default_value = "2m", value_parser = cli_duration)]
-        late_max: Duration,
-        /// How delays spread between the two: uniform, or log-uniform (as many of minutes as of hours).
-        #[arg(long, value_enum, default_value = "uniform")]
-        late_spread: LateSpread,
-        /// Seconds after which a skip token expires.
-        #[arg(long, default_value_t = 300)]
-        skip_token_ttl: u64,
-        /// Treat endDateTime as exclusive (the default is inclusive).
-        #[arg(long)]
-        end_exclusive: bool,
-        /// Seed of the generated data.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    Simulate(SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,27 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = p.run(p.default_deadline()).await?;
             print_json(&summary)
         }
-        Command::Backfill { from, to } => {
-            let p = puller().await?;
-            let tty = std::io::stderr().is_terminal();
-            let progress = move |p: Progress| {
-                if tty {
-                    eprint!(
-                        "\rbackfill: {}/{} hours, {} records, through {}   ",
-                        p.done,
-                        p.total,
-                        p.records,
-                        timefmt::api_time(p.at)
-                    );
-                }
-            };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
-            let summary = p.backfill(from, to, deadline, &progress).await?;
-            if tty {
-                eprintln!();
-            }
-            print_json(&summary)
-        }
+        Command::Backfill { from, to } => backfill(from, to).await,
         Command::TestConnection => {
             let check = puller().await?.test_connection().await;
             print_json(&check)?;
@@ -211,39 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             print_json(&cp)
         }
-        Command::RotateKey { param, kms_key_id } => {
-            let sdk = aws::load().await;
-            let key = tv1_connector::ingest::auth::generate_key();
-            aws::ssm_client(&sdk)
-                .put_parameter()
-                .name(&param)
-                .value(key.expose())
-                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                .set_key_id(kms_key_id)
-                .overwrite(true)
-                .send()
-                .await
-                .with_context(|| format!("storing the new key in SSM parameter {param}"))?;
-            eprintln!(
-                "New API key stored in {param}. It is shown once; configure your forwarding agents with it:"
-            );
-            println!("{}", key.expose());
-            Ok(())
-        }
-        Command::Serve { listen } => {
-            let cfg = IngestConfig::from_env()?;
-            if let Some(ocsf) = &cfg.ocsf {
-                ocsf.require_account()?;
-            }
-            let sdk = aws::load().await;
-            let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
-            tracing::info!("ad-ingest listening on http://{listen}");
-            serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
-            Ok(())
-        }
+        Command::RotateKey { param, kms_key_id } => rotate_key(&param, kms_key_id).await,
+        Command::Serve { listen } => serve_http(listen).await,
         Command::OcsfSources {
             crawler_role_arn,
             external_id,
@@ -254,49 +169,137 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         #[cfg(feature = "simulator")]
-        Command::Simulate {
-            port,
-            token,
-            entries,
-            hours,
-            late_fraction,
-            late_min,
-            late_max,
-            late_spread,
-            skip_token_ttl,
-            end_exclusive,
-            seed,
-        } => {
-            let sim = Simulator::new(SimSettings {
-                token,
-                skip_token_ttl: Duration::from_secs(skip_token_ttl),
-                end_inclusive: !end_exclusive,
-            });
-            let now = chrono::Utc::now();
-            sim.set_entries(generate(&Generate {
-                count: entries,
-                from: timefmt::floor_second(now - chrono::Duration::hours(hours)),
-                to: timefmt::floor_second(now + chrono::Duration::minutes(30)),
-                late_fraction,
-                late_min_secs: late_min.as_secs(),
-                late_max_secs: late_max.as_secs(),
-                late_spread: match late_spread {
-                    LateSpread::Uniform => Spread::Uniform,
-                    LateSpread::LogUniform => Spread::LogUniform,
-                },
-                seed,
-                ..Generate::default()
-            }));
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-            tracing::info!(
-                "Vision One simulator listening on http://127.0.0.1:{port} ({entries} entries)"
-            );
-            sim.serve(listener).await?;
-            Ok(())
-        }
+        Command::Simulate(args) => simulate(args).await,
     }
+}
+
+/// `tv1 backfill`: progress on a terminal, the summary as JSON.
+async fn backfill(
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let p = puller().await?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |p: Progress| {
+        if tty {
+            eprint!(
+                "\rbackfill: {}/{} hours, {} records, through {}   ",
+                p.done,
+                p.total,
+                p.records,
+                timefmt::api_time(p.at)
+            );
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
+    let summary = p.backfill(from, to, deadline, &progress).await?;
+    if tty {
+        eprintln!();
+    }
+    print_json(&summary)
+}
+
+/// `tv1 rotate-key`: the new key goes to SSM, then to stdout once.
+async fn rotate_key(param: &str, kms_key_id: Option<String>) -> anyhow::Result<()> {
+    let sdk = aws::load().await;
+    let key = tv1_connector::ingest::auth::store_new_key(&aws::ssm_client(&sdk), param, kms_key_id)
+        .await
+        .with_context(|| format!("storing the new key in SSM parameter {param}"))?;
+    eprintln!(
+        "New API key stored in {param}. It is shown once; configure your forwarding agents with it:"
+    );
+    println!("{}", key.expose());
+    Ok(())
+}
+
+/// `tv1 serve`: the ad-ingest handler over plain HTTP until SIGTERM.
+async fn serve_http(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let cfg = IngestConfig::from_env()?;
+    if let Some(ocsf) = &cfg.ocsf {
+        ocsf.require_account()?;
+    }
+    let sdk = aws::load().await;
+    let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!("ad-ingest listening on http://{listen}");
+    serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
+    Ok(())
+}
+
+/// `tv1 simulate`: generated entries, served until stopped.
+#[cfg(feature = "simulator")]
+async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    let sim = Simulator::new(SimSettings {
+        token: a.token,
+        skip_token_ttl: Duration::from_secs(a.skip_token_ttl),
+        end_inclusive: !a.end_exclusive,
+    });
+    let now = chrono::Utc::now();
+    sim.set_entries(generate(&Generate {
+        count: a.entries,
+        from: timefmt::floor_second(now - chrono::Duration::hours(a.hours)),
+        to: timefmt::floor_second(now + chrono::Duration::minutes(30)),
+        late_fraction: a.late_fraction,
+        late_min_secs: a.late_min.as_secs(),
+        late_max_secs: a.late_max.as_secs(),
+        late_spread: match a.late_spread {
+            LateSpread::Uniform => Spread::Uniform,
+            LateSpread::LogUniform => Spread::LogUniform,
+        },
+        seed: a.seed,
+        ..Generate::default()
+    }));
+    let port = a.port;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    tracing::info!(
+        "Vision One simulator listening on http://127.0.0.1:{port} ({} entries)",
+        a.entries
+    );
+    sim.serve(listener).await?;
+    Ok(())
+}
+
+/// `tv1 simulate`'s options.
+#[cfg(feature = "simulator")]
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8089)]
+    port: u16,
+    /// Bearer token the simulator accepts.
+    #[arg(long, env = "TV1_SIM_TOKEN", default_value = "sim-token")]
+    token: String,
+    /// Entries to generate.
+    #[arg(long, default_value_t = 5_000)]
+    entries: usize,
+    /// Hours of history the entries span (they end 30 minutes in the future).
+    #[arg(long, default_value_t = 26)]
+    hours: i64,
+    /// Share (0–1) of entries served late, after their loggedDateTime.
+    #[arg(long, default_value_t = 0.02)]
+    late_fraction: f64,
+    /// Shortest delay of a late entry (a duration: 90s, 5m, 2h).
+    #[arg(long, default_value = "0s", value_parser = cli_duration)]
+    late_min: Duration,
+    /// Longest delay of a late entry.
+    #[arg(long, default_value = "2m", value_parser = cli_duration)]
+    late_max: Duration,
+    /// How delays spread between the two: uniform, or log-uniform (as many of minutes as of hours).
+    #[arg(long, value_enum, default_value = "uniform")]
+    late_spread: LateSpread,
+    /// Seconds after which a skip token expires.
+    #[arg(long, default_value_t = 300)]
+    skip_token_ttl: u64,
+    /// Treat endDateTime as exclusive (the default is inclusive).
+    #[arg(long)]
+    end_exclusive: bool,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 /// `--late-spread` values.

@@ -90,6 +90,29 @@ pub fn generate_key() -> crate::secret::Secret {
     crate::secret::Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// A new key ([`generate_key`]) stored in the SSM parameter `param` as a SecureString
+/// (encrypted with `kms_key_id`, else the account's `aws/ssm` key), replacing the old one; the
+/// function stops accepting the old key within its cache time. Returns the key, to show once.
+pub async fn store_new_key(
+    ssm: &aws_sdk_ssm::Client,
+    param: &str,
+    kms_key_id: Option<String>,
+) -> Result<
+    crate::secret::Secret,
+    aws_sdk_ssm::error::SdkError<aws_sdk_ssm::operation::put_parameter::PutParameterError>,
+> {
+    let key = generate_key();
+    ssm.put_parameter()
+        .name(param)
+        .value(key.expose())
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .set_key_id(kms_key_id)
+        .overwrite(true)
+        .send()
+        .await?;
+    Ok(key)
+}
+
 /// The key presented in `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
 pub fn presented_key<'a>(
     authorization: Option<&'a str>,
