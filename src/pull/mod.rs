@@ -400,6 +400,36 @@ impl Puller {
         result
     }
 
+    /// The checkpoint and the condition to write it under, with its `committed_to`; without
+    /// one, a first run's start, unless the lake already holds data (then the checkpoint was
+    /// lost, and starting over would write that data again).
+    async fn checkpoint_or_first(
+        &self,
+        loaded: Option<(Checkpoint, String)>,
+        now: DateTime<Utc>,
+        run_id: &str,
+    ) -> Result<(Checkpoint, Condition, Option<DateTime<Utc>>), PullError> {
+        if let Some((cp, etag)) = loaded {
+            let before = Some(cp.committed_to);
+            return Ok((cp, Condition::Matches(etag), before));
+        }
+        if let Some(end) = self.lake_ends_at().await? {
+            return Err(PullError::CheckpointMissing {
+                bucket: self.cfg.bucket.clone(),
+                key: self.state.checkpoint_key().to_owned(),
+                ends_at: api_time(end),
+            });
+        }
+        let origin = floor_second(
+            now - TimeDelta::from_std(self.cfg.initial_lookback).unwrap_or(TimeDelta::days(1)),
+        );
+        Ok((
+            Checkpoint::start(origin, now, run_id.to_owned()),
+            Condition::Absent,
+            None,
+        ))
+    }
+
     async fn run_inner(&self, deadline: Instant) -> Result<RunSummary, PullError> {
         let started = Instant::now();
         let run_id = hex::encode(rand::random::<[u8; 8]>());
@@ -408,27 +438,7 @@ impl Puller {
         // After the first S3 response: every instant from here on is on S3's clock.
         let clock = self.run_clock();
         let now = clock.now();
-        let (cp, cond, before) = match loaded {
-            Some((cp, etag)) => {
-                let before = Some(cp.committed_to);
-                (cp, Condition::Matches(etag), before)
-            }
-            None => {
-                if let Some(end) = self.lake_ends_at().await? {
-                    return Err(PullError::CheckpointMissing {
-                        bucket: self.cfg.bucket.clone(),
-                        key: self.state.checkpoint_key().to_owned(),
-                        ends_at: api_time(end),
-                    });
-                }
-                let origin = floor_second(
-                    now - TimeDelta::from_std(self.cfg.initial_lookback)
-                        .unwrap_or(TimeDelta::days(1)),
-                );
-                let cp = Checkpoint::start(origin, now, run_id.clone());
-                (cp, Condition::Absent, None)
-            }
-        };
+        let (cp, cond, before) = self.checkpoint_or_first(loaded, now, &run_id).await?;
         let mut run = Run {
             p: self,
             summary: RunSummary::new(
@@ -484,28 +494,7 @@ impl Puller {
             "pulling audit logs"
         );
 
-        let mut asm = Assembler::new(&self.cfg.prefix, self.limits(), window.from);
-        let slices = fetch::slices(window, self.cfg.fetch_concurrency);
-        let (txs, rxs) = fetch::channels(slices.len());
-        let producers = futures_util::stream::iter(slices.iter().copied().zip(txs))
-            .for_each_concurrent(self.cfg.fetch_concurrency, |(slice, tx)| {
-                fetch::fetch_slice(&self.api, slice, stop_fetching, tx)
-            });
-        // Slices are consumed strictly in order, so entries reach the assembler in time order.
-        let consumer = async {
-            for (slice, mut rx) in slices.iter().zip(rxs) {
-                if let Some(stop) = run.consume(*slice, &mut rx, &mut asm, None).await? {
-                    return Ok(Some(stop));
-                }
-            }
-            Ok::<_, PullError>(None)
-        };
-        let stop = alongside(consumer, producers).await?;
-        let last = match &stop {
-            None => asm.finish(window.to),
-            Some(_) => asm.stop(),
-        };
-        run.write(last).await?;
+        let stop = run.pull(window, stop_fetching).await?;
         match stop {
             None => run.complete(stop_fetching, started).await,
             Some(stop) => run.end(stop, started).await,
@@ -608,6 +597,39 @@ impl Run<'_> {
                 Some(Fetched::Stopped(stop)) => return Ok(Some(stop)),
             }
         }
+    }
+
+    /// Reads `window` (its slices fetched at once, consumed in order) and writes its segments;
+    /// returns why fetching stopped, if it did before the window's end.
+    async fn pull(
+        &mut self,
+        window: Window,
+        stop_fetching: Instant,
+    ) -> Result<Option<Stop>, PullError> {
+        let p = self.p;
+        let mut asm = Assembler::new(&p.cfg.prefix, p.limits(), window.from);
+        let slices = fetch::slices(window, p.cfg.fetch_concurrency);
+        let (txs, rxs) = fetch::channels(slices.len());
+        let producers = futures_util::stream::iter(slices.iter().copied().zip(txs))
+            .for_each_concurrent(p.cfg.fetch_concurrency, |(slice, tx)| {
+                fetch::fetch_slice(&p.api, slice, stop_fetching, tx)
+            });
+        // Slices are consumed strictly in order, so entries reach the assembler in time order.
+        let consumer = async {
+            for (slice, mut rx) in slices.iter().zip(rxs) {
+                if let Some(stop) = self.consume(*slice, &mut rx, &mut asm, None).await? {
+                    return Ok(Some(stop));
+                }
+            }
+            Ok::<_, PullError>(None)
+        };
+        let stop = alongside(consumer, producers).await?;
+        let last = match &stop {
+            None => asm.finish(window.to),
+            Some(_) => asm.stop(),
+        };
+        self.write(last).await?;
+        Ok(stop)
     }
 
     /// Redoes the pending segment of a run that died or was paused past its lease: the same
