@@ -8,13 +8,13 @@
 //! then, so a backfilled hour has nothing left to reconcile. Before the first scheduled run it
 //! pins the origin there too, and the schedule (which reconciles) owns everything after it.
 
-use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window};
+use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window, settled_before};
 use crate::checkpoint::{Checkpoint, StateError};
 use crate::ocsf::Dataset;
 use crate::ocsf::lake::object_name;
 use crate::segment::{Assembler, Item, partition};
 use crate::sink::Condition;
-use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, floor_second};
+use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour};
 use crate::vision_one::VisionOneError;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::Serialize;
@@ -104,8 +104,7 @@ impl Puller {
         };
         // Time younger than the reconciliation horizon may still gain entries Vision One serves
         // late, and a backfill reads its time only once: it stops where that time begins.
-        let settled = self.cfg.lag.max(self.cfg.reconcile_horizon);
-        let horizon = floor_second(now - TimeDelta::from_std(settled).unwrap_or_default());
+        let horizon = settled_before(now, self.cfg.lag.max(self.cfg.reconcile_horizon));
         let origin = match loaded {
             Some((cp, _)) => cp.origin,
             None => {
@@ -224,7 +223,7 @@ impl Puller {
                             .await?;
                         continue;
                     };
-                    if time < unit.from || time >= unit.to {
+                    if !unit.contains(time) {
                         continue;
                     }
                     closed.extend(asm.push(raw, item.hash, time)?);

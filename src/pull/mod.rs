@@ -144,6 +144,20 @@ pub struct Window {
     pub to: DateTime<Utc>,
 }
 
+impl Window {
+    /// Whether `t` is in the range. Pages may return entries outside it (an inclusive end bound):
+    /// those belong to the next range.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && t < self.to
+    }
+}
+
+/// The last whole second at least `age` before `now`: the end of what may be read, since
+/// younger time may still gain entries Vision One serves late.
+pub(crate) fn settled_before(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
+    floor_second(now - TimeDelta::from_std(age).unwrap_or_default())
+}
+
 /// How a scheduled run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -522,8 +536,7 @@ impl Run<'_> {
     fn window(&self) -> Option<Window> {
         let cfg = &self.p.cfg;
         let from = self.cp.committed_to;
-        let horizon =
-            floor_second(self.clock.now() - TimeDelta::from_std(cfg.lag).unwrap_or_default());
+        let horizon = settled_before(self.clock.now(), cfg.lag);
         let to =
             horizon.min(from + TimeDelta::from_std(cfg.max_window).unwrap_or(TimeDelta::days(1)));
         (to > from).then_some(Window { from, to })
@@ -577,9 +590,7 @@ impl Run<'_> {
                         let Some((hash, time)) = self.timed(&raw).await? else {
                             continue;
                         };
-                        // The end bound may be inclusive: entries at a slice's end belong to the
-                        // next slice (or the next window).
-                        if time < slice.from || time >= slice.to {
+                        if !slice.contains(time) {
                             continue;
                         }
                         if let Some(seg) = asm.push(raw, hash, time)? {
