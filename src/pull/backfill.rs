@@ -49,6 +49,26 @@ pub struct BackfillSummary {
     pub note: Option<String>,
 }
 
+impl BackfillSummary {
+    /// The summary of a backfill of `requested` before it has done anything.
+    fn new(requested: Window, ocsf_on: bool) -> Self {
+        BackfillSummary {
+            action: "backfill",
+            requested,
+            range: None,
+            complete: true,
+            completed_to: None,
+            hours: 0,
+            pages: 0,
+            records: 0,
+            objects: 0,
+            removed: 0,
+            ocsf: ocsf_on.then(Default::default),
+            note: None,
+        }
+    }
+}
+
 /// Progress of a backfill, reported after each hour.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -88,40 +108,13 @@ impl Puller {
                 api_time(from)
             )));
         }
-        let mut summary = BackfillSummary {
-            action: "backfill",
-            requested: Window { from, to },
-            range: None,
-            complete: true,
-            completed_to: None,
-            hours: 0,
-            pages: 0,
-            records: 0,
-            objects: 0,
-            removed: 0,
-            ocsf: self.ocsf.as_ref().map(|_| Default::default()),
-            note: None,
-        };
+        let mut summary = BackfillSummary::new(Window { from, to }, self.ocsf.is_some());
         // Time younger than the reconciliation horizon may still gain entries Vision One serves
         // late, and a backfill reads its time only once: it stops where that time begins.
         let horizon = settled_before(now, self.cfg.lag.max(self.cfg.reconcile_horizon));
         let origin = match loaded {
             Some((cp, _)) => cp.origin,
-            None => {
-                // No scheduled run yet: pin its origin at the end of this backfill, so the two
-                // never overlap and the schedule carries on where the backfill ends.
-                let origin = ceil_hour(to).min(horizon);
-                let cp = Checkpoint::start(origin, now, "backfill");
-                match self.state.save(&cp, &Condition::Absent).await {
-                    Ok(_) | Err(StateError::LostRace) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                self.state
-                    .load()
-                    .await?
-                    .map(|(cp, _)| cp.origin)
-                    .unwrap_or(origin)
-            }
+            None => self.pin_origin(ceil_hour(to).min(horizon), now).await?,
         };
         let start = floor_hour(from);
         let end = ceil_hour(to).min(origin).min(horizon);
@@ -142,18 +135,54 @@ impl Puller {
             from: start,
             to: end,
         });
-        let total = ((end - start).num_seconds() as u64).div_ceil(3600);
         // Leave time to write the hour being read when the deadline comes.
         let fetch_deadline = deadline
             .checked_sub(self.cfg.deadline_margin)
             .unwrap_or(deadline);
+        self.backfill_hours(start, end, fetch_deadline, &mut summary, progress)
+            .await?;
+        Ok(summary)
+    }
+
+    /// No scheduled run yet: pins its origin at `origin` (the end of this backfill), so the two
+    /// never overlap and the schedule carries on where the backfill ends. Returns the origin the
+    /// checkpoint holds (another starter's, if it won the race).
+    async fn pin_origin(
+        &self,
+        origin: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, PullError> {
+        let cp = Checkpoint::start(origin, now, "backfill");
+        match self.state.save(&cp, &Condition::Absent).await {
+            Ok(_) | Err(StateError::LostRace) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .state
+            .load()
+            .await?
+            .map(|(cp, _)| cp.origin)
+            .unwrap_or(origin))
+    }
+
+    /// Fills `[start, end)` hour by hour, reporting progress after each; a deadline ends it
+    /// with a note to run it again.
+    async fn backfill_hours(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        fetch_deadline: Instant,
+        summary: &mut BackfillSummary,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), PullError> {
+        let total = ((end - start).num_seconds() as u64).div_ceil(3600);
         let mut hour = start;
         while hour < end {
             let unit = Window {
                 from: hour,
                 to: (hour + TimeDelta::hours(1)).min(end),
             };
-            match self.backfill_hour(unit, fetch_deadline, &mut summary).await {
+            match self.backfill_hour(unit, fetch_deadline, summary).await {
                 Ok(()) => {}
                 Err(PullError::VisionOne(e)) if e.is_deadline() => {
                     summary.complete = false;
@@ -175,7 +204,7 @@ impl Puller {
             });
             hour = unit.to;
         }
-        Ok(summary)
+        Ok(())
     }
 
     async fn backfill_hour(
