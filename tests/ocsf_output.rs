@@ -15,21 +15,6 @@ use tv1_connector::simulate::{Faults, Generate, SimEntry, generate};
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 
-/// A versioned bucket (see `TestEnv::with_settings`: kills cut PUTs off mid-body).
-async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
-    s3.create_bucket().bucket(bucket).send().await.unwrap();
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 /// How many times each value occurs.
 fn counts<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
     let mut m = BTreeMap::new();

@@ -28,6 +28,26 @@ pub fn aws_env() {
     }
 }
 
+/// A test bucket in LocalStack. Versioned, because LocalStack 4.13 overwrites an unversioned
+/// object in place: a PUT cut off mid-body (which the crash tests do on purpose) leaves the live
+/// object torn, and every later GET stalls. With versioning each PUT writes its own version,
+/// which only becomes current when complete, as S3 itself behaves for any PUT.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket().bucket(bucket).send().await.unwrap_or_else(|e| {
+        panic!("cannot create a bucket in LocalStack at {LOCALSTACK} ({e:?}); run the tests with `make test`, which starts it")
+    });
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning on the test bucket");
+}
+
 pub fn rand_hex(n: usize) -> String {
     (0..n)
         .map(|_| format!("{:x}", rand::random_range(0..16u8)))
@@ -58,23 +78,7 @@ impl TestEnv {
         let ssm = tv1_connector::aws::ssm_client(&sdk);
         let id = rand_hex(10);
         let bucket = format!("tv1-test-{id}");
-        s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| {
-            panic!("cannot create a bucket in LocalStack at {LOCALSTACK} ({e:?}); run the tests with `make test`, which starts it")
-        });
-        // Versioned, because LocalStack 4.13 overwrites an unversioned object in place: a PUT cut
-        // off mid-body (which the crash tests do on purpose) leaves the live object torn, and
-        // every later GET stalls. With versioning each PUT writes its own version, which only
-        // becomes current when complete, as S3 itself behaves for any PUT.
-        s3.put_bucket_versioning()
-            .bucket(&bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("versioning on the test bucket");
+        create_bucket(&s3, &bucket).await;
         let token = format!("tok-{}", rand_hex(24));
         let token_param = format!("/tv1-test/{id}/token");
         put_param(&ssm, &token_param, &token).await;
@@ -553,11 +557,7 @@ pub async fn ad_lake() -> AdLake {
     );
     let id = rand_hex(10);
     let bucket = format!("tv1-ad-{id}");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("LocalStack is running (make test starts it)");
+    create_bucket(&s3, &bucket).await;
     let param = format!("/tv1-test/{id}/api-key");
     let key = format!("key-{}", rand_hex(32));
     put_param(&ssm, &param, &key).await;
