@@ -909,7 +909,7 @@ fn pending_keys(cp: &serde_json::Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_paused_past_its_lease_cannot_double_what_the_next_run_wrote() {
+async fn a_pull_paused_past_its_lease_is_fenced_from_the_segment_the_next_run_took_over() {
     if skip_without_localstack() {
         return;
     }
