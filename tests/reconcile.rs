@@ -368,7 +368,7 @@ async fn page_tokens_expiring_during_re_reads_double_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_entries_a_paused_reconciliation_lands_after_a_takeover_go_to_the_next_key_once() {
+async fn a_paused_reconciliation_is_refused_its_late_object_after_a_takeover() {
     if skip_without_localstack() {
         return;
     }
