@@ -189,7 +189,7 @@ pub struct Stats {
     pub by_status: HashMap<u16, u64>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SkipToken {
     start: i64,
     end: i64,
@@ -512,79 +512,123 @@ fn respond(
     }
     let now = Utc::now();
     let token = match q.get("skipToken") {
-        Some(raw) => {
-            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(raw)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok());
-            let Some(t) = decoded else {
-                return vision_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "Invalid skip token",
-                    None,
-                );
-            };
-            let forced = {
-                let mut f = sim.inner.faults.lock().unwrap();
-                let forced = f.expire_skip_tokens > 0;
-                f.expire_skip_tokens = f.expire_skip_tokens.saturating_sub(1);
-                forced
-            };
-            if forced
-                || now.timestamp_millis() - t.issued > settings.skip_token_ttl.as_millis() as i64
-            {
-                return vision_error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "Request token expired. Please submit a new query to get a new token.",
-                    Some(crate::vision_one::PAGE_TOKEN_EXPIRED),
-                );
-            }
-            t
-        }
-        None => {
-            let bad =
-                |m: &str| vision_error(StatusCode::BAD_REQUEST, "BadRequest", m, Some(3_090_003));
-            let top = q.get("top").map(String::as_str).unwrap_or("50");
-            let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
-                return bad(&format!(
-                    "Invalid top value {top:?}: allowed values are 50, 100, 200"
-                ));
-            };
-            let asc = match q.get("orderBy").map(String::as_str) {
-                None | Some("loggedDateTime asc") => true,
-                Some("loggedDateTime desc") => false,
-                Some(o) => return bad(&format!("Invalid orderBy {o:?}")),
-            };
-            if let Some(l) = q.get("labels")
-                && !["none", "matched", "all"].contains(&l.as_str())
-            {
-                return bad(&format!("Invalid labels {l:?}"));
-            }
-            let start = match q.get("startDateTime").map(|s| parse_bound(s)) {
-                None => now - chrono::Duration::days(180),
-                Some(Some(t)) => t,
-                Some(None) => return bad("Invalid startDateTime: use yyyy-MM-ddThh:mm:ssZ"),
-            };
-            let end = match q.get("endDateTime").map(|s| parse_bound(s)) {
-                None => now,
-                Some(Some(t)) => t,
-                Some(None) => return bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ"),
-            };
-            SkipToken {
-                start: start.timestamp(),
-                end: end.timestamp(),
-                top,
-                asc,
-                offset: 0,
-                as_of: now.timestamp(),
-                issued: now.timestamp_millis(),
-            }
-        }
+        Some(raw) => resume(sim, settings, raw, now),
+        None => first_query(q, now),
     };
-    // Paging is over a snapshot (visibility as of the first request), as a search index would.
-    // The token holds a position in the time-sorted list, so a page costs O(page), not O(data).
+    let token = match token {
+        Ok(t) => t,
+        Err(refused) => return *refused,
+    };
+    let (items, next) = page_of(sim, settings, &token);
+    let mut body = String::with_capacity(items.len() + 256);
+    body.push_str("{\"items\":[");
+    body.push_str(&items);
+    body.push(']');
+    if let Some(next) = next {
+        body.push_str(",\"nextLink\":");
+        body.push_str(&serde_json::to_string(&next_link(sim, headers, &next)).expect("string"));
+    }
+    body.push('}');
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// The query a `skipToken` continues, or the API's answer to a bad or expired one.
+fn resume(
+    sim: &Simulator,
+    settings: &SimSettings,
+    raw: &str,
+    now: DateTime<Utc>,
+) -> Result<SkipToken, Box<Response>> {
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SkipToken>(&b).ok());
+    let Some(t) = decoded else {
+        return Err(Box::new(vision_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Invalid skip token",
+            None,
+        )));
+    };
+    let forced = {
+        let mut f = sim.inner.faults.lock().unwrap();
+        let forced = f.expire_skip_tokens > 0;
+        f.expire_skip_tokens = f.expire_skip_tokens.saturating_sub(1);
+        forced
+    };
+    if forced || now.timestamp_millis() - t.issued > settings.skip_token_ttl.as_millis() as i64 {
+        return Err(Box::new(vision_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Request token expired. Please submit a new query to get a new token.",
+            Some(crate::vision_one::PAGE_TOKEN_EXPIRED),
+        )));
+    }
+    Ok(t)
+}
+
+/// A new query from its parameters (`top`, `orderBy`, `labels`, the time bounds), or the
+/// API's answer to an invalid one.
+fn first_query(
+    q: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<SkipToken, Box<Response>> {
+    let bad = |m: &str| {
+        Box::new(vision_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            m,
+            Some(3_090_003),
+        ))
+    };
+    let top = q.get("top").map(String::as_str).unwrap_or("50");
+    let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
+        return Err(bad(&format!(
+            "Invalid top value {top:?}: allowed values are 50, 100, 200"
+        )));
+    };
+    let asc = match q.get("orderBy").map(String::as_str) {
+        None | Some("loggedDateTime asc") => true,
+        Some("loggedDateTime desc") => false,
+        Some(o) => return Err(bad(&format!("Invalid orderBy {o:?}"))),
+    };
+    if let Some(l) = q.get("labels")
+        && !["none", "matched", "all"].contains(&l.as_str())
+    {
+        return Err(bad(&format!("Invalid labels {l:?}")));
+    }
+    let start = match q.get("startDateTime").map(|s| parse_bound(s)) {
+        None => now - chrono::Duration::days(180),
+        Some(Some(t)) => t,
+        Some(None) => return Err(bad("Invalid startDateTime: use yyyy-MM-ddThh:mm:ssZ")),
+    };
+    let end = match q.get("endDateTime").map(|s| parse_bound(s)) {
+        None => now,
+        Some(Some(t)) => t,
+        Some(None) => return Err(bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ")),
+    };
+    Ok(SkipToken {
+        start: start.timestamp(),
+        end: end.timestamp(),
+        top,
+        asc,
+        offset: 0,
+        as_of: now.timestamp(),
+        issued: now.timestamp_millis(),
+    })
+}
+
+/// One page of the query `token` (its items' JSON, comma-separated), and the token of the
+/// next page when more entries are visible.
+///
+/// Paging is over a snapshot (visibility as of the first request), as a search index would.
+/// The token holds a position in the time-sorted list, so a page costs O(page), not O(data).
+fn page_of(
+    sim: &Simulator,
+    settings: &SimSettings,
+    token: &SkipToken,
+) -> (String, Option<SkipToken>) {
     let entries = sim.inner.entries.lock().unwrap();
     let lo = entries.partition_point(|e| e.logged.timestamp() < token.start);
     let hi = entries.partition_point(|e| {
@@ -626,41 +670,34 @@ fn respond(
     } else {
         &range[..range.len().saturating_sub(next_offset)]
     };
-    let more = rest.iter().any(|e| visible(&e));
-    let mut body = String::with_capacity(page.iter().map(|s| s.len() + 1).sum::<usize>() + 256);
-    body.push_str("{\"items\":[");
-    body.push_str(&page.join(","));
-    body.push(']');
-    if more {
-        let next = SkipToken {
-            offset: next_offset,
-            issued: Utc::now().timestamp_millis(),
-            ..token
-        };
-        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(&next).expect("token"));
-        let origin = sim
-            .inner
-            .faults
-            .lock()
-            .unwrap()
-            .foreign_next_link
-            .clone()
-            .unwrap_or_else(|| {
-                let host = headers
-                    .get("host")
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("127.0.0.1");
-                format!("http://{host}")
-            });
-        // A literal space, as seen from the real API: clients must encode it.
-        let link =
-            format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}");
-        body.push_str(",\"nextLink\":");
-        body.push_str(&serde_json::to_string(&link).expect("string"));
-    }
-    body.push('}');
-    ([("content-type", "application/json")], body).into_response()
+    let next = rest.iter().any(|e| visible(&e)).then(|| SkipToken {
+        offset: next_offset,
+        issued: Utc::now().timestamp_millis(),
+        ..token.clone()
+    });
+    (page.join(","), next)
+}
+
+/// The `nextLink` of `next`: this server (or the fault's foreign origin), with a literal space
+/// in `orderBy` as the real API sends it (clients must encode it).
+fn next_link(sim: &Simulator, headers: &HeaderMap, next: &SkipToken) -> String {
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(next).expect("token"));
+    let origin = sim
+        .inner
+        .faults
+        .lock()
+        .unwrap()
+        .foreign_next_link
+        .clone()
+        .unwrap_or_else(|| {
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            format!("http://{host}")
+        });
+    format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}")
 }
 
 async fn set_faults(State(sim): State<Simulator>, Json(f): Json<Faults>) -> Json<Faults> {
