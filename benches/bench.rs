@@ -248,7 +248,11 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let (s3, ssm) = offline_clients();
+    let sdk = tv1_connector::aws::offline_config();
+    let (s3, ssm) = (
+        tv1_connector::aws::s3_client(&sdk),
+        tv1_connector::aws::ssm_client(&sdk),
+    );
     let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), s3, ssm);
     let raw =
         serde_json::to_vec(&json!({"agent": {"id": "dc01"}, "batch_id": "b1", "events": events}))
@@ -285,25 +289,6 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
             events.len() as f64 / rate * 1000.0
         ),
     ));
-}
-
-/// S3 and SSM clients that are never called (CPU-only benchmarks).
-fn offline_clients() -> (aws_sdk_s3::Client, aws_sdk_ssm::Client) {
-    let region = aws_sdk_s3::config::Region::new("us-east-1");
-    (
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version_latest()
-                .region(region.clone())
-                .build(),
-        ),
-        aws_sdk_ssm::Client::from_conf(
-            aws_sdk_ssm::Config::builder()
-                .behavior_version_latest()
-                .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-                .build(),
-        ),
-    )
 }
 
 struct Lake {
@@ -874,37 +859,28 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
     )
     .unwrap();
     let body = gz(&raw);
-    let mut figures = Vec::new();
-    let (st, reply, rss) = invoke_ad_ingest(
-        apigw(
-            base64::engine::general_purpose::STANDARD.encode(&body),
-            true,
-        ),
-        &vars,
-    )
-    .await;
-    figures.push(format!(
-        "every cap at once ({:.1} MB gzip → {:.1} MiB, 10,000 events, 400 objects): HTTP {st}, {:.0} MB",
-        body.len() as f64 / 1e6, raw.len() as f64 / 1048576.0, rss as f64 / 1024.0
-    ));
-    let _ = reply;
-    // The same batch with the OCSF output on (a fresh bucket: the first one holds its marker).
+    // The same batch again with the OCSF output on (a fresh bucket: the first holds its marker).
     let mut with_ocsf = vars.clone();
     with_ocsf.insert("BUCKET".into(), lake.bucket().await);
     with_ocsf.insert("OCSF_OUTPUT".into(), "on".into());
     with_ocsf.insert("OCSF_ACCOUNT_ID".into(), "123456789012".into());
-    let (st, _, rss) = invoke_ad_ingest(
-        apigw(
+    let caps = format!(
+        "every cap at once ({:.1} MB gzip → {:.1} MiB, 10,000 events, 400 objects)",
+        body.len() as f64 / 1e6,
+        raw.len() as f64 / 1048576.0
+    );
+    let mut figures = Vec::new();
+    for (what, env) in [
+        (caps, &vars),
+        ("the same with `OCSF_OUTPUT=on`".to_owned(), &with_ocsf),
+    ] {
+        let event = apigw(
             base64::engine::general_purpose::STANDARD.encode(&body),
             true,
-        ),
-        &with_ocsf,
-    )
-    .await;
-    figures.push(format!(
-        "the same with `OCSF_OUTPUT=on`: HTTP {st}, {:.0} MB",
-        rss as f64 / 1024.0
-    ));
+        );
+        let (st, _, rss) = invoke_ad_ingest(event, env).await;
+        figures.push(format!("{what}: HTTP {st}, {:.0} MB", rss as f64 / 1024.0));
+    }
     // A gzip bomb: stopped at the 64 MiB cap.
     let bomb = gz(&vec![b' '; 256 << 20]);
     let (st, _, rss) = invoke_ad_ingest(

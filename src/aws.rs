@@ -11,6 +11,15 @@ pub async fn load() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
+/// A configuration without credentials or endpoint lookups (region `us-east-1`), for clients
+/// that code paths doing no I/O need to exist: the CPU-only tests and the benchmark.
+pub fn offline_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build()
+}
+
 /// Builds the S3 client for `cfg`.
 pub fn s3_client(cfg: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let path_style = cfg.endpoint_url().is_some();

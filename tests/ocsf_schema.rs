@@ -99,18 +99,10 @@ fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
     use std::io::Read;
     use tv1_connector::config::IngestConfig;
     use tv1_connector::ingest::{Body, HttpRequest, Ingest, Sender};
-    let region = aws_sdk_s3::config::Region::new("us-east-1");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .region(region)
-            .build(),
-    );
-    let ssm = aws_sdk_ssm::Client::from_conf(
-        aws_sdk_ssm::Config::builder()
-            .behavior_version_latest()
-            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-            .build(),
+    let sdk = tv1_connector::aws::offline_config();
+    let (s3, ssm) = (
+        tv1_connector::aws::s3_client(&sdk),
+        tv1_connector::aws::ssm_client(&sdk),
     );
     let vars = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
         .iter()

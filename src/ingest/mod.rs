@@ -17,7 +17,7 @@ use crate::checkpoint::StateError;
 use crate::config::IngestConfig;
 use crate::encode::{ObjectEncoder, push_compact};
 use crate::ocsf::Dataset;
-use crate::ocsf::lake::{Landed, OcsfError, OcsfWriter, object_name};
+use crate::ocsf::lake::{Landed, OcsfError, OcsfWriter};
 use crate::sink::{Condition, Created, S3Sink, SinkError};
 use crate::timefmt::api_time;
 use agents::Registry;
@@ -823,10 +823,8 @@ impl Ingest {
                         first: "just now".into(),
                     });
                 }
-                let kept = (made == Created::AlreadyExists).then_some(());
-                let landed = self
-                    .land_ocsf(&key, kept.map_or(Some(body), |()| None), timeout)
-                    .await?;
+                let written = (made == Created::New).then_some(body);
+                let landed = self.land_ocsf(&key, written, timeout).await?;
                 Ok::<_, IngestError>((made == Created::New, landed))
             })
             .buffer_unordered(PUT_CONCURRENCY)
@@ -841,31 +839,22 @@ impl Ingest {
         Ok((created, landed))
     }
 
-    /// The OCSF objects of the JSONL object `key`, when the output is on: from `body` when this
-    /// request wrote it, else from the object S3 kept (an earlier attempt's; see
+    /// The OCSF objects of the JSONL object `key`, when the output is on: from `written` when
+    /// this request wrote it, else from the object S3 kept (an earlier attempt's; see
     /// [`crate::ocsf::lake`]).
     async fn land_ocsf(
         &self,
         key: &str,
-        body: Option<bytes::Bytes>,
+        written: Option<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<Landed, IngestError> {
         let Some(ocsf) = &self.ocsf else {
             return Ok(Landed::default());
         };
-        let body = match body {
-            Some(b) => b,
-            None => match self.sink.get(key).await? {
-                Some(v) => v.body,
-                None => {
-                    return Err(IngestError::Unavailable(format!(
-                        "{key} was there a moment ago and is gone"
-                    )));
-                }
-            },
-        };
-        let name = object_name(&self.cfg.prefix, key);
-        Ok(ocsf.land(Dataset::Ad, key, &name, &body, timeout).await?)
+        let (sink, prefix) = (&self.sink, &self.cfg.prefix);
+        Ok(ocsf
+            .land_object(Dataset::Ad, sink, prefix, key, written, timeout)
+            .await?)
     }
 
     /// Updates the agent list. The events are already durable, so a failure here is logged,
@@ -1054,14 +1043,11 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
         env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
+        let sdk = crate::aws::offline_config();
         Ingest::new(
             IngestConfig::from_map(&env).unwrap(),
-            aws_sdk_s3::Client::new(&sdk),
-            aws_sdk_ssm::Client::new(&sdk),
+            crate::aws::s3_client(&sdk),
+            crate::aws::ssm_client(&sdk),
         )
     }
 

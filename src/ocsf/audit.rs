@@ -100,6 +100,11 @@ fn crud(activity_lc: &str) -> i64 {
 /// One audit entry (the API item's text, its `_id`, its parsed `loggedDateTime`) as an OCSF event.
 pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_json::Error> {
     let entry: Map<String, Value> = serde_json::from_str(raw)?;
+    Ok(event(&entry, raw, id, time))
+}
+
+/// The OCSF event of `entry` (parsed from `raw`, the API item's text).
+fn event(entry: &Map<String, Value>, raw: &str, id: &str, time: DateTime<Utc>) -> Value {
     let text = |k: &str| {
         entry
             .get(k)
@@ -133,11 +138,11 @@ pub fn to_ocsf(raw: &str, id: &str, time: DateTime<Utc>) -> Result<Value, serde_
     });
     let user = logged_user(&text);
     class_attributes(&mut e, class, user, activity_name, category, access);
-    let unmapped = unmapped(&entry);
+    let unmapped = unmapped(entry);
     if !unmapped.is_empty() {
         e.insert("unmapped".into(), Value::Object(unmapped));
     }
-    Ok(Value::Object(e))
+    Value::Object(e)
 }
 
 /// The logged user as an OCSF `user`; one with neither name nor id is `Unknown` (the attribute
@@ -210,16 +215,13 @@ fn unmapped(entry: &Map<String, Value>) -> Map<String, Value> {
 /// One stored line (`{"_id":"…",<the API item>}`) as an OCSF event; `None` when it is not a
 /// line the puller wrote (no `_id`, or no readable `loggedDateTime`).
 pub fn from_line(line: &str) -> Option<Value> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "_id", borrow)]
-        id: std::borrow::Cow<'a, str>,
-        #[serde(rename = "loggedDateTime", borrow, default)]
-        logged: Option<std::borrow::Cow<'a, str>>,
-    }
-    let head: Head = serde_json::from_str(line).ok()?;
-    let time = crate::timefmt::parse_api_time(head.logged.as_deref()?)?;
-    to_ocsf(&original(line, &head.id), &head.id, time).ok()
+    // One parse of the line: the `_id` comes out of the entry, which is then the API item.
+    let mut entry: Map<String, Value> = serde_json::from_str(line).ok()?;
+    let Value::String(id) = entry.remove("_id")? else {
+        return None;
+    };
+    let time = crate::timefmt::parse_api_time(entry.get("loggedDateTime")?.as_str()?)?;
+    Some(event(&entry, &original(line, &id), &id, time))
 }
 
 /// The class and time (epoch ms) [`from_line`] gives a stored line, without building the event.

@@ -151,9 +151,37 @@ impl OcsfWriter {
         ))
     }
 
+    /// Writes the Parquet objects of the JSONL object `key` of `data` (the data bucket, keys
+    /// under `data_prefix`): from `written`, the bytes the caller has just put there, or else
+    /// from the object its create-only PUT found in place (an earlier attempt's), read back.
+    pub async fn land_object(
+        &self,
+        dataset: Dataset,
+        data: &S3Sink,
+        data_prefix: &str,
+        key: &str,
+        written: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<Landed, OcsfError> {
+        let body = match written {
+            Some(b) => b,
+            None => {
+                data.get(key)
+                    .await?
+                    .ok_or_else(|| OcsfError::Unreadable {
+                        key: key.to_owned(),
+                        reason: "it was there a moment ago and is gone".into(),
+                    })?
+                    .body
+            }
+        };
+        let name = object_name(data_prefix, key);
+        self.land(dataset, key, &name, &body, timeout).await
+    }
+
     /// Writes the Parquet objects of the JSONL object `key` (its gzip `body`), each named
     /// `name`, create-only within `timeout` each.
-    pub async fn land(
+    async fn land(
         &self,
         dataset: Dataset,
         key: &str,
@@ -323,13 +351,7 @@ mod tests {
             region: "eu-west-1".into(),
             account_id: None,
         };
-        let client = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version_latest()
-                .region(aws_sdk_s3::config::Region::new("eu-west-1"))
-                .build(),
-        );
-        let w = OcsfWriter::new(&cfg, client);
+        let w = OcsfWriter::new(&cfg, crate::aws::s3_client(&crate::aws::offline_config()));
         let day = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
         assert!(matches!(w.key("s", day, "n"), Err(OcsfError::NoAccount)));
         w.account_from_arn("arn:aws:lambda:eu-west-1:123456789012:function:tv1-audit-puller");

@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, LastError, Lease, Pending, StateError, State
 use crate::clock::{Clock, RunClock};
 use crate::config::PullerConfig;
 use crate::ocsf::Dataset;
-use crate::ocsf::lake::{Landed, OcsfWriter, object_name};
+use crate::ocsf::lake::{Landed, OcsfWriter};
 use crate::secret::SsmSecret;
 use crate::segment::{
     Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key, unreadable_key,
@@ -803,22 +803,11 @@ impl Run<'_> {
         let Some(ocsf) = &self.p.ocsf else {
             return Ok(());
         };
-        let body = match body {
-            Some(b) => b,
-            None => match self.p.sink.get(key).await? {
-                Some(v) => v.body,
-                None => {
-                    return Err(PullError::UnreadableObject {
-                        bucket: self.p.cfg.bucket.clone(),
-                        key: key.to_owned(),
-                        reason: "it was there a moment ago and is gone".into(),
-                    });
-                }
-            },
-        };
-        let name = object_name(&self.p.cfg.prefix, key);
         let budget = self.put_budget()?;
-        let landed = ocsf.land(Dataset::Audit, key, &name, &body, budget).await?;
+        let (sink, prefix) = (&self.p.sink, &self.p.cfg.prefix);
+        let landed = ocsf
+            .land_object(Dataset::Audit, sink, prefix, key, body, budget)
+            .await?;
         self.summary
             .ocsf
             .get_or_insert_with(Landed::default)
