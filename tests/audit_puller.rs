@@ -919,7 +919,7 @@ async fn a_pull_paused_past_its_lease_is_fenced_from_the_segment_the_next_run_to
     env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
     // The first run's third object PUT stalls in this proxy (two go through).
     let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
-    let mut paused = env.spawn_pull(&[
+    let paused = env.spawn_pull(&[
         ("AWS_ENDPOINT_URL", &proxy.url),
         ("TV1_OBJECT_MAX_RECORDS", "250"),
         ("TV1_FETCH_CONCURRENCY", "1"),
@@ -941,18 +941,7 @@ async fn a_pull_paused_past_its_lease_is_fenced_from_the_segment_the_next_run_to
     let s = run_to_completion(&env).await;
     assert!(s.recovered.is_some(), "redid the pending segment: {s:?}");
     // The paused run's PUT reaches S3 only now, after the other run committed that range.
-    proxy.release();
-    wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
-    let (path, status) = proxy.released()[0].clone();
-    assert_eq!(status, 412, "the late PUT of {path} is refused by S3");
-    signal(paused.id(), "-CONT");
-    let exit = tokio::task::spawn_blocking(move || paused.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        !exit.success(),
-        "the paused run stops: it lost the checkpoint"
-    );
+    a_paused_run_is_refused_and_stops(&proxy, paused).await;
     env.assert_exactly_once(now - D::hours(12), s.checkpoint_after.unwrap())
         .await;
 }

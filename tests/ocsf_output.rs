@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tv1_connector::ocsf::Dataset;
-use tv1_connector::simulate::{Faults, Generate, SimEntry, generate};
+use tv1_connector::simulate::{Generate, SimEntry, generate};
 
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
@@ -22,17 +22,6 @@ fn counts<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
         *m.entry(i).or_default() += 1;
     }
     m
-}
-
-/// Kills `tv1 pull` processes at random points, `times` times.
-async fn kill_pulls(env: &TestEnv, times: usize) {
-    for _ in 0..times {
-        let mut child = env.spawn_pull(&[]);
-        tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
-        child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
-        child.wait().unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,19 +52,8 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         seed: rand::random(),
         ..Generate::default()
     });
-    let hidden: Vec<SimEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| SimEntry {
-            visible_at: if i % 10 == 0 {
-                e.logged + D::days(365)
-            } else {
-                e.logged
-            },
-            ..e.clone()
-        })
-        .collect();
-    env.sim.set_entries(hidden);
+    env.sim
+        .set_entries(served_late(&entries, |i, _| i % 10 == 0));
 
     // 1. The OCSF bucket does not exist: the first segment's JSONL object lands, its Parquet
     //    cannot, and the run fails with the segment still pending.
@@ -94,25 +72,13 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
     create_bucket(&env.s3, &ocsf_bucket).await;
 
     // 2. Pulls killed at random points, on a slow API, then runs until settled.
-    env.sim.set_faults(Faults {
-        delay_ms: 30,
-        delay_jitter_ms: 30,
-        ..Faults::default()
-    });
-    kill_pulls(&env, 8).await;
-    env.sim.set_faults(Faults::default());
+    kill_pulls_on_a_slow_api(&env, 8).await;
     run_until_settled(&env).await;
 
     // 3. The late entries are served; reconciliation, killed too, lands them.
     env.sim.set_entries(entries.clone());
     env.set("TV1_RECONCILE_HORIZON", "1h");
-    env.sim.set_faults(Faults {
-        delay_ms: 30,
-        delay_jitter_ms: 30,
-        ..Faults::default()
-    });
-    kill_pulls(&env, 6).await;
-    env.sim.set_faults(Faults::default());
+    kill_pulls_on_a_slow_api(&env, 6).await;
     run_until_settled(&env).await;
 
     let lake = env.lake().await;

@@ -41,19 +41,7 @@ async fn committed_then_served_late(
     entries: Vec<SimEntry>,
     mut late: impl FnMut(usize, &SimEntry) -> bool,
 ) -> Vec<SimEntry> {
-    let hidden: Vec<SimEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| SimEntry {
-            visible_at: if late(i, e) {
-                e.logged + D::days(365)
-            } else {
-                e.logged
-            },
-            ..e.clone()
-        })
-        .collect();
-    env.sim.set_entries(hidden);
+    env.sim.set_entries(served_late(&entries, &mut late));
     env.set("TV1_RECONCILE_HORIZON", "5h");
     let runs = run_until_settled(env).await;
     assert!(
@@ -270,19 +258,7 @@ async fn killed_at_random_points_during_reconciliation_still_exactly_once() {
     }
     entries.sort_by_key(|e| e.logged);
     let entries = committed_then_served_late(&mut env, entries, |i, _| i % 5 == 0).await;
-    env.sim.set_faults(Faults {
-        delay_ms: 30,
-        delay_jitter_ms: 30,
-        ..Faults::default()
-    });
-    for _ in 0..12 {
-        let mut child = env.spawn_pull(&[]);
-        tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
-        child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
-        child.wait().unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    env.sim.set_faults(Faults::default());
+    kill_pulls_on_a_slow_api(&env, 12).await;
     let runs = run_until_settled(&env).await;
     let lake = env.lake().await;
     assert_exactly_once(&entries, &lake);
@@ -379,7 +355,7 @@ async fn a_paused_reconciliation_is_refused_its_late_object_after_a_takeover() {
     let entries = committed_then_served_late(&mut env, entries, |i, _| i % 7 == 3).await;
     // Every data PUT now is a late object; the paused run's first one stalls in the proxy.
     let proxy = HoldingProxy::start(LOCALSTACK, 0).await;
-    let mut paused = env.spawn_pull(&[("AWS_ENDPOINT_URL", &proxy.url)]);
+    let paused = env.spawn_pull(&[("AWS_ENDPOINT_URL", &proxy.url)]);
     wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
     let cp = env.checkpoint().await.unwrap();
     let pending = cp["reconcile"]["pending"]["keys"][0].as_str().unwrap();
@@ -398,18 +374,7 @@ async fn a_paused_reconciliation_is_refused_its_late_object_after_a_takeover() {
     );
     let lake = env.lake().await;
     assert_exactly_once(&entries, &lake);
-    proxy.release();
-    wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
-    let (path, status) = proxy.released()[0].clone();
-    assert_eq!(status, 412, "the paused run's PUT of {path} is refused");
-    signal(paused.id(), "-CONT");
-    let exit = tokio::task::spawn_blocking(move || paused.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        !exit.success(),
-        "the paused run stops: it lost the checkpoint"
-    );
+    a_paused_run_is_refused_and_stops(&proxy, paused).await;
     assert_exactly_once(&entries, &env.lake().await);
 }
 
@@ -427,19 +392,7 @@ async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
     let first = |i: usize| i < 100 && i % 7 == 3;
     let second = |i: usize| i < 100 && i % 7 == 5;
     let entries = committed_then_served_late(&mut env, entries, |i, _| first(i) || second(i)).await;
-    let serve_first_only: Vec<SimEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| SimEntry {
-            visible_at: if second(i) {
-                e.logged + D::days(365)
-            } else {
-                e.logged
-            },
-            ..e.clone()
-        })
-        .collect();
-    env.sim.set_entries(serve_first_only);
+    env.sim.set_entries(served_late(&entries, |i, _| second(i)));
     let spawn = |proxy: &HoldingProxy| env.spawn_pull(&[("AWS_ENDPOINT_URL", &proxy.url)]);
     // Run A computes the first set, announces the key, and stalls in its PUT; then pauses.
     let pa = HoldingProxy::start(LOCALSTACK, 0).await;

@@ -814,3 +814,62 @@ pub fn skip_without_localstack() -> bool {
     );
     true
 }
+
+/// `entries` with the picks of `late` served only a year after their time (as if Vision One
+/// had not served them yet); the rest as they are.
+pub fn served_late(
+    entries: &[SimEntry],
+    mut late: impl FnMut(usize, &SimEntry) -> bool,
+) -> Vec<SimEntry> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SimEntry {
+            visible_at: if late(i, e) {
+                e.logged + chrono::Duration::days(365)
+            } else {
+                e.logged
+            },
+            ..e.clone()
+        })
+        .collect()
+}
+
+/// `tv1 pull` processes on a slow API (30 ± 30 ms a page), each SIGKILLed at a random point
+/// (0.1 to 2.5 s in), `times` times; then the killed runs' leases (`TV1_LEASE` 2 s) run out.
+pub async fn kill_pulls_on_a_slow_api(env: &TestEnv, times: usize) {
+    env.sim.set_faults(tv1_connector::simulate::Faults {
+        delay_ms: 30,
+        delay_jitter_ms: 30,
+        ..Default::default()
+    });
+    for _ in 0..times {
+        let mut child = env.spawn_pull(&[]);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(100..2500))).await;
+        child.kill().unwrap(); // SIGKILL: no clean-up of any kind.
+        child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.sim.set_faults(Default::default());
+}
+
+/// Lets the PUT `proxy` held for the `paused` run through once that run has been taken over:
+/// S3 refuses it (412), and the run, continued, stops with an error (it lost the checkpoint).
+pub async fn a_paused_run_is_refused_and_stops(proxy: &HoldingProxy, paused: std::process::Child) {
+    proxy.release();
+    wait_until(30, "the late PUT", async || !proxy.released().is_empty()).await;
+    let (path, status) = proxy.released()[0].clone();
+    assert_eq!(
+        status, 412,
+        "the paused run's PUT of {path} is refused by S3"
+    );
+    signal(paused.id(), "-CONT");
+    let mut paused = paused;
+    let exit = tokio::task::spawn_blocking(move || paused.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !exit.success(),
+        "the paused run stops: it lost the checkpoint"
+    );
+}
