@@ -76,17 +76,25 @@ fn rand_id() -> String {
     hex::encode(rand::random::<[u8; 5]>())
 }
 
-/// 1. Vision One pages → gzip JSON Lines, in process, against `gzip -6` on the same JSONL.
-fn bench_cpu(rows: &mut Vec<Row>) {
-    let n = 200_000;
-    let now = Utc::now();
-    let entries = generate(&Generate {
+/// `n` simulator entries over the week before `now` (rows 1 and 9 measure the same data).
+fn a_week_of_entries(
+    n: usize,
+    now: chrono::DateTime<Utc>,
+) -> Vec<tv1_connector::simulate::SimEntry> {
+    generate(&Generate {
         count: n,
         from: now - D::days(7),
         to: now - D::minutes(10),
         late_fraction: 0.0,
         ..Generate::default()
-    });
+    })
+}
+
+/// 1. Vision One pages → gzip JSON Lines, in process, against `gzip -6` on the same JSONL.
+fn bench_cpu(rows: &mut Vec<Row>) {
+    let n = 200_000;
+    let now = Utc::now();
+    let entries = a_week_of_entries(n, now);
     let pages: Vec<Vec<u8>> = entries
         .chunks(200)
         .map(|c| {
@@ -193,13 +201,7 @@ fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usiz
 fn bench_ocsf(rows: &mut Vec<Row>) {
     let n = 200_000;
     let now = Utc::now();
-    let entries = generate(&Generate {
-        count: n,
-        from: now - D::days(7),
-        to: now - D::minutes(10),
-        late_fraction: 0.0,
-        ..Generate::default()
-    });
+    let entries = a_week_of_entries(n, now);
     let limits = Limits {
         max_bytes: 64 << 20,
         max_records: 100_000,
