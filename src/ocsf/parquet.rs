@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub const DECODE_ROWS: usize = 4096;
 /// Rows per Parquet row group: bounds the writer's memory, and still lets readers skip groups
 /// by their `time` statistics.
-pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// zstd level: 9, as these files are written once and read many times.
 const ZSTD_LEVEL: i32 = 9;
 
@@ -301,19 +301,19 @@ impl Encoder {
     }
 }
 
-/// Encodes `events` (all of `class`, in the order to write them) as one Parquet file.
-pub fn encode(class: Class, events: &[Value]) -> Result<Bytes, ParquetEncodeError> {
-    let mut enc = Encoder::new(class)?;
-    enc.push(events)?;
-    enc.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::{Array, Int64Array, StringArray, StructArray};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::json;
+
+    /// `events` (all of `class`) as one Parquet file.
+    fn encode(class: Class, events: &[Value]) -> Result<Bytes, ParquetEncodeError> {
+        let mut enc = Encoder::new(class)?;
+        enc.push(events)?;
+        enc.finish()
+    }
 
     #[test]
     fn events_round_trip_with_nested_types_and_zstd() {
