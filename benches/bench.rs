@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tv1_connector::ad::{Body, HttpRequest, Ingest};
+use tv1_connector::audit::segment::{Assembler, Item, Limits};
+use tv1_connector::audit::simulate::{Faults, Generate, SimSettings, Simulator, generate};
+use tv1_connector::audit::vision_one::Page;
 use tv1_connector::config::IngestConfig;
-use tv1_connector::ingest::{Body, HttpRequest, Ingest};
-use tv1_connector::ocsf::Dataset;
-use tv1_connector::ocsf::lake::encode_object;
-use tv1_connector::segment::{Assembler, Item, Limits};
-use tv1_connector::simulate::{Faults, Generate, SimSettings, Simulator, generate};
-use tv1_connector::vision_one::Page;
+use tv1_connector::lake::ocsf::Dataset;
+use tv1_connector::lake::ocsf::writer::encode_object;
 
 struct Row {
     bench: String,
@@ -80,7 +80,7 @@ fn rand_id() -> String {
 fn a_week_of_entries(
     n: usize,
     now: chrono::DateTime<Utc>,
-) -> Vec<tv1_connector::simulate::SimEntry> {
+) -> Vec<tv1_connector::audit::simulate::SimEntry> {
     generate(&Generate {
         count: n,
         from: now - D::days(7),
@@ -519,7 +519,7 @@ async fn bench_reconcile(rows: &mut Vec<Row>, lake: &Lake) {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let cfg = tv1_connector::config::PullerConfig::from_map(&vars).unwrap();
-        let puller = tv1_connector::pull::Puller::new(cfg, lake.s3.clone(), lake.ssm.clone());
+        let puller = tv1_connector::audit::Puller::new(cfg, lake.s3.clone(), lake.ssm.clone());
         let (mut pull_pages, mut rec_pages, mut steps, mut reads, mut records) = (0, 0, 0, 0, 0);
         let t = Instant::now();
         for _ in 0..288 {

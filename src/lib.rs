@@ -1,61 +1,64 @@
 //! tv1-connector: lands Trend Vision One security data in an S3 data lake, exactly once.
 //!
-//! # Two pipelines
+//! The tree is the architecture: [`audit`] is one pipeline, [`ad`] the other, [`lake`] what
+//! both write through, and the files at the top are the plumbing they share.
+//!
+//! # Where an audit entry goes
 //!
 //! ```text
-//! audit entry  EventBridge ─► audit-puller ─► pull::Puller::invoke (pull/invoke.rs)
-//!   config ─► vision_one (token from SSM via secret, paging, retries)
-//!          ─► pull (window, lease in the checkpoint, fetch ─► segment ─► encode)
-//!          ─► sink (create-only PUT of gzip JSON Lines) ─► ocsf::lake (Parquet, optional)
-//!          ─► checkpoint (commit) ; later pull/reconcile re-reads for late entries
+//! EventBridge ─► bin/audit-puller.rs ─► audit::Puller::invoke        (audit/invoke.rs)
+//!   ─► audit::Puller::run: lease + window in the checkpoint           (audit/mod.rs, checkpoint.rs)
+//!   ─► audit::vision_one: token from SSM (secret), paging, retries    (audit/vision_one/, fetch.rs)
+//!   ─► audit::segment: entries cut into objects, `_id` per entry      (audit/segment.rs)
+//!   ─► lake::encode + lake::sink: create-only gzip JSON Lines          (lake/encode.rs, sink.rs)
+//!   ─► lake::ocsf::writer: the same records as OCSF Parquet, optional (lake/ocsf/)
+//!   ─► checkpoint commit; later runs re-read for late entries         (audit/reconcile.rs)
+//! ```
 //!
-//! AD event     API Gateway ─► ad-ingest ─► ingest::Ingest::handle_apigw (ingest/apigw.rs)
-//!              tv1 serve   ─► ingest::serve (same handler over plain HTTP)
-//!   ingest (routes /v1 and HEC) ─► auth (API key from SSM) ─► decode (base64, gzip caps,
-//!   envelope / NDJSON / HEC) ─► events (nine agent shapes, normalised) ─► encode
-//!          ─► sink (create-only PUT per category and day) ─► ocsf::lake (optional)
-//!          ─► batch marker ─► agents (the agent list)
+//! # Where an AD event goes
+//!
+//! ```text
+//! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_apigw         (ad/apigw.rs)
+//! plain HTTP  ─► tv1 serve        ─► ad::serve                        (ad/serve.rs)
+//!   ─► ad::Ingest::handle: route (/v1, HEC) ─► ad::auth (key in SSM)  (ad/mod.rs, auth.rs, hec.rs)
+//!   ─► ad::decode: base64, gzip caps, envelope / NDJSON / HEC          (ad/decode.rs)
+//!   ─► ad::events: nine agent shapes, one normalised event            (ad/events.rs)
+//!   ─► lake::encode + lake::sink: one object per category and day     (lake/)
+//!   ─► lake::ocsf::writer, optional ─► batch marker ─► ad::agents     (ad/agents.rs)
 //! ```
 //!
 //! # Binaries (`src/bin/`)
 //! - `audit-puller`: the scheduled Lambda function; hands each invocation to
-//!   [`pull::Puller::invoke`].
+//!   [`audit::Puller::invoke`].
 //! - `ad-ingest`: the API Gateway Lambda function; hands each request to
-//!   [`ingest::Ingest::handle_apigw`].
+//!   [`ad::Ingest::handle_apigw`].
 //! - `tv1`: the operator CLI over the same code (`pull`, `backfill`, `status`, `checkpoint`,
 //!   `rotate-key`, `serve`, `ocsf-sources`, `simulate`).
 //!
 //! # Modules
-//! - Shared: [`config`] (environment, read once), [`aws`] (SDK clients), [`secret`] (SSM
-//!   SecureStrings, never printed), [`timefmt`], [`telemetry`] (logs), [`clock`] (S3's time).
-//! - Lake writing, shared by both pipelines: [`encode`] (gzip JSON Lines, `_id`), [`sink`] (S3
-//!   objects and conditional state documents), [`checkpoint`] (checkpoint and status
-//!   documents), [`ocsf`] (OCSF mappings, Parquet, the optional second output).
-//! - Audit pipeline: [`vision_one`] (API client), [`segment`] (entries → objects), [`pull`]
-//!   (runs, lease, redo, reconciliation, backfill, operator actions, the Lambda door).
-//! - AD pipeline: [`ingest`] (routes, HEC, auth, decode, events, agents, `tv1 serve`).
-//! - `simulate` (cargo feature `simulator`, off in the Lambda functions): the Vision One
-//!   simulator of `tv1 simulate`, the tests, the bench and `make run`.
+//! - [`audit`]: the audit pipeline: runs, lease, redo, reconciliation, backfill, operator
+//!   actions, the Lambda door; [`audit::vision_one`] (API client), [`audit::segment`],
+//!   [`audit::checkpoint`] (checkpoint and status documents). `audit::simulate` (cargo feature
+//!   `simulator`, off in the Lambda functions) is the Vision One simulator of `tv1 simulate`,
+//!   the tests, the bench and `make run`.
+//! - [`ad`]: the AD pipeline: routes, HEC, API key, decoding, the event shapes, the agent list,
+//!   `tv1 serve`.
+//! - [`lake`]: [`lake::encode`] (gzip JSON Lines, `_id`), [`lake::sink`] (create-only objects,
+//!   conditional documents), [`lake::state`] (state documents and their error),
+//!   [`lake::clock`] (S3's time), [`lake::ocsf`] (OCSF mappings, Parquet, the second output).
+//! - Shared plumbing: [`config`] (environment, read once), [`aws`] (SDK clients), [`secret`]
+//!   (SSM SecureStrings, never printed), [`timefmt`], [`telemetry`] (logs).
 //!
-//! Time compared across machines is S3's ([`clock`]). Each `main` parses its input, calls one
-//! function here and returns or prints its result.
+//! Each `main` parses its input, calls one function here and returns or prints its result.
 
+pub mod ad;
+pub mod audit;
 pub mod aws;
-pub mod checkpoint;
-pub mod clock;
 pub mod config;
-pub mod encode;
-pub mod ingest;
-pub mod ocsf;
-pub mod pull;
+pub mod lake;
 pub mod secret;
-pub mod segment;
-#[cfg(feature = "simulator")]
-pub mod simulate;
-pub mod sink;
 pub mod telemetry;
 pub mod timefmt;
-pub mod vision_one;
 
 /// Counts the bytes a test allocates on its own thread, so memory bounds can be tested.
 #[cfg(test)]

@@ -7,8 +7,8 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
+use tv1_connector::ad::{Body, HttpRequest, HttpResponse, Ingest};
 use tv1_connector::config::IngestConfig;
-use tv1_connector::ingest::{Body, HttpRequest, HttpResponse, Ingest};
 
 struct Env {
     bucket: String,
@@ -980,7 +980,7 @@ async fn post_bare(
     key: &str,
     ctype: &str,
     body: &[u8],
-    sender: tv1_connector::ingest::Sender<'_>,
+    sender: tv1_connector::ad::Sender<'_>,
 ) -> HttpResponse {
     let gz = b64(&gzip(body));
     let auth = format!("Bearer {key}");
@@ -1002,7 +1002,7 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
     if skip_without_localstack() {
         return;
     }
-    use tv1_connector::ingest::Sender;
+    use tv1_connector::ad::Sender;
     let mut env = Env::new().await;
     env.vars.insert("AD_MAX_EVENTS".into(), "3".into());
     let ingest = env.ingest();

@@ -6,9 +6,9 @@ use chrono::Duration as D;
 use common::*;
 use std::time::Duration;
 use tokio::time::Instant;
-use tv1_connector::pull::{Outcome, PullError};
-use tv1_connector::simulate::{Faults, SimEntry};
-use tv1_connector::vision_one::VisionOneError;
+use tv1_connector::audit::simulate::{Faults, SimEntry};
+use tv1_connector::audit::vision_one::VisionOneError;
+use tv1_connector::audit::{Outcome, PullError};
 
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
@@ -16,7 +16,7 @@ fn deadline(secs: u64) -> Instant {
 
 /// Runs until a run completes the window, as a scheduler would: a run that skips (a dead run's
 /// lease still holds) or fails (S3 hiccup) is followed by another.
-async fn run_to_completion(env: &TestEnv) -> tv1_connector::pull::RunSummary {
+async fn run_to_completion(env: &TestEnv) -> tv1_connector::audit::RunSummary {
     let p = env.puller();
     let mut failures = 0;
     for _ in 0..200 {
@@ -1068,7 +1068,7 @@ async fn a_clock_running_ahead_skips_nothing() {
     env.load(600, now - D::hours(2), now + D::seconds(4), |g| {
         g.burst_every = 0
     });
-    let ahead = tv1_connector::clock::Clock::skewed(D::minutes(30));
+    let ahead = tv1_connector::lake::clock::Clock::skewed(D::minutes(30));
     let p = env.puller().with_clock(ahead);
     let first = p.run(deadline(30)).await.unwrap();
     let to = first.window.unwrap().to;

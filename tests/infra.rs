@@ -205,7 +205,7 @@ fn http_routes_match_the_router() {
         })
         .collect();
     routes.sort();
-    let mut code: Vec<(String, String)> = tv1_connector::ingest::ROUTES
+    let mut code: Vec<(String, String)> = tv1_connector::ad::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
@@ -219,27 +219,27 @@ fn the_lag_alarm_watches_the_metric_the_puller_emits() {
     let alarm = &t["Resources"]["CollectionLagAlarm"]["Properties"];
     assert_eq!(
         alarm["Namespace"].as_str(),
-        Some(tv1_connector::pull::METRIC_NAMESPACE)
+        Some(tv1_connector::audit::METRIC_NAMESPACE)
     );
     assert_eq!(
         alarm["MetricName"].as_str(),
-        Some(tv1_connector::pull::METRIC_LAG)
+        Some(tv1_connector::audit::METRIC_LAG)
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
-    let line = tv1_connector::pull::emf_line(&pull_reply(None), "f", 0).unwrap();
+    let line = tv1_connector::audit::emf_line(&pull_reply(None), "f", 0).unwrap();
     assert!(line.contains("\"Dimensions\":[[\"FunctionName\"]]"));
 }
 
 /// A pull's reply that lagged one second and found `late` late entries.
-fn pull_reply(late: Option<u64>) -> tv1_connector::pull::Reply {
+fn pull_reply(late: Option<u64>) -> tv1_connector::audit::Reply {
     let mut s =
-        tv1_connector::pull::RunSummary::new("r".into(), chrono::Utc::now(), None, 0, false);
+        tv1_connector::audit::RunSummary::new("r".into(), chrono::Utc::now(), None, 0, false);
     s.lag_seconds = Some(1);
-    s.reconcile = late.map(|n| tv1_connector::pull::ReconcileSummary {
+    s.reconcile = late.map(|n| tv1_connector::audit::ReconcileSummary {
         late_entries: n,
         ..Default::default()
     });
-    tv1_connector::pull::Reply::Pull(s)
+    tv1_connector::audit::Reply::Pull(s)
 }
 
 #[test]
@@ -248,17 +248,17 @@ fn the_late_entries_alarm_watches_the_metric_the_puller_emits() {
     let alarm = &t["Resources"]["LateEntriesAlarm"]["Properties"];
     assert_eq!(
         alarm["Namespace"].as_str(),
-        Some(tv1_connector::pull::METRIC_NAMESPACE)
+        Some(tv1_connector::audit::METRIC_NAMESPACE)
     );
     assert_eq!(
         alarm["MetricName"].as_str(),
-        Some(tv1_connector::pull::METRIC_LATE)
+        Some(tv1_connector::audit::METRIC_LATE)
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
     assert_eq!(alarm["Statistic"], "Sum");
-    let line = tv1_connector::pull::emf_line(&pull_reply(Some(3)), "f", 0).unwrap();
+    let line = tv1_connector::audit::emf_line(&pull_reply(Some(3)), "f", 0).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v[tv1_connector::pull::METRIC_LATE], 3);
+    assert_eq!(v[tv1_connector::audit::METRIC_LATE], 3);
     // The horizon the template passes is one the puller accepts.
     let horizon = t["Parameters"]["ReconcileHorizon"]["Default"]
         .as_str()
@@ -421,7 +421,7 @@ fn expiry_never_reaches_state_documents() {
 /// writes (the Arrow schema as Hive types) and the layout the writer uses.
 #[test]
 fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
-    use tv1_connector::ocsf::{Dataset, parquet::hive_columns};
+    use tv1_connector::lake::ocsf::{Dataset, parquet::hive_columns};
     let t = template();
     let resources = t["Resources"].as_mapping().unwrap();
     let tables: BTreeMap<String, &Value> = resources

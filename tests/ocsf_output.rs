@@ -9,8 +9,8 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tv1_connector::ocsf::Dataset;
-use tv1_connector::simulate::{Generate, SimEntry, generate};
+use tv1_connector::audit::simulate::{Generate, SimEntry, generate};
+use tv1_connector::lake::ocsf::Dataset;
 
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";

@@ -50,10 +50,10 @@ fn each_kind_of_mistake_is_named() {
 /// both timestamp forms), plus entries missing fields, maps to a valid OCSF 1.1.0 event.
 #[test]
 fn audit_entries_map_to_valid_ocsf() {
-    use tv1_connector::segment::Item;
+    use tv1_connector::audit::segment::Item;
     let from = chrono::Utc::now() - chrono::Duration::hours(3);
     let mut entries: Vec<String> =
-        tv1_connector::simulate::generate(&tv1_connector::simulate::Generate {
+        tv1_connector::audit::simulate::generate(&tv1_connector::audit::simulate::Generate {
             count: 2000,
             from,
             to: from + chrono::Duration::hours(2),
@@ -75,8 +75,8 @@ fn audit_entries_map_to_valid_ocsf() {
     for raw in &entries {
         let value = serde_json::value::RawValue::from_string(raw.clone()).unwrap();
         let item = Item::parse(&value).unwrap();
-        let id = tv1_connector::encode::record_id(&item.hash, 0);
-        let e = tv1_connector::ocsf::audit::to_ocsf(raw, &id, item.time.unwrap()).unwrap();
+        let id = tv1_connector::lake::encode::record_id(&item.hash, 0);
+        let e = tv1_connector::lake::ocsf::audit::to_ocsf(raw, &id, item.time.unwrap()).unwrap();
         classes.insert(e["class_uid"].as_u64().unwrap());
         events.push(e);
     }
@@ -97,8 +97,8 @@ fn audit_entries_map_to_valid_ocsf() {
 #[test]
 fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
     use std::io::Read;
+    use tv1_connector::ad::{Body, HttpRequest, Ingest, Sender};
     use tv1_connector::config::IngestConfig;
-    use tv1_connector::ingest::{Body, HttpRequest, Ingest, Sender};
     let sdk = tv1_connector::aws::offline_config();
     let (s3, ssm) = (
         tv1_connector::aws::s3_client(&sdk),
@@ -153,7 +153,7 @@ fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
                 .read_to_string(&mut text)
                 .unwrap();
             for line in text.lines() {
-                let e = tv1_connector::ocsf::windows::from_line(line)
+                let e = tv1_connector::lake::ocsf::windows::from_line(line)
                     .unwrap_or_else(|| panic!("{key}: {line}"));
                 events.push(e);
             }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use tv1_connector::simulate::{Faults, SimEntry};
+use tv1_connector::audit::simulate::{Faults, SimEntry};
 use tv1_connector::timefmt::api_time;
 
 fn deadline(secs: u64) -> Instant {

@@ -6,9 +6,9 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tv1_connector::ad::{Body, HttpRequest, Ingest};
+use tv1_connector::audit::Puller;
 use tv1_connector::config::{IngestConfig, PullerConfig};
-use tv1_connector::ingest::{Body, HttpRequest, Ingest};
-use tv1_connector::pull::Puller;
 
 /// What S3 sends for a denied request (error code and body as documented for AccessDenied).
 const ACCESS_DENIED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>

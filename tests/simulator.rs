@@ -1,7 +1,7 @@
 //! The simulator behaves like the real endpoint where the puller depends on it.
 
 use std::time::Duration;
-use tv1_connector::simulate::{Faults, SimEntry, SimSettings, Simulator};
+use tv1_connector::audit::simulate::{Faults, SimEntry, SimSettings, Simulator};
 
 async fn start(settings: SimSettings) -> (Simulator, String) {
     let sim = Simulator::new(settings);

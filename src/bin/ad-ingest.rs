@@ -3,7 +3,7 @@
 
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::{Error, LambdaEvent, lambda_runtime, service_fn};
-use tv1_connector::{aws, config::IngestConfig, ingest::Ingest, telemetry};
+use tv1_connector::{ad::Ingest, aws, config::IngestConfig, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

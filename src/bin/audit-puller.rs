@@ -4,7 +4,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use tv1_connector::pull::Puller;
+use tv1_connector::audit::Puller;
 use tv1_connector::{aws, config::PullerConfig, telemetry};
 
 #[tokio::main]

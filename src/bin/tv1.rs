@@ -5,11 +5,11 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
-use tv1_connector::config::IngestConfig;
-use tv1_connector::ingest::{Ingest, serve};
-use tv1_connector::pull::{Progress, Puller};
+use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
-use tv1_connector::simulate::{Generate, SimSettings, Simulator, Spread, generate};
+use tv1_connector::audit::simulate::{Generate, SimSettings, Simulator, Spread, generate};
+use tv1_connector::audit::{Progress, Puller};
+use tv1_connector::config::IngestConfig;
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 
 #[derive(Parser)]
@@ -163,7 +163,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crawler_role_arn,
             external_id,
         } => {
-            for c in tv1_connector::ocsf::registration_commands(&crawler_role_arn, &external_id) {
+            for c in
+                tv1_connector::lake::ocsf::registration_commands(&crawler_role_arn, &external_id)
+            {
                 println!("{c}");
             }
             Ok(())
@@ -202,7 +204,7 @@ async fn backfill(
 /// `tv1 rotate-key`: the new key goes to SSM, then to stdout once.
 async fn rotate_key(param: &str, kms_key_id: Option<String>) -> anyhow::Result<()> {
     let sdk = aws::load().await;
-    let key = tv1_connector::ingest::auth::store_new_key(&aws::ssm_client(&sdk), param, kms_key_id)
+    let key = tv1_connector::ad::auth::store_new_key(&aws::ssm_client(&sdk), param, kms_key_id)
         .await
         .with_context(|| format!("storing the new key in SSM parameter {param}"))?;
     eprintln!(

@@ -7,9 +7,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::time::Duration;
+use tv1_connector::audit::Puller;
+use tv1_connector::audit::simulate::{Generate, SimEntry, SimSettings, Simulator, generate};
 use tv1_connector::config::PullerConfig;
-use tv1_connector::pull::Puller;
-use tv1_connector::simulate::{Generate, SimEntry, SimSettings, Simulator, generate};
 
 pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
 
@@ -180,7 +180,7 @@ impl TestEnv {
     pub async fn two_runs_at_once(
         &self,
         stagger: Duration,
-    ) -> [Result<tv1_connector::pull::RunSummary, tv1_connector::pull::PullError>; 2] {
+    ) -> [Result<tv1_connector::audit::RunSummary, tv1_connector::audit::PullError>; 2] {
         let (a, b) = (self.puller(), self.puller());
         let deadline = || tokio::time::Instant::now() + Duration::from_secs(60);
         // Boxed: two whole runs side by side overflow a test thread's stack in debug builds.
@@ -355,9 +355,9 @@ pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
 }
 
 /// A run that did nothing because another held or took the checkpoint.
-pub fn lost(r: &Result<tv1_connector::pull::RunSummary, tv1_connector::pull::PullError>) -> bool {
-    use tv1_connector::checkpoint::StateError;
-    use tv1_connector::pull::{Outcome, PullError};
+pub fn lost(r: &Result<tv1_connector::audit::RunSummary, tv1_connector::audit::PullError>) -> bool {
+    use tv1_connector::audit::{Outcome, PullError};
+    use tv1_connector::lake::state::StateError;
     matches!(r, Err(PullError::State(StateError::LostRace)))
         || matches!(r, Ok(s) if s.outcome == Outcome::Skipped)
 }
@@ -666,7 +666,7 @@ pub async fn ocsf_rows(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> V
 /// of an object are sorted by time; and every event is valid OCSF 1.1.0.
 pub fn assert_ocsf_layout(
     rows: &[OcsfRow],
-    dataset: tv1_connector::ocsf::Dataset,
+    dataset: tv1_connector::lake::ocsf::Dataset,
     region: &str,
     account: &str,
 ) {
@@ -716,7 +716,7 @@ pub fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {
 /// Runs as a scheduler would until a run completes with nothing left for reconciliation:
 /// skipped runs (a dead run's lease) and failed ones are followed by another. Returns the
 /// summaries of the runs that did work.
-pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::pull::RunSummary> {
+pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::audit::RunSummary> {
     let p = env.puller();
     let mut failures = 0;
     let mut runs = Vec::new();
@@ -726,8 +726,8 @@ pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::pull::RunSum
             .await
         {
             Ok(s)
-                if s.outcome == tv1_connector::pull::Outcome::Complete
-                    || s.outcome == tv1_connector::pull::Outcome::UpToDate =>
+                if s.outcome == tv1_connector::audit::Outcome::Complete
+                    || s.outcome == tv1_connector::audit::Outcome::UpToDate =>
             {
                 let more = s
                     .reconcile
@@ -838,7 +838,7 @@ pub fn served_late(
 /// `tv1 pull` processes on a slow API (30 ± 30 ms a page), each SIGKILLed at a random point
 /// (0.1 to 2.5 s in), `times` times; then the killed runs' leases (`TV1_LEASE` 2 s) run out.
 pub async fn kill_pulls_on_a_slow_api(env: &TestEnv, times: usize) {
-    env.sim.set_faults(tv1_connector::simulate::Faults {
+    env.sim.set_faults(tv1_connector::audit::simulate::Faults {
         delay_ms: 30,
         delay_jitter_ms: 30,
         ..Default::default()

@@ -9,13 +9,14 @@
 //! pins the origin there too, and the schedule (which reconciles) owns everything after it.
 
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, PullError, Puller, Window, settled_before};
-use crate::checkpoint::{Checkpoint, StateError};
-use crate::ocsf::Dataset;
-use crate::ocsf::lake::object_name;
-use crate::segment::{Assembler, Item, partition};
-use crate::sink::Condition;
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::segment::{Assembler, Item, partition};
+use crate::audit::vision_one::VisionOneError;
+use crate::lake::ocsf::Dataset;
+use crate::lake::ocsf::writer::object_name;
+use crate::lake::sink::Condition;
+use crate::lake::state::StateError;
 use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour};
-use crate::vision_one::VisionOneError;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -44,7 +45,7 @@ pub struct BackfillSummary {
     /// Stale objects of earlier backfills removed.
     pub removed: u64,
     /// What the OCSF Parquet output wrote (`None` when it is off).
-    pub ocsf: Option<crate::ocsf::lake::Landed>,
+    pub ocsf: Option<crate::lake::ocsf::writer::Landed>,
     /// A note for the operator (e.g. why the range was clamped).
     pub note: Option<String>,
 }

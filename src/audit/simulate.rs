@@ -562,7 +562,7 @@ fn resume(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "Request token expired. Please submit a new query to get a new token.",
-            Some(crate::vision_one::PAGE_TOKEN_EXPIRED),
+            Some(crate::audit::vision_one::PAGE_TOKEN_EXPIRED),
         )));
     }
     Ok(t)

@@ -25,10 +25,10 @@
 
 use super::fetch::{self, Fetched};
 use super::{PullError, Run, Stop, Window, alongside};
-use crate::checkpoint::{Pending, Reconcile};
-use crate::encode::{ObjectEncoder, line_with_fields, record_id};
-use crate::segment::{late_key, partition};
-use crate::sink::Created;
+use crate::audit::checkpoint::{Pending, Reconcile};
+use crate::audit::segment::{late_key, partition};
+use crate::lake::encode::{ObjectEncoder, line_with_fields, record_id};
+use crate::lake::sink::Created;
 use crate::timefmt::{api_time, floor_hour, floor_second};
 use bytes::Bytes;
 use chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
@@ -471,7 +471,7 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Item;
+    use crate::audit::segment::Item;
     use crate::timefmt::parse_api_time;
 
     fn entry(time: &str, n: u32) -> (Box<RawValue>, [u8; 32], DateTime<Utc>) {

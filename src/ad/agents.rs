@@ -1,8 +1,8 @@
 //! The forwarding agents that have reported: one small document per agent in S3, updated with
 //! conditional writes so that concurrent batches from one agent do not lose counts.
 
-use crate::checkpoint::{StateError, parse_state};
-use crate::sink::{Condition, S3Sink, SinkError};
+use crate::lake::sink::{Condition, S3Sink, SinkError};
+use crate::lake::state::{StateError, parse_state};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

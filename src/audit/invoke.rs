@@ -2,8 +2,8 @@
 //! metrics line. `src/bin/audit-puller.rs` only hands each invocation to [`Puller::invoke`].
 
 use super::{BackfillSummary, ConnectionCheck, PullError, Puller, RunSummary, StatusReport};
-use crate::checkpoint::StateError;
-use crate::vision_one::VisionOneError;
+use crate::audit::vision_one::VisionOneError;
+use crate::lake::state::StateError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,8 +1,19 @@
-//! The audit pipeline's workflows: one scheduled run, a backfill, Test Connection and status.
+//! The audit pipeline: Vision One's audit logs into the lake, exactly once.
+//!
+//! ```text
+//! audit-puller ─► invoke (Lambda door) ─► Puller::run: lease on the checkpoint, plan a window
+//!   ─► fetch (vision_one: token, paging, retries) ─► segment (entries → objects)
+//!   ─► lake::sink (create-only gzip JSON Lines) ─► lake::ocsf (Parquet, optional)
+//!   ─► checkpoint (commit) ; reconcile re-reads committed time for entries served late
+//! ```
+//!
+//! Beside the scheduled run: backfill (time before the origin), ops (Test Connection, status,
+//! checkpoint view), repair (`tv1 checkpoint set`) and, behind the `simulator` feature, the
+//! Vision One simulator the tests and `make run` pull from.
 //!
 //! A run takes a short lease on the checkpoint (renewed while it works), plans a window
 //! `[committed_to, min(committed_to + max_window, now - lag))` with `now` on S3's clock, reads
-//! it page by page, cuts it into segments (see [`crate::segment`]) and for each segment:
+//! it page by page, cuts it into segments (see [`crate::audit::segment`]) and for each segment:
 //!
 //! 1. records the segment and its object key in the checkpoint (`pending`, conditional write),
 //! 2. creates the object (create-only: `If-None-Match: *`),
@@ -13,19 +24,20 @@
 //! key, create-only. Whoever writes the key first wins; a late PUT of the dead (or merely
 //! paused) run is refused by S3, or was the object the new run keeps. Every entry lands once.
 
-use crate::checkpoint::{Checkpoint, LastError, Lease, Pending, StateError, StateStore};
-use crate::clock::{Clock, RunClock};
-use crate::config::PullerConfig;
-use crate::ocsf::Dataset;
-use crate::ocsf::lake::{Landed, OcsfWriter};
-use crate::secret::SsmSecret;
-use crate::segment::{
+use crate::audit::checkpoint::{Checkpoint, LastError, Lease, Pending, StateStore};
+use crate::audit::segment::{
     Assembler, Item, Limits, OutOfOrder, Segment, hour_of_key, segment_key, unreadable_key,
     unreadable_object,
 };
-use crate::sink::{Condition, Created, S3Sink, SinkError};
+use crate::audit::vision_one::{Backoff, VisionOneError};
+use crate::config::PullerConfig;
+use crate::lake::clock::{Clock, RunClock};
+use crate::lake::ocsf::Dataset;
+use crate::lake::ocsf::writer::{Landed, OcsfWriter};
+use crate::lake::sink::{Condition, Created, S3Sink, SinkError};
+use crate::lake::state::StateError;
+use crate::secret::SsmSecret;
 use crate::timefmt::{api_time, floor_second};
-use crate::vision_one::{self, Backoff, VisionOneError};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use fetch::Fetched;
 use futures_util::StreamExt;
@@ -36,11 +48,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod backfill;
+pub mod checkpoint;
 mod fetch;
 mod invoke;
 mod ops;
 mod reconcile;
 mod repair;
+pub mod segment;
+#[cfg(feature = "simulator")]
+pub mod simulate;
+pub mod vision_one;
 
 pub use backfill::{BackfillSummary, Progress};
 pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, Reply, emf_line, time_left};
@@ -114,7 +131,7 @@ pub enum PullError {
     },
     /// The OCSF output failed; the segment stays pending and the next run writes it.
     #[error(transparent)]
-    Ocsf(#[from] crate::ocsf::lake::OcsfError),
+    Ocsf(#[from] crate::lake::ocsf::writer::OcsfError),
     /// A data object reconciliation must read is not what the connector writes.
     #[error(
         "s3://{bucket}/{key} is not gzip JSON Lines with an _id per line ({reason}); reconciliation cannot tell which entries it holds"
@@ -357,7 +374,7 @@ impl Puller {
     }
 
     /// Lands an entry without a readable time under its content hash, create-only (see
-    /// [`crate::segment::unreadable_key`]), before anything after it is committed.
+    /// [`crate::audit::segment::unreadable_key`]), before anything after it is committed.
     async fn land_unreadable(
         &self,
         raw: &serde_json::value::RawValue,
@@ -699,7 +716,7 @@ impl Run<'_> {
         if !objects.iter().any(|(k, _, _)| *k == pending.keys[0]) {
             objects.push((
                 pending.keys[0].clone(),
-                crate::encode::ObjectEncoder::new().finish(),
+                crate::lake::encode::ObjectEncoder::new().finish(),
                 0,
             ));
         }
@@ -729,7 +746,7 @@ impl Run<'_> {
     }
 
     async fn write_checkpoint(&mut self, now: DateTime<Utc>) -> Result<(), PullError> {
-        self.cp.version = crate::checkpoint::CHECKPOINT_VERSION;
+        self.cp.version = crate::audit::checkpoint::CHECKPOINT_VERSION;
         self.cp.updated_at = now;
         self.cp.run_id = self.summary.run_id.clone();
         self.cond = self.p.state.save(&self.cp, &self.cond).await?;
@@ -798,7 +815,7 @@ impl Run<'_> {
     }
 
     /// Writes the OCSF objects of the data object `key`, when the output is on: from `body` when
-    /// this run wrote the object, else from the object S3 kept (see [`crate::ocsf::lake`]).
+    /// this run wrote the object, else from the object S3 kept (see [`crate::lake::ocsf::writer`]).
     async fn land_ocsf(&mut self, key: &str, body: Option<bytes::Bytes>) -> Result<(), PullError> {
         let Some(ocsf) = &self.p.ocsf else {
             return Ok(());

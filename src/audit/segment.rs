@@ -7,7 +7,7 @@
 //! dropped and the segment ends at its start; the next query starts there (the start bound is
 //! inclusive) and fetches that whole second again. No entry is cut in half across two runs.
 
-use crate::encode::{ObjectEncoder, content_hash_and_field, line_with_fields, record_id};
+use crate::lake::encode::{ObjectEncoder, content_hash_and_field, line_with_fields, record_id};
 use crate::timefmt::{compact_time, floor_hour, parse_api_time};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
@@ -74,7 +74,7 @@ pub struct Assembler {
     second: Option<i64>,
     held: Vec<Held>,
     /// Occurrences so far in the open segment, by content hash. Reconciliation numbers the
-    /// entries of a second the same way (see [`crate::pull`]'s `Tally`), so both must key on
+    /// entries of a second the same way (see [`crate::audit`]'s `Tally`), so both must key on
     /// the whole digest.
     occurrences: HashMap<[u8; 32], u32>,
     line: Vec<u8>,
@@ -116,7 +116,7 @@ pub fn hour_of_key(
 /// `attempt`-th object of that range: `late_<from>_<to>.jsonl.gz`, then `late_<from>_<to>.1.jsonl.gz`...
 ///
 /// A further attempt exists only when a run that had been taken over landed the first key
-/// after all and the range still had entries missing (see `reconcile` in [`crate::pull`]).
+/// after all and the range still had entries missing (see `reconcile` in [`crate::audit`]).
 pub fn late_key(prefix: &str, from: DateTime<Utc>, to: DateTime<Utc>, attempt: u32) -> String {
     let n = if attempt == 0 {
         String::new()
@@ -310,7 +310,7 @@ impl Assembler {
 /// What the assembler needs of one API item besides its text.
 #[derive(Debug, Clone, Copy)]
 pub struct Item {
-    /// Content hash (see [`crate::encode::content_hash`]).
+    /// Content hash (see [`crate::lake::encode::content_hash`]).
     pub hash: [u8; 32],
     /// `loggedDateTime`, `None` when missing or unparseable.
     pub time: Option<DateTime<Utc>>,

@@ -8,8 +8,8 @@
 //! slice in flight.
 
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, Stop, Window};
+use crate::audit::vision_one::{self, Page, VisionOneError};
 use crate::timefmt::{api_time, floor_second, parse_api_time};
-use crate::vision_one::{self, Page, VisionOneError};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -4,9 +4,9 @@
 //! schema's own definitions by `tools/ocsf/validate.py` in the tests.
 
 pub mod audit;
-pub mod lake;
 pub mod parquet;
 pub mod windows;
+pub mod writer;
 
 use serde_json::{Map, Value};
 

@@ -680,7 +680,7 @@ fn event_uid(l: &Line<'_>) -> String {
             l.channel.as_deref().unwrap_or_default()
         ),
         None => {
-            let hash = crate::encode::content_hash(l.event.get())
+            let hash = crate::lake::encode::content_hash(l.event.get())
                 .map(|h| hex::encode(&h[..16]))
                 .unwrap_or_default();
             format!("sha256:{hash}")

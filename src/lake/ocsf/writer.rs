@@ -14,7 +14,7 @@
 use super::parquet::{DECODE_ROWS, Encoder, ParquetEncodeError};
 use super::{Class, Dataset, audit, windows};
 use crate::config::{OcsfConfig, is_account_id};
-use crate::sink::{Created, S3Sink, SinkError};
+use crate::lake::sink::{Created, S3Sink, SinkError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use std::io::Read;
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn an_object_splits_by_class_and_day_sorted_by_time() {
-        let mut enc = crate::encode::ObjectEncoder::new();
+        let mut enc = crate::lake::encode::ObjectEncoder::new();
         for (id, t, cat) in [
             ("a", "2026-11-21T10:00:05Z", "Logon and Logoff"),
             ("b", "2026-11-21T10:00:01Z", "Account Management"),
@@ -394,7 +394,7 @@ mod tests {
                 r#"{{"loggedDateTime":"{t}","category":"{cat}","activity":"Log on","accessType":"Console"}}"#
             );
             let mut line = Vec::new();
-            crate::encode::line_with_fields(item.as_bytes(), &[("_id", id)], &mut line);
+            crate::lake::encode::line_with_fields(item.as_bytes(), &[("_id", id)], &mut line);
             enc.push_line(&line);
         }
         let files = encode_object(Dataset::Audit, "k", &enc.finish()).unwrap();
@@ -416,7 +416,7 @@ mod tests {
         let bad = encode_object(
             Dataset::Ad,
             "k",
-            &crate::encode::ObjectEncoder::new().finish(),
+            &crate::lake::encode::ObjectEncoder::new().finish(),
         );
         assert!(bad.unwrap().is_empty());
         assert!(matches!(

@@ -248,7 +248,7 @@ pub fn class_and_time(line: &str) -> Option<(Class, i64)> {
 }
 
 /// The API item of a stored line: the line without the `_id` the puller put first, byte for
-/// byte (see [`crate::encode::line_with_fields`]).
+/// byte (see [`crate::lake::encode::line_with_fields`]).
 fn original(line: &str, id: &str) -> String {
     let head = format!("{{\"_id\":{}", serde_json::to_string(id).expect("a string"));
     match line.strip_prefix(&head) {
@@ -318,7 +318,7 @@ mod tests {
     fn a_stored_line_gives_back_the_api_item_and_its_id() {
         let item = r#"{"loggedDateTime":"2026-11-21T10:00:00Z","accessType":"Console","category":"Logon and Logoff","activity":"Log on"}"#;
         let mut line = Vec::new();
-        crate::encode::line_with_fields(item.as_bytes(), &[("_id", "x1")], &mut line);
+        crate::lake::encode::line_with_fields(item.as_bytes(), &[("_id", "x1")], &mut line);
         let e = from_line(std::str::from_utf8(&line).unwrap()).unwrap();
         assert_eq!(e["raw_data"], item);
         assert_eq!(e["metadata"]["uid"], "x1");

@@ -13,12 +13,12 @@ pub mod events;
 pub mod hec;
 pub mod serve;
 
-use crate::checkpoint::StateError;
 use crate::config::IngestConfig;
-use crate::encode::{ObjectEncoder, push_compact};
-use crate::ocsf::Dataset;
-use crate::ocsf::lake::{Landed, OcsfError, OcsfWriter};
-use crate::sink::{Condition, Created, S3Sink, SinkError};
+use crate::lake::encode::{ObjectEncoder, push_compact};
+use crate::lake::ocsf::Dataset;
+use crate::lake::ocsf::writer::{Landed, OcsfError, OcsfWriter};
+use crate::lake::sink::{Condition, Created, S3Sink, SinkError};
+use crate::lake::state::StateError;
 use crate::timefmt::api_time;
 use agents::Registry;
 use auth::{ApiKey, AuthError, presented_key};
@@ -841,7 +841,7 @@ impl Ingest {
 
     /// The OCSF objects of the JSONL object `key`, when the output is on: from `written` when
     /// this request wrote it, else from the object S3 kept (an earlier attempt's; see
-    /// [`crate::ocsf::lake`]).
+    /// [`crate::lake::ocsf::writer`]).
     async fn land_ocsf(
         &self,
         key: &str,

@@ -299,7 +299,7 @@ mod tests {
     }
 
     /// The events of a sample (NDJSON or a HEC body), normalised as ad-ingest does.
-    fn sample(name: &str, hec: bool) -> Vec<crate::ingest::events::Normalized> {
+    fn sample(name: &str, hec: bool) -> Vec<crate::ad::events::Normalized> {
         let path = format!("{}/events/ad/{name}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read(path).unwrap();
         let (events, times) = if hec {
@@ -321,13 +321,13 @@ mod tests {
         events
             .iter()
             .zip(times)
-            .map(|(e, t)| crate::ingest::events::normalize_with(e, t).unwrap())
+            .map(|(e, t)| crate::ad::events::normalize_with(e, t).unwrap())
             .collect()
     }
 
     #[test]
     fn a_sample_per_shape() {
-        use crate::ingest::events::{Category, Shape};
+        use crate::ad::events::{Category, Shape};
         use crate::timefmt::api_time;
         let fb = sample("fluentbit-winevtlog.ndjson", false);
         assert_eq!(fb[0].shape, Shape::FluentBitWinevtlog);

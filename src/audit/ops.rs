@@ -1,7 +1,7 @@
 //! Test Connection and collection status, as a SIEM's connector screen shows them.
 
 use super::{PullError, Puller};
-use crate::checkpoint::{Checkpoint, LastError};
+use crate::audit::checkpoint::{Checkpoint, LastError};
 use crate::timefmt::floor_second;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::Serialize;

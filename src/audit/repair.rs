@@ -6,8 +6,9 @@
 //! conditional write that keeps everything else, and the schedule resumes right there.
 
 use super::{PullError, Puller};
-use crate::checkpoint::{Checkpoint, parse_state};
-use crate::sink::Condition;
+use crate::audit::checkpoint::Checkpoint;
+use crate::lake::sink::Condition;
+use crate::lake::state::parse_state;
 use crate::timefmt::{api_time, floor_second, parse_compact_time};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -38,14 +39,14 @@ pub enum RepairError {
     Pull(#[from] PullError),
 }
 
-impl From<crate::checkpoint::StateError> for RepairError {
-    fn from(e: crate::checkpoint::StateError) -> Self {
+impl From<crate::lake::state::StateError> for RepairError {
+    fn from(e: crate::lake::state::StateError) -> Self {
         RepairError::Pull(e.into())
     }
 }
 
-impl From<crate::sink::SinkError> for RepairError {
-    fn from(e: crate::sink::SinkError) -> Self {
+impl From<crate::lake::sink::SinkError> for RepairError {
+    fn from(e: crate::lake::sink::SinkError) -> Self {
         RepairError::Pull(e.into())
     }
 }

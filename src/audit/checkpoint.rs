@@ -5,7 +5,8 @@
 //! the objects are (write-ahead), so a run that dies half-way leaves enough behind for the next
 //! run to remove what was not committed.
 
-use crate::sink::{Condition, S3Sink, SinkError, Versioned};
+use crate::lake::sink::{Condition, S3Sink, Versioned};
+use crate::lake::state::{StateError, parse_state};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -62,12 +63,12 @@ impl Checkpoint {
 /// A run's claim on the checkpoint. It is short and renewed while the run works, so a run that
 /// dies blocks the schedule for at most `TV1_LEASE`; it only decides who may *start* work.
 /// Safety never depends on it: checkpoint writes are conditional and data objects are
-/// create-only (see [`crate::sink::S3Sink::create_ndjson_gz`]).
+/// create-only (see [`crate::lake::sink::S3Sink::create_ndjson_gz`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The holder.
     pub run_id: String,
-    /// Expiry on S3's clock (see [`crate::clock`]).
+    /// Expiry on S3's clock (see [`crate::lake::clock`]).
     pub until: DateTime<Utc>,
 }
 
@@ -110,63 +111,6 @@ pub struct Reconcile {
     /// When the last late entry was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_found_at: Option<DateTime<Utc>>,
-}
-
-/// A failure reading or writing state.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// Another run wrote the checkpoint since this run read it.
-    #[error(
-        "another run moved the checkpoint first; this run stopped without writing anything further"
-    )]
-    LostRace,
-    /// The document is not what this version writes.
-    #[error(
-        "state document s3://{bucket}/{key} is unreadable ({reason}){}",
-        repair_hint(key)
-    )]
-    Corrupt {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// Parse error.
-        reason: String,
-    },
-    /// S3 failed.
-    #[error(transparent)]
-    Sink(SinkError),
-}
-
-impl From<SinkError> for StateError {
-    fn from(e: SinkError) -> Self {
-        match e {
-            SinkError::PreconditionFailed { .. } => StateError::LostRace,
-            other => StateError::Sink(other),
-        }
-    }
-}
-
-/// What to do about an unreadable document: for the checkpoint, never to delete it.
-fn repair_hint(key: &str) -> &'static str {
-    if key.ends_with("_state/checkpoint.json") {
-        "; do not delete it: `tv1 checkpoint show` tells where the data in S3 ends, and `tv1 checkpoint set --committed-to <that time> --origin <time>` replaces it safely"
-    } else {
-        "; it is rewritten from scratch once deleted"
-    }
-}
-
-/// Parses a state document read from `sink` at `key`; an unreadable one is [`StateError::Corrupt`].
-pub fn parse_state<T: serde::de::DeserializeOwned>(
-    sink: &S3Sink,
-    key: &str,
-    body: &[u8],
-) -> Result<T, StateError> {
-    serde_json::from_slice(body).map_err(|e| StateError::Corrupt {
-        bucket: sink.bucket().to_owned(),
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 /// Reads and writes the state documents under one prefix.

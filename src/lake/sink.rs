@@ -3,7 +3,7 @@
 //!
 //! Both pipelines (audit pull and AD ingest) write through this module.
 
-use crate::clock::ServerTime;
+use crate::lake::clock::ServerTime;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_types::error::display::DisplayErrorContext;
