@@ -88,32 +88,10 @@ impl PullerConfig {
         Self::from_map(&std::env::vars().collect())
     }
 
-    /// Reads the given variables (the environment, or a test's map). (Long because it is a
-    /// table: one line per variable, then the checks that involve several.)
+    /// Reads the given variables (the environment, or a test's map): one line per variable,
+    /// then the checks that involve several.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let base_url = match get("TV1_BASE_URL") {
-            Some(url) => parse_base_url(url)?,
-            None => {
-                let region = get("TV1_REGION").unwrap_or("us").to_ascii_lowercase();
-                let (_, url) =
-                    REGIONS
-                        .iter()
-                        .find(|(r, _)| *r == region)
-                        .ok_or_else(|| ConfigError {
-                            var: "TV1_REGION",
-                            reason: format!(
-                                "unknown region {region:?}; expected one of {}",
-                                REGIONS
-                                    .iter()
-                                    .map(|(r, _)| *r)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        })?;
-                reqwest::Url::parse(url).expect("built-in region URLs are valid")
-            }
-        };
+        let base_url = base_url(env)?;
         let page_size = number(env, "TV1_PAGE_SIZE", 200)?;
         if ![50, 100, 200].contains(&page_size) {
             return Err(ConfigError {
@@ -142,42 +120,48 @@ impl PullerConfig {
             reconcile_step: duration(env, "TV1_RECONCILE_STEP", "1h")?,
             ocsf: OcsfConfig::from_map(env)?,
         };
-        let h = cfg.reconcile_horizon;
-        if !h.is_zero() && (h <= cfg.lag || h > MAX_RECONCILE_HORIZON) {
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The checks that involve a variable's meaning, or several variables.
+    fn check(&self) -> Result<(), ConfigError> {
+        let h = self.reconcile_horizon;
+        if !h.is_zero() && (h <= self.lag || h > MAX_RECONCILE_HORIZON) {
             return Err(ConfigError {
                 var: "TV1_RECONCILE_HORIZON",
                 reason: format!(
                     "must be 0 (off) or longer than TV1_LAG ({}s) and at most 170d (Vision One keeps 180 days)",
-                    cfg.lag.as_secs()
+                    self.lag.as_secs()
                 ),
             });
         }
-        let step = cfg.reconcile_step;
+        let step = self.reconcile_step;
         if step.subsec_nanos() != 0 || step.is_zero() || 3600 % step.as_secs() != 0 {
             return Err(ConfigError {
                 var: "TV1_RECONCILE_STEP",
                 reason: "must be a whole number of seconds that divides an hour (1h, 30m, 10m, 1m, 10s...)".into(),
             });
         }
-        if cfg.lease < Duration::from_secs(2) {
+        if self.lease < Duration::from_secs(2) {
             return Err(ConfigError {
                 var: "TV1_LEASE",
                 reason: "must be at least 2s (it is renewed every third of it)".into(),
             });
         }
-        if !(1..=16).contains(&cfg.fetch_concurrency) {
+        if !(1..=16).contains(&self.fetch_concurrency) {
             return Err(ConfigError {
                 var: "TV1_FETCH_CONCURRENCY",
-                reason: format!("{} is not between 1 and 16", cfg.fetch_concurrency),
+                reason: format!("{} is not between 1 and 16", self.fetch_concurrency),
             });
         }
         for (var, zero) in [
-            ("TV1_MAX_WINDOW", cfg.max_window.is_zero()),
-            ("TV1_OBJECT_MAX_MIB", cfg.object_max_bytes == 0),
-            ("TV1_OBJECT_MAX_RECORDS", cfg.object_max_records == 0),
-            ("TV1_RUN_TIMEOUT", cfg.run_timeout.is_zero()),
-            ("TV1_HTTP_TIMEOUT", cfg.http_timeout.is_zero()),
-            ("TV1_MAX_ATTEMPTS", cfg.max_attempts == 0),
+            ("TV1_MAX_WINDOW", self.max_window.is_zero()),
+            ("TV1_OBJECT_MAX_MIB", self.object_max_bytes == 0),
+            ("TV1_OBJECT_MAX_RECORDS", self.object_max_records == 0),
+            ("TV1_RUN_TIMEOUT", self.run_timeout.is_zero()),
+            ("TV1_HTTP_TIMEOUT", self.http_timeout.is_zero()),
+            ("TV1_MAX_ATTEMPTS", self.max_attempts == 0),
         ] {
             if zero {
                 return Err(ConfigError {
@@ -186,8 +170,32 @@ impl PullerConfig {
                 });
             }
         }
-        Ok(cfg)
+        Ok(())
     }
+}
+
+/// `TV1_BASE_URL` if set, else the URL of `TV1_REGION` (default `us`).
+fn base_url(env: &HashMap<String, String>) -> Result<reqwest::Url, ConfigError> {
+    let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    if let Some(url) = get("TV1_BASE_URL") {
+        return parse_base_url(url);
+    }
+    let region = get("TV1_REGION").unwrap_or("us").to_ascii_lowercase();
+    let (_, url) = REGIONS
+        .iter()
+        .find(|(r, _)| *r == region)
+        .ok_or_else(|| ConfigError {
+            var: "TV1_REGION",
+            reason: format!(
+                "unknown region {region:?}; expected one of {}",
+                REGIONS
+                    .iter()
+                    .map(|(r, _)| *r)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+    Ok(reqwest::Url::parse(url).expect("built-in region URLs are valid"))
 }
 
 /// Lambda's synchronous invocation request limit ("6 MB"), in bytes.

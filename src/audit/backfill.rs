@@ -83,6 +83,15 @@ pub struct Progress {
     pub at: DateTime<Utc>,
 }
 
+/// One hour's parts as they are written.
+#[derive(Default)]
+struct HourParts {
+    /// Their keys, in API order.
+    written: Vec<String>,
+    records: u64,
+    pages: u64,
+}
+
 impl Puller {
     /// Fills `[from, to)` (widened to whole hours, clamped to end at the puller's origin) without
     /// moving the checkpoint. Re-running any backfill rewrites the same keys.
@@ -208,6 +217,8 @@ impl Puller {
         Ok(())
     }
 
+    /// Lands one hour as numbered parts (and their OCSF objects), then removes parts an
+    /// earlier, longer run of the hour left.
     async fn backfill_hour(
         &self,
         unit: Window,
@@ -221,84 +232,110 @@ impl Puller {
         );
         let part_prefix = format!("{}{name}-", partition(&self.cfg.prefix, unit.from));
         let mut restarts = 0;
-        'query: loop {
+        let parts = loop {
             // One hour is one unit: on a page-token expiry it is read again from its start, and
             // its parts (numbered in API order) are overwritten with the same content.
-            let mut asm = Assembler::new("", self.limits(), unit.from);
-            let mut written: Vec<String> = Vec::new();
-            let (mut records, mut pages) = (0u64, 0u64);
-            let mut page = self
-                .api
-                .first_page(unit.from, unit.to, None, deadline)
-                .await;
-            loop {
-                let p = match page {
-                    Ok(p) => p,
-                    Err(VisionOneError::PageTokenExpired)
-                        if restarts < MAX_RESTARTS_WITHOUT_PROGRESS =>
-                    {
-                        restarts += 1;
-                        summary.pages += pages;
-                        continue 'query;
-                    }
-                    Err(e) => return Err(e.into()),
+            let mut parts = HourParts::default();
+            match self
+                .write_hour_parts(unit, &part_prefix, deadline, &mut parts, summary)
+                .await
+            {
+                Ok(()) => break parts,
+                Err(PullError::VisionOne(VisionOneError::PageTokenExpired))
+                    if restarts < MAX_RESTARTS_WITHOUT_PROGRESS =>
+                {
+                    restarts += 1;
+                    summary.pages += parts.pages;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.remove_stale_parts(unit, &part_prefix, &parts.written, summary)
+            .await?;
+        summary.pages += parts.pages;
+        summary.records += parts.records;
+        summary.objects += parts.written.len() as u64;
+        Ok(())
+    }
+
+    /// Reads `unit` from its first page and writes its parts `{part_prefix}NNN.jsonl.gz` in API
+    /// order, counting into `parts` as it goes (so a restart knows the pages it spent).
+    async fn write_hour_parts(
+        &self,
+        unit: Window,
+        part_prefix: &str,
+        deadline: Instant,
+        parts: &mut HourParts,
+        summary: &mut BackfillSummary,
+    ) -> Result<(), PullError> {
+        let mut asm = Assembler::new("", self.limits(), unit.from);
+        let mut page = self
+            .api
+            .first_page(unit.from, unit.to, None, deadline)
+            .await;
+        loop {
+            let p = page?;
+            parts.pages += 1;
+            let mut closed = Vec::new();
+            for raw in p.items {
+                let item = Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                let Some(time) = item.time else {
+                    self.land_unreadable(&raw, &item.hash, self.cfg.http_timeout)
+                        .await?;
+                    continue;
                 };
-                pages += 1;
-                let mut closed = Vec::new();
-                for raw in p.items {
-                    let item =
-                        Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
-                    let Some(time) = item.time else {
-                        self.land_unreadable(&raw, &item.hash, self.cfg.http_timeout)
-                            .await?;
-                        continue;
-                    };
-                    if !unit.contains(time) {
-                        continue;
-                    }
-                    closed.extend(asm.push(raw, item.hash, time)?);
+                if !unit.contains(time) {
+                    continue;
                 }
-                if p.next_link.is_none() {
-                    closed.push(asm.finish(unit.to));
-                }
-                for obj in closed.into_iter().filter_map(|s| s.object) {
-                    let key = format!("{part_prefix}{:03}.jsonl.gz", written.len());
-                    self.sink.put_ndjson_gz(&key, obj.body.clone()).await?;
-                    if let Some(ocsf) = &self.ocsf {
-                        let name = object_name(&self.cfg.prefix, &key);
-                        let day = unit.from.date_naive();
-                        let landed = ocsf
-                            .replace(Dataset::Audit, &key, &name, &obj.body, day)
-                            .await?;
-                        summary
-                            .ocsf
-                            .get_or_insert_with(Default::default)
-                            .add(&landed);
-                    }
-                    records += obj.records as u64;
-                    written.push(key);
-                }
-                match p.next_link {
-                    Some(link) => page = self.api.next_page(&link, deadline).await,
-                    None => break,
-                }
+                closed.extend(asm.push(raw, item.hash, time)?);
             }
-            // A shorter rerun (entries aged out) must not leave an older, longer part list behind.
-            for stale in self.sink.list(&part_prefix).await? {
-                if !written.contains(&stale) {
-                    if let Some(ocsf) = &self.ocsf {
-                        let name = object_name(&self.cfg.prefix, &stale);
-                        ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
-                            .await?;
-                    }
-                    self.sink.delete(&stale).await?;
-                    summary.removed += 1;
-                }
+            if p.next_link.is_none() {
+                closed.push(asm.finish(unit.to));
             }
-            summary.pages += pages;
-            summary.records += records;
-            summary.objects += written.len() as u64;
-            return Ok(());
+            for obj in closed.into_iter().filter_map(|s| s.object) {
+                let key = format!("{part_prefix}{:03}.jsonl.gz", parts.written.len());
+                self.sink.put_ndjson_gz(&key, obj.body.clone()).await?;
+                if let Some(ocsf) = &self.ocsf {
+                    let name = object_name(&self.cfg.prefix, &key);
+                    let day = unit.from.date_naive();
+                    let landed = ocsf
+                        .replace(Dataset::Audit, &key, &name, &obj.body, day)
+                        .await?;
+                    summary
+                        .ocsf
+                        .get_or_insert_with(Default::default)
+                        .add(&landed);
+                }
+                parts.records += obj.records as u64;
+                parts.written.push(key);
+            }
+            match p.next_link {
+                Some(link) => page = self.api.next_page(&link, deadline).await,
+                None => return Ok(()),
+            }
         }
+    }
+
+    /// Deletes the parts under `part_prefix` that are not `written`, with their OCSF objects:
+    /// a shorter rerun (entries aged out) must not leave an older, longer part list behind.
+    async fn remove_stale_parts(
+        &self,
+        unit: Window,
+        part_prefix: &str,
+        written: &[String],
+        summary: &mut BackfillSummary,
+    ) -> Result<(), PullError> {
+        for stale in self.sink.list(part_prefix).await? {
+            if !written.contains(&stale) {
+                if let Some(ocsf) = &self.ocsf {
+                    let name = object_name(&self.cfg.prefix, &stale);
+                    ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
+                        .await?;
+                }
+                self.sink.delete(&stale).await?;
+                summary.removed += 1;
+            }
+        }
+        Ok(())
     }
 }

@@ -319,8 +319,7 @@ impl Run<'_> {
         deadline: Instant,
         sum: &mut ReconcileSummary,
     ) -> Result<Option<String>, PullError> {
-        let hour = floor_hour(range.from);
-        let existing = self.existing_ids(hour, sum).await?;
+        let existing = self.existing_ids(floor_hour(range.from), sum).await?;
         let tally = match self.reread(range, &existing, deadline, sum).await? {
             Ok(t) => t,
             Err(stop) => return Ok(Some(reason(stop))),
@@ -328,13 +327,26 @@ impl Run<'_> {
         drop(existing);
         sum.ranges += 1;
         sum.entries += tally.entries;
-        let mut late = tally.late;
+        let now = self.clock.now();
+        let found = self.land_late(range, tally.late, redo, now, sum).await?;
+        self.close_range(range, found, now, sum);
+        Ok(None)
+    }
+
+    /// Writes `late` under the range's first free key, announced in the checkpoint first; a key
+    /// the run this one took over landed after all is kept, and what it lacks goes under the
+    /// next. Returns what landed: the count and the oldest delay behind `now`, in seconds.
+    async fn land_late(
+        &mut self,
+        range: Window,
+        mut late: Vec<Late>,
+        redo: Option<u32>,
+        now: DateTime<Utc>,
+        sum: &mut ReconcileSummary,
+    ) -> Result<(u64, Option<i64>), PullError> {
         let mut attempt = redo.unwrap_or(0);
         let mut announced = redo.is_some();
         let mut claim = redo.is_some();
-        let now = self.clock.now();
-        let mut landed = 0u64;
-        let mut oldest: Option<i64> = None;
         while claim || !late.is_empty() {
             if attempt >= MAX_OBJECTS_PER_RANGE {
                 return Err(PullError::LateKeysExhausted {
@@ -364,13 +376,12 @@ impl Run<'_> {
                 Created::New => {
                     tracing::info!(key = %key, records, bytes = size, "late entries written");
                     self.land_ocsf(&key, Some(body)).await?;
-                    landed = records as u64;
-                    oldest = late
+                    let oldest = late
                         .iter()
                         .map(|l| (now - at(l.second)).num_seconds())
                         .max();
                     sum.keys.push(key);
-                    break;
+                    return Ok((records as u64, oldest));
                 }
                 Created::AlreadyExists => {
                     // The run this one took over landed this key after all: what it holds is in
@@ -378,7 +389,7 @@ impl Run<'_> {
                     tracing::warn!(key = %key, "a run that did not finish landed this range's late entries; keeping them");
                     self.land_ocsf(&key, None).await?;
                     sum.kept_existing.push(key);
-                    let now_in_s3 = self.existing_ids(hour, sum).await?;
+                    let now_in_s3 = self.existing_ids(floor_hour(range.from), sum).await?;
                     late.retain(|l| !now_in_s3.contains(l.id.as_str()));
                     attempt += 1;
                     announced = false;
@@ -386,6 +397,18 @@ impl Run<'_> {
                 }
             }
         }
+        Ok((0, None))
+    }
+
+    /// Marks `range` checked in the checkpoint (written by the next save) and counts what
+    /// landed in it.
+    fn close_range(
+        &mut self,
+        range: Window,
+        (landed, oldest): (u64, Option<i64>),
+        now: DateTime<Utc>,
+        sum: &mut ReconcileSummary,
+    ) {
         sum.late_entries += landed;
         sum.oldest_delay_seconds = sum.oldest_delay_seconds.max(oldest);
         let rc = self.rc();
@@ -396,7 +419,6 @@ impl Run<'_> {
             rc.oldest_delay_seconds = rc.oldest_delay_seconds.max(oldest);
             rc.last_found_at = Some(now);
         }
-        Ok(None)
     }
 
     /// Reads `range` from the API into a tally against `existing`, renewing the lease while it
