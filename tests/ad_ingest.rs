@@ -1,9 +1,7 @@
 //! ad-ingest end to end against LocalStack (real S3 + SSM).
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;

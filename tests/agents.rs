@@ -5,9 +5,7 @@
 //! `make agents` installs both; without them these tests say they are skipped, unless
 //! `TV1_REQUIRE_AGENTS` is set (CI), when they fail instead.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};

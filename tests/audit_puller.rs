@@ -1,18 +1,12 @@
 //! The audit puller end to end: LocalStack S3 + SSM and the Vision One simulator.
 
-mod common;
-
+use crate::common::*;
 use chrono::Duration as D;
-use common::*;
 use std::time::Duration;
 use tokio::time::Instant;
 use tv1_connector::audit::simulate::{Faults, SimEntry};
 use tv1_connector::audit::vision_one::VisionOneError;
 use tv1_connector::audit::{Outcome, PullError};
-
-fn deadline(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
-}
 
 /// Runs until a run completes the window, as a scheduler would: a run that skips (a dead run's
 /// lease still holds) or fails (S3 hiccup) is followed by another.

@@ -2,10 +2,8 @@
 //! `OCSF_OUTPUT=on` every stored JSON Lines record has exactly one OCSF record, whatever fails
 //! between the two writes, and the Parquet reads back with DuckDB as valid OCSF 1.1.0.
 
-mod common;
-
+use crate::common::*;
 use chrono::{Duration as D, Utc};
-use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;

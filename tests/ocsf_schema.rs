@@ -2,9 +2,7 @@
 //! accepts valid events and names what is wrong with invalid ones, so OCSF output can be checked
 //! against the schema itself rather than against our own idea of it.
 
-mod common;
-
-use common::ocsf_validate;
+use crate::common::{self, ocsf_validate};
 
 /// Runs the validator over a JSON Lines file: (all valid, its report).
 fn validate(file: &std::path::Path) -> (bool, String) {

@@ -1,20 +1,13 @@
 //! Reconciliation end to end: entries Vision One serves only after the pull has committed their
 //! time land anyway, exactly once, whatever fails (LocalStack S3 + SSM and the simulator).
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Duration as D, Utc};
-use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::time::Instant;
 
 use tv1_connector::audit::simulate::{Faults, SimEntry};
 use tv1_connector::timefmt::api_time;
-
-fn deadline(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
-}
 
 fn entry(logged: DateTime<Utc>, n: usize) -> SimEntry {
     SimEntry {

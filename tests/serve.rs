@@ -1,8 +1,6 @@
 //! `tv1 serve`: the ad-ingest handler over plain HTTP, as a real process against LocalStack.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! Test harness: LocalStack (real S3 + SSM, started by `make test`) and an in-process Vision One
 //! simulator. Every test gets its own bucket, token parameter and simulator.
-#![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -46,6 +45,11 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
         .send()
         .await
         .expect("versioning on the test bucket");
+}
+
+/// A deadline `secs` from now, for the API calls a test makes.
+pub fn deadline(secs: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(secs)
 }
 
 pub fn rand_hex(n: usize) -> String {
