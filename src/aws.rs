@@ -34,3 +34,33 @@ pub fn s3_client(cfg: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 pub fn ssm_client(cfg: &aws_config::SdkConfig) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(cfg)
 }
+
+/// An AWS SDK error kept as the `source` of ours, for programs that walk `source()` or print
+/// `{:?}`. Our own message already says in a line what the SDK said, so a report of the chain
+/// (`tv1`'s) stops before this: the SDK's chain below it ("service error: unhandled error...")
+/// would repeat it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SdkCause(Box<dyn std::error::Error + Send + Sync>);
+
+impl SdkCause {
+    /// Keeps `e`.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SdkCause(Box::new(e))
+    }
+}
+
+/// `e` and its causes as `{:#}` prints them (`a: b: c`), down to the first [`SdkCause`].
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.is::<SdkCause>() {
+            break;
+        }
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

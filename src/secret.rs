@@ -38,6 +38,9 @@ pub struct SecretError {
     pub param: String,
     /// What SSM said (never the value).
     pub message: String,
+    /// The SDK's error, when SSM failed (none when it answered with an empty value).
+    #[source]
+    pub source: Option<crate::aws::SdkCause>,
 }
 
 /// One SSM parameter, cached across warm invocations.
@@ -100,9 +103,10 @@ impl SsmSecret {
 
     async fn fetch(&self) -> Result<Secret, SecretError> {
         use aws_sdk_ssm::error::ProvideErrorMetadata;
-        let err = |message: String| SecretError {
+        let err = |message: String, source| SecretError {
             param: self.param.clone(),
             message,
+            source,
         };
         let out = self
             .ssm
@@ -112,10 +116,11 @@ impl SsmSecret {
             .send()
             .await
             .map_err(|e| {
-                err(match e.code() {
+                let message = match e.code() {
                     Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
                     None => format!("SSM unreachable: {e}"),
-                })
+                };
+                err(message, Some(crate::aws::SdkCause::new(e)))
             })?;
         let value = out
             .parameter()
@@ -123,7 +128,7 @@ impl SsmSecret {
             .map(str::trim)
             .unwrap_or_default();
         if value.is_empty() {
-            return Err(err("the parameter is empty".into()));
+            return Err(err("the parameter is empty".into(), None));
         }
         Ok(Secret::new(value))
     }

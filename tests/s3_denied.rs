@@ -81,12 +81,23 @@ async fn the_puller_never_reads_a_denied_checkpoint_as_a_first_run() {
     ]))
     .unwrap();
     let p = Puller::new(cfg, s3, ssm);
-    let e = p.run(p.default_deadline()).await.unwrap_err().to_string();
+    let err = p.run(p.default_deadline()).await.unwrap_err();
+    let e = err.to_string();
     assert!(
         e.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),
         "names the permission: {e}"
     );
     assert!(e.contains("GetObject") && e.contains("403"), "{e}");
+    // S3's own error stays reachable as the source; what `tv1` prints stops before it.
+    let causes: Vec<String> =
+        std::iter::successors(std::error::Error::source(&err), |c| c.source())
+            .map(ToString::to_string)
+            .collect();
+    assert!(
+        causes.iter().any(|c| c.contains("AccessDenied")),
+        "the SDK's error is the source: {causes:?}"
+    );
+    assert_eq!(tv1_connector::aws::report(&err), e);
     let st = p.status().await.unwrap_err().to_string();
     assert!(
         st.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),

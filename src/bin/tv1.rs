@@ -123,7 +123,7 @@ async fn puller() -> anyhow::Result<Puller> {
 async fn main() {
     telemetry::init(false);
     if let Err(e) = run(Cli::parse()).await {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", aws::report(e.as_ref()));
         std::process::exit(1);
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Both pipelines (audit pull and AD ingest) write through this module.
 
+use crate::aws::SdkCause;
 use crate::lake::clock::ServerTime;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -36,6 +37,9 @@ pub enum SinkError {
         bucket: String,
         /// Key or prefix.
         key: String,
+        /// The SDK's error.
+        #[source]
+        source: SdkCause,
     },
     /// Any other S3 failure (network, throttling, missing bucket...).
     #[error("S3 {op} s3://{bucket}/{key} failed: {message}")]
@@ -46,8 +50,11 @@ pub enum SinkError {
         bucket: String,
         /// Key or prefix.
         key: String,
-        /// What S3 or the transport said.
+        /// What S3 or the transport said, in a line.
         message: String,
+        /// The SDK's error, when there is one (a PUT cut off by its own timeout has none).
+        #[source]
+        source: Option<SdkCause>,
     },
 }
 
@@ -160,12 +167,19 @@ impl S3Sink {
         &self.client
     }
 
-    fn err(&self, op: &'static str, key: &str, message: String) -> SinkError {
+    fn err(
+        &self,
+        op: &'static str,
+        key: &str,
+        message: String,
+        source: Option<SdkCause>,
+    ) -> SinkError {
         SinkError::S3 {
             op,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
             message,
+            source,
         }
     }
 
@@ -174,20 +188,22 @@ impl S3Sink {
         &self,
         op: &'static str,
         key: &str,
-        e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
+        e: SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
     ) -> SinkError
     where
-        E: ProvideErrorMetadata + std::fmt::Debug,
-        R: std::fmt::Debug,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
-        if status(e) == Some(403) {
+        if status(&e) == Some(403) {
             return SinkError::AccessDenied {
                 op,
                 bucket: self.bucket.clone(),
                 key: key.to_owned(),
+                source: SdkCause::new(e),
             };
         }
-        self.err(op, key, describe(e))
+        let message = describe(&e);
+        self.err(op, key, message, Some(SdkCause::new(e)))
     }
 
     /// Puts one gzip JSON Lines object. Returns once S3 has acknowledged it (durable).
@@ -201,7 +217,7 @@ impl S3Sink {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.fail("PutObject", key, &e))?;
+            .map_err(|e| self.fail("PutObject", key, e))?;
         Ok(())
     }
 
@@ -215,7 +231,7 @@ impl S3Sink {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| self.fail("PutObject", key, &e))?;
+            .map_err(|e| self.fail("PutObject", key, e))?;
         Ok(())
     }
 
@@ -286,6 +302,7 @@ impl S3Sink {
                     "PutObject",
                     key,
                     format!("did not finish within {} ms", timeout.as_millis()),
+                    None,
                 ));
             };
             match sent {
@@ -297,7 +314,7 @@ impl S3Sink {
                     conflicts += 1;
                     tokio::time::sleep(Duration::from_millis(200 * conflicts)).await;
                 }
-                Err(e) => return Err(self.fail("PutObject", key, &e)),
+                Err(e) => return Err(self.fail("PutObject", key, e)),
             }
         }
     }
@@ -320,7 +337,7 @@ impl S3Sink {
             Ok(out) => Ok(Some(out.metadata().and_then(|m| m.get(name)).cloned())),
             // As for GetObject, only 404 means absent (see `SinkError::AccessDenied`).
             Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(self.fail("HeadObject", key, &e)),
+            Err(e) => Err(self.fail("HeadObject", key, e)),
         }
     }
 
@@ -341,7 +358,7 @@ impl S3Sink {
                 Ok(o) => o,
                 // Only 404 means absent; see `SinkError::AccessDenied` for why 403 never does.
                 Err(e) if status(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(self.fail("GetObject", key, &e)),
+                Err(e) => return Err(self.fail("GetObject", key, e)),
             };
             let etag = out.e_tag().unwrap_or_default().to_owned();
             match out.body.collect().await {
@@ -352,7 +369,8 @@ impl S3Sink {
                     }));
                 }
                 Err(e) if attempt >= 3 => {
-                    return Err(self.err("GetObject", key, DisplayErrorContext(&e).to_string()));
+                    let message = DisplayErrorContext(&e).to_string();
+                    return Err(self.err("GetObject", key, message, Some(SdkCause::new(e))));
                 }
                 Err(e) => {
                     tracing::warn!(key, error = %e, "reading an S3 object broke off; retrying")
@@ -381,7 +399,7 @@ impl S3Sink {
                     key: key.to_owned(),
                 })
             }
-            Err(e) => Err(self.fail("PutObject", key, &e)),
+            Err(e) => Err(self.fail("PutObject", key, e)),
         }
     }
 
@@ -390,7 +408,7 @@ impl S3Sink {
         self.json_put(key, body)
             .send()
             .await
-            .map_err(|e| self.fail("PutObject", key, &e))?;
+            .map_err(|e| self.fail("PutObject", key, e))?;
         Ok(())
     }
 
@@ -415,7 +433,7 @@ impl S3Sink {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.fail("DeleteObject", key, &e))?;
+            .map_err(|e| self.fail("DeleteObject", key, e))?;
         Ok(())
     }
 
@@ -431,7 +449,7 @@ impl S3Sink {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, &e))?;
+            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
             out.extend(
                 page.common_prefixes()
                     .iter()
@@ -462,7 +480,7 @@ impl S3Sink {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, &e))?;
+            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
             keys.extend(
                 page.contents()
                     .iter()
