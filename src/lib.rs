@@ -21,10 +21,12 @@
 //! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_apigw         (ad/apigw.rs)
 //! plain HTTP  ─► tv1 serve        ─► ad::serve                        (ad/serve.rs)
 //!   ─► ad::Ingest::handle: route (/v1, HEC) ─► ad::auth (key in SSM)  (ad/mod.rs, auth.rs, hec.rs)
-//!   ─► ad::decode: base64, gzip caps, envelope / NDJSON / HEC          (ad/decode.rs)
-//!   ─► ad::events: nine agent shapes, one normalised event            (ad/events.rs)
-//!   ─► lake::encode + lake::sink: one object per category and day     (lake/)
-//!   ─► lake::ocsf::writer, optional ─► batch marker ─► ad::agents     (ad/agents.rs)
+//!   ─► Ingest::prepare: body, caps, shape, every event checked        (ad/batch.rs)
+//!        ad::decode: base64, gzip caps, envelope / NDJSON / HEC        (ad/decode.rs)
+//!        ad::events: nine agent shapes, one normalised event           (ad/events.rs)
+//!        lake::encode: one gzip JSON Lines object per category and day (lake/encode.rs)
+//!   ─► store: create-only objects (lake::sink), OCSF (lake::ocsf),
+//!        then the batch marker, then the agent list                    (ad/store.rs, agents.rs)
 //! ```
 //!
 //! # Binaries (`src/bin/`)

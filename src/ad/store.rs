@@ -1,0 +1,225 @@
+//! A prepared batch into S3, exactly once: the batch marker says whether it was stored before;
+//! if not, its objects are created (create-only, a few at a time, each followed by its OCSF
+//! objects), then the marker is written, then the agent list is updated. A retry after any
+//! failure meets the same keys, so a batch is stored once however often it is sent.
+
+use super::{HttpRequest, Ingest, IngestError, Prepared, decode};
+use crate::lake::ocsf::Dataset;
+use crate::lake::ocsf::writer::Landed;
+use crate::lake::sink::{Condition, Created, SinkError};
+use crate::timefmt::api_time;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Data objects of one batch written at once.
+const PUT_CONCURRENCY: usize = 8;
+
+/// S3 user metadata on every AD data object: the SHA-256 of the body it came from. It tells a
+/// retry of the same batch from a reused `batch_id`, even after the batch marker has expired.
+pub const BODY_SHA_META: &str = "tv1-body-sha256";
+
+/// What an accepted batch produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchReceipt {
+    /// `accepted`, or `duplicate` for a batch id seen before.
+    pub status: String,
+    /// The batch id.
+    pub batch_id: String,
+    /// Events stored (for a duplicate: when first accepted).
+    pub events: usize,
+    /// Objects written.
+    pub keys: Vec<String>,
+    /// When it was first accepted.
+    pub received_at: DateTime<Utc>,
+    /// SHA-256 of the decoded body, to tell a true retry from a reused id.
+    pub body_sha256: String,
+    /// OCSF records written for this batch (with `OCSF_OUTPUT=on`; a duplicate writes none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf_records: Option<u64>,
+}
+
+impl Ingest {
+    /// Stores the batch in `req`, or answers what it was stored as before.
+    pub(super) async fn ingest(
+        &self,
+        req: HttpRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<BatchReceipt, IngestError> {
+        let Prepared {
+            agent,
+            batch_id,
+            events,
+            body_sha256,
+            objects,
+        } = self.prepare(&req, now)?;
+        let marker_key = format!(
+            "{}_state/batches/{}/{batch_id}.json",
+            self.cfg.prefix, agent.id
+        );
+        if let Some(prev) = self.sink.get(&marker_key).await? {
+            let mut receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
+                IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
+            })?;
+            if receipt.body_sha256 != body_sha256 {
+                return Err(IngestError::BatchIdConflict {
+                    batch_id,
+                    first: api_time(receipt.received_at),
+                });
+            }
+            receipt.status = "duplicate".into();
+            self.touch_agent(&agent, 0, now).await;
+            return Ok(receipt);
+        }
+        // No marker (a new batch, or one whose marker expired or was never written because the
+        // function stopped half-way): the objects themselves say whether this id was used.
+        let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
+        let found = self.existing(&keys, &body_sha256, &batch_id).await?;
+        let (created, landed) = self
+            .create_objects(objects, &body_sha256, &batch_id)
+            .await?;
+        let receipt = BatchReceipt {
+            status: if found == keys.len() && created == 0 {
+                "duplicate".into()
+            } else {
+                "accepted".into()
+            },
+            batch_id,
+            events,
+            keys,
+            received_at: now,
+            body_sha256,
+            ocsf_records: self.ocsf.as_ref().map(|_| landed.records),
+        };
+        match self
+            .sink
+            .put_json_if(
+                &marker_key,
+                serde_json::to_vec(&receipt).expect("receipt"),
+                &Condition::Absent,
+            )
+            .await
+        {
+            // A concurrent copy of the same batch got there first: same keys, same events.
+            Ok(_) | Err(SinkError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.touch_agent(&agent, created.min(1) as u64 * events as u64, now)
+            .await;
+        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
+        Ok(receipt)
+    }
+
+    /// How many of `keys` exist already, all from this very body; a key written from another
+    /// body is a reused `batch_id`, refused before anything is written.
+    async fn existing(
+        &self,
+        keys: &[String],
+        sha: &str,
+        batch_id: &str,
+    ) -> Result<usize, IngestError> {
+        let heads = futures_util::stream::iter(keys.iter().cloned())
+            .map(|k| async move { self.sink.head_meta(&k, BODY_SHA_META).await })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut found = 0;
+        for head in heads {
+            match head? {
+                None => {}
+                Some(Some(s)) if s == sha => found += 1,
+                Some(_) => {
+                    return Err(IngestError::BatchIdConflict {
+                        batch_id: batch_id.to_owned(),
+                        first: "earlier".into(),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the objects create-only, a few at a time, each followed by its OCSF objects;
+    /// returns how many JSONL objects were new, and the OCSF records written.
+    async fn create_objects(
+        &self,
+        objects: Vec<(String, bytes::Bytes)>,
+        sha: &str,
+        batch_id: &str,
+    ) -> Result<(usize, Landed), IngestError> {
+        let timeout = Duration::from_secs(20);
+        let puts = futures_util::stream::iter(objects)
+            .map(|(key, body)| async move {
+                let made = self
+                    .sink
+                    .create_ndjson_gz_with(&key, body.clone(), timeout, &[(BODY_SHA_META, sha)])
+                    .await?;
+                // Appeared since the check: a concurrent copy of this batch, or of another
+                // batch under the same id.
+                if made == Created::AlreadyExists
+                    && self
+                        .sink
+                        .head_meta(&key, BODY_SHA_META)
+                        .await?
+                        .flatten()
+                        .as_deref()
+                        != Some(sha)
+                {
+                    return Err(IngestError::BatchIdConflict {
+                        batch_id: batch_id.to_owned(),
+                        first: "just now".into(),
+                    });
+                }
+                let written = (made == Created::New).then_some(body);
+                let landed = self.land_ocsf(&key, written, timeout).await?;
+                Ok::<_, IngestError>((made == Created::New, landed))
+            })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let (mut created, mut landed) = (0, Landed::default());
+        for r in puts {
+            let (new, l) = r?;
+            created += new as usize;
+            landed.add(&l);
+        }
+        Ok((created, landed))
+    }
+
+    /// The OCSF objects of the JSONL object `key`, when the output is on: from `written` when
+    /// this request wrote it, else from the object S3 kept (an earlier attempt's; see
+    /// [`crate::lake::ocsf::writer`]).
+    async fn land_ocsf(
+        &self,
+        key: &str,
+        written: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<Landed, IngestError> {
+        let Some(ocsf) = &self.ocsf else {
+            return Ok(Landed::default());
+        };
+        let (sink, prefix) = (&self.sink, &self.cfg.prefix);
+        Ok(ocsf
+            .land_object(Dataset::Ad, sink, prefix, key, written, timeout)
+            .await?)
+    }
+
+    /// Updates the agent list. The events are already durable, so a failure here is logged,
+    /// not returned: the agent must not resend a stored batch because of a counter.
+    async fn touch_agent(&self, agent: &decode::AgentInfo, events: u64, now: DateTime<Utc>) {
+        if let Err(e) = self
+            .agents
+            .record(
+                &agent.id,
+                agent.hostname.as_deref(),
+                agent.version.as_deref(),
+                events,
+                now,
+            )
+            .await
+        {
+            tracing::warn!(agent = %agent.id, error = %e, "could not update the agent list");
+        }
+    }
+}
