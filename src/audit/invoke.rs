@@ -3,6 +3,7 @@
 
 use super::{BackfillSummary, ConnectionCheck, PullError, Puller, RunSummary, StatusReport};
 use crate::audit::vision_one::VisionOneError;
+use crate::lake::sink::SinkError;
 use crate::lake::state::StateError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -83,7 +84,9 @@ impl PullError {
             PullError::State(e) => match e {
                 StateError::LostRace => "State.LostRace",
                 StateError::Corrupt { .. } => "State.Corrupt",
-                StateError::Sink(_) => "State.S3",
+                // A denial needs a policy fixed; any other S3 failure may pass by itself.
+                StateError::Sink(SinkError::AccessDenied { .. }) => "S3.AccessDenied",
+                StateError::Sink(_) => "S3.Failed",
             },
             PullError::OutOfOrder(_) => "VisionOne.OutOfOrder",
             PullError::InvalidEntry(_) => "VisionOne.InvalidEntry",
@@ -277,6 +280,18 @@ mod tests {
         assert!(d.error_message.contains("too close to the run deadline"));
         let e = PullError::VisionOne(VisionOneError::PageTokenExpired);
         assert_eq!(e.error_type(), "VisionOne.PageTokenExpired");
+        let denied = PullError::from(SinkError::AccessDenied {
+            op: "GetObject",
+            bucket: "b".into(),
+            key: "k".into(),
+            source: crate::aws::SdkCause::new(std::io::Error::other("403")),
+        });
+        assert_eq!(denied.error_type(), "S3.AccessDenied");
+        let lost = PullError::from(SinkError::PreconditionFailed {
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert_eq!(lost.error_type(), "State.LostRace");
     }
 
     #[test]
