@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! EventBridge ─► bin/audit-puller.rs ─► audit::Puller::invoke        (audit/invoke.rs)
-//!   ─► audit::Puller::run: lease + window in the checkpoint           (audit/mod.rs, checkpoint.rs)
+//!   ─► audit::Puller::run: lease + window in the checkpoint           (audit/run.rs, checkpoint.rs)
 //!   ─► audit::vision_one: token from SSM (secret), paging, retries    (audit/vision_one/, fetch.rs)
 //!   ─► audit::segment: entries cut into objects, `_id` per entry      (audit/segment.rs)
 //!   ─► lake::encode + lake::sink: create-only gzip JSON Lines          (lake/encode.rs, sink.rs)

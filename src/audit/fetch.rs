@@ -7,7 +7,8 @@
 //! the plain sequential pull. Memory stays bounded: at most `CHANNEL_PAGES + 1` pages per
 //! slice in flight.
 
-use super::{MAX_RESTARTS_WITHOUT_PROGRESS, Stop, Window};
+use super::run::Stop;
+use super::{MAX_RESTARTS_WITHOUT_PROGRESS, Window};
 use crate::audit::vision_one::{self, Page, VisionOneError};
 use crate::timefmt::{api_time, floor_second, parse_api_time};
 use chrono::{DateTime, Duration as TimeDelta, Utc};

@@ -24,7 +24,8 @@
 //! is still missing under the range's next key, announced in `pending` first.
 
 use super::fetch::{self, Fetched};
-use super::{PullError, Run, Stop, Window, alongside};
+use super::run::{Run, Stop, alongside};
+use super::{PullError, Window};
 use crate::audit::checkpoint::{Pending, Reconcile};
 use crate::audit::segment::{late_key, partition};
 use crate::lake::encode::{ObjectEncoder, line_with_fields, record_id};
