@@ -6,7 +6,7 @@ run:
 	@scripts/run.sh
 
 test:
-	@scripts/test.sh
+	@scripts/test.sh $(ARGS)
 
 # The real forwarding agents tests/agents.rs drives (syslog-ng from Debian, Splunk's HEC
 # library from npm). Without them those tests say they are skipped; CI installs them.
