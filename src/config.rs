@@ -176,11 +176,12 @@ impl PullerConfig {
 
 /// `TV1_BASE_URL` if set, else the URL of `TV1_REGION` (default `us`).
 fn base_url(env: &HashMap<String, String>) -> Result<reqwest::Url, ConfigError> {
-    let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    if let Some(url) = get("TV1_BASE_URL") {
+    if let Some(url) = value(env, "TV1_BASE_URL") {
         return parse_base_url(url);
     }
-    let region = get("TV1_REGION").unwrap_or("us").to_ascii_lowercase();
+    let region = value(env, "TV1_REGION")
+        .unwrap_or("us")
+        .to_ascii_lowercase();
     let (_, url) = REGIONS
         .iter()
         .find(|(r, _)| *r == region)
@@ -323,8 +324,10 @@ pub struct OcsfConfig {
 impl OcsfConfig {
     /// Reads `OCSF_*`: `None` when `OCSF_OUTPUT` is `off` (the default).
     pub fn from_map(env: &HashMap<String, String>) -> Result<Option<Self>, ConfigError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        match get("OCSF_OUTPUT").map(str::to_ascii_lowercase).as_deref() {
+        match value(env, "OCSF_OUTPUT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("off") => return Ok(None),
             Some("on") => {}
             Some(other) => {
@@ -334,13 +337,13 @@ impl OcsfConfig {
                 });
             }
         }
-        let bucket = match get("OCSF_BUCKET") {
+        let bucket = match value(env, "OCSF_BUCKET") {
             Some(b) => b.to_owned(),
             None => required(env, "BUCKET")?,
         };
-        let region = get("OCSF_REGION")
-            .or_else(|| get("AWS_REGION"))
-            .or_else(|| get("AWS_DEFAULT_REGION"))
+        let region = value(env, "OCSF_REGION")
+            .or_else(|| value(env, "AWS_REGION"))
+            .or_else(|| value(env, "AWS_DEFAULT_REGION"))
             .ok_or_else(|| ConfigError {
                 var: "OCSF_REGION",
                 reason: "is not set, nor is AWS_REGION: the region= partition needs one".into(),
@@ -354,7 +357,7 @@ impl OcsfConfig {
                 reason: format!("{region:?} is not an AWS region name (e.g. eu-west-1)"),
             });
         }
-        let account_id = get("OCSF_ACCOUNT_ID").map(str::to_owned);
+        let account_id = value(env, "OCSF_ACCOUNT_ID").map(str::to_owned);
         if let Some(a) = &account_id
             && !is_account_id(a)
         {
@@ -389,10 +392,14 @@ pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The value of `var` trimmed, when it is set and not blank.
+fn value<'a>(env: &'a HashMap<String, String>, var: &str) -> Option<&'a str> {
+    env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
 pub fn required(env: &HashMap<String, String>, var: &'static str) -> Result<String, ConfigError> {
-    env.get(var)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    value(env, var)
+        .map(str::to_owned)
         .ok_or_else(|| ConfigError {
             var,
             reason: "is not set".into(),
@@ -418,11 +425,7 @@ pub fn duration(
     var: &'static str,
     default: &str,
 ) -> Result<Duration, ConfigError> {
-    let raw = env
-        .get(var)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(default);
+    let raw = value(env, var).unwrap_or(default);
     parse_duration(raw).ok_or_else(|| ConfigError {
         var,
         reason: format!("{raw:?} is not a duration (examples: 300, 500ms, 90s, 5m, 24h, 7d)"),
@@ -435,7 +438,7 @@ pub fn number<T: std::str::FromStr>(
     var: &'static str,
     default: T,
 ) -> Result<T, ConfigError> {
-    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    match value(env, var) {
         None => Ok(default),
         Some(raw) => raw.parse().map_err(|_| ConfigError {
             var,
