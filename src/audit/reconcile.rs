@@ -367,16 +367,9 @@ impl Run<'_> {
             let records = late.len();
             let body = late_object(&mut late);
             let size = body.len();
-            let budget = self.put_budget()?;
-            match self
-                .p
-                .sink
-                .create_ndjson_gz(&key, body.clone(), budget)
-                .await?
-            {
+            match self.create_object(&key, body).await? {
                 Created::New => {
                     tracing::info!(key = %key, records, bytes = size, "late entries written");
-                    self.land_ocsf(&key, Some(body)).await?;
                     let oldest = late
                         .iter()
                         .map(|l| (now - at(l.second)).num_seconds())
@@ -388,7 +381,6 @@ impl Run<'_> {
                     // The run this one took over landed this key after all: what it holds is in
                     // S3 now; whatever is still missing goes under the next key.
                     tracing::warn!(key = %key, "a run that did not finish landed this range's late entries; keeping them");
-                    self.land_ocsf(&key, None).await?;
                     sum.kept_existing.push(key);
                     let now_in_s3 = self.existing_ids(floor_hour(range.from), sum).await?;
                     late.retain(|l| !now_in_s3.contains(l.id.as_str()));

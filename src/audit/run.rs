@@ -417,7 +417,7 @@ impl Run<'_> {
     }
 
     /// Time a data PUT may take: it must end before the lease does and before the deadline.
-    pub(super) fn put_budget(&self) -> Result<Duration, PullError> {
+    fn put_budget(&self) -> Result<Duration, PullError> {
         let lease_end = self
             .cp
             .lease
@@ -433,7 +433,7 @@ impl Run<'_> {
             .ok_or(PullError::NoTimeToWrite)
     }
 
-    /// Creates one data object of the pending segment (create-only), then its OCSF objects.
+    /// Creates one data object of the pending segment, then its OCSF objects.
     async fn create(
         &mut self,
         key: String,
@@ -441,37 +441,43 @@ impl Run<'_> {
         records: usize,
     ) -> Result<(), PullError> {
         let size = body.len() as u64;
-        let budget = self.put_budget()?;
-        match self
-            .p
-            .sink
-            .create_ndjson_gz(&key, body.clone(), budget)
-            .await?
-        {
+        match self.create_object(&key, body).await? {
             Created::New => {
                 tracing::info!(key = %key, records, bytes = size, "object written");
                 self.summary.records += records as u64;
                 self.summary.objects += 1;
                 self.summary.bytes += size;
-                self.land_ocsf(&key, Some(body)).await?;
                 self.summary.keys.push(key);
             }
             Created::AlreadyExists => {
                 tracing::warn!(key = %key, "this range's object was already written by a run that did not commit it; keeping it");
-                self.land_ocsf(&key, None).await?;
                 self.summary.kept_existing.push(key);
             }
         }
         Ok(())
     }
 
-    /// Writes the OCSF objects of the data object `key`, when the output is on: from `body` when
-    /// this run wrote the object, else from the object S3 kept (see [`crate::lake::ocsf::writer`]).
-    pub(super) async fn land_ocsf(
+    /// Creates the data object `key` (create-only, within the lease), then its OCSF objects:
+    /// from `body` when this run wrote it, else from the object a run before it left there.
+    pub(super) async fn create_object(
         &mut self,
         key: &str,
-        body: Option<bytes::Bytes>,
-    ) -> Result<(), PullError> {
+        body: bytes::Bytes,
+    ) -> Result<Created, PullError> {
+        let budget = self.put_budget()?;
+        let made = self
+            .p
+            .sink
+            .create_ndjson_gz(key, body.clone(), budget)
+            .await?;
+        self.land_ocsf(key, (made == Created::New).then_some(body))
+            .await?;
+        Ok(made)
+    }
+
+    /// Writes the OCSF objects of the data object `key`, when the output is on: from `body` when
+    /// this run wrote the object, else from the object S3 kept (see [`crate::lake::ocsf::writer`]).
+    async fn land_ocsf(&mut self, key: &str, body: Option<bytes::Bytes>) -> Result<(), PullError> {
         let Some(ocsf) = &self.p.ocsf else {
             return Ok(());
         };
