@@ -8,24 +8,10 @@ use tv1_connector::audit::simulate::{Faults, SimEntry};
 use tv1_connector::audit::vision_one::VisionOneError;
 use tv1_connector::audit::{Outcome, PullError};
 
-/// Runs until a run completes the window, as a scheduler would: a run that skips (a dead run's
-/// lease still holds) or fails (S3 hiccup) is followed by another.
+/// Runs until a run completes the window, as a scheduler would (see [`run_as_scheduled`]).
 async fn run_to_completion(env: &TestEnv) -> tv1_connector::audit::RunSummary {
-    let p = env.puller();
-    let mut failures = 0;
-    for _ in 0..200 {
-        match p.run(deadline(60)).await {
-            Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => return s,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => {
-                failures += 1;
-                assert!(failures < 5, "runs keep failing: {e}");
-                eprintln!("run failed, retrying as the next scheduled run would: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    panic!("never completed")
+    let mut runs = run_as_scheduled(env, 200, |_| false).await;
+    runs.pop().expect("one complete run")
 }
 
 #[tokio::test]

@@ -717,29 +717,25 @@ pub fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {
     hour
 }
 
-/// Runs as a scheduler would until a run completes with nothing left for reconciliation:
-/// skipped runs (a dead run's lease) and failed ones are followed by another. Returns the
-/// summaries of the runs that did work.
-pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::audit::RunSummary> {
+/// Runs as a scheduler would, at most `runs` times: a run that skips (a dead run's lease still
+/// holds) or fails (an S3 hiccup) is followed by another, and so is a complete one while `more`
+/// says it left work. Returns the summaries of the complete runs.
+pub async fn run_as_scheduled(
+    env: &TestEnv,
+    runs: usize,
+    more: impl Fn(&tv1_connector::audit::RunSummary) -> bool,
+) -> Vec<tv1_connector::audit::RunSummary> {
+    use tv1_connector::audit::Outcome;
     let p = env.puller();
     let mut failures = 0;
-    let mut runs = Vec::new();
-    for _ in 0..300 {
-        match p
-            .run(tokio::time::Instant::now() + Duration::from_secs(60))
-            .await
-        {
-            Ok(s)
-                if s.outcome == tv1_connector::audit::Outcome::Complete
-                    || s.outcome == tv1_connector::audit::Outcome::UpToDate =>
-            {
-                let more = s
-                    .reconcile
-                    .as_ref()
-                    .is_some_and(|r| r.stopped_early.is_some() || r.recovered.is_some());
-                runs.push(s);
-                if !more {
-                    return runs;
+    let mut complete = Vec::new();
+    for _ in 0..runs {
+        match p.run(deadline(60)).await {
+            Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => {
+                let again = more(&s);
+                complete.push(s);
+                if !again {
+                    return complete;
                 }
             }
             Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -751,7 +747,18 @@ pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::audit::RunSu
             }
         }
     }
-    panic!("never settled")
+    panic!("no run finished the work in {runs} runs")
+}
+
+/// Runs as a scheduler would until a run completes with nothing left for reconciliation.
+/// Returns the summaries of the runs that did work.
+pub async fn run_until_settled(env: &TestEnv) -> Vec<tv1_connector::audit::RunSummary> {
+    run_as_scheduled(env, 300, |s| {
+        s.reconcile
+            .as_ref()
+            .is_some_and(|r| r.stopped_early.is_some() || r.recovered.is_some())
+    })
+    .await
 }
 
 /// `data` gzip-compressed.
