@@ -235,6 +235,9 @@ pub struct IngestConfig {
     pub agent_timeout: Duration,
     /// The OCSF Parquet output, when `OCSF_OUTPUT=on`.
     pub ocsf: Option<OcsfConfig>,
+    /// The Lambda function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): when set, each
+    /// stored batch prints its CloudWatch embedded-metric line.
+    pub function_name: Option<String>,
 }
 
 impl IngestConfig {
@@ -259,6 +262,7 @@ impl IngestConfig {
             key_refresh_interval: duration(env, "AD_KEY_REFRESH_INTERVAL", "5s")?,
             agent_timeout: duration(env, "AD_AGENT_TIMEOUT", "10m")?,
             ocsf: OcsfConfig::from_map(env)?,
+            function_name: value(env, "AWS_LAMBDA_FUNCTION_NAME").map(str::to_owned),
         };
         // API Gateway puts the body into the event Lambda receives: base64 (4/3 of it) for a
         // binary body, JSON-escaped for a text body (a valid JSON body at most doubles: every

@@ -1012,7 +1012,7 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
         hostname: Some("DC07.corp.example"),
         version: Some("fluent-bit-3.2"),
         batch_id: Some("6f1d2c3a-0b4e-4c1f-9e7a-2b8d5f0a1c9e"),
-        channel: None,
+        timezone: None,
     };
     let r = post_bare(
         &ingest,

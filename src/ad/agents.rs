@@ -20,8 +20,11 @@ pub struct AgentRecord {
     pub first_seen: DateTime<Utc>,
     /// Last batch (accepted or duplicate).
     pub last_seen: DateTime<Utc>,
-    /// Events accepted from it (duplicates not counted).
+    /// Events accepted from it (duplicates not counted), quarantined ones included.
     pub events_received: u64,
+    /// Of those, events kept in quarantine (see `docs`: the quarantine), not in the lake.
+    #[serde(default)]
+    pub events_quarantined: u64,
     /// Batches accepted from it.
     pub batches_received: u64,
 }
@@ -34,6 +37,23 @@ pub struct AgentView {
     pub record: AgentRecord,
     /// `connected` when seen recently, else `disconnected`.
     pub status: &'static str,
+}
+
+/// The agent id of a host name: lower-case (a DC's name is case-insensitive, and agents spell
+/// it differently), characters outside `[a-z0-9._-]` as `-`, at most 64, and never beginning
+/// with `.`, `_` or `-` (S3 keys Athena would treat as hidden). `None` when nothing is left.
+pub fn id_of_host(host: &str) -> Option<String> {
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }
+        })
+        .collect();
+    let id = id.trim_start_matches(['.', '_', '-']);
+    let id: String = id.chars().take(64).collect();
+    (!id.trim_end_matches(['.', '-']).is_empty()).then_some(id)
 }
 
 /// Most agents listed by `GET /v1/agents`.
@@ -59,13 +79,14 @@ impl Registry {
         format!("{}{id}.json", self.prefix)
     }
 
-    /// Records a batch from `id`: `events` accepted (0 for a duplicate) at `now`.
+    /// Records a batch from `id`: `events` accepted (0 for a duplicate), `quarantined` of
+    /// them kept in quarantine, at `now`.
     pub async fn record(
         &self,
         id: &str,
         hostname: Option<&str>,
         version: Option<&str>,
-        events: u64,
+        (events, quarantined): (u64, u64),
         now: DateTime<Utc>,
     ) -> Result<AgentRecord, StateError> {
         let key = self.key(id);
@@ -83,6 +104,7 @@ impl Registry {
                         first_seen: now,
                         last_seen: now,
                         events_received: 0,
+                        events_quarantined: 0,
                         batches_received: 0,
                     },
                     Condition::Absent,
@@ -92,6 +114,7 @@ impl Registry {
             rec.version = version.map(str::to_owned).or(rec.version);
             rec.last_seen = rec.last_seen.max(now);
             rec.events_received += events;
+            rec.events_quarantined += quarantined;
             rec.batches_received += (events > 0) as u64;
             let body = serde_json::to_vec(&rec).expect("agent record serialises");
             match self.sink.put_json_if(&key, body, &cond).await {
@@ -127,5 +150,19 @@ impl Registry {
         }
         out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
         Ok((out, truncated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_of_host;
+
+    #[test]
+    fn host_names_as_agent_ids() {
+        assert_eq!(id_of_host("DC21.corp.example").as_deref(), Some("dc21.corp.example"));
+        assert_eq!(id_of_host(" _.DC 7 ").as_deref(), Some("dc-7"));
+        assert_eq!(id_of_host("..."), None);
+        assert_eq!(id_of_host("é").as_deref(), None);
+        assert_eq!(id_of_host(&"a".repeat(100)).map(|s| s.len()), Some(64));
     }
 }

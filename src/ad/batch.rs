@@ -1,9 +1,17 @@
 //! A request body to a validated, encoded batch, with no I/O: content type and encoding, size
-//! caps, base64 and gzip, the batch's shape (envelope, bare events, HEC), every event checked
-//! and normalised, then one gzip JSON Lines object per (category, day). Nothing is written
-//! unless every event is valid.
+//! caps, base64 and gzip, the batch's shape (envelope, bare events, HEC), every event
+//! normalised, then one gzip JSON Lines object per (category, day), and one quarantine object
+//! for the events the lake cannot take.
+//!
+//! Request-level faults (body, shape, sizes, agent fields) refuse the request and nothing is
+//! written. An event is never a reason to refuse the others: agents drop a whole request on a
+//! 4xx (Fluent Bit, Vector, the OTel exporter, Logstash) or resend it forever (NXLog), so an
+//! event that cannot be read (unknown shape, no computer, a time without a zone, a time more
+//! than a day ahead) goes to the quarantine object with its reason, and events of any age go
+//! to their own day partitions.
 
-use super::events::{self, Category, normalize_with};
+use super::event_time::{self, fluent_bit_offset};
+use super::events::{Category, Hints, Normalized, Shape, normalize_in};
 use super::{Body, HttpRequest, Ingest, IngestError, bad, decode, hec};
 use crate::lake::encode::{ObjectEncoder, push_compact};
 use crate::timefmt::api_time;
@@ -17,16 +25,16 @@ use sha2::{Digest, Sha256};
 const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
 
-/// Most invalid events listed in a 422 reply.
+/// Most quarantined events listed with their reasons in a `/v1` reply.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
-/// Longest reason given for one invalid event (values in it are cut shorter still), so that a
-/// 422 reply stays under ~25 KB whatever was sent.
-pub const MAX_REASON_CHARS: usize = 200;
+/// Longest reason given for one quarantined event (values in it are cut shorter still), so that
+/// a reply stays under ~25 KB whatever was sent.
+pub const MAX_REASON_CHARS: usize = 600;
 
-/// Oldest event accepted, before the time of receipt.
-pub const MAX_EVENT_AGE_DAYS: i64 = 365;
-/// Newest event accepted, after the time of receipt (clock skew of the domain controller).
+/// Newest event stored, after the time of receipt (clock skew of the domain controller); a
+/// later one is a clock or parsing error and is quarantined rather than opening a partition
+/// in the future.
 pub const MAX_EVENT_LEAD_DAYS: i64 = 1;
 
 /// A validated, encoded batch: what [`Ingest::prepare`] hands to the storage step.
@@ -38,10 +46,14 @@ pub struct Prepared {
     pub batch_id: String,
     /// Events in it.
     pub events: usize,
+    /// Of those, events quarantined: `(index in the batch, reason)`.
+    pub quarantined: Vec<(usize, String)>,
     /// SHA-256 of the decoded body.
     pub body_sha256: String,
     /// `(key, gzip JSON Lines)` per category and day.
     pub objects: Vec<(String, bytes::Bytes)>,
+    /// `(key, gzip JSON Lines)` of the quarantined events, when there are any.
+    pub quarantine: Option<(String, bytes::Bytes)>,
 }
 
 impl Ingest {
@@ -120,9 +132,13 @@ impl Ingest {
                 "body is empty; send a batch {\"agent\":{...},\"batch_id\":\"...\",\"events\":[...]}",
             ));
         }
-        let batch = self.parse(req, &body)?;
-        check_agent(&batch.agent, &batch.batch_id)?;
-        let total = batch.events.len();
+        let mut batch = self.parse(req, &body)?;
+        let zone = match batch.agent.timezone.as_deref() {
+            Some(z) => Some(event_time::zone(z).map_err(|e| {
+                bad("invalid_batch", format!("X-Agent-Timezone / agent.timezone: {e}"))
+            })?),
+            None => None,
+        };
         if let Some((i, e)) = batch
             .events
             .iter()
@@ -135,14 +151,29 @@ impl Ingest {
                 self.cfg.max_event_bytes
             )));
         }
-        let normalized = validate(&batch.events, &batch.fallback_times, now)?;
-        let objects = self.encode(&batch, &normalized, now)?;
+        let outcomes = normalize_all(&batch, zone, now);
+        if batch.agent_from_events {
+            batch.agent.id = outcomes
+                .iter()
+                .flatten()
+                .find_map(|n| super::agents::id_of_host(&n.computer))
+                .unwrap_or_else(|| "hec".into());
+            batch.agent.hostname = batch.agent.hostname.take().or_else(|| {
+                outcomes.iter().flatten().next().map(|n| {
+                    n.computer.chars().take(decode::MAX_HOSTNAME).collect()
+                })
+            });
+        }
+        check_agent(&batch.agent, &batch.batch_id)?;
+        let (objects, quarantine, quarantined) = self.encode(&batch, &outcomes, now)?;
         Ok(Prepared {
             agent: batch.agent.clone(),
             batch_id: batch.batch_id.clone(),
-            events: total,
+            events: batch.events.len(),
+            quarantined,
             body_sha256: hex::encode(Sha256::digest(&body)),
             objects,
+            quarantine,
         })
     }
 
@@ -182,69 +213,96 @@ impl Ingest {
                 id: agent_id.trim().to_owned(),
                 hostname: req.sender.hostname.map(|h| h.trim().to_owned()),
                 version: req.sender.version.map(|v| v.trim().to_owned()),
+                timezone: req.sender.timezone.map(|z| z.trim().to_owned()),
             },
             batch_id,
             events,
             meta: Vec::new(),
             fallback_times: Vec::new(),
+            agent_from_events: false,
         })
     }
 
-    /// The objects of a batch: one per (category, day), encoded one at a time so that memory
-    /// holds one open encoder however many partitions a batch spans. Named by agent and batch
-    /// id, so that a retry after a lost reply meets the same keys.
+    /// The objects of a batch: one per (category, day) of its stored events, encoded one at a
+    /// time so that memory holds one open encoder however many partitions a batch spans, and
+    /// the quarantine object. Named by agent and batch id, so that a retry after a lost reply
+    /// meets the same keys.
+    #[allow(clippy::type_complexity)]
     fn encode(
         &self,
         batch: &decode::Batch<'_>,
-        normalized: &[events::Normalized],
+        outcomes: &[Result<Normalized, String>],
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, bytes::Bytes)>, IngestError> {
-        let part = |i: usize| (normalized[i].category, normalized[i].time.date_naive());
-        let mut order: Vec<usize> = (0..normalized.len()).collect();
-        order.sort_by_key(|&i| part(i)); // stable: events keep their order within an object
-        let partitions = 1 + order
-            .windows(2)
-            .filter(|w| part(w[0]) != part(w[1]))
+    ) -> Result<(Vec<(String, bytes::Bytes)>, Option<(String, bytes::Bytes)>, Vec<(usize, String)>), IngestError> {
+        let stored: Vec<(usize, &Normalized)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().ok().map(|n| (i, n)))
+            .collect();
+        let part = |n: &Normalized| (n.category, n.time.date_naive());
+        let mut order: Vec<usize> = (0..stored.len()).collect();
+        order.sort_by_key(|&j| part(stored[j].1)); // stable: events keep their order within an object
+        let partitions = order
+            .chunk_by(|&a, &b| part(stored[a].1) == part(stored[b].1))
             .count();
-        if !order.is_empty() && partitions > self.cfg.max_partitions {
+        if partitions > self.cfg.max_partitions {
             return Err(IngestError::TooLarge(format!(
                 "the events span {partitions} (category, day) partitions; the limit is {}: send fewer days per batch",
                 self.cfg.max_partitions
             )));
         }
         let received_at = api_time(now);
-        let mut objects = Vec::new();
+        let raw = |i: usize| batch.events[i].get().as_bytes();
+        let meta = |i: usize| batch.meta.get(i).map(String::as_str);
+        let mut objects = Vec::with_capacity(partitions);
         let mut line = Vec::with_capacity(4096);
-        for group in order.chunk_by(|&a, &b| part(a) == part(b)) {
-            let (category, day) = part(group[0]);
+        for group in order.chunk_by(|&a, &b| part(stored[a].1) == part(stored[b].1)) {
+            let (category, day) = part(stored[group[0]].1);
             let mut enc = ObjectEncoder::new();
-            for &i in group {
+            for &j in group {
+                let (i, n) = stored[j];
                 line.clear();
-                write_line(
-                    &mut line,
-                    &normalized[i],
-                    &batch.agent.id,
-                    &batch.batch_id,
-                    &received_at,
-                    batch.events[i].get().as_bytes(),
-                    batch.meta.get(i).map(String::as_str),
-                );
+                let at = Origin { agent_id: &batch.agent.id, batch_id: &batch.batch_id, received_at: &received_at };
+                write_line(&mut line, n, &at, raw(i), meta(i));
                 enc.push_line(&line);
             }
-            objects.push((
-                data_key(
-                    &self.cfg.prefix,
-                    category,
-                    day,
-                    &batch.agent.id,
-                    &batch.batch_id,
-                ),
-                enc.finish(),
-            ));
+            let key = data_key(&self.cfg.prefix, category, day, &batch.agent.id, &batch.batch_id);
+            objects.push((key, enc.finish()));
         }
-        Ok(objects)
+        let mut quarantined = Vec::new();
+        let mut enc = ObjectEncoder::new();
+        for (i, o) in outcomes.iter().enumerate() {
+            let Err(reason) = o else { continue };
+            let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+            line.clear();
+            let at = Origin { agent_id: &batch.agent.id, batch_id: &batch.batch_id, received_at: &received_at };
+            write_quarantine_line(&mut line, i, &reason, &at, raw(i), meta(i));
+            enc.push_line(&line);
+            quarantined.push((i, reason));
+        }
+        let quarantine = (!quarantined.is_empty()).then(|| {
+            (quarantine_key(&self.cfg.prefix, &batch.agent.id, &batch.batch_id), enc.finish())
+        });
+        Ok((objects, quarantine, quarantined))
     }
 }
+
+/// Where a stored line came from: the agent, the batch and when it was received.
+struct Origin<'a> {
+    agent_id: &'a str,
+    batch_id: &'a str,
+    received_at: &'a str,
+}
+
+/// The key of a batch's quarantine object: not partitioned (it stays small) and named like the
+/// batch's data objects, so a retry meets the same key.
+fn quarantine_key(prefix: &str, agent: &str, batch_id: &str) -> String {
+    format!("{prefix}{QUARANTINE_DIR}{agent}~{batch_id}.jsonl.gz")
+}
+
+/// The folder of quarantine objects under the AD prefix (the `active_directory_quarantine`
+/// table's location).
+pub const QUARANTINE_DIR: &str = "quarantine/";
 
 /// The key of a batch's object for one (category, day). `~` is not an identifier character, so
 /// no two (agent, batch) pairs can share a key.
@@ -284,67 +342,92 @@ fn check_agent(agent: &decode::AgentInfo, batch_id: &str) -> Result<(), IngestEr
     Ok(())
 }
 
-/// Validates and normalises every event (nothing is written unless all are valid), including
-/// a time within [receipt − 365 days, receipt + 1 day]: an event outside it is a clock or
-/// parsing error, and accepting it would open a partition per stray day.
-fn validate(
-    raw: &[&serde_json::value::RawValue],
-    fallback_times: &[Option<DateTime<Utc>>],
+/// Normalises every event: `Ok` to store, `Err(reason)` to quarantine. An event more than
+/// [`MAX_EVENT_LEAD_DAYS`] ahead of `now` is quarantined; old events are data. Fluent Bit
+/// `winevtlog` times are then corrected against their HEC `time` (see [`fluent_bit_offset`]).
+fn normalize_all(
+    batch: &decode::Batch<'_>,
+    zone: Option<chrono_tz::Tz>,
     now: DateTime<Utc>,
-) -> Result<Vec<events::Normalized>, IngestError> {
-    let earliest = now - chrono::Duration::days(MAX_EVENT_AGE_DAYS);
+) -> Vec<Result<Normalized, String>> {
     let latest = now + chrono::Duration::days(MAX_EVENT_LEAD_DAYS);
-    let mut normalized = Vec::with_capacity(raw.len());
-    let (mut invalid, mut details) = (0, Vec::new());
-    for (i, ev) in raw.iter().enumerate() {
-        let parsed: Result<Value, String> =
-            serde_json::from_str(ev.get()).map_err(|e| e.to_string());
-        let fallback = fallback_times.get(i).copied().flatten();
-        let checked = parsed.and_then(|v| normalize_with(&v, fallback)).and_then(|n| {
-            if n.time < earliest || n.time > latest {
-                Err(format!(
-                    "time {} is outside the accepted range {} to {} ({MAX_EVENT_AGE_DAYS} days before receipt to {MAX_EVENT_LEAD_DAYS} day after)",
-                    api_time(n.time),
-                    api_time(earliest),
-                    api_time(latest)
-                ))
-            } else {
-                Ok(n)
-            }
-        });
-        match checked {
-            Ok(n) => normalized.push(n),
-            Err(reason) => {
-                invalid += 1;
-                if details.len() < MAX_REPORTED_ERRORS {
-                    details.push((i, reason.chars().take(MAX_REASON_CHARS).collect()));
-                }
+    let mut out: Vec<Result<Normalized, String>> = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let v: Value = serde_json::from_str(ev.get()).map_err(|e| e.to_string())?;
+            let hints = Hints {
+                transport_time: batch.fallback_times.get(i).copied().flatten(),
+                zone,
+            };
+            normalize_in(&v, &hints)
+        })
+        .collect();
+    correct_fluent_bit_offsets(&mut out, &batch.fallback_times);
+    for o in &mut out {
+        if let Ok(n) = o {
+            if n.time > latest {
+                *o = Err(format!(
+                    "time {} is more than {MAX_EVENT_LEAD_DAYS} day after receipt ({}): the domain controller's clock or the agent's time field is wrong",
+                    event_time::stored(n.time),
+                    api_time(now)
+                ));
             }
         }
     }
-    if invalid > 0 {
-        return Err(IngestError::InvalidEvents {
-            total: raw.len(),
-            invalid,
-            details,
-        });
-    }
-    Ok(normalized)
+    out
 }
 
-fn write_line(
-    out: &mut Vec<u8>,
-    n: &events::Normalized,
-    agent_id: &str,
-    batch_id: &str,
-    received_at: &str,
-    raw: &[u8],
-    meta: Option<&str>,
+/// Applies [`fluent_bit_offset`] per computer to the Fluent Bit `winevtlog` events that have a
+/// HEC `time`, keeping the stated time in the line.
+fn correct_fluent_bit_offsets(
+    out: &mut [Result<Normalized, String>],
+    read_times: &[Option<DateTime<Utc>>],
 ) {
-    let s =
-        |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
+    let mut by_computer: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, o) in out.iter().enumerate() {
+        if let (Ok(n), Some(Some(_))) = (o, read_times.get(i)) {
+            if n.shape == Shape::FluentBitWinevtlog && n.time_fix.is_none() {
+                by_computer.entry(n.computer.clone()).or_default().push(i);
+            }
+        }
+    }
+    for idx in by_computer.values() {
+        let pairs: Vec<_> = idx
+            .iter()
+            .filter_map(|&i| Some((out[i].as_ref().ok()?.time, read_times[i]?)))
+            .collect();
+        for (&i, shift) in idx.iter().zip(fluent_bit_offset(&pairs)) {
+            let (Ok(n), Some(read)) = (&mut out[i], read_times[i]) else { continue };
+            if shift.is_zero() {
+                continue;
+            }
+            let stated = n.time;
+            n.time = stated + shift;
+            n.time_fix = Some(event_time::TimeFix {
+                original: event_time::stored(stated),
+                reason: format!(
+                    "Fluent Bit winevtlog wrote TimeCreated with an offset {} hour off (daylight saving; fluent/fluent-bit#8086, #11213); corrected by {:+} h against its HEC time {}",
+                    shift.num_hours().abs(),
+                    shift.num_hours(),
+                    event_time::stored(read)
+                ),
+            });
+        }
+    }
+}
+
+fn write_line(out: &mut Vec<u8>, n: &Normalized, at: &Origin<'_>, raw: &[u8], meta: Option<&str>) {
+    let s = |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
     out.extend_from_slice(b"{\"time\":");
-    s(out, &api_time(n.time));
+    s(out, &event_time::stored(n.time));
+    if let Some(fix) = &n.time_fix {
+        out.extend_from_slice(b",\"time_original\":");
+        s(out, &fix.original);
+        out.extend_from_slice(b",\"time_fix\":");
+        s(out, &fix.reason);
+    }
     out.extend_from_slice(
         format!(
             ",\"event_id\":{},\"category\":\"{}\",\"computer\":",
@@ -362,12 +445,38 @@ fn write_line(
     serde_json::to_writer(&mut *out, &n.provider).expect("in-memory write");
     out.extend_from_slice(b",\"shape\":");
     serde_json::to_writer(&mut *out, &n.shape).expect("in-memory write");
-    out.extend_from_slice(b",\"agent_id\":");
-    s(out, agent_id);
-    out.extend_from_slice(b",\"batch_id\":");
-    s(out, batch_id);
-    out.extend_from_slice(b",\"received_at\":");
-    s(out, received_at);
+    origin(out, at);
+    tail(out, raw, meta);
+}
+
+/// A quarantined event: where it came from, its index in the batch, why, and the event.
+fn write_quarantine_line(
+    out: &mut Vec<u8>,
+    index: usize,
+    reason: &str,
+    at: &Origin<'_>,
+    raw: &[u8],
+    meta: Option<&str>,
+) {
+    out.extend_from_slice(format!("{{\"index\":{index},\"reason\":").as_bytes());
+    serde_json::to_writer(&mut *out, reason).expect("in-memory write");
+    origin(out, at);
+    tail(out, raw, meta);
+}
+
+fn origin(out: &mut Vec<u8>, at: &Origin<'_>) {
+    for (name, v) in [
+        ("agent_id", at.agent_id),
+        ("batch_id", at.batch_id),
+        ("received_at", at.received_at),
+    ] {
+        out.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        serde_json::to_writer(&mut *out, v).expect("in-memory write");
+    }
+}
+
+/// The transport's metadata and the event as sent, closing the line.
+fn tail(out: &mut Vec<u8>, raw: &[u8], meta: Option<&str>) {
     if let Some(meta) = meta {
         out.extend_from_slice(b",\"hec\":");
         push_compact(meta.as_bytes(), out);
@@ -434,17 +543,14 @@ mod tests {
     #[test]
     fn lines_keep_the_event_and_add_normalised_fields() {
         let raw = br#"{"event_id":4624,"time":"2026-11-21T10:00:00Z","computer":"DC01","data":{"x":"y\nz"}}"#;
-        let n = events::normalize(&serde_json::from_slice(raw).unwrap()).unwrap();
+        let n = crate::ad::events::normalize(&serde_json::from_slice(raw).unwrap()).unwrap();
         let mut out = Vec::new();
-        write_line(
-            &mut out,
-            &n,
-            "dc01-7f3a",
-            "b1",
-            "2026-11-21T10:00:05Z",
-            raw,
-            None,
-        );
+        let at = Origin {
+            agent_id: "dc01-7f3a",
+            batch_id: "b1",
+            received_at: "2026-11-21T10:00:05Z",
+        };
+        write_line(&mut out, &n, &at, raw, None);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["event_id"], 4624);
         assert_eq!(v["category"], "logon");

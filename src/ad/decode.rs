@@ -54,6 +54,9 @@ pub struct AgentInfo {
     /// Agent software version (at most [`MAX_VERSION`] characters).
     #[serde(default)]
     pub version: Option<String>,
+    /// IANA time zone of times the agent writes without a zone (NXLog CE's `EventTime`).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// Longest `agent.hostname` kept (a DNS name is at most 253).
@@ -75,6 +78,9 @@ pub struct Batch<'a> {
     pub meta: Vec<String>,
     /// Per event, the transport's time for an event that carries none (HEC's `time`).
     pub fallback_times: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The agent is to be named after its events' computer (a HEC request that names neither
+    /// itself nor a real host).
+    pub agent_from_events: bool,
 }
 
 /// Why a body is not a usable batch.
@@ -187,6 +193,7 @@ impl<'de> serde::de::Visitor<'de> for BatchSeed<'_> {
             events: events.ok_or_else(|| A::Error::missing_field("events"))?,
             meta: Vec::new(),
             fallback_times: Vec::new(),
+            agent_from_events: false,
         })
     }
 }

@@ -1,14 +1,16 @@
 //! Windows Security events in the shapes forwarders send, validated and normalised.
 //!
-//! Three shapes are accepted:
-//! - **Winlogbeat / Elastic Agent (ECS)**: `@timestamp`, `winlog.{event_id, computer_name,
-//!   record_id, channel, provider_name}`, `event.code`, `host.name`;
-//! - **NXLog** (`im_msvistalog` + `to_json`): `EventTime`, `EventID`, `Hostname`, `RecordNumber`,
-//!   `Channel`, `SourceName`;
-//! - **native**: `time, event_id, computer, channel, record_id, provider, data{...}`.
+//! One arm of [`fields`] per shape (see [`Shape`]): Winlogbeat / Elastic Agent (ECS), NXLog
+//! (`im_msvistalog` + `to_json`), Fluent Bit's `winevtlog` and `winlog` inputs, the OpenTelemetry
+//! `windowseventlog` receiver, Vector's `windows_event_log` source (with or without the
+//! `timestamp` its HEC sink moves out of the event), the rendered XML and text of an event, and
+//! the connector's own flat shape. The time is read by [`super::event_time`]: UTC at the
+//! source's precision, never a zone-less time taken as UTC.
 
-use crate::timefmt::parse_api_time;
+use super::event_time::{self, TimeFix};
+use super::windows_xml;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -113,6 +115,18 @@ pub struct Normalized {
     pub provider: Option<String>,
     /// Shape it came in.
     pub shape: Shape,
+    /// How the stated time was corrected or interpreted, when it was.
+    pub time_fix: Option<TimeFix>,
+}
+
+/// What the transport and the agent say about a request's events, beyond the events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints {
+    /// The transport's time of the event (HEC `time`): the event's time when the event carries
+    /// none (Vector's HEC sink moves it there), else when the agent read it.
+    pub transport_time: Option<DateTime<Utc>>,
+    /// The zone the agent declared for times written without one.
+    pub zone: Option<Tz>,
 }
 
 fn path<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -210,7 +224,13 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
             channel: text(get("channel")),
             provider: text(path(event, &["provider", "name"])),
         }
-    } else if get("event_id").is_some() && get("time").is_none() && get("timestamp").is_some() {
+    } else if get("event_id").is_some()
+        && get("time").is_none()
+        // Vector's own field names; its HEC sink moves `timestamp` out to HEC `time`.
+        && ["timestamp", "event_data", "user_data", "provider_name", "record_id"]
+            .iter()
+            .any(|k| get(k).is_some())
+    {
         Fields {
             shape: Shape::VectorWindowsEventLog,
             time: ("timestamp", owned("timestamp")),
@@ -236,53 +256,27 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
     Some(f)
 }
 
-/// The text of the first `<tag ...>text</tag>` in `xml`.
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{tag}"))?;
-    let rest = &xml[start + tag.len() + 1..];
-    if !rest.starts_with(['>', ' ', '\t', '\n', '\r']) {
-        return None;
-    }
-    let body = &rest[rest.find('>')? + 1..];
-    Some(body[..body.find('<')?].trim())
-}
-
-/// The value of `attr` in the first `<tag ...>` of `xml`.
-fn xml_attr<'a>(xml: &'a str, tag: &str, attr: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{tag} "))?;
-    let element = &xml[start..start + xml[start..].find('>')?];
-    let at = element.find(&format!("{attr}="))? + attr.len() + 1;
-    let quote = element[at..].chars().next()?;
-    let value = &element[at + 1..];
-    Some(&value[..value.find(quote)?])
-}
-
 /// A Windows event's rendered XML (its `<System>` part is enough), as the event's fields.
-fn xml_event(xml: &str, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
-    let s = |v: Option<&str>| v.map(|v| Value::String(v.to_owned()));
-    let id = s(xml_text(xml, "EventID"));
-    let record = s(xml_text(xml, "EventRecordID"));
+fn xml_event(xml: &str, hints: &Hints) -> Result<Normalized, String> {
+    let x = windows_xml::parse(xml)?;
+    let s = |v: Option<String>| v.map(Value::String);
+    let (id, record) = (s(x.event_id), s(x.record_id));
     let f = Fields {
         shape: Shape::WindowsXml,
-        time: (
-            "TimeCreated/@SystemTime",
-            s(xml_attr(xml, "TimeCreated", "SystemTime")),
-        ),
+        time: ("TimeCreated/@SystemTime", s(x.system_time)),
         id: ("EventID", id.as_ref()),
-        computer: xml_text(xml, "Computer")
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned),
+        computer: x.computer,
         record: ("EventRecordID", record.as_ref()),
-        channel: xml_text(xml, "Channel").map(str::to_owned),
-        provider: xml_attr(xml, "Provider", "Name").map(str::to_owned),
+        channel: x.channel,
+        provider: x.provider,
     };
-    finish(f, fallback_time)
+    finish(f, hints)
 }
 
 /// A Windows event rendered as `key=value` lines, as its fields. The time comes from a
 /// `TimeCreated=` line when it is one the connector reads, else from the transport (HEC's
 /// `time`): the classic rendering's first line is a local time without a zone.
-fn text_event(rendered: &str, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
+fn text_event(rendered: &str, hints: &Hints) -> Result<Normalized, String> {
     let kv: std::collections::HashMap<&str, Value> = rendered
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -291,7 +285,10 @@ fn text_event(rendered: &str, fallback_time: Option<DateTime<Utc>>) -> Result<No
     let get = |k: &str| kv.get(k);
     let any = |ks: &[&str]| ks.iter().find_map(|k| get(k));
     let time = get("TimeCreated")
-        .filter(|t| t.as_str().and_then(parse_api_time).is_some())
+        .filter(|t| {
+            t.as_str()
+                .is_some_and(|t| event_time::parse("TimeCreated", t, None).is_ok())
+        })
         .cloned();
     let f = Fields {
         shape: Shape::WindowsText,
@@ -305,12 +302,12 @@ fn text_event(rendered: &str, fallback_time: Option<DateTime<Utc>>) -> Result<No
         channel: text(any(&["LogName", "Channel"])),
         provider: text(any(&["SourceName", "ProviderName"])),
     };
-    finish(f, fallback_time)
+    finish(f, hints)
 }
 
 /// Validates and normalises one event; the error is a reason an agent author can act on.
 pub fn normalize(event: &Value) -> Result<Normalized, String> {
-    normalize_with(event, None)
+    normalize_in(event, &Hints::default())
 }
 
 /// [`normalize`], with the time to use when the event carries none (HEC's `time`).
@@ -318,13 +315,24 @@ pub fn normalize_with(
     event: &Value,
     fallback_time: Option<DateTime<Utc>>,
 ) -> Result<Normalized, String> {
+    normalize_in(
+        event,
+        &Hints {
+            transport_time: fallback_time,
+            zone: None,
+        },
+    )
+}
+
+/// [`normalize`], with what the transport and the agent said about the event.
+pub fn normalize_in(event: &Value, hints: &Hints) -> Result<Normalized, String> {
     let xml = match event {
         Value::String(s) => Some(s.as_str()),
         Value::Object(_) => event.get("System").and_then(Value::as_str),
         _ => None,
     };
     if let Some(xml) = xml.filter(|x| x.contains("<EventID")) {
-        return xml_event(xml, fallback_time).map_err(|e| format!("Windows event XML: {e}"));
+        return xml_event(xml, hints).map_err(|e| format!("Windows event XML: {e}"));
     }
     let text = match event {
         Value::String(s) => Some(s.as_str()),
@@ -332,7 +340,7 @@ pub fn normalize_with(
         _ => None,
     };
     if let Some(text) = text.filter(|t| t.contains("EventCode=") || t.contains("EventID=")) {
-        return text_event(text, fallback_time).map_err(|e| format!("Windows event text: {e}"));
+        return text_event(text, hints).map_err(|e| format!("Windows event text: {e}"));
     }
     if !event.is_object() {
         return Err(
@@ -341,27 +349,19 @@ pub fn normalize_with(
         );
     }
     let f = fields(event).ok_or_else(|| format!("unrecognised event shape: {SHAPES}"))?;
-    finish(f, fallback_time)
+    finish(f, hints)
 }
 
-fn finish(f: Fields<'_>, fallback_time: Option<DateTime<Utc>>) -> Result<Normalized, String> {
+fn finish(f: Fields<'_>, hints: &Hints) -> Result<Normalized, String> {
     let (id, time, record) = (f.id, f.time, f.record);
     let event_id = match integer(id.1) {
         Some(Ok(n)) if n <= 65_535 => n as u32,
         Some(_) => return Err(format!("{} is not a Windows event id (0-65535)", id.0)),
         None => return Err(format!("{} is missing", id.0)),
     };
-    let time = match (time.1.as_ref().and_then(Value::as_str), fallback_time) {
-        (Some(s), _) => parse_api_time(s).ok_or_else(|| {
-            // Echo only the start of the value: a reply listing 100 of them must stay small.
-            let shown: String = s.chars().take(40).collect();
-            let more = if shown.len() < s.len() { "..." } else { "" };
-            format!(
-                "{} {shown:?}{more} is not a timestamp (use RFC 3339, e.g. 2026-11-21T10:00:00Z)",
-                time.0
-            )
-        })?,
-        (None, Some(t)) => t,
+    let (time, time_fix) = match (time.1.as_ref().and_then(Value::as_str), hints.transport_time) {
+        (Some(s), _) => event_time::parse(time.0, s, hints.zone)?,
+        (None, Some(t)) => (t, None),
         (None, None) => return Err(format!("{} is missing or not a string", time.0)),
     };
     let computer = f.computer.ok_or(
@@ -381,6 +381,7 @@ fn finish(f: Fields<'_>, fallback_time: Option<DateTime<Utc>>) -> Result<Normali
         record_id,
         provider: f.provider,
         shape: f.shape,
+        time_fix,
     })
 }
 
@@ -407,7 +408,8 @@ mod tests {
             (4720, Category::AccountManagement, "dc02", None)
         );
 
-        let nx = json!({"EventTime":"2026-11-21 10:00:00","Hostname":"DC01","EventID":4662,"SourceName":"Microsoft-Windows-Security-Auditing",
+        // NXLog Agent's default DateFormat: local time with its offset.
+        let nx = json!({"EventTime":"2026-11-21T11:00:00.000000+01:00","Hostname":"DC01","EventID":4662,"SourceName":"Microsoft-Windows-Security-Auditing",
             "Channel":"Security","RecordNumber":77,"EventType":"AUDIT_SUCCESS","ObjectServer":"DS"});
         let n = normalize(&nx).unwrap();
         assert_eq!(
@@ -451,12 +453,20 @@ mod tests {
                 "record_id is not",
             ),
             (
-                json!({"EventID":4624,"EventTime":"2026-11-21 10:00:00","Hostname":" "}),
+                json!({"EventID":4624,"EventTime":"2026-11-21T10:00:00Z","Hostname":" "}),
                 "computer name is missing",
             ),
             (
                 json!({"winlog":{},"@timestamp":"2026-11-21T10:00:00Z"}),
                 "winlog.event_id is missing",
+            ),
+            (
+                json!({"EventID":4624,"EventTime":"2026-11-21 11:00:05","Hostname":"DC51"}),
+                "EventTime \"2026-11-21 11:00:05\" has no time zone",
+            ),
+            (
+                "<Event><System><EventID>4624</EventID><TimeCreated SystemTime=é/></System></Event>".into(),
+                "Windows event XML: TimeCreated/@SystemTime is missing",
             ),
         ];
         for (ev, want) in cases {

@@ -6,6 +6,11 @@
 //! own form (`{"text","code"}` with HEC's codes and statuses), so the clients' retry logic does
 //! the right thing. HEC has no batch id: the batch is identified by the SHA-256 of the body per
 //! agent, so an exact retry of a request is a no-op.
+//!
+//! The agent is the forwarding host, stable across restarts: `X-Agent-Id`, else a real HEC
+//! `host`, else the computer its events come from. Never the `X-Splunk-Request-Channel`:
+//! Vector draws a new random channel each time it starts (`HttpRequestBuilder::new`), so a
+//! replay after a restart would be a new agent and its events stored twice.
 
 use super::IngestError;
 use super::auth::AuthError;
@@ -115,36 +120,35 @@ impl HecEvent<'_> {
     }
 }
 
-/// Who sent a HEC request: `X-Agent-Id`, else the `X-Splunk-Request-Channel`, else the first
-/// event's `host` (made a safe identifier), else `hec`.
-fn agent(sender: &super::Sender<'_>, first_host: Option<&str>) -> AgentInfo {
-    let safe = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(64)
-            .collect()
-    };
+/// HEC `host` values that name no host: the OpenTelemetry exporter's default without a
+/// `resourcedetection` processor, and the usual placeholders.
+const PLACEHOLDER_HOSTS: &[&str] = &["unknown", "localhost", "localhost.localdomain", "-", "(none)", "none", "null"];
+
+/// A HEC `host` that names a real host.
+fn real_host(host: &str) -> Option<&str> {
+    let h = host.trim();
+    (!h.is_empty() && !PLACEHOLDER_HOSTS.iter().any(|p| h.eq_ignore_ascii_case(p))).then_some(h)
+}
+
+/// Who sent a HEC request: `X-Agent-Id`, else the first event's real `host` (as an agent id:
+/// [`super::agents::id_of_host`]), else to be named after its events' computer (the flag).
+fn agent(sender: &super::Sender<'_>, first_host: Option<&str>) -> (AgentInfo, bool) {
+    let host = first_host.and_then(real_host);
     let id = sender
         .agent_id
         .map(str::to_owned)
-        .or_else(|| sender.channel.map(safe))
-        .or_else(|| first_host.map(safe))
-        .filter(|s| !s.trim_matches(['.', '-']).is_empty())
-        .unwrap_or_else(|| "hec".into());
-    AgentInfo {
-        id,
+        .or_else(|| host.and_then(super::agents::id_of_host));
+    let from_events = id.is_none();
+    let info = AgentInfo {
+        id: id.unwrap_or_default(),
         hostname: sender
             .hostname
-            .or(first_host)
+            .or(host)
             .map(|h| h.chars().take(MAX_HOSTNAME).collect()),
         version: sender.version.map(str::to_owned),
-    }
+        timezone: sender.timezone.map(str::to_owned),
+    };
+    (info, from_events)
 }
 
 /// Parses a HEC body into a batch: the inner `event`s, their HEC metadata, the sender, and the
@@ -181,29 +185,18 @@ pub fn parse<'b>(
                 .and_then(|h| serde_json::from_str::<String>(h.get()).ok());
         }
         meta.push(ev.metadata());
-        times.push(ev.time.and_then(epoch));
+        times.push(ev.time.and_then(|t| super::event_time::epoch(t.get())));
         events.push(inner);
     }
+    let (agent, agent_from_events) = agent(sender, first_host.as_deref());
     Ok(Batch {
-        agent: agent(sender, first_host.as_deref()),
+        agent,
         batch_id: hex::encode(Sha256::digest(body)),
         events,
         meta,
         fallback_times: times,
+        agent_from_events,
     })
-}
-
-/// HEC's `time`: epoch seconds, fractional allowed, as a number or a string.
-fn epoch(raw: &RawValue) -> Option<chrono::DateTime<chrono::Utc>> {
-    let v: Value = serde_json::from_str(raw.get()).ok()?;
-    let secs = match v {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse().ok()?,
-        _ => return None,
-    };
-    let ms = (secs * 1000.0).round();
-    (ms.is_finite() && ms >= 0.0).then_some(())?;
-    chrono::DateTime::from_timestamp_millis(ms as i64)
 }
 
 /// The HEC reply for a refusal: HEC's status and code where HEC has one.
@@ -224,14 +217,6 @@ pub fn refusal(e: &IngestError) -> (u16, Value) {
         IngestError::Auth(AuthError::Invalid) => reply(403, 4, "Invalid token".into()),
         IngestError::Auth(AuthError::Unavailable(_)) | IngestError::Unavailable(_) => {
             reply(503, 9, "Server is busy".into())
-        }
-        IngestError::InvalidEvents { details, .. } => {
-            let n = details.first().map(|(i, _)| *i).unwrap_or(0);
-            let why = details.first().map(|(_, r)| r.as_str()).unwrap_or("");
-            (
-                400,
-                json!({"text": format!("Invalid data format: {why}"), "code": 6, "invalid-event-number": n}),
-            )
         }
         IngestError::BadRequest { message, .. } => {
             reply(400, 6, format!("Invalid data format: {message}"))
@@ -280,22 +265,19 @@ mod tests {
 {"time":"1763719201","event":{"event_id":4625},"fields":{"dc":"01"}}{"event":{"event_id":1}}"#;
         let b = parse(body, 10, &sender()).unwrap();
         assert_eq!(b.events.len(), 3);
-        assert_eq!(b.agent.id, "DC01.corp.example");
+        assert_eq!(b.agent.id, "dc01.corp.example");
         assert_eq!(b.agent.hostname.as_deref(), Some("DC01.corp.example"));
         let m: Value = serde_json::from_str(&b.meta[1]).unwrap();
         assert_eq!(m["fields"]["dc"], "01");
         assert_eq!(m["time"], "1763719201");
         assert_eq!(b.meta[2], "{}");
         assert_eq!(b.batch_id.len(), 64);
-        // The channel names the agent when there is one.
+        // A channel is not an agent: Vector draws a new one each time it starts.
         let ch = super::super::Sender {
-            channel: Some("0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01"),
+            agent_id: None,
             ..sender()
         };
-        assert_eq!(
-            parse(body, 10, &ch).unwrap().agent.id,
-            "0f9a1c2e-7d3b-4e6a-9c1f-5b2d8e4a7c01"
-        );
+        assert_eq!(parse(body, 10, &ch).unwrap().agent.id, "dc01.corp.example");
     }
 
     /// The events of a sample (NDJSON or a HEC body), normalised as ad-ingest does.

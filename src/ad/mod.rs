@@ -13,15 +13,19 @@ pub mod apigw;
 pub mod auth;
 mod batch;
 pub mod decode;
+pub mod event_time;
 pub mod events;
 pub mod hec;
 pub mod serve;
 mod store;
+pub mod windows_xml;
 
 pub use batch::{
-    MAX_EVENT_AGE_DAYS, MAX_EVENT_LEAD_DAYS, MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared,
+    MAX_EVENT_LEAD_DAYS, MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR,
 };
-pub use store::{BODY_SHA_META, BatchReceipt};
+pub use store::{
+    BODY_SHA_META, BatchReceipt, METRIC_QUARANTINED, METRIC_STORED, Quarantined, emf_line,
+};
 
 use crate::config::IngestConfig;
 use crate::lake::ocsf::writer::{OcsfError, OcsfWriter};
@@ -78,8 +82,8 @@ pub struct Sender<'a> {
     pub version: Option<&'a str>,
     /// `Idempotency-Key`, else `X-Batch-Id`; absent: the batch id is the body's hash.
     pub batch_id: Option<&'a str>,
-    /// `X-Splunk-Request-Channel` (HEC): names the agent when `X-Agent-Id` does not.
-    pub channel: Option<&'a str>,
+    /// `X-Agent-Timezone`: the IANA zone of times the agent writes without one (NXLog CE).
+    pub timezone: Option<&'a str>,
 }
 
 impl<'a> Sender<'a> {
@@ -90,7 +94,7 @@ impl<'a> Sender<'a> {
             hostname: get("x-agent-hostname"),
             version: get("x-agent-version"),
             batch_id: get("idempotency-key").or_else(|| get("x-batch-id")),
-            channel: get("x-splunk-request-channel"),
+            timezone: get("x-agent-timezone"),
         }
     }
 }
@@ -172,16 +176,6 @@ pub enum IngestError {
         /// When the first batch under this id was received, if known.
         first: String,
     },
-    /// Some events are invalid: the whole batch is refused.
-    #[error("{invalid} of {total} events are invalid; the batch was not stored")]
-    InvalidEvents {
-        /// Events in the batch.
-        total: usize,
-        /// Invalid events.
-        invalid: usize,
-        /// `(index, reason)` of the first [`MAX_REPORTED_ERRORS`].
-        details: Vec<(usize, String)>,
-    },
     /// A HEC body HEC itself would refuse (its codes 5, 6, 12, 13).
     #[error("HEC: {}", .0.parts().2)]
     Hec(hec::HecFormat),
@@ -202,7 +196,6 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => 415,
             IngestError::TooLarge(_) => 413,
             IngestError::BadRequest { .. } => 400,
-            IngestError::InvalidEvents { .. } => 422,
             IngestError::BatchIdConflict { .. } => 409,
             IngestError::Hec(f) => f.parts().0,
         }
@@ -221,7 +214,6 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::TooLarge(_) => "payload_too_large",
             IngestError::BadRequest { code, .. } => code,
-            IngestError::InvalidEvents { .. } => "invalid_events",
             IngestError::BatchIdConflict { .. } => "batch_id_conflict",
             IngestError::Hec(_) => "invalid_json",
         }
@@ -229,17 +221,7 @@ impl IngestError {
 
     /// The response for this error.
     pub fn response(&self) -> HttpResponse {
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let IngestError::InvalidEvents {
-            details, invalid, ..
-        } = self
-        {
-            error["invalid_count"] = json!(invalid);
-            error["details"] = details
-                .iter()
-                .map(|(i, r)| json!({"index": i, "reason": r}))
-                .collect();
-        }
+        let error = json!({"code": self.code(), "message": self.to_string()});
         HttpResponse {
             status: self.status(),
             body: json!({ "error": error }),
@@ -427,8 +409,14 @@ impl Ingest {
                 )
             }
             Route::HecEvent => {
-                self.ingest(req, now).await?;
-                Ok(json!({"text": "Success", "code": 0}))
+                let receipt = self.ingest(req, now).await?;
+                // HEC's own success; clients read `code` (and the status) only, so the count
+                // of quarantined events rides along for people reading the reply.
+                let mut reply = json!({"text": "Success", "code": 0});
+                if receipt.quarantined > 0 {
+                    reply["quarantined"] = json!(receipt.quarantined);
+                }
+                Ok(reply)
             }
             _ => {
                 let receipt = self.ingest(req, now).await?;

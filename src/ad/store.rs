@@ -1,7 +1,8 @@
 //! A prepared batch into S3, exactly once: the batch marker says whether it was stored before;
-//! if not, its objects are created (create-only, a few at a time, each followed by its OCSF
-//! objects), then the marker is written, then the agent list is updated. A retry after any
-//! failure meets the same keys, so a batch is stored once however often it is sent.
+//! if not, its objects are created (create-only, a few at a time, each data object followed by
+//! its OCSF objects; the quarantine object the same way, without OCSF), then the marker is
+//! written, then the agent list is updated. A retry after any failure meets the same keys, so a
+//! batch, and each of its quarantined events, is stored once however often it is sent.
 
 use super::{HttpRequest, Ingest, IngestError, Prepared, decode};
 use crate::lake::ocsf::Dataset;
@@ -27,8 +28,17 @@ pub struct BatchReceipt {
     pub status: String,
     /// The batch id.
     pub batch_id: String,
-    /// Events stored (for a duplicate: when first accepted).
+    /// Events in the batch (for a duplicate: when first accepted), quarantined ones included.
     pub events: usize,
+    /// Of those, events kept in the quarantine object rather than the lake.
+    #[serde(default)]
+    pub quarantined: usize,
+    /// The quarantine object, when some events are in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_key: Option<String>,
+    /// Why: the first [`super::MAX_REPORTED_ERRORS`] quarantined events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantine: Vec<Quarantined>,
     /// Objects written.
     pub keys: Vec<String>,
     /// When it was first accepted.
@@ -38,6 +48,15 @@ pub struct BatchReceipt {
     /// OCSF records written for this batch (with `OCSF_OUTPUT=on`; a duplicate writes none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocsf_records: Option<u64>,
+}
+
+/// One quarantined event, as a reply lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Its index in the batch (0-based).
+    pub index: usize,
+    /// Why the lake cannot take it.
+    pub reason: String,
 }
 
 impl Ingest {
@@ -51,8 +70,10 @@ impl Ingest {
             agent,
             batch_id,
             events,
+            quarantined,
             body_sha256,
             objects,
+            quarantine,
         } = self.prepare(&req, now)?;
         let marker_key = format!(
             "{}_state/batches/{}/{batch_id}.json",
@@ -69,24 +90,39 @@ impl Ingest {
                 });
             }
             receipt.status = "duplicate".into();
-            self.touch_agent(&agent, 0, now).await;
+            self.touch_agent(&agent, (0, 0), now).await;
             return Ok(receipt);
         }
         // No marker (a new batch, or one whose marker expired or was never written because the
         // function stopped half-way): the objects themselves say whether this id was used.
         let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
-        let found = self.existing(&keys, &body_sha256, &batch_id).await?;
-        let (created, landed) = self
-            .create_objects(objects, &body_sha256, &batch_id)
-            .await?;
+        let quarantine_key = quarantine.as_ref().map(|(k, _)| k.clone());
+        let all: Vec<(String, bytes::Bytes, bool)> = objects
+            .into_iter()
+            .map(|(k, b)| (k, b, true))
+            .chain(quarantine.map(|(k, b)| (k, b, false)))
+            .collect();
+        let all_keys: Vec<String> = all.iter().map(|(k, ..)| k.clone()).collect();
+        let found = self.existing(&all_keys, &body_sha256, &batch_id).await?;
+        let (created, landed) = self.create_objects(all, &body_sha256, &batch_id).await?;
         let receipt = BatchReceipt {
-            status: if found == keys.len() && created == 0 {
+            status: if found == all_keys.len() && created == 0 {
                 "duplicate".into()
             } else {
                 "accepted".into()
             },
             batch_id,
             events,
+            quarantined: quarantined.len(),
+            quarantine_key,
+            quarantine: quarantined
+                .iter()
+                .take(super::MAX_REPORTED_ERRORS)
+                .map(|(index, reason)| Quarantined {
+                    index: *index,
+                    reason: reason.clone(),
+                })
+                .collect(),
             keys,
             received_at: now,
             body_sha256,
@@ -105,9 +141,13 @@ impl Ingest {
             Ok(_) | Err(SinkError::PreconditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.touch_agent(&agent, created.min(1) as u64 * events as u64, now)
+        let new = created.min(1) as u64;
+        self.touch_agent(&agent, (new * events as u64, new * receipt.quarantined as u64), now)
             .await;
-        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
+        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
+        if let (Some(function), true) = (&self.cfg.function_name, new == 1) {
+            println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
+        }
         Ok(receipt)
     }
 
@@ -144,13 +184,13 @@ impl Ingest {
     /// returns how many JSONL objects were new, and the OCSF records written.
     async fn create_objects(
         &self,
-        objects: Vec<(String, bytes::Bytes)>,
+        objects: Vec<(String, bytes::Bytes, bool)>,
         sha: &str,
         batch_id: &str,
     ) -> Result<(usize, Landed), IngestError> {
         let timeout = Duration::from_secs(20);
         let puts = futures_util::stream::iter(objects)
-            .map(|(key, body)| async move {
+            .map(|(key, body, ocsf)| async move {
                 let made = self
                     .sink
                     .create_ndjson_gz_with(&key, body.clone(), timeout, &[(BODY_SHA_META, sha)])
@@ -172,7 +212,11 @@ impl Ingest {
                     });
                 }
                 let written = (made == Created::New).then_some(body);
-                let landed = self.land_ocsf(&key, written, timeout).await?;
+                let landed = if ocsf {
+                    self.land_ocsf(&key, written, timeout).await?
+                } else {
+                    Landed::default()
+                };
                 Ok::<_, IngestError>((made == Created::New, landed))
             })
             .buffer_unordered(PUT_CONCURRENCY)
@@ -207,7 +251,7 @@ impl Ingest {
 
     /// Updates the agent list. The events are already durable, so a failure here is logged,
     /// not returned: the agent must not resend a stored batch because of a counter.
-    async fn touch_agent(&self, agent: &decode::AgentInfo, events: u64, now: DateTime<Utc>) {
+    async fn touch_agent(&self, agent: &decode::AgentInfo, events: (u64, u64), now: DateTime<Utc>) {
         if let Err(e) = self
             .agents
             .record(
@@ -222,4 +266,31 @@ impl Ingest {
             tracing::warn!(agent = %agent.id, error = %e, "could not update the agent list");
         }
     }
+}
+
+/// CloudWatch metric names of a stored batch (namespace [`crate::audit::METRIC_NAMESPACE`]).
+pub const METRIC_STORED: &str = "EventsStored";
+/// Events of a batch kept in quarantine: an alarm on it tells an agent sends what the lake
+/// cannot take.
+pub const METRIC_QUARANTINED: &str = "EventsQuarantined";
+
+/// A newly stored batch's counts as one CloudWatch embedded-metric-format line.
+pub fn emf_line(r: &BatchReceipt, function_name: &str, timestamp_ms: i64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": crate::audit::METRIC_NAMESPACE,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    {"Name": METRIC_STORED, "Unit": "Count"},
+                    {"Name": METRIC_QUARANTINED, "Unit": "Count"}
+                ]
+            }]
+        },
+        "FunctionName": function_name,
+        METRIC_STORED: r.events - r.quarantined,
+        METRIC_QUARANTINED: r.quarantined,
+    })
+    .to_string()
 }

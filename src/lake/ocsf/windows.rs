@@ -9,7 +9,8 @@
 //! changed thing being the managed entity.
 //!
 //! Each forwarder puts the event's data fields (`TargetUserName`...) somewhere else; [`Data`]
-//! reads them from every shape ad-ingest accepts. Fluent Bit sends them as positional
+//! reads them from every shape ad-ingest accepts, from `EventData` and from `UserData` (where
+//! event 1102 keeps who cleared the log). Fluent Bit sends them as positional
 //! `StringInserts`, named here from the events' manifests for the events the mapping reads.
 //! The domain controller is the `device` (OCSF `host` profile), the subject the `actor`.
 
@@ -325,6 +326,8 @@ fn inserts_template(event_id: u32) -> &'static [&'static str] {
         ],
         4776 => &["PackageName", "TargetUserName", "Workstation", "Status"],
         5136 | 5137 | 5141 => &DS,
+        // `UserData/LogFileCleared`, in the manifest's order.
+        1102 => &SUBJECT,
         7045 => &[
             "ServiceName",
             "ImagePath",
@@ -345,10 +348,16 @@ impl Data {
     pub fn of(shape: &str, event_id: u32, event: &Value) -> Data {
         let mut d = Data::default();
         match shape {
-            "winlogbeat" => d.object(event.pointer("/winlog/event_data")),
+            "winlogbeat" => {
+                d.object(event.pointer("/winlog/event_data"));
+                d.object(event.pointer("/winlog/user_data"));
+            }
             "nxlog" => d.object(Some(event)),
             "native" => d.object(event.get("data")),
-            "vector_windows_event_log" => d.object(event.get("event_data")),
+            "vector_windows_event_log" => {
+                d.object(event.get("event_data"));
+                d.object(event.get("user_data"));
+            }
             "otel_windows_event_log" => {
                 let data = event.get("event_data");
                 // Some collector versions send `{"data": [{"Name": value}, ...]}`.
@@ -356,6 +365,7 @@ impl Data {
                     Some(items) => items.iter().for_each(|i| d.object(Some(i))),
                     None => d.object(data),
                 }
+                d.object(event.get("user_data"));
             }
             "fluent_bit_winevtlog" | "fluent_bit_winlog" => {
                 let inserts = event.get("StringInserts").and_then(Value::as_array);
@@ -365,11 +375,10 @@ impl Data {
                 }
             }
             "windows_xml" => {
-                let xml = event
-                    .as_str()
-                    .or_else(|| event.get("System").and_then(Value::as_str));
-                if let Some(xml) = xml {
-                    d.xml(xml);
+                if let Some(x) = xml_of(event) {
+                    for (k, v) in x.data {
+                        d.insert(&k, &Value::String(v));
+                    }
                 }
             }
             "windows_text" => {
@@ -400,36 +409,11 @@ impl Data {
     }
 
     fn object(&mut self, v: Option<&Value>) {
+        // `xml_name` is the UserData element's name (Winlogbeat, OTel), not a field.
         for (k, v) in v.and_then(Value::as_object).into_iter().flatten() {
-            self.insert(k, v);
-        }
-    }
-
-    /// `<Data Name='X'>value</Data>` elements.
-    fn xml(&mut self, xml: &str) {
-        let mut rest = xml;
-        while let Some(at) = rest.find("<Data Name=") {
-            rest = &rest[at + "<Data Name=".len()..];
-            let Some(quote) = rest.chars().next().filter(|q| *q == '\'' || *q == '"') else {
-                continue;
-            };
-            let Some(end) = rest[1..].find(quote) else {
-                return;
-            };
-            let name = &rest[1..1 + end];
-            rest = &rest[1 + end..];
-            let Some(open_end) = rest.find('>') else {
-                return;
-            };
-            if rest[..open_end].ends_with('/') {
-                continue;
+            if k != "xml_name" {
+                self.insert(k, v);
             }
-            rest = &rest[open_end + 1..];
-            let Some(close) = rest.find('<') else {
-                return;
-            };
-            let value = unescape_xml(&rest[..close]);
-            self.insert(name, &Value::String(value));
         }
     }
 
@@ -446,12 +430,13 @@ impl Data {
     }
 }
 
-fn unescape_xml(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+/// The rendered XML of an event stored in the `windows_xml` shape (a string, or Fluent Bit's
+/// `{"System": "<System>..."}`), parsed.
+fn xml_of(event: &Value) -> Option<crate::ad::windows_xml::XmlEvent> {
+    let xml = event
+        .as_str()
+        .or_else(|| event.get("System").and_then(Value::as_str))?;
+    crate::ad::windows_xml::parse(xml).ok()
 }
 
 /// A `user` object from the `<prefix>UserName`/`DomainName`/`UserSid` (or `Sid`) fields.
@@ -533,13 +518,7 @@ fn audit_outcome(shape: &str, event: &Value, d: &Data) -> Option<bool> {
             _ => None,
         }
     }
-    let xml_keywords = || {
-        let xml = event
-            .as_str()
-            .or_else(|| event.get("System").and_then(Value::as_str))?;
-        let start = xml.find("<Keywords>")? + "<Keywords>".len();
-        word(&xml[start..start + xml[start..].find('<')?])
-    };
+    let xml_keywords = || word(&xml_of(event)?.keywords?);
     match shape {
         "winlogbeat" => {
             any(event.pointer("/event/outcome")).or_else(|| any(event.pointer("/winlog/keywords")))
