@@ -58,6 +58,9 @@ impl Env {
     async fn lines(&self) -> Vec<(String, Value)> {
         lake_lines(&self.s3, &self.bucket).await
     }
+    async fn quarantined(&self) -> Vec<(String, Value)> {
+        quarantine_lines(&self.s3, &self.bucket).await
+    }
 }
 
 fn b64(data: &[u8]) -> String {
@@ -284,13 +287,8 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
     let ingest = env.ingest();
     let k = env.key.clone();
     let good = sample("native-batch.json");
-    let ev = good["events"][0].clone();
     let with_events =
         |events: Vec<Value>| json!({"agent": {"id": "dc9"}, "batch_id": "b1", "events": events});
-    let mut bad_events: Vec<Value> = (0..150)
-        .map(|i| json!({"event_id": 4624, "time": format!("bad-{i}"), "computer": "x"}))
-        .collect();
-    bad_events[0] = ev.clone();
 
     let mut cases: Vec<(Post, u16, &str)> = vec![
         (Post::raw(b"{not json".to_vec(), &k), 400, "invalid_json"),
@@ -377,11 +375,6 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
             413,
             "payload_too_large",
         ),
-        (
-            Post::json(&with_events(bad_events), &k),
-            422,
-            "invalid_events",
-        ),
     ];
     // Malformed base64 and gzip.
     // A gzip body that is not gzip (API Gateway base64-encodes it).
@@ -432,32 +425,6 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
         r.body
     );
 
-    // The 422 names each bad event, at most 100, and counts them all.
-    let r = Post::json(
-        &with_events({
-            let mut v: Vec<Value> = (0..30)
-                .map(|i| json!({"event_id": 4624, "time": format!("bad-{i}"), "computer": "x"}))
-                .collect();
-            v[0] = ev.clone();
-            v
-        }),
-        &k,
-    )
-    .send(&ingest)
-    .await;
-    assert_eq!(r.status, 422);
-    let details = r.body["error"]["details"].as_array().unwrap();
-    assert_eq!(details.len(), 29);
-    assert_eq!(details[0]["index"], 1);
-    assert!(
-        details[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("is not a timestamp")
-    );
-    let r = cases[15].0.send(&ingest).await;
-    assert_eq!(r.body["error"]["details"].as_array().unwrap().len(), 100);
-    assert_eq!(r.body["error"]["invalid_count"], 149);
     // 405 says what is allowed.
     assert_eq!(cases[8].0.send(&ingest).await.allow, Some("POST"));
 
@@ -883,27 +850,28 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
         "{}",
         r.body
     );
-    // Event times far from the time of receipt: 422 naming the index.
+    // Event times far from the time of receipt: an old one is data, in its own day; one
+    // days ahead is a clock error, quarantined and named.
     let events = vec![
         native(0, &t),
         native(1, "1970-01-01T00:00:00Z"),
         native(2, &now_text(chrono::Duration::days(3))),
     ];
     let r = Post::json(&batch("a", "t", events), &k).send(&ingest).await;
-    assert_eq!(r.status, 422, "{}", r.body);
-    let idx: Vec<i64> = r.body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["index"].as_i64().unwrap())
-        .collect();
-    assert_eq!(idx, vec![1, 2]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["events"].as_u64(), r.body["quarantined"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(r.body["quarantine"][0]["index"], 2);
     assert!(
-        r.body["error"]["details"][0]["reason"]
+        r.body["quarantine"][0]["reason"]
             .as_str()
             .unwrap()
-            .contains("outside the accepted range")
+            .contains("more than 1 day after receipt"),
+        "{}",
+        r.body
     );
+    let stored = env.lines().await;
+    assert!(stored.iter().any(|(k, _)| k.contains("/dt=1970-01-01/")), "{stored:?}");
+    assert_eq!(stored.len(), 2);
     // More (category, day) partitions than allowed.
     let spread: Vec<Value> = (0..12)
         .map(|d| native(d, &now_text(-chrono::Duration::days(d as i64))))
@@ -928,8 +896,9 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
     b["agent"]["version"] = json!("9".repeat(65));
     let r = Post::json(&b, &k).send(&ingest).await;
     assert_eq!(r.status, 400, "{}", r.body);
-    // 110 invalid events each carrying a 64 KiB value (7 MB if echoed whole, over Lambda's
-    // 6 MB response limit): the 422 echoes only the start of each.
+    // 110 unreadable events each carrying a 64 KiB value (7 MB if echoed whole, over Lambda's
+    // 6 MB response limit): all quarantined, the reply names 100 and echoes only the start of
+    // each value.
     let bad: Vec<Value> = (0..110)
         .map(|i| json!({"event_id": 4624, "time": "x".repeat(64 << 10), "computer": "c", "n": i}))
         .collect();
@@ -944,11 +913,15 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
     let body = serde_json::to_vec(&batch("a", "w", bad)).unwrap();
     // Sent gzipped: 7 MB of JSON.
     let r = Post::raw(body, &k).gzipped().send(&wide).await;
-    assert_eq!(r.status, 422, "{}", r.body.to_string().len());
+    assert_eq!(r.status, 200, "{}", r.body.to_string().len());
     let size = r.body.to_string().len();
-    assert!(size < 64 << 10, "422 reply is {size} bytes");
-    assert_eq!(r.body["error"]["invalid_count"], 110);
-    assert!(env.lines().await.is_empty(), "nothing stored");
+    assert!(size < 64 << 10, "reply is {size} bytes");
+    assert_eq!(r.body["quarantined"], 110);
+    assert_eq!(r.body["quarantine"].as_array().unwrap().len(), 100);
+    assert_eq!(env.lines().await.len(), 2, "the two stored above, nothing more");
+    let q = env.quarantined().await;
+    assert_eq!(q.len(), 111, "110 + the event from the future");
+    assert!(q.iter().all(|(_, l)| l["reason"].is_string() && l["event"].is_object()));
 }
 
 #[test]
@@ -1119,12 +1092,14 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
         anon,
     )
     .await;
-    assert_eq!(r.status, 422);
-    assert_eq!(r.body["error"]["details"][0]["index"], 1);
+    // One event without a time: the other is stored, it is quarantined and named.
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["quarantine"][0]["index"], 1);
     let r = post_bare(&ingest, &env.key, "text/plain", bad.as_bytes(), anon).await;
     assert_eq!(r.status, 415);
-    // Six events accepted, each once; both agents listed with their headers.
-    assert_eq!(env.lines().await.len(), 6, "1,2 + 4,5 + 6,7");
+    // Seven events stored, each once; both agents listed with their headers.
+    assert_eq!(env.lines().await.len(), 7, "1,2 + 4,5 + 6,7 + 12");
+    assert_eq!(env.quarantined().await.len(), 1);
     let agents = get("/v1/agents", Some(&env.key)).send(&ingest).await;
     let a = &agents.body["agents"];
     assert_eq!(
@@ -1140,4 +1115,9 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
         )
     );
     assert_eq!(a[1]["id"], "dc08");
+    assert_eq!(
+        (a[1]["events_received"].as_u64(), a[1]["events_quarantined"].as_u64()),
+        (Some(6), Some(1)),
+        "{a}"
+    );
 }

@@ -240,11 +240,27 @@ pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
 /// Every data line in `bucket` (state documents excluded), with its key; checks each object's
 /// content headers on the way.
 pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
+    jsonl_lines(s3, bucket, |k| {
+        !k.contains("/_state/") && !k.contains("/quarantine/") && !k.ends_with(".parquet")
+    })
+    .await
+}
+
+/// The lines of the AD quarantine objects.
+pub async fn quarantine_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
+    jsonl_lines(s3, bucket, |k| k.contains("/quarantine/")).await
+}
+
+async fn jsonl_lines(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for key in bucket_keys(s3, bucket)
         .await
         .into_iter()
-        .filter(|k| !k.contains("/_state/") && !k.ends_with(".parquet"))
+        .filter(|k| keep(k))
     {
         let obj = s3
             .get_object()
