@@ -105,7 +105,9 @@ fn read_case(path: &Path) -> Case {
     let requests = text
         .split("\n###\n")
         .map(|block| {
-            let mut lines = block.lines().skip_while(|l| l.starts_with('#') || l.is_empty());
+            let mut lines = block
+                .lines()
+                .skip_while(|l| l.starts_with('#') || l.is_empty());
             let request_line = lines.next().expect("request line");
             let (method, path) = request_line.split_once(' ').expect("METHOD /path");
             let mut headers = Vec::new();
@@ -355,11 +357,31 @@ fn corpus_stored_lines_match_the_truth() {
                 _ => show(line.get("time")),
             },
         );
-        push("event_id", t.event_id.to_string(), show(line.get("event_id")));
-        push("computer", json!(t.computer).to_string(), show(line.get("computer")));
-        push("channel", json!(t.channel).to_string(), show(line.get("channel")));
-        push("record_id", t.record_id.to_string(), show(line.get("record_id")));
-        push("provider", json!(t.provider).to_string(), show(line.get("provider")));
+        push(
+            "event_id",
+            t.event_id.to_string(),
+            show(line.get("event_id")),
+        );
+        push(
+            "computer",
+            json!(t.computer).to_string(),
+            show(line.get("computer")),
+        );
+        push(
+            "channel",
+            json!(t.channel).to_string(),
+            show(line.get("channel")),
+        );
+        push(
+            "record_id",
+            t.record_id.to_string(),
+            show(line.get("record_id")),
+        );
+        push(
+            "provider",
+            json!(t.provider).to_string(),
+            show(line.get("provider")),
+        );
     }
     assert!(
         mm.is_empty() && refusals.is_empty(),
@@ -397,10 +419,16 @@ fn ocsf_expectations(t: &Truth, time: DateTime<Utc>) -> Vec<(String, Option<Valu
         ("/class_uid".into(), Some(json!(expected_class(t.event_id)))),
         ("/time".into(), Some(json!(time.timestamp_millis()))),
         ("/device/hostname".into(), Some(json!(t.computer))),
-        ("/metadata/event_code".into(), Some(json!(t.event_id.to_string()))),
+        (
+            "/metadata/event_code".into(),
+            Some(json!(t.event_id.to_string())),
+        ),
         (
             "/metadata/uid".into(),
-            Some(json!(format!("{}/{}/{}", t.computer, t.channel, t.record_id))),
+            Some(json!(format!(
+                "{}/{}/{}",
+                t.computer, t.channel, t.record_id
+            ))),
         ),
         ("/metadata/log_name".into(), Some(json!(t.channel))),
         ("/metadata/log_provider".into(), Some(json!(t.provider))),
@@ -431,7 +459,9 @@ fn ocsf_expectations(t: &Truth, time: DateTime<Utc>) -> Vec<(String, Option<Valu
             e.push(("/src_endpoint/name".into(), s(ws)));
             e.push((
                 "/logon_type_id".into(),
-                d("LogonType").and_then(|l| l.parse::<i64>().ok()).map(|l| json!(l)),
+                d("LogonType")
+                    .and_then(|l| l.parse::<i64>().ok())
+                    .map(|l| json!(l)),
             ));
             e.push(("/session/uid".into(), s(d("TargetLogonId"))));
             e.push(("/status_code".into(), s(d("Status"))));
@@ -440,7 +470,8 @@ fn ocsf_expectations(t: &Truth, time: DateTime<Utc>) -> Vec<(String, Option<Valu
         3001 => target(&mut e, "Target"),
         3003 => {
             target(&mut e, "Subject");
-            let privileges = d("PrivilegeList").map(|p| json!(p.split_whitespace().collect::<Vec<_>>()));
+            let privileges =
+                d("PrivilegeList").map(|p| json!(p.split_whitespace().collect::<Vec<_>>()));
             e.push(("/privileges".into(), privileges));
         }
         3006 => {
@@ -497,8 +528,12 @@ fn corpus_ocsf_matches_the_truth() {
                 event: label,
                 field: "OCSF event".into(),
                 expected: "present".into(),
-                got: if o.line.is_some() { "from_line gave None" } else { "(no stored line)" }
-                    .into(),
+                got: if o.line.is_some() {
+                    "from_line gave None"
+                } else {
+                    "(no stored line)"
+                }
+                .into(),
             });
             continue;
         };
@@ -556,8 +591,18 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 fn comparable(o: &Outcome) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     if let Some(line) = &o.line {
-        for k in ["event_id", "category", "computer", "channel", "record_id", "provider"] {
-            out.insert(format!("line/{k}"), line.get(k).cloned().unwrap_or(Value::Null));
+        for k in [
+            "event_id",
+            "category",
+            "computer",
+            "channel",
+            "record_id",
+            "provider",
+        ] {
+            out.insert(
+                format!("line/{k}"),
+                line.get(k).cloned().unwrap_or(Value::Null),
+            );
         }
     }
     if let Some(ocsf) = &o.ocsf {
