@@ -8,6 +8,7 @@ mod common;
 mod ad_ingest;
 mod agents;
 mod audit_puller;
+mod corpus;
 mod infra;
 mod ocsf_output;
 mod ocsf_schema;
