@@ -859,7 +859,10 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
     ];
     let r = Post::json(&batch("a", "t", events), &k).send(&ingest).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!((r.body["events"].as_u64(), r.body["quarantined"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (r.body["events"].as_u64(), r.body["quarantined"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(r.body["quarantine"][0]["index"], 2);
     assert!(
         r.body["quarantine"][0]["reason"]
@@ -870,7 +873,10 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
         r.body
     );
     let stored = env.lines().await;
-    assert!(stored.iter().any(|(k, _)| k.contains("/dt=1970-01-01/")), "{stored:?}");
+    assert!(
+        stored.iter().any(|(k, _)| k.contains("/dt=1970-01-01/")),
+        "{stored:?}"
+    );
     assert_eq!(stored.len(), 2);
     // More (category, day) partitions than allowed.
     let spread: Vec<Value> = (0..12)
@@ -918,10 +924,17 @@ async fn hostile_batches_are_refused_early_and_replies_stay_small() {
     assert!(size < 64 << 10, "reply is {size} bytes");
     assert_eq!(r.body["quarantined"], 110);
     assert_eq!(r.body["quarantine"].as_array().unwrap().len(), 100);
-    assert_eq!(env.lines().await.len(), 2, "the two stored above, nothing more");
+    assert_eq!(
+        env.lines().await.len(),
+        2,
+        "the two stored above, nothing more"
+    );
     let q = env.quarantined().await;
     assert_eq!(q.len(), 111, "110 + the event from the future");
-    assert!(q.iter().all(|(_, l)| l["reason"].is_string() && l["event"].is_object()));
+    assert!(
+        q.iter()
+            .all(|(_, l)| l["reason"].is_string() && l["event"].is_object())
+    );
 }
 
 #[test]
@@ -1116,7 +1129,10 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
     );
     assert_eq!(a[1]["id"], "dc08");
     assert_eq!(
-        (a[1]["events_received"].as_u64(), a[1]["events_quarantined"].as_u64()),
+        (
+            a[1]["events_received"].as_u64(),
+            a[1]["events_quarantined"].as_u64()
+        ),
         (Some(6), Some(1)),
         "{a}"
     );

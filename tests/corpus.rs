@@ -11,6 +11,12 @@
 //! says how much of the event time the agent's request carries (cited in the file): the stored
 //! time must be the truth truncated to it, nothing less. `Content-Encoding: gzip` means the agent
 //! compresses: the file shows the body decompressed and the harness compresses it.
+//! `expect-quarantine: <text>` says the agent's events cannot be stored as sent (NXLog CE's
+//! default zone-less `EventTime`): each must be quarantined with a reason containing `<text>`,
+//! none stored; such cases take no part in the OCSF and cross-agent comparisons.
+//! `known-limit: <record id> <time> <why>`: what no reader can know from the request (Fluent
+//! Bit's offset on a record read in another season, the DC's zone not declared); the stored
+//! time must then be exactly `<time>`, the time as the agent stated it, and the limit is printed.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
@@ -26,6 +32,7 @@ use tv1_connector::lake::ocsf::windows::from_line;
 enum Precision {
     Seconds,
     Millis,
+    Micros,
     Full,
 }
 
@@ -50,6 +57,8 @@ struct Truth {
 struct Case {
     name: String,
     precision: Precision,
+    expect_quarantine: Option<String>,
+    known_limits: HashMap<u64, DateTime<Utc>>,
     requests: Vec<Request>,
     truth: Vec<Truth>,
 }
@@ -97,11 +106,33 @@ fn read_case(path: &Path) -> Case {
         .map(|p| match p.split_whitespace().next() {
             Some("s") => Precision::Seconds,
             Some("ms") => Precision::Millis,
+            Some("us") => Precision::Micros,
             Some("full") => Precision::Full,
             other => panic!("{name}: unknown time-precision {other:?}"),
         })
         .next()
         .unwrap_or_else(|| panic!("{name}: no `# time-precision:` line"));
+    let expect_quarantine = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# expect-quarantine:"))
+        .map(|t| t.trim().to_owned());
+    let known_limits = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# known-limit:"))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let record: u64 = w
+                .next()
+                .and_then(|r| r.parse().ok())
+                .expect("known-limit record");
+            let time = w
+                .next()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .expect("known-limit time");
+            println!("known limit, {name} record {record}: {}", l.trim());
+            (record, time.with_timezone(&Utc))
+        })
+        .collect();
     let requests = text
         .split("\n###\n")
         .map(|block| {
@@ -133,6 +164,8 @@ fn read_case(path: &Path) -> Case {
     Case {
         name,
         precision,
+        expect_quarantine,
+        known_limits,
         requests,
         truth,
     }
@@ -148,6 +181,7 @@ fn truncate(t: DateTime<Utc>, p: Precision) -> DateTime<Utc> {
     match p {
         Precision::Seconds => t.trunc_subsecs(0),
         Precision::Millis => t.trunc_subsecs(3),
+        Precision::Micros => t.trunc_subsecs(6),
         Precision::Full => t,
     }
 }
@@ -237,35 +271,56 @@ fn run_corpus() -> (Vec<Outcome>, Vec<(String, String)>) {
                 body: Body::Bytes(&bytes),
                 sender: Sender::from_headers(header),
             };
-            let lines: Vec<Value> = match ingest.prepare(&http, now) {
-                Ok(p) => p
-                    .objects
-                    .iter()
-                    .flat_map(|(_, gz)| {
-                        gunzip(gz)
-                            .lines()
-                            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect(),
-                Err(e) => {
-                    let what = format!("{} {}: {e}", e.status(), e.code());
-                    let what = match &e {
-                        tv1_connector::ad::IngestError::InvalidEvents { details, .. } => {
-                            format!("{what} {details:?}")
-                        }
-                        _ => what,
-                    };
-                    refusals.push((case.name.clone(), format!("request {}: {what}", n + 1)));
-                    Vec::new()
+            let (lines, quarantined): (Vec<Value>, Vec<(usize, String)>) =
+                match ingest.prepare(&http, now) {
+                    Ok(p) => {
+                        let lines = p
+                            .objects
+                            .iter()
+                            .flat_map(|(_, gz)| {
+                                gunzip(gz)
+                                    .lines()
+                                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect();
+                        (lines, p.quarantined)
+                    }
+                    Err(e) => {
+                        let what = format!("{} {}: {e}", e.status(), e.code());
+                        refusals.push((case.name.clone(), format!("request {}: {what}", n + 1)));
+                        (Vec::new(), Vec::new())
+                    }
+                };
+            if let Some(want) = &case.expect_quarantine {
+                for i in 0..events.len() {
+                    let reason = quarantined.iter().find(|(q, _)| *q == i).map(|(_, r)| r);
+                    if !reason.is_some_and(|r| r.contains(want.as_str())) {
+                        refusals.push((
+                            case.name.clone(),
+                            format!("request {} event {i}: expected quarantined naming {want:?}, got {reason:?}", n + 1),
+                        ));
+                    }
                 }
-            };
+                continue;
+            }
+            // A quarantined event has no line: named here, and a mismatch below.
+            for (i, reason) in &quarantined {
+                refusals.push((
+                    case.name.clone(),
+                    format!("request {}: event {i} quarantined: {reason}", n + 1),
+                ));
+            }
             for (ev, truth) in events.iter().zip(mine) {
                 let line = lines.iter().find(|l| &l["event"] == ev).cloned();
                 let ocsf = line.as_ref().and_then(|l| from_line(&l.to_string()));
                 outcomes.push(Outcome {
                     case: case.name.clone(),
-                    expected_time: truncate(truth_time(&truth), case.precision),
+                    expected_time: case
+                        .known_limits
+                        .get(&truth.record_id)
+                        .copied()
+                        .unwrap_or_else(|| truncate(truth_time(&truth), case.precision)),
                     truth,
                     line,
                     raw_event: ev.to_string(),

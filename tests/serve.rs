@@ -255,7 +255,13 @@ async fn splunk_hec_routes_replies_and_retries() {
     let q = quarantine_lines(&s3, &bucket).await;
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].1["index"], 1);
-    assert!(q[0].1["reason"].as_str().unwrap().contains("unrecognised event shape"), "{q:?}");
+    assert!(
+        q[0].1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unrecognised event shape"),
+        "{q:?}"
+    );
     let r = http
         .post(url("/services/collector/raw"))
         .header("authorization", splunk.clone().unwrap())

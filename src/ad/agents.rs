@@ -48,7 +48,11 @@ pub fn id_of_host(host: &str) -> Option<String> {
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
         })
         .collect();
     let id = id.trim_start_matches(['.', '_', '-']);
@@ -159,7 +163,10 @@ mod tests {
 
     #[test]
     fn host_names_as_agent_ids() {
-        assert_eq!(id_of_host("DC21.corp.example").as_deref(), Some("dc21.corp.example"));
+        assert_eq!(
+            id_of_host("DC21.corp.example").as_deref(),
+            Some("dc21.corp.example")
+        );
         assert_eq!(id_of_host(" _.DC 7 ").as_deref(), Some("dc-7"));
         assert_eq!(id_of_host("..."), None);
         assert_eq!(id_of_host("é").as_deref(), None);

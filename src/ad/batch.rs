@@ -135,7 +135,10 @@ impl Ingest {
         let mut batch = self.parse(req, &body)?;
         let zone = match batch.agent.timezone.as_deref() {
             Some(z) => Some(event_time::zone(z).map_err(|e| {
-                bad("invalid_batch", format!("X-Agent-Timezone / agent.timezone: {e}"))
+                bad(
+                    "invalid_batch",
+                    format!("X-Agent-Timezone / agent.timezone: {e}"),
+                )
             })?),
             None => None,
         };
@@ -159,9 +162,11 @@ impl Ingest {
                 .find_map(|n| super::agents::id_of_host(&n.computer))
                 .unwrap_or_else(|| "hec".into());
             batch.agent.hostname = batch.agent.hostname.take().or_else(|| {
-                outcomes.iter().flatten().next().map(|n| {
-                    n.computer.chars().take(decode::MAX_HOSTNAME).collect()
-                })
+                outcomes
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map(|n| n.computer.chars().take(decode::MAX_HOSTNAME).collect())
             });
         }
         check_agent(&batch.agent, &batch.batch_id)?;
@@ -233,7 +238,14 @@ impl Ingest {
         batch: &decode::Batch<'_>,
         outcomes: &[Result<Normalized, String>],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<(String, bytes::Bytes)>, Option<(String, bytes::Bytes)>, Vec<(usize, String)>), IngestError> {
+    ) -> Result<
+        (
+            Vec<(String, bytes::Bytes)>,
+            Option<(String, bytes::Bytes)>,
+            Vec<(usize, String)>,
+        ),
+        IngestError,
+    > {
         let stored: Vec<(usize, &Normalized)> = outcomes
             .iter()
             .enumerate()
@@ -262,11 +274,21 @@ impl Ingest {
             for &j in group {
                 let (i, n) = stored[j];
                 line.clear();
-                let at = Origin { agent_id: &batch.agent.id, batch_id: &batch.batch_id, received_at: &received_at };
+                let at = Origin {
+                    agent_id: &batch.agent.id,
+                    batch_id: &batch.batch_id,
+                    received_at: &received_at,
+                };
                 write_line(&mut line, n, &at, raw(i), meta(i));
                 enc.push_line(&line);
             }
-            let key = data_key(&self.cfg.prefix, category, day, &batch.agent.id, &batch.batch_id);
+            let key = data_key(
+                &self.cfg.prefix,
+                category,
+                day,
+                &batch.agent.id,
+                &batch.batch_id,
+            );
             objects.push((key, enc.finish()));
         }
         let mut quarantined = Vec::new();
@@ -275,13 +297,20 @@ impl Ingest {
             let Err(reason) = o else { continue };
             let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
             line.clear();
-            let at = Origin { agent_id: &batch.agent.id, batch_id: &batch.batch_id, received_at: &received_at };
+            let at = Origin {
+                agent_id: &batch.agent.id,
+                batch_id: &batch.batch_id,
+                received_at: &received_at,
+            };
             write_quarantine_line(&mut line, i, &reason, &at, raw(i), meta(i));
             enc.push_line(&line);
             quarantined.push((i, reason));
         }
         let quarantine = (!quarantined.is_empty()).then(|| {
-            (quarantine_key(&self.cfg.prefix, &batch.agent.id, &batch.batch_id), enc.finish())
+            (
+                quarantine_key(&self.cfg.prefix, &batch.agent.id, &batch.batch_id),
+                enc.finish(),
+            )
         });
         Ok((objects, quarantine, quarantined))
     }
@@ -359,7 +388,13 @@ fn normalize_all(
             let v: Value = serde_json::from_str(ev.get()).map_err(|e| e.to_string())?;
             let hints = Hints {
                 transport_time: batch.fallback_times.get(i).copied().flatten(),
-                zone,
+                zone: match event_zone(batch.meta.get(i)) {
+                    Some(z) => Some(
+                        event_time::zone(z.as_str())
+                            .map_err(|e| format!("HEC fields.timezone: {e}"))?,
+                    ),
+                    None => zone,
+                },
             };
             normalize_in(&v, &hints)
         })
@@ -377,6 +412,23 @@ fn normalize_all(
         }
     }
     out
+}
+
+/// The zone an event's HEC `fields.timezone` declares (Fluent Bit cannot send headers; its
+/// `splunk` output's `event_field timezone <IANA name>` puts it there).
+fn event_zone(meta: Option<&String>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        fields: Option<Fields>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        timezone: Option<String>,
+    }
+    let m: Meta = serde_json::from_str(meta?).ok()?;
+    m.fields?.timezone
 }
 
 /// Applies [`fluent_bit_offset`] per computer to the Fluent Bit `winevtlog` events that have a
@@ -399,7 +451,9 @@ fn correct_fluent_bit_offsets(
             .filter_map(|&i| Some((out[i].as_ref().ok()?.time, read_times[i]?)))
             .collect();
         for (&i, shift) in idx.iter().zip(fluent_bit_offset(&pairs)) {
-            let (Ok(n), Some(read)) = (&mut out[i], read_times[i]) else { continue };
+            let (Ok(n), Some(read)) = (&mut out[i], read_times[i]) else {
+                continue;
+            };
             if shift.is_zero() {
                 continue;
             }
@@ -419,7 +473,8 @@ fn correct_fluent_bit_offsets(
 }
 
 fn write_line(out: &mut Vec<u8>, n: &Normalized, at: &Origin<'_>, raw: &[u8], meta: Option<&str>) {
-    let s = |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
+    let s =
+        |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
     out.extend_from_slice(b"{\"time\":");
     s(out, &event_time::stored(n.time));
     if let Some(fix) = &n.time_fix {

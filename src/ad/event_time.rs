@@ -14,7 +14,9 @@
 //! it) is right: [`fluent_bit_offset`] corrects it from that, and the stored line keeps the
 //! original text.
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, SecondsFormat, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// A correction the connector made to the time an event states, kept in the stored line.
@@ -45,12 +47,20 @@ pub fn zone(name: &str) -> Result<Tz, String> {
 /// Accepted: RFC 3339 (`2026-11-21T10:00:05.1234567Z`, any offset), Fluent Bit's
 /// `2026-11-21 11:00:05 +0100`, and a zone-less `YYYY-MM-DD[ T]hh:mm:ss[.f]` when `zone` says
 /// where it is local time. Errors say which field and what to do.
-pub fn parse(field: &str, s: &str, zone: Option<Tz>) -> Result<(DateTime<Utc>, Option<TimeFix>), String> {
+pub fn parse(
+    field: &str,
+    s: &str,
+    zone: Option<Tz>,
+) -> Result<(DateTime<Utc>, Option<TimeFix>), String> {
     let t = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok((d.with_timezone(&Utc), None));
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f %z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(d) = DateTime::<FixedOffset>::parse_from_str(t, f) {
             return Ok((d.with_timezone(&Utc), None));
         }
@@ -81,7 +91,10 @@ pub fn parse(field: &str, s: &str, zone: Option<Tz>) -> Result<(DateTime<Utc>, O
         LocalResult::Single(d) => (d.with_timezone(&Utc), ""),
         // The hour repeated when clocks go back: both readings are possible; the earlier is
         // taken and the line says so.
-        LocalResult::Ambiguous(a, _) => (a.with_timezone(&Utc), "; ambiguous (clocks went back), the earlier reading taken"),
+        LocalResult::Ambiguous(a, _) => (
+            a.with_timezone(&Utc),
+            "; ambiguous (clocks went back), the earlier reading taken",
+        ),
         LocalResult::None => {
             return Err(format!(
                 "{field} {} does not exist in {tz} (skipped when clocks went forward)",
@@ -96,6 +109,39 @@ pub fn parse(field: &str, s: &str, zone: Option<Tz>) -> Result<(DateTime<Utc>, O
     Ok((instant, Some(fix)))
 }
 
+/// Fluent Bit's `TimeCreated` (`2026-07-10 12:48:24 +0100`) read as the wall-clock time it is
+/// in `zone`, whatever its offset says: Fluent Bit writes the event's local wall clock with an
+/// offset that is not the event's (the zone's offset when it read the record, or one that
+/// ignores daylight saving; see the module doc). `None` when `s` is not that form, or the
+/// offset was already right.
+pub fn fluent_bit_wall_clock(s: &str, zone: Tz) -> Option<(DateTime<Utc>, TimeFix)> {
+    let stated =
+        DateTime::<FixedOffset>::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f %z").ok()?;
+    let local = stated.naive_local();
+    let instant = match zone.from_local_datetime(&local) {
+        LocalResult::Single(d) => d.with_timezone(&Utc),
+        // In the repeated hour, the stated offset tells which reading is meant when it is one.
+        LocalResult::Ambiguous(a, b) => {
+            if b.offset().fix() == *stated.offset() {
+                b.with_timezone(&Utc)
+            } else {
+                a.with_timezone(&Utc)
+            }
+        }
+        LocalResult::None => return None,
+    };
+    (instant != stated.with_timezone(&Utc)).then(|| {
+        let fix = TimeFix {
+            original: s.to_owned(),
+            reason: format!(
+                "Fluent Bit winevtlog wrote the wall clock with offset {} (not the event's); read as local time in {zone}, the zone the agent declared",
+                stated.offset()
+            ),
+        };
+        (instant, fix)
+    })
+}
+
 /// HEC's `time` as the JSON text it was sent as: epoch seconds, a number or a string, with a
 /// fraction kept to the nanosecond (read from the digits, not through a float).
 pub fn epoch(json: &str) -> Option<DateTime<Utc>> {
@@ -106,7 +152,10 @@ pub fn epoch(json: &str) -> Option<DateTime<Utc>> {
         .unwrap_or(t)
         .trim();
     let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = secs.parse().ok()?;
@@ -178,7 +227,10 @@ mod tests {
     #[test]
     fn a_zone_less_time_needs_the_declared_zone() {
         let e = parse("EventTime", "2026-11-21 11:00:05", None).unwrap_err();
-        assert!(e.contains("EventTime") && e.contains("no time zone") && e.contains("X-Agent-Timezone"), "{e}");
+        assert!(
+            e.contains("EventTime") && e.contains("no time zone") && e.contains("X-Agent-Timezone"),
+            "{e}"
+        );
         let berlin = zone("Europe/Berlin").unwrap();
         let (t, fix) = parse("EventTime", "2026-11-21 11:00:05", Some(berlin)).unwrap();
         assert_eq!(stored(t), "2026-11-21T10:00:05Z");
@@ -196,10 +248,31 @@ mod tests {
     }
 
     #[test]
+    fn fluent_bits_wall_clock_in_the_declared_zone() {
+        let berlin = zone("Europe/Berlin").unwrap();
+        // A July event read in November: the November offset on a summer wall clock.
+        let (t, fix) = fluent_bit_wall_clock("2026-07-10 12:48:24 +0100", berlin).unwrap();
+        assert_eq!(stored(t), "2026-07-10T10:48:24Z");
+        assert!(fix.reason.contains("Europe/Berlin"));
+        // The right offset: nothing to correct.
+        assert!(fluent_bit_wall_clock("2026-11-21 11:00:05 +0100", berlin).is_none());
+        assert!(fluent_bit_wall_clock("2026-11-21T11:00:05Z", berlin).is_none());
+    }
+
+    #[test]
     fn hec_epochs_keep_their_digits() {
-        assert_eq!(stored(epoch("1795255201.234").unwrap()), "2026-11-21T10:00:01.234Z");
-        assert_eq!(stored(epoch("\"1795255201\"").unwrap()), "2026-11-21T10:00:01Z");
-        assert_eq!(stored(epoch("1795255203.1").unwrap()), "2026-11-21T10:00:03.100Z");
+        assert_eq!(
+            stored(epoch("1795255201.234").unwrap()),
+            "2026-11-21T10:00:01.234Z"
+        );
+        assert_eq!(
+            stored(epoch("\"1795255201\"").unwrap()),
+            "2026-11-21T10:00:01Z"
+        );
+        assert_eq!(
+            stored(epoch("1795255203.1").unwrap()),
+            "2026-11-21T10:00:03.100Z"
+        );
         assert_eq!(epoch("-1"), None);
         assert_eq!(epoch("1e9"), None);
         assert_eq!(epoch("\"é\""), None);
@@ -224,7 +297,10 @@ mod tests {
             (utc("2026-11-21T09:00:00Z"), utc("2026-11-21T10:00:01Z")),
             (utc("2026-11-21T09:40:00Z"), utc("2026-11-21T10:00:01Z")),
         ];
-        assert_eq!(fluent_bit_offset(&backlog), vec![chrono::TimeDelta::zero(); 2]);
+        assert_eq!(
+            fluent_bit_offset(&backlog),
+            vec![chrono::TimeDelta::zero(); 2]
+        );
         // Old events read years later (read_existing_events): left alone.
         let old = [(utc("2025-09-01T03:12:44Z"), utc("2026-11-21T10:00:01Z"))];
         assert_eq!(fluent_bit_offset(&old), vec![chrono::TimeDelta::zero()]);

@@ -359,7 +359,20 @@ fn finish(f: Fields<'_>, hints: &Hints) -> Result<Normalized, String> {
         Some(_) => return Err(format!("{} is not a Windows event id (0-65535)", id.0)),
         None => return Err(format!("{} is missing", id.0)),
     };
-    let (time, time_fix) = match (time.1.as_ref().and_then(Value::as_str), hints.transport_time) {
+    let fluent_bit = matches!(f.shape, Shape::FluentBitWinevtlog | Shape::FluentBitWinlog);
+    let (time, time_fix) = match (
+        time.1.as_ref().and_then(Value::as_str),
+        hints.transport_time,
+    ) {
+        (Some(s), _) if fluent_bit && hints.zone.is_some() => {
+            match hints
+                .zone
+                .and_then(|z| event_time::fluent_bit_wall_clock(s, z))
+            {
+                Some((t, fix)) => (t, Some(fix)),
+                None => event_time::parse(time.0, s, hints.zone)?,
+            }
+        }
         (Some(s), _) => event_time::parse(time.0, s, hints.zone)?,
         (None, Some(t)) => (t, None),
         (None, None) => return Err(format!("{} is missing or not a string", time.0)),

@@ -122,7 +122,15 @@ impl HecEvent<'_> {
 
 /// HEC `host` values that name no host: the OpenTelemetry exporter's default without a
 /// `resourcedetection` processor, and the usual placeholders.
-const PLACEHOLDER_HOSTS: &[&str] = &["unknown", "localhost", "localhost.localdomain", "-", "(none)", "none", "null"];
+const PLACEHOLDER_HOSTS: &[&str] = &[
+    "unknown",
+    "localhost",
+    "localhost.localdomain",
+    "-",
+    "(none)",
+    "none",
+    "null",
+];
 
 /// A HEC `host` that names a real host.
 fn real_host(host: &str) -> Option<&str> {

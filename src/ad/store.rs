@@ -142,8 +142,12 @@ impl Ingest {
             Err(e) => return Err(e.into()),
         }
         let new = created.min(1) as u64;
-        self.touch_agent(&agent, (new * events as u64, new * receipt.quarantined as u64), now)
-            .await;
+        self.touch_agent(
+            &agent,
+            (new * events as u64, new * receipt.quarantined as u64),
+            now,
+        )
+        .await;
         tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
         if let (Some(function), true) = (&self.cfg.function_name, new == 1) {
             println!("{}", emf_line(&receipt, function, now.timestamp_millis()));

@@ -8,8 +8,8 @@
 //! `EventData/Data[@Name]` or one element under `UserData` whose children are the fields
 //! (event 1102's `LogFileCleared/SubjectUserName`...).
 
-use quick_xml::{Reader, XmlVersion};
 use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
 
 /// Deepest element nesting read; a Windows event is four levels deep.
 const MAX_DEPTH: usize = 32;
@@ -49,9 +49,12 @@ pub fn parse(xml: &str) -> Result<XmlEvent, String> {
     let mut text = String::new();
     let mut unnamed = 0;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| format!("not well-formed XML at byte {}: {e}", reader.error_position()))?;
+        let event = reader.read_event().map_err(|e| {
+            format!(
+                "not well-formed XML at byte {}: {e}",
+                reader.error_position()
+            )
+        })?;
         match event {
             Event::Start(e) => {
                 if path.len() == MAX_DEPTH {
@@ -109,7 +112,11 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.normalized_value(XmlVersion::Implicit1_0).ok().map(|v| v.trim().to_owned()))
+        .and_then(|a| {
+            a.normalized_value(XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.trim().to_owned())
+        })
 }
 
 /// The `System` fields kept in attributes.
@@ -168,9 +175,15 @@ mod tests {
         let e = parse(xml).unwrap();
         assert_eq!(e.provider.as_deref(), Some("Microsoft-Windows-Eventlog"));
         assert_eq!(e.event_id.as_deref(), Some("1102"));
-        assert_eq!(e.system_time.as_deref(), Some("2026-11-21T10:06:01.3311020Z"));
+        assert_eq!(
+            e.system_time.as_deref(),
+            Some("2026-11-21T10:06:01.3311020Z")
+        );
         assert_eq!(e.record_id.as_deref(), Some("99120"));
-        assert_eq!((e.channel.as_deref(), e.computer.as_deref()), (Some("Security"), Some("DC42.corp.example")));
+        assert_eq!(
+            (e.channel.as_deref(), e.computer.as_deref()),
+            (Some("Security"), Some("DC42.corp.example"))
+        );
         assert_eq!(e.keywords.as_deref(), Some("0x4020000000000000"));
         assert_eq!(
             e.data,

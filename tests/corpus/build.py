@@ -383,9 +383,11 @@ def otel_hec(e, body):
             "sourcetype": "windows:eventlog", "event": body, "fields": {}}
 
 
-def nxlog(e):
+def nxlog(e, utc=False):
     """im_msvistalog + to_json() (NXLog CE reference manual, im_msvistalog fields): datetimes as
-    local time without a zone, EventData/UserData fields at the top level, Keywords signed."""
+    local time without a zone (xm_json's default DateFormat), EventData/UserData fields at the top
+    level, Keywords signed. `utc`: with `DateFormat YYYY-MM-DDThh:mm:ss.sUTC` as
+    examples/agents/nxlog.conf sets it (NXLog datetimes hold microseconds)."""
     k = e["keywords"]
     kw = k - (1 << 64) if k >= 1 << 63 else k
     ok = bool(k & 0x0020000000000000)
@@ -393,8 +395,11 @@ def nxlog(e):
     etype = "AUDIT_SUCCESS" if ok else "AUDIT_FAILURE" if fail else "INFO"
     sev = (4, "ERROR") if fail else (2, "INFO")
     local = utc_at(epoch_ns(e)).astimezone(DC_TZ)
+    us = epoch_ns(e) % 1_000_000_000 // 1000
+    fmt = (lambda t: t.astimezone(dt.timezone.utc).replace(microsecond=us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) \
+        if utc else (lambda t: t.strftime("%Y-%m-%d %H:%M:%S"))
     r = {
-        "EventTime": local.strftime("%Y-%m-%d %H:%M:%S"), "Hostname": e["computer"], "Keywords": kw,
+        "EventTime": fmt(local), "Hostname": e["computer"], "Keywords": kw,
         "EventType": etype, "SeverityValue": sev[0], "Severity": sev[1], "EventID": e["event_id"],
         "SourceName": e["provider"],
     }
@@ -409,7 +414,7 @@ def nxlog(e):
     for name, v in user_fields(e):
         if name:
             r[name] = v
-    recv = (local + dt.timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S")
+    recv = fmt(local + dt.timedelta(seconds=1))
     r.update({"EventReceivedTime": recv, "SourceModuleName": "eventlog", "SourceModuleType": "im_msvistalog"})
     return r
 
@@ -471,12 +476,16 @@ def main():
         write_case("vector-hec", name, head + [src(evs)], reqs, [truth(e) for e in evs])
 
     # Fluent Bit winevtlog -> out_splunk (examples/agents/fluent-bit.yaml).
-    def fb(evs, read_at, xml=False):
+    def fb(evs, read_at, xml=False, zone=None):
         body = ""
         for e in evs:
             t = read_at(e)
             rec = fluent_bit_xml_record(e) if xml else fluent_bit_record(e, t)
-            body += dumps({"time": round(t.timestamp(), 2), "event": rec})
+            hec = {"time": round(t.timestamp(), 2), "event": rec}
+            if zone:
+                # out_splunk `event_field timezone <zone>`: HEC `fields`.
+                hec["fields"] = {"timezone": zone}
+            body += dumps(hec)
         return ("POST /services/collector/event",
                 [hec_auth, ("Content-Type", "application/json"), ("Content-Encoding", "gzip"), ("User-Agent", "Fluent-Bit")],
                 body)
@@ -488,9 +497,15 @@ def main():
             "TimeCreated per pack_filetime: local wall-clock time of the event with the zone's CURRENT offset.",
             "The DC01 batch was read at 2026-11-21T23:30:12.41Z (agent catching up): the July record carries +0100.",
             "time-precision: s (TimeCreated has whole seconds)"]
-    write_case("fluent-bit-hec", "dc01", head + [src(dc01)], [([], *fb(dc01, batch_read))], [truth(e) for e in dc01])
+    limit = ["known-limit: 4100102 2026-07-10T11:48:24Z the July record, read in November, carries November's",
+             "offset and no sign of it: without the DC's zone no reader can tell (fluent-bit-hec-zone declares it)"]
+    write_case("fluent-bit-hec", "dc01", head + limit + [src(dc01)], [([], *fb(dc01, batch_read))], [truth(e) for e in dc01])
     write_case("fluent-bit-hec", "evtx-crate", head + [src(crate)], [([], *fb([e], prompt_read)) for e in crate],
                [truth(e) for e in crate])
+    head_zone = head[:-1] + ["With `event_field timezone Europe/Berlin` on the splunk output (HEC `fields.timezone`),",
+                             "as examples/agents/fluent-bit.yaml sets it.", head[-1]]
+    write_case("fluent-bit-hec-zone", "dc01", head_zone + [src(dc01)],
+               [([], *fb(dc01, batch_read, zone="Europe/Berlin"))], [truth(e) for e in dc01])
     head = ["Fluent Bit in_winevtlog render_event_as_xml: true -> out_splunk (otherwise as fluent-bit.yaml):",
             "records {System: <the event XML>, Message, StringInserts} (winevtlog_pack_xml_event). Body decompressed.",
             "time-precision: full (the XML's SystemTime)"]
@@ -518,15 +533,29 @@ def main():
         write_case("otel-raw-xml-hec", name, head + [src(evs)], reqs, [truth(e) for e in evs])
 
     # NXLog CE im_msvistalog + to_json -> om_http (examples/agents/nxlog.conf): one event per POST.
-    def nx(e):
+    def nx(e, utc=False, zone=None):
+        headers = [("Authorization", "Bearer <ad-ingest key>"), ("Content-Type", "application/x-ndjson"),
+                   ("X-Agent-Id", "nxlog-dc01")]
+        if zone:
+            headers.append(("X-Agent-Timezone", zone))
         return (["event %s record %d" % (e["event_id"], e["record_id"])], "POST /v1/events",
-                [("Authorization", "Bearer <ad-ingest key>"), ("Content-Type", "application/x-ndjson"),
-                 ("X-Agent-Id", "nxlog-dc01")], dumps(nxlog(e)))
-    head = ["NXLog CE im_msvistalog + to_json() -> om_http (examples/agents/nxlog.conf; BatchMode none: one",
-            "event per POST). EventTime/EventReceivedTime are the DC's local time (W. Europe, CET/CEST) WITHOUT a zone.",
-            "time-precision: s"]
-    for name, evs in (("dc01", dc01), ("evtx-crate", crate)):
-        write_case("nxlog-http", name, head + [src(evs)], [nx(e) for e in evs], [truth(e) for e in evs])
+                headers, dumps(nxlog(e, utc)))
+    base = ["NXLog CE im_msvistalog + to_json() -> om_http (BatchMode none: one event per POST)."]
+    variants = [
+        ("nxlog-http", {}, ["xm_json's default DateFormat: EventTime/EventReceivedTime are the DC's local time",
+                            "(W. Europe, CET/CEST) WITHOUT a zone: never taken as UTC.",
+                            "expect-quarantine: EventTime", "time-precision: s"]),
+        ("nxlog-http-zone", {"zone": "Europe/Berlin"},
+         ["Default DateFormat (local time without a zone), the zone declared with X-Agent-Timezone.",
+          "time-precision: s"]),
+        ("nxlog-http-utc", {"utc": True},
+         ["DateFormat YYYY-MM-DDThh:mm:ss.sUTC as examples/agents/nxlog.conf sets it: UTC, microseconds.",
+          "time-precision: us"]),
+    ]
+    for agent, opts, notes in variants:
+        for name, evs in (("dc01", dc01), ("evtx-crate", crate)):
+            write_case(agent, name, base + notes + [src(evs)], [nx(e, **opts) for e in evs],
+                       [truth(e) for e in evs])
 
 
 if __name__ == "__main__":

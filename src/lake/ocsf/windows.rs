@@ -326,6 +326,23 @@ fn inserts_template(event_id: u32) -> &'static [&'static str] {
         ],
         4776 => &["PackageName", "TargetUserName", "Workstation", "Status"],
         5136 | 5137 | 5141 => &DS,
+        4688 => &[
+            SUBJECT[0],
+            SUBJECT[1],
+            SUBJECT[2],
+            SUBJECT[3],
+            "NewProcessId",
+            "NewProcessName",
+            "TokenElevationType",
+            "ProcessId",
+            "CommandLine",
+            "TargetUserSid",
+            "TargetUserName",
+            "TargetDomainName",
+            "TargetLogonId",
+            "ParentProcessName",
+            "MandatoryLabel",
+        ],
         // `UserData/LogFileCleared`, in the manifest's order.
         1102 => &SUBJECT,
         7045 => &[
@@ -643,8 +660,9 @@ fn entity(event_id: u32, l: &Line<'_>, d: &Data) -> Value {
     if let Some(kind) = kind {
         e.insert("type".into(), kind.into());
     }
+    // GUIDs are case-insensitive; Windows renders them lower-case, Fluent Bit upper-case.
     if let Some(guid) = d.get("ObjectGUID") {
-        e.insert("uid".into(), guid.into());
+        e.insert("uid".into(), guid.to_ascii_lowercase().into());
     }
     Value::Object(e)
 }
