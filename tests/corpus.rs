@@ -36,12 +36,7 @@ enum Precision {
     Full,
 }
 
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
+use crate::common::HttpFileRequest as Request;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Truth {
@@ -133,31 +128,7 @@ fn read_case(path: &Path) -> Case {
             (record, time.with_timezone(&Utc))
         })
         .collect();
-    let requests = text
-        .split("\n###\n")
-        .map(|block| {
-            let mut lines = block
-                .lines()
-                .skip_while(|l| l.starts_with('#') || l.is_empty());
-            let request_line = lines.next().expect("request line");
-            let (method, path) = request_line.split_once(' ').expect("METHOD /path");
-            let mut headers = Vec::new();
-            for l in lines.by_ref() {
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').expect("header");
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-            let body: Vec<&str> = lines.collect();
-            Request {
-                method: method.into(),
-                path: path.trim().into(),
-                headers,
-                body: body.join("\n").trim_end_matches('\n').to_owned(),
-            }
-        })
-        .collect();
+    let requests = crate::common::http_file(&text);
     let truth_path = path.with_extension("truth.json");
     let truth = serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", truth_path.display()));
@@ -249,12 +220,7 @@ fn run_corpus() -> (Vec<Outcome>, Vec<(String, String)>) {
             );
             // Receipt: a few seconds after the newest event.
             let now = mine.iter().map(truth_time).max().unwrap() + Duration::seconds(5);
-            let header = |name: &str| {
-                req.headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.as_str())
-            };
+            let header = |name: &str| req.header(name);
             let gz = header("content-encoding").is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
             let bytes = if gz {
                 gzip(req.body.as_bytes())

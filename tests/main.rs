@@ -9,6 +9,7 @@ mod ad_ingest;
 mod agents;
 mod audit_puller;
 mod corpus;
+mod field_cases;
 mod infra;
 mod ocsf_output;
 mod ocsf_schema;

@@ -399,7 +399,7 @@ fn normalize_all(
             normalize_in(&v, &hints)
         })
         .collect();
-    correct_fluent_bit_offsets(&mut out, &batch.fallback_times);
+    correct_fluent_bit_offsets(&mut out, batch);
     for o in &mut out {
         if let Ok(n) = o {
             if n.time > latest {
@@ -433,10 +433,8 @@ fn event_zone(meta: Option<&String>) -> Option<String> {
 
 /// Applies [`fluent_bit_offset`] per computer to the Fluent Bit `winevtlog` events that have a
 /// HEC `time`, keeping the stated time in the line.
-fn correct_fluent_bit_offsets(
-    out: &mut [Result<Normalized, String>],
-    read_times: &[Option<DateTime<Utc>>],
-) {
+fn correct_fluent_bit_offsets(out: &mut [Result<Normalized, String>], batch: &decode::Batch<'_>) {
+    let read_times = &batch.fallback_times;
     let mut by_computer: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, o) in out.iter().enumerate() {
         if let (Ok(n), Some(Some(_))) = (o, read_times.get(i)) {
@@ -459,8 +457,12 @@ fn correct_fluent_bit_offsets(
             }
             let stated = n.time;
             n.time = stated + shift;
+            // The time as the record wrote it.
+            let written = serde_json::from_str::<Value>(batch.events[i].get())
+                .ok()
+                .and_then(|v| v.get("TimeCreated")?.as_str().map(str::to_owned));
             n.time_fix = Some(event_time::TimeFix {
-                original: event_time::stored(stated),
+                original: written.unwrap_or_else(|| event_time::stored(stated)),
                 reason: format!(
                     "Fluent Bit winevtlog wrote TimeCreated with an offset {} hour off (daylight saving; fluent/fluent-bit#8086, #11213); corrected by {:+} h against its HEC time {}",
                     shift.num_hours().abs(),

@@ -900,3 +900,60 @@ pub async fn a_paused_run_is_refused_and_stops(proxy: &HoldingProxy, paused: std
         "the paused run stops: it lost the checkpoint"
     );
 }
+
+/// One request of a `.http` file (`tests/field-cases/`, `tests/corpus/`): `#` comment lines,
+/// the request line, headers, a blank line, the body; `###` between requests.
+pub struct HttpFileRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpFileRequest {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The requests of a `.http` file.
+pub fn http_file(text: &str) -> Vec<HttpFileRequest> {
+    let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
+    for l in text.lines() {
+        if l.starts_with("###") {
+            blocks.push(Vec::new());
+        } else {
+            blocks.last_mut().unwrap().push(l);
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|b| b.iter().any(|l| !l.starts_with('#') && !l.trim().is_empty()))
+        .map(|block| {
+            let mut lines = block
+                .into_iter()
+                .skip_while(|l| l.starts_with('#') || l.trim().is_empty());
+            let request_line = lines.next().expect("request line");
+            let (method, path) = request_line.split_once(' ').expect("METHOD /path");
+            let mut headers = Vec::new();
+            for l in lines.by_ref() {
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').expect("header");
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            let body: Vec<&str> = lines.collect();
+            HttpFileRequest {
+                method: method.into(),
+                path: path.trim().into(),
+                headers,
+                body: body.join("\n").trim_end_matches('\n').to_owned(),
+            }
+        })
+        .collect()
+}
