@@ -15,7 +15,10 @@ fn case(name: &str) -> Vec<HttpFileRequest> {
 /// Sends one request of a case as the agent did, with the key filled in; returns status and JSON.
 async fn send(served: &Served, key: &str, req: &HttpFileRequest) -> (u16, Value) {
     let mut r = reqwest::Client::new()
-        .request(req.method.parse().unwrap(), format!("{}{}", served.url, req.path))
+        .request(
+            req.method.parse().unwrap(),
+            format!("{}{}", served.url, req.path),
+        )
         .body(req.body.clone());
     for (k, v) in &req.headers {
         r = r.header(k, v.replace("<ad-ingest key>", key));
@@ -63,7 +66,7 @@ impl Field {
     }
 }
 
-fn record<'a>(lines: &'a [(String, Value)], id: u64) -> &'a (String, Value) {
+fn record(lines: &[(String, Value)], id: u64) -> &(String, Value) {
     lines
         .iter()
         .find(|(_, l)| l["record_id"] == id)
@@ -85,22 +88,43 @@ async fn vector_events_with_their_timestamp_moved_to_hec_time_keep_every_attribu
     assert_eq!(lines.len(), 2);
     let (key, logon) = record(&lines, 3301001);
     assert_eq!(logon["shape"], "vector_windows_event_log");
-    assert_eq!(logon["time"], "2026-11-21T10:00:01.234Z", "HEC time, to the millisecond");
-    assert!(key.contains("category=logon/dt=2026-11-21/dc21.corp.example~"), "{key}");
+    assert_eq!(
+        logon["time"], "2026-11-21T10:00:01.234Z",
+        "HEC time, to the millisecond"
+    );
+    assert!(
+        key.contains("category=logon/dt=2026-11-21/dc21.corp.example~"),
+        "{key}"
+    );
     let e = ocsf(logon);
     assert_eq!(e["time"], 1795255201234i64);
     assert_eq!(
         e["user"],
         json!({"name": "jdoe", "domain": "EXAMPLE", "uid": "S-1-5-21-1111111111-2222222222-3333333333-1105"})
     );
-    assert_eq!((e["logon_type_id"].as_i64(), e["auth_protocol_id"].as_i64()), (Some(3), Some(2)));
-    assert_eq!(e["src_endpoint"], json!({"ip": "10.20.30.40", "port": 51234}));
-    assert_eq!(e["metadata"]["log_provider"], "Microsoft-Windows-Security-Auditing");
+    assert_eq!(
+        (e["logon_type_id"].as_i64(), e["auth_protocol_id"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(
+        e["src_endpoint"],
+        json!({"ip": "10.20.30.40", "port": 51234})
+    );
+    assert_eq!(
+        e["metadata"]["log_provider"],
+        "Microsoft-Windows-Security-Auditing"
+    );
     let (_, member) = record(&lines, 3301002);
     let e = ocsf(member);
     assert_eq!(e["group"]["name"], "Domain Admins");
-    assert_eq!(e["group"]["uid"], "S-1-5-21-1111111111-2222222222-3333333333-512");
-    assert_eq!(e["user"], json!({"name": "svc-report", "uid": "S-1-5-21-1111111111-2222222222-3333333333-2201"}));
+    assert_eq!(
+        e["group"]["uid"],
+        "S-1-5-21-1111111111-2222222222-3333333333-512"
+    );
+    assert_eq!(
+        e["user"],
+        json!({"name": "svc-report", "uid": "S-1-5-21-1111111111-2222222222-3333333333-2201"})
+    );
     assert_eq!(e["actor"]["user"]["name"], "opsadmin");
 }
 
@@ -110,7 +134,9 @@ async fn a_replay_after_vector_restarts_under_a_new_channel_is_a_duplicate_of_on
         return;
     }
     let f = Field::new().await;
-    let replies = f.send_case("02-vector-channel-changes-on-restart.http").await;
+    let replies = f
+        .send_case("02-vector-channel-changes-on-restart.http")
+        .await;
     assert_eq!(replies[0], json!({"text": "Success", "code": 0}));
     assert_eq!(replies[1], json!({"text": "Success", "code": 0}));
     assert_eq!(f.lines().await.len(), 1, "the replay stored nothing");
@@ -118,7 +144,13 @@ async fn a_replay_after_vector_restarts_under_a_new_channel_is_a_duplicate_of_on
     assert_eq!(agents["count"], 1, "{agents}");
     let a = &agents["agents"][0];
     assert_eq!(a["id"], "dc21.corp.example");
-    assert_eq!((a["events_received"].as_u64(), a["batches_received"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            a["events_received"].as_u64(),
+            a["batches_received"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 }
 
 #[tokio::test]
@@ -127,7 +159,8 @@ async fn hec_agents_without_host_or_channel_are_one_agent_per_domain_controller(
         return;
     }
     let f = Field::new().await;
-    f.send_case("03-hec-no-host-no-channel-agents-collapse.http").await;
+    f.send_case("03-hec-no-host-no-channel-agents-collapse.http")
+        .await;
     let agents = f.agents().await;
     let ids: Vec<&str> = agents["agents"]
         .as_array()
@@ -135,13 +168,29 @@ async fn hec_agents_without_host_or_channel_are_one_agent_per_domain_controller(
         .iter()
         .map(|a| a["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["dc31.corp.example", "dc32.corp.example", "dc33.corp.example"]);
-    assert!(agents["agents"].as_array().unwrap().iter().all(|a| a["status"] == "connected"));
+    assert_eq!(
+        ids,
+        [
+            "dc31.corp.example",
+            "dc32.corp.example",
+            "dc33.corp.example"
+        ]
+    );
+    assert!(
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "connected")
+    );
     let lines = f.lines().await;
     assert_eq!(lines.len(), 3);
     // The OTel event's own time, to the 100 ns Windows keeps (stored to the microsecond here:
     // the digits after it are zero).
-    assert_eq!(record(&lines, 55210).1["time"], "2026-11-21T10:00:03.055123Z");
+    assert_eq!(
+        record(&lines, 55210).1["time"],
+        "2026-11-21T10:00:03.055123Z"
+    );
 }
 
 #[tokio::test]
@@ -150,10 +199,15 @@ async fn log_cleared_names_who_cleared_it_from_user_data_in_every_shape() {
         return;
     }
     let f = Field::new().await;
-    f.send_case("04-security-log-cleared-1102-userdata.http").await;
+    f.send_case("04-security-log-cleared-1102-userdata.http")
+        .await;
     let lines = f.lines().await;
     assert_eq!(lines.len(), 3);
-    for (record_id, shape) in [(14224, "winlogbeat"), (99120, "windows_xml"), (42007, "otel_windows_event_log")] {
+    for (record_id, shape) in [
+        (14224, "winlogbeat"),
+        (99120, "windows_xml"),
+        (42007, "otel_windows_event_log"),
+    ] {
         let (_, l) = record(&lines, record_id);
         assert_eq!(l["shape"], shape);
         let e = ocsf(l);
@@ -162,9 +216,15 @@ async fn log_cleared_names_who_cleared_it_from_user_data_in_every_shape() {
             json!({"name": "mallory.admin", "domain": "EXAMPLE", "uid": "S-1-5-21-1111111111-2222222222-3333333333-500"}),
             "{shape}"
         );
-        assert_eq!((e["class_uid"].as_i64(), e["activity_id"].as_i64()), (Some(3004), Some(4)));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(3004), Some(4))
+        );
     }
-    assert_eq!(record(&lines, 99120).1["time"], "2026-11-21T10:06:01.331102Z");
+    assert_eq!(
+        record(&lines, 99120).1["time"],
+        "2026-11-21T10:06:01.331102Z"
+    );
 }
 
 #[tokio::test]
@@ -176,19 +236,33 @@ async fn nxlog_local_times_are_quarantined_naming_the_field_or_read_in_the_decla
     // As NXLog CE sends them by default: no zone anywhere. Never taken as UTC.
     let replies = f.send_case("05-nxlog-ce-eventtime-local.http").await;
     for r in &replies {
-        assert_eq!((r["status"].as_str(), r["quarantined"].as_u64()), (Some("accepted"), Some(1)), "{r}");
+        assert_eq!(
+            (r["status"].as_str(), r["quarantined"].as_u64()),
+            (Some("accepted"), Some(1)),
+            "{r}"
+        );
         let why = r["quarantine"][0]["reason"].as_str().unwrap();
-        assert!(why.contains("EventTime") && why.contains("no time zone"), "{why}");
+        assert!(
+            why.contains("EventTime") && why.contains("no time zone"),
+            "{why}"
+        );
     }
     assert!(f.lines().await.is_empty());
     assert_eq!(f.quarantined().await.len(), 2);
     // The same events from an NXLog that declares its zone (X-Agent-Timezone).
     for mut req in case("05-nxlog-ce-eventtime-local.http") {
-        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-agent-id"));
-        req.headers.push(("X-Agent-Id".into(), "nxlog-dc51-berlin".into()));
-        req.headers.push(("X-Agent-Timezone".into(), "Europe/Berlin".into()));
+        req.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("x-agent-id"));
+        req.headers
+            .push(("X-Agent-Id".into(), "nxlog-dc51-berlin".into()));
+        req.headers
+            .push(("X-Agent-Timezone".into(), "Europe/Berlin".into()));
         let (status, body) = send(&f.served, &f.lake.key, &req).await;
-        assert_eq!((status, body["quarantined"].as_u64()), (200, Some(0)), "{body}");
+        assert_eq!(
+            (status, body["quarantined"].as_u64()),
+            (200, Some(0)),
+            "{body}"
+        );
     }
     let lines = f.lines().await;
     let (key, first) = record(&lines, 4410021);
@@ -197,7 +271,10 @@ async fn nxlog_local_times_are_quarantined_naming_the_field_or_read_in_the_decla
     assert!(key.contains("/dt=2026-11-21/"), "{key}");
     let (key, second) = record(&lines, 4410977);
     assert_eq!(second["time"], "2026-11-21T23:30:10Z");
-    assert!(key.contains("/dt=2026-11-21/"), "local midnight had passed, UTC had not: {key}");
+    assert!(
+        key.contains("/dt=2026-11-21/"),
+        "local midnight had passed, UTC had not: {key}"
+    );
     let agents = f.agents().await;
     assert_eq!(agents["agents"][0]["id"], "nxlog-dc51", "{agents}");
     assert_eq!(agents["agents"][0]["events_quarantined"], 2, "{agents}");
@@ -214,7 +291,10 @@ async fn an_old_event_is_stored_in_its_own_day_and_the_queue_moves_on() {
     assert_eq!(replies[0]["status"], "accepted");
     let lines = f.lines().await;
     let (key, l) = record(&lines, 118);
-    assert!(key.contains("category=system/dt=2025-09-01/nxlog-dc52~"), "{key}");
+    assert!(
+        key.contains("category=system/dt=2025-09-01/nxlog-dc52~"),
+        "{key}"
+    );
     assert_eq!(l["time"], "2025-09-01T03:12:44Z");
 }
 
@@ -242,15 +322,26 @@ async fn one_old_event_in_a_chunk_costs_nothing_of_the_others() {
         return;
     }
     let f = Field::new().await;
-    let replies = f.send_case("10-hec-one-stale-event-rejects-batch.http").await;
+    let replies = f
+        .send_case("10-hec-one-stale-event-rejects-batch.http")
+        .await;
     assert_eq!(replies[0], json!({"text": "Success", "code": 0}));
     let lines = f.lines().await;
     assert_eq!(lines.len(), 4);
     for id in [501001, 501002, 501003] {
-        assert!(record(&lines, id).0.contains("category=logon/dt=2026-11-21/dc81.corp.example~"));
+        assert!(
+            record(&lines, id)
+                .0
+                .contains("category=logon/dt=2026-11-21/dc81.corp.example~")
+        );
     }
-    assert!(record(&lines, 12).0.contains("category=system/dt=2025-09-01/dc81.corp.example~"));
+    assert!(
+        record(&lines, 12)
+            .0
+            .contains("category=system/dt=2025-09-01/dc81.corp.example~")
+    );
     // A resend of the chunk (the agent never saw the reply) stores nothing again.
-    f.send_case("10-hec-one-stale-event-rejects-batch.http").await;
+    f.send_case("10-hec-one-stale-event-rejects-batch.http")
+        .await;
     assert_eq!(f.lines().await.len(), 4);
 }

@@ -401,14 +401,14 @@ fn normalize_all(
         .collect();
     correct_fluent_bit_offsets(&mut out, batch);
     for o in &mut out {
-        if let Ok(n) = o {
-            if n.time > latest {
-                *o = Err(format!(
-                    "time {} is more than {MAX_EVENT_LEAD_DAYS} day after receipt ({}): the domain controller's clock or the agent's time field is wrong",
-                    event_time::stored(n.time),
-                    api_time(now)
-                ));
-            }
+        if let Ok(n) = o
+            && n.time > latest
+        {
+            *o = Err(format!(
+                "time {} is more than {MAX_EVENT_LEAD_DAYS} day after receipt ({}): the domain controller's clock or the agent's time field is wrong",
+                event_time::stored(n.time),
+                api_time(now)
+            ));
         }
     }
     out
@@ -437,10 +437,11 @@ fn correct_fluent_bit_offsets(out: &mut [Result<Normalized, String>], batch: &de
     let read_times = &batch.fallback_times;
     let mut by_computer: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, o) in out.iter().enumerate() {
-        if let (Ok(n), Some(Some(_))) = (o, read_times.get(i)) {
-            if n.shape == Shape::FluentBitWinevtlog && n.time_fix.is_none() {
-                by_computer.entry(n.computer.clone()).or_default().push(i);
-            }
+        if let (Ok(n), Some(Some(_))) = (o, read_times.get(i))
+            && n.shape == Shape::FluentBitWinevtlog
+            && n.time_fix.is_none()
+        {
+            by_computer.entry(n.computer.clone()).or_default().push(i);
         }
     }
     for idx in by_computer.values() {

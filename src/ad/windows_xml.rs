@@ -72,10 +72,11 @@ pub fn parse(xml: &str) -> Result<XmlEvent, String> {
                 let name = local(&e);
                 attributes(&mut ev, &path, &name, &e);
                 // `<Data Name='X'/>`: the field is there and empty.
-                if name == "Data" && parent(&path) == Some("EventData") {
-                    if let Some(n) = attr(&e, "Name") {
-                        ev.data.push((n, String::new()));
-                    }
+                if name == "Data"
+                    && parent(&path) == Some("EventData")
+                    && let Some(n) = attr(&e, "Name")
+                {
+                    ev.data.push((n, String::new()));
                 }
             }
             Event::Text(t) => text.push_str(&t.xml10_content()),

@@ -932,7 +932,10 @@ pub fn http_file(text: &str) -> Vec<HttpFileRequest> {
     }
     blocks
         .into_iter()
-        .filter(|b| b.iter().any(|l| !l.starts_with('#') && !l.trim().is_empty()))
+        .filter(|b| {
+            b.iter()
+                .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+        })
         .map(|block| {
             let mut lines = block
                 .into_iter()
