@@ -883,6 +883,46 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
         let (st, _, rss) = invoke_ad_ingest(event, env).await;
         figures.push(format!("{what}: HTTP {st}, {:.0} MB", rss as f64 / 1024.0));
     }
+    // The same caps with nothing the lake can take (no computer name): every event goes to
+    // the quarantine object, which holds them all (64 MiB of events in one object).
+    let unreadable: Vec<Value> = (0..10_000)
+        .map(|i| json!({"event_id": ids[i % 5], "time": tv1_connector::timefmt::api_time(now), "n": i, "pad": pad}))
+        .collect();
+    let raw_q = serde_json::to_vec(
+        &json!({"agent": {"id": "worst"}, "batch_id": "quarantine", "events": unreadable}),
+    )
+    .unwrap();
+    let (st, _, rss) = invoke_ad_ingest(
+        apigw(base64::engine::general_purpose::STANDARD.encode(gz(&raw_q)), true),
+        &vars,
+    )
+    .await;
+    figures.push(format!(
+        "10,000 events, {:.1} MiB, all quarantined: HTTP {st}, {:.0} MB",
+        raw_q.len() as f64 / 1048576.0,
+        rss as f64 / 1024.0
+    ));
+    // An archive: 10,000 events from seven years ago, over 400 (category, day) partitions.
+    let archive: Vec<Value> = (0..10_000)
+        .map(|i| {
+            let t = now - chrono::Duration::days(7 * 365 + (i / 5 % 80) as i64);
+            json!({"event_id": ids[i % 5], "time": tv1_connector::timefmt::api_time(t), "computer": "DC01", "n": i, "pad": pad})
+        })
+        .collect();
+    let raw_a = serde_json::to_vec(
+        &json!({"agent": {"id": "worst"}, "batch_id": "archive", "events": archive}),
+    )
+    .unwrap();
+    let (st, _, rss) = invoke_ad_ingest(
+        apigw(base64::engine::general_purpose::STANDARD.encode(gz(&raw_a)), true),
+        &vars,
+    )
+    .await;
+    figures.push(format!(
+        "the caps' batch seven years old (400 partitions in {}): HTTP {st}, {:.0} MB",
+        (now - chrono::Duration::days(7 * 365)).format("%Y"),
+        rss as f64 / 1024.0
+    ));
     // A gzip bomb: stopped at the 64 MiB cap.
     let bomb = gz(&vec![b' '; 256 << 20]);
     let (st, _, rss) = invoke_ad_ingest(

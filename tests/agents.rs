@@ -276,6 +276,6 @@ async fn splunks_own_hec_library_lands_events_once_even_when_killed_and_rerun() 
     assert_eq!(lines[0].1["shape"], "winlogbeat");
     assert_eq!(lines[0].1["hec"]["sourcetype"], "WinEventLog");
     let a = agents(&served.url, &key).await;
-    assert_eq!(a["agents"][0]["id"], "DC05.corp.example");
+    assert_eq!(a["agents"][0]["id"], "dc05.corp.example");
     assert_eq!(a["agents"][0]["events_received"], 100);
 }
