@@ -893,7 +893,10 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
     )
     .unwrap();
     let (st, _, rss) = invoke_ad_ingest(
-        apigw(base64::engine::general_purpose::STANDARD.encode(gz(&raw_q)), true),
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(gz(&raw_q)),
+            true,
+        ),
         &vars,
     )
     .await;
@@ -914,7 +917,10 @@ async fn bench_ingest_worst(rows: &mut Vec<Row>, lake: &Lake) {
     )
     .unwrap();
     let (st, _, rss) = invoke_ad_ingest(
-        apigw(base64::engine::general_purpose::STANDARD.encode(gz(&raw_a)), true),
+        apigw(
+            base64::engine::general_purpose::STANDARD.encode(gz(&raw_a)),
+            true,
+        ),
         &vars,
     )
     .await;

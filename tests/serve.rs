@@ -343,3 +343,103 @@ async fn every_agent_shape_lands_through_the_endpoint() {
         ]
     );
 }
+
+/// A batch with events the lake cannot take, `tv1 serve` killed at random points while it
+/// stores it, the agent resending until answered: every event once, in the lake or in the
+/// quarantine, whatever the kills interrupted.
+#[tokio::test]
+async fn quarantined_events_are_stored_exactly_once_through_kills_and_resends() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", lake.bucket.as_str()),
+    ];
+    let mut served = serve(&vars).await;
+    let now = chrono::Utc::now();
+    // 3,000 events over 60 days of the past (a backlog); every 7th has no computer name.
+    let events: Vec<Value> = (0..3000)
+        .map(|n| {
+            let t = tv1_connector::timefmt::api_time(now - chrono::Duration::days((n % 60) as i64));
+            if n % 7 == 0 {
+                json!({"event_id": 4624, "time": t, "record_id": n})
+            } else {
+                json!({"event_id": 4624, "time": t, "computer": "DC09", "record_id": n})
+            }
+        })
+        .collect();
+    let body = gzip(
+        &serde_json::to_vec(
+            &json!({"agent": {"id": "dc09"}, "batch_id": "backlog-1", "events": events}),
+        )
+        .unwrap(),
+    );
+    let post = |url: String, body: Vec<u8>, key: String| async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/events"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+    };
+    for _ in 0..6 {
+        let request = tokio::spawn(post(served.url.clone(), body.clone(), lake.key.clone()));
+        tokio::time::sleep(Duration::from_millis(rand::random_range(20..500))).await;
+        signal(served.child.id(), "-KILL");
+        let _ = request.await;
+        served = serve(&vars).await;
+    }
+    let r = post(served.url.clone(), body.clone(), lake.key.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(
+        (v["events"].as_u64(), v["quarantined"].as_u64()),
+        (Some(3000), Some(429)),
+        "{v}"
+    );
+    let stored = lake_lines(&lake.s3, &lake.bucket).await;
+    let quarantined = quarantine_lines(&lake.s3, &lake.bucket).await;
+    let mut seen = vec![0; 3000];
+    for (_, l) in &stored {
+        seen[l["record_id"].as_u64().unwrap() as usize] += 1;
+    }
+    for (_, l) in &quarantined {
+        assert!(
+            l["reason"]
+                .as_str()
+                .unwrap()
+                .contains("computer name is missing"),
+            "{l}"
+        );
+        assert_eq!(l["index"], l["event"]["record_id"]);
+        seen[l["index"].as_u64().unwrap() as usize] += 1;
+    }
+    assert!(
+        seen.iter().all(|n| *n == 1),
+        "not once: {:?}",
+        seen.iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 1)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!((stored.len(), quarantined.len()), (2571, 429));
+    // Once more: a duplicate, which says what the batch was.
+    let v = json_of(
+        post(served.url.clone(), body, lake.key.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (v["status"].as_str(), v["quarantined"].as_u64()),
+        (Some("duplicate"), Some(429)),
+        "{v}"
+    );
+}
