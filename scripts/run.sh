@@ -61,8 +61,8 @@ post() { # file, extra curl args...
 say "ad-ingest: the Winlogbeat batch, gzip + base64 as API Gateway delivers it (events/ad-ingest-post.json)"
 # `cargo lambda watch` cannot pass a binary body to a function URL as API Gateway does, so the
 # gzip batch goes in as the API Gateway event itself; the other two go over HTTP.
-# The samples were written on 2026-11-21 and ad-ingest takes events up to a year old: they are
-# moved to yesterday, the gzip body of the API Gateway event too.
+# The samples were written on 2026-11-21; events of any age are stored in their own day, but they
+# are moved to yesterday (the gzip body of the API Gateway event too) so that what lands is recent.
 DAY="$(date -u -d yesterday +%F)"
 python3 - "$API_KEY" "$DAY" "$LOGS" <<'PY'
 import base64, gzip, json, sys
@@ -90,14 +90,24 @@ curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Conten
   -H 'X-Agent-Id: fluent-bit-dc06' --data-binary "@$LOGS/fluentbit-winevtlog.ndjson"; echo
 curl -sS -X POST "$URL/services/collector/event" -H "Authorization: Splunk $API_KEY" \
   --data-binary "@$LOGS/otel-windowseventlog-hec.json"; echo
-say "a batch with a wrong key, and one with an invalid event: refused, nothing written"
+say "a batch with a wrong key: refused, nothing written"
 curl -sS -X POST "$URL/v1/events" -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' --data-binary "@$LOGS/native-batch.json"; echo
+say "a Fluent Bit chunk with a 446-day-old System event (tests/field-cases/10): all four stored, the old one in its own day"
+sed -n '/^{/,$p' tests/field-cases/10-hec-one-stale-event-rejects-batch.http \
+  | curl -sS -X POST "$URL/services/collector/event" -H "Authorization: Splunk $API_KEY" --data-binary @-; echo
+say "an NXLog CE event with its default zone-less local time, and one that cannot be read: 200, both quarantined with their reasons"
 curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
-  --data '{"agent":{"id":"dc9"},"batch_id":"b1","events":[{"event_id":4624,"time":"yesterday","computer":"DC9"}]}'; echo
+  --data '{"agent":{"id":"dc9"},"batch_id":"b1","events":[{"EventID":4624,"EventTime":"2026-11-21 11:00:05","Hostname":"DC9"},{"event_id":4624,"time":"yesterday","computer":"DC9"}]}'; echo
 say "GET /v1/agents"
 curl -sS "$URL/v1/agents" -H "X-Api-Key: $API_KEY" | python3 -m json.tool
 say "AD objects in s3://$BUCKET/active-directory/"
 aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v /_state/
+say "the quarantine (table active_directory_quarantine): index, reason, event"
+for k in $(aws s3 ls --recursive "s3://$BUCKET/active-directory/quarantine/" | awk '{print $4}'); do
+  aws s3 cp --quiet "s3://$BUCKET/$k" - | gzip -dc | python3 -c 'import json,sys
+for l in sys.stdin:
+    q = json.loads(l); print(q["agent_id"], q["index"], q["reason"][:110])'
+done
 say "OCSF Parquet in s3://$BUCKET/ext/ (OCSF_OUTPUT=on), read back with DuckDB"
 rm -rf "$LOGS/ocsf"
 aws s3 sync --quiet "s3://$BUCKET/ext/" "$LOGS/ocsf/"
