@@ -166,6 +166,10 @@ fn body_events(req: &Request) -> Vec<Value> {
         .collect();
     let items: Vec<Value> = match items.as_slice() {
         [Value::Array(a)] => a.clone(),
+        // The envelope `{"agent", "batch_id", "events"}`.
+        [Value::Object(o)] if !hec && o.get("events").is_some_and(Value::is_array) => {
+            o["events"].as_array().unwrap().clone()
+        }
         _ => items,
     };
     if hec {

@@ -461,6 +461,40 @@ def main():
         reqs = [([], *wlb([e])) for e in evs] if name == "evtx-crate" else [([], *wlb(evs))]
         write_case("winlogbeat-logstash", name, head + [src(evs)], reqs, [truth(e) for e in evs])
 
+    # The same Winlogbeat events inside the connector's envelope (a forwarder of one's own).
+    def wlb_envelope(evs, n):
+        body = {"agent": {"id": "wlb-dc01", "hostname": "DC01.corp.example", "version": "8.17.0"},
+                "batch_id": "wlb-dc01-%06d" % n, "events": [winlogbeat(e) for e in evs]}
+        return ("POST /v1/events", [("Authorization", "Bearer <ad-ingest key>"),
+                                    ("Content-Type", "application/json")], dumps(body))
+    head = ["Winlogbeat events in the envelope {agent, batch_id, events} (README, wire contract).",
+            "time-precision: ms (as Winlogbeat's @timestamp)"]
+    for name, evs in (("dc01", dc01), ("evtx-crate", crate)):
+        reqs = [([], *wlb_envelope([e], i)) for i, e in enumerate(evs)] if name == "evtx-crate" \
+            else [([], *wlb_envelope(evs, 0))]
+        write_case("winlogbeat-envelope", name, head + [src(evs)], reqs, [truth(e) for e in evs])
+
+    # Vector windows_event_log -> `http` sink (encoding.codec json, framing newline_delimited):
+    # the event keeps its `timestamp` (Vector's JSON encoding: RFC 3339, fraction as chrono's
+    # AutoSi writes it).
+    def vec_http(evs):
+        recs = []
+        for e in evs:
+            ns = epoch_ns(e) % 1_000_000_000
+            frac = "" if ns == 0 else ".%03d" % (ns // 1_000_000) if ns % 1_000_000 == 0 else \
+                ".%06d" % (ns // 1000) if ns % 1000 == 0 else ".%09d" % ns
+            r = dict(vector(e))
+            r["timestamp"] = utc_at(epoch_ns(e)).strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+            recs.append(dict(sorted(r.items())))
+        return ("POST /v1/events", [("Authorization", "Bearer <ad-ingest key>"),
+                                    ("Content-Type", "application/x-ndjson"), ("X-Agent-Id", "vector-dc01")],
+                "\n".join(dumps(r) for r in recs))
+    head = ["Vector windows_event_log -> http sink, codec json, framing newline_delimited, X-Agent-Id header.",
+            "time-precision: full (Vector keeps SystemTime's 100 ns)"]
+    for name, evs in (("dc01", dc01), ("evtx-crate", crate)):
+        reqs = [([], *vec_http([e])) for e in evs] if name == "evtx-crate" else [([], *vec_http(evs))]
+        write_case("vector-http", name, head + [src(evs)], reqs, [truth(e) for e in evs])
+
     # Vector windows_event_log -> splunk_hec_logs (examples/agents/vector.yaml).
     def vec(evs):
         return ("POST /services/collector/event",
