@@ -27,6 +27,8 @@
 //!        lake::encode: one gzip JSON Lines object per category and day (lake/encode.rs)
 //!   ─► store: create-only objects (lake::sink), OCSF (lake::ocsf),
 //!        then the batch marker, then the agent list                    (ad/store.rs, agents.rs)
+//! .evtx files ─► tv1 import-evtx ─► ad::evtx_import: records read with
+//!   the evtx crate, normalised as agents' XML, landed step by step     (ad/evtx_import.rs)
 //! ```
 //!
 //! # Binaries (`src/bin/`)
@@ -35,7 +37,7 @@
 //! - `ad-ingest`: the API Gateway Lambda function; hands each request to
 //!   [`ad::Ingest::handle_apigw`].
 //! - `tv1`: the operator CLI over the same code (`pull`, `backfill`, `status`, `checkpoint`,
-//!   `rotate-key`, `serve`, `ocsf-sources`, `simulate`).
+//!   `rotate-key`, `serve`, `import-evtx`, `ocsf-sources`, `simulate`).
 //!
 //! # Modules
 //! - [`audit`]: the audit pipeline: runs, lease, redo, reconciliation, backfill, operator
@@ -44,7 +46,7 @@
 //!   `simulator`, off in the Lambda functions) is the Vision One simulator of `tv1 simulate`,
 //!   the tests, the bench and `make run`.
 //! - [`ad`]: the AD pipeline: routes, HEC, API key, decoding, the event shapes, the agent list,
-//!   `tv1 serve`.
+//!   `tv1 serve`, `tv1 import-evtx` ([`ad::evtx_import`]).
 //! - [`lake`]: [`lake::encode`] (gzip JSON Lines, `_id`), [`lake::sink`] (create-only objects,
 //!   conditional documents), [`lake::state`] (state documents and their error),
 //!   [`lake::clock`] (S3's time), [`lake::ocsf`] (OCSF mappings, Parquet, the second output).

@@ -10,6 +10,7 @@ mod agents;
 mod audit_puller;
 mod corpus;
 mod field_cases;
+mod import_evtx;
 mod infra;
 mod ocsf_output;
 mod ocsf_schema;

@@ -317,10 +317,10 @@ impl Ingest {
 }
 
 /// Where a stored line came from: the agent, the batch and when it was received.
-struct Origin<'a> {
-    agent_id: &'a str,
-    batch_id: &'a str,
-    received_at: &'a str,
+pub(crate) struct Origin<'a> {
+    pub(crate) agent_id: &'a str,
+    pub(crate) batch_id: &'a str,
+    pub(crate) received_at: &'a str,
 }
 
 /// The key of a batch's quarantine object: not partitioned (it stays small) and named like the
@@ -335,7 +335,13 @@ pub const QUARANTINE_DIR: &str = "quarantine/";
 
 /// The key of a batch's object for one (category, day). `~` is not an identifier character, so
 /// no two (agent, batch) pairs can share a key.
-fn data_key(prefix: &str, c: Category, day: NaiveDate, agent: &str, batch_id: &str) -> String {
+pub(crate) fn data_key(
+    prefix: &str,
+    c: Category,
+    day: NaiveDate,
+    agent: &str,
+    batch_id: &str,
+) -> String {
     format!(
         "{prefix}category={}/dt={}/{agent}~{batch_id}.jsonl.gz",
         c.as_str(),
@@ -475,7 +481,13 @@ fn correct_fluent_bit_offsets(out: &mut [Result<Normalized, String>], batch: &de
     }
 }
 
-fn write_line(out: &mut Vec<u8>, n: &Normalized, at: &Origin<'_>, raw: &[u8], meta: Option<&str>) {
+pub(crate) fn write_line(
+    out: &mut Vec<u8>,
+    n: &Normalized,
+    at: &Origin<'_>,
+    raw: &[u8],
+    meta: Option<&str>,
+) {
     let s =
         |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("in-memory write");
     out.extend_from_slice(b"{\"time\":");

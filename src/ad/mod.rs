@@ -15,6 +15,7 @@ mod batch;
 pub mod decode;
 pub mod event_time;
 pub mod events;
+pub mod evtx_import;
 pub mod hec;
 pub mod serve;
 mod store;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
+use tv1_connector::ad::evtx_import::{ImportConfig, Importer, Progress as ImportProgress};
 use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
 use tv1_connector::audit::simulate::{Generate, SimSettings, Simulator, Spread, generate};
@@ -70,6 +71,24 @@ enum Command {
         /// External id the sources' provider roles trust.
         #[arg(long, default_value = "tv1-connector")]
         external_id: String,
+    },
+    /// Imports Windows event log files (.evtx) into the AD layout, each event exactly once
+    /// however often a file, or an overlapping export of the same log, is imported, and
+    /// whatever stops an import (run it again). Configured by ad-ingest's BUCKET, AD_PREFIX and
+    /// OCSF_*; progress on a terminal, the summary as JSON.
+    ImportEvtx {
+        /// The .evtx files, imported in this order.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Most records of one computer's log in one step (the unit that is redone after a
+        /// crash); keep it the same when running a stopped import again.
+        #[arg(long, default_value_t = tv1_connector::ad::evtx_import::DEFAULT_STEP_RECORDS)]
+        step_records: usize,
+        /// How long a step this import claims stays its own: if the import dies, an import of
+        /// another file takes the step over after this long (it stops a step that runs for half
+        /// of it). Running the same file again redoes the step at once.
+        #[arg(long, default_value = "10m", value_parser = cli_duration)]
+        stale_after: Duration,
     },
     /// Serves the Vision One simulator on 127.0.0.1 (built with the `simulator` feature).
     #[cfg(feature = "simulator")]
@@ -159,6 +178,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::RotateKey { param, kms_key_id } => rotate_key(&param, kms_key_id).await,
         Command::Serve { listen } => serve_http(listen).await,
+        Command::ImportEvtx {
+            files,
+            step_records,
+            stale_after,
+        } => import_evtx(&files, step_records, stale_after).await,
         Command::OcsfSources {
             crawler_role_arn,
             external_id,
@@ -228,6 +252,50 @@ async fn serve_http(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     tracing::info!("ad-ingest listening on http://{listen}");
     serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
     Ok(())
+}
+
+/// `tv1 import-evtx`: progress on a terminal, the summary as JSON.
+async fn import_evtx(
+    files: &[std::path::PathBuf],
+    step_records: usize,
+    stale_after: Duration,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(step_records > 0, "--step-records must be at least 1");
+    let mut cfg = ImportConfig::from_env()?;
+    if let Some(ocsf) = &cfg.ocsf {
+        ocsf.require_account()?;
+    }
+    cfg.step_records = step_records;
+    cfg.stale_after = stale_after;
+    let sdk = aws::load().await;
+    let importer = Importer::new(cfg, aws::s3_client(&sdk));
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |p: &ImportProgress| {
+        if tty {
+            let name = p.path.file_name().unwrap_or_default().to_string_lossy();
+            let waiting = p
+                .waiting_for
+                .as_ref()
+                .map(|l| format!(", waiting for another import's step of {l}"))
+                .unwrap_or_default();
+            eprint!(
+                "\r\x1b[Kimport-evtx: file {}/{} {name}: {} records, {} landed, {} already present{waiting}",
+                p.file, p.files, p.records, p.landed, p.present
+            );
+        }
+    };
+    let summary = importer.import(files, &progress).await;
+    if tty {
+        eprintln!();
+    }
+    let summary = summary?;
+    if summary.unreadable_records + summary.unreadable_chunks > 0 {
+        eprintln!(
+            "warning: {} records and {} chunks could not be read and were not imported (see \"unreadable\")",
+            summary.unreadable_records, summary.unreadable_chunks
+        );
+    }
+    print_json(&summary)
 }
 
 /// `tv1 simulate`: generated entries, served until stopped.
@@ -312,7 +380,6 @@ enum LateSpread {
     LogUniform,
 }
 
-#[cfg(feature = "simulator")]
 fn cli_duration(s: &str) -> Result<Duration, String> {
     timefmt::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (90s, 5m, 2h)"))
 }
