@@ -545,6 +545,7 @@ fn corpus_ocsf_matches_the_truth() {
     let (outcomes, refusals) = run_corpus();
     let mut mm = Vec::new();
     let mut dropped = Vec::new();
+    let (mut compared, mut agreed) = (0, 0);
     for o in &outcomes {
         let label = event_label(&o.truth);
         let Some(ocsf) = &o.ocsf else {
@@ -565,8 +566,9 @@ fn corpus_ocsf_matches_the_truth() {
         for (path, expected) in ocsf_expectations(&o.truth, o.expected_time) {
             let got = ocsf.pointer(&path);
             let got = got.filter(|v| !v.is_null());
+            compared += 1;
             match (&expected, got) {
-                (Some(e), Some(g)) if e == g => {}
+                (Some(e), Some(g)) if e == g => agreed += 1,
                 (None, None) => {}
                 (Some(e), None) if !carried(&o.raw_event, e) => {
                     dropped.push(format!("{} {label} {path} {e}", o.case));
@@ -581,6 +583,10 @@ fn corpus_ocsf_matches_the_truth() {
             }
         }
     }
+    println!(
+        "{} events, {compared} OCSF attributes compared with the truth, {agreed} filled and equal",
+        outcomes.len()
+    );
     if !dropped.is_empty() {
         println!(
             "values the agents' requests do not carry (not demanded):\n  {}",

@@ -396,6 +396,11 @@ impl Data {
                     for (k, v) in x.data {
                         d.insert(&k, &Value::String(v));
                     }
+                    // `System/Keywords`, read with the data so the XML is parsed once; no
+                    // event's data has a field of that name.
+                    if let Some(k) = x.keywords {
+                        d.insert("Keywords", &Value::String(k));
+                    }
                 }
             }
             "windows_text" => {
@@ -535,13 +540,11 @@ fn audit_outcome(shape: &str, event: &Value, d: &Data) -> Option<bool> {
             _ => None,
         }
     }
-    let xml_keywords = || word(&xml_of(event)?.keywords?);
     match shape {
         "winlogbeat" => {
             any(event.pointer("/event/outcome")).or_else(|| any(event.pointer("/winlog/keywords")))
         }
-        "windows_xml" => xml_keywords(),
-        "windows_text" => d.get("Keywords").and_then(word),
+        "windows_xml" | "windows_text" => d.get("Keywords").and_then(word),
         _ => ["Keywords", "keywords", "EventType"]
             .iter()
             .find_map(|k| any(event.get(*k))),
