@@ -133,6 +133,10 @@ impl Ingest {
             ));
         }
         let mut batch = self.parse(req, &body)?;
+        // The header declares the zone for an envelope that does not.
+        if batch.agent.timezone.is_none() {
+            batch.agent.timezone = req.sender.timezone.map(|z| z.trim().to_owned());
+        }
         let zone = match batch.agent.timezone.as_deref() {
             Some(z) => Some(event_time::zone(z).map_err(|e| {
                 bad(
@@ -218,7 +222,7 @@ impl Ingest {
                 id: agent_id.trim().to_owned(),
                 hostname: req.sender.hostname.map(|h| h.trim().to_owned()),
                 version: req.sender.version.map(|v| v.trim().to_owned()),
-                timezone: req.sender.timezone.map(|z| z.trim().to_owned()),
+                timezone: None, // X-Agent-Timezone is read in `prepare`, for every route
             },
             batch_id,
             events,
@@ -608,6 +612,33 @@ mod tests {
         assert_eq!(prepared.objects.len(), 1825);
         println!("peak while preparing: {} KB", peak >> 10);
         assert!(peak < 64 << 20, "preparing held {} MB", peak >> 20);
+    }
+
+    #[test]
+    fn the_zone_header_serves_an_envelope_that_declares_none() {
+        let ingest = offline_ingest(&[]);
+        let body = r#"{"agent":{"id":"nx"},"batch_id":"b","events":[{"EventID":4624,"EventTime":"2026-11-21 11:00:05","Hostname":"DC51"}]}"#;
+        let req = |zone| HttpRequest {
+            method: "POST",
+            path: "/v1/events",
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Body::apigw(Some(body), false),
+            sender: crate::ad::Sender {
+                timezone: zone,
+                ..Default::default()
+            },
+        };
+        let now = Utc::now();
+        let p = ingest.prepare(&req(None), now).unwrap();
+        assert_eq!((p.objects.len(), p.quarantined.len()), (0, 1));
+        let p = ingest.prepare(&req(Some("Europe/Berlin")), now).unwrap();
+        assert_eq!((p.objects.len(), p.quarantined.len()), (1, 0));
+        assert!(p.objects[0].0.contains("/dt=2026-11-21/"));
+        let e = ingest.prepare(&req(Some("Mars/Base")), now).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn agent(sender: &super::Sender<'_>, first_host: Option<&str>) -> (AgentInfo, bo
             .or(host)
             .map(|h| h.chars().take(MAX_HOSTNAME).collect()),
         version: sender.version.map(str::to_owned),
-        timezone: sender.timezone.map(str::to_owned),
+        timezone: None, // X-Agent-Timezone is read in `prepare`, for every route
     };
     (info, from_events)
 }
