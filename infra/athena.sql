@@ -35,7 +35,9 @@ TBLPROPERTIES (
 );
 
 CREATE EXTERNAL TABLE IF NOT EXISTS active_directory_events (
-  time string,
+  time string COMMENT 'UTC, RFC 3339, at the source''s precision',
+  time_original string COMMENT 'the time as the agent wrote it, when it was corrected or interpreted',
+  time_fix string COMMENT 'why the time was corrected or interpreted',
   event_id int,
   computer string,
   channel string,
@@ -57,11 +59,24 @@ TBLPROPERTIES (
   'projection.category.values' = 'logon,account_management,object_access,system,other',
   'projection.dt.type' = 'date',
   'projection.dt.format' = 'yyyy-MM-dd',
-  'projection.dt.range' = 'NOW-3YEARS,NOW+1DAYS',
+  'projection.dt.range' = '2000-01-01,NOW+1YEARS',
   'projection.dt.interval' = '1',
   'projection.dt.interval.unit' = 'DAYS',
   'storage.location.template' = 's3://BUCKET/active-directory/category=${category}/dt=${dt}/'
 );
+
+-- The events ad-ingest could not put in the lake (one object per batch, the reason per event).
+CREATE EXTERNAL TABLE IF NOT EXISTS active_directory_quarantine (
+  `index` int COMMENT 'the event''s index in its batch',
+  reason string COMMENT 'why the lake could not take it',
+  agent_id string,
+  batch_id string,
+  received_at string,
+  hec string COMMENT 'HEC metadata as JSON text, for events sent over HEC',
+  event string COMMENT 'the original event as JSON text'
+)
+ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
+LOCATION 's3://BUCKET/active-directory/quarantine/';
 
 -- Example: failed console logons in the last day.
 -- SELECT loggeddatetime, loggeduser, accesstype FROM vision_one_audit

@@ -11,7 +11,7 @@
 //! to their own day partitions.
 
 use super::event_time::{self, fluent_bit_offset};
-use super::events::{Category, Hints, Normalized, Shape, normalize_in};
+use super::events::{self, Category, Hints, Normalized, Shape, normalize_in};
 use super::{Body, HttpRequest, Ingest, IngestError, bad, decode, hec};
 use crate::lake::encode::{ObjectEncoder, push_compact};
 use crate::timefmt::api_time;
@@ -29,13 +29,8 @@ const NDJSON: &str = "application/x-ndjson";
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
 /// Longest reason given for one quarantined event (values in it are cut shorter still), so that
-/// a reply stays under ~25 KB whatever was sent.
+/// a reply stays under ~0.5 MB (with 400 keys) whatever was sent.
 pub const MAX_REASON_CHARS: usize = 600;
-
-/// Newest event stored, after the time of receipt (clock skew of the domain controller); a
-/// later one is a clock or parsing error and is quarantined rather than opening a partition
-/// in the future.
-pub const MAX_EVENT_LEAD_DAYS: i64 = 1;
 
 /// A validated, encoded batch: what [`Ingest::prepare`] hands to the storage step.
 #[derive(Debug)]
@@ -137,7 +132,12 @@ impl Ingest {
         if batch.agent.timezone.is_none() {
             batch.agent.timezone = req.sender.timezone.map(|z| z.trim().to_owned());
         }
-        let zone = match batch.agent.timezone.as_deref() {
+        let zone = match batch
+            .agent
+            .timezone
+            .as_deref()
+            .filter(|z| !z.trim().is_empty())
+        {
             Some(z) => Some(event_time::zone(z).map_err(|e| {
                 bad(
                     "invalid_batch",
@@ -146,32 +146,9 @@ impl Ingest {
             })?),
             None => None,
         };
-        if let Some((i, e)) = batch
-            .events
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.get().len() > self.cfg.max_event_bytes)
-        {
-            return Err(IngestError::TooLarge(format!(
-                "event {i} is {} bytes; the limit is {}",
-                e.get().len(),
-                self.cfg.max_event_bytes
-            )));
-        }
-        let outcomes = normalize_all(&batch, zone, now);
+        let outcomes = normalize_all(&batch, zone, self.cfg.max_event_bytes);
         if batch.agent_from_events {
-            batch.agent.id = outcomes
-                .iter()
-                .flatten()
-                .find_map(|n| super::agents::id_of_host(&n.computer))
-                .unwrap_or_else(|| "hec".into());
-            batch.agent.hostname = batch.agent.hostname.take().or_else(|| {
-                outcomes
-                    .iter()
-                    .flatten()
-                    .next()
-                    .map(|n| n.computer.chars().take(decode::MAX_HOSTNAME).collect())
-            });
+            name_after_events(&mut batch);
         }
         check_agent(&batch.agent, &batch.batch_id)?;
         let (objects, quarantine, quarantined) = self.encode(&batch, &outcomes, now)?;
@@ -381,75 +358,96 @@ fn check_agent(agent: &decode::AgentInfo, batch_id: &str) -> Result<(), IngestEr
     Ok(())
 }
 
-/// Normalises every event: `Ok` to store, `Err(reason)` to quarantine. An event more than
-/// [`MAX_EVENT_LEAD_DAYS`] ahead of `now` is quarantined; old events are data. Fluent Bit
-/// `winevtlog` times are then corrected against their HEC `time` (see [`fluent_bit_offset`]).
+/// Names a HEC agent that names itself nowhere (no `X-Agent-Id`, no real host) after the first
+/// computer its events name, stored or not: a function of the body alone, so a retry of the
+/// same body is the same agent's. `hec` when no event names a computer.
+fn name_after_events(batch: &mut decode::Batch<'_>) {
+    let computer = batch.events.iter().find_map(|e| {
+        let v: Value = serde_json::from_str(e.get()).ok()?;
+        events::computer_of(&v).filter(|c| super::agents::id_of_host(c).is_some())
+    });
+    batch.agent.id = computer
+        .as_deref()
+        .and_then(super::agents::id_of_host)
+        .unwrap_or_else(|| "hec".into());
+    if batch.agent.hostname.is_none() {
+        batch.agent.hostname = computer.map(|c| c.chars().take(decode::MAX_HOSTNAME).collect());
+    }
+}
+
+/// Normalises every event: `Ok` to store, `Err(reason)` to quarantine (an event over
+/// `max_event_bytes` among them: the lines of the lake stay bounded). Whether an event can be
+/// stored depends on the request alone, never on when it arrives, so a retry of a half-stored
+/// batch meets the same objects. Fluent Bit `winevtlog` times whose zone was not declared are
+/// then corrected against their HEC `time` (see [`fluent_bit_offset`]).
 fn normalize_all(
     batch: &decode::Batch<'_>,
     zone: Option<chrono_tz::Tz>,
-    now: DateTime<Utc>,
+    max_event_bytes: usize,
 ) -> Vec<Result<Normalized, String>> {
-    let latest = now + chrono::Duration::days(MAX_EVENT_LEAD_DAYS);
+    let mut declared = vec![zone.is_some(); batch.events.len()];
     let mut out: Vec<Result<Normalized, String>> = batch
         .events
         .iter()
         .enumerate()
         .map(|(i, ev)| {
+            if ev.get().len() > max_event_bytes {
+                return Err(format!(
+                    "the event is {} bytes; the limit is {max_event_bytes} (AD_MAX_EVENT_BYTES)",
+                    ev.get().len()
+                ));
+            }
             let v: Value = serde_json::from_str(ev.get()).map_err(|e| e.to_string())?;
+            let zone = match event_zone(batch.meta.get(i))? {
+                Some(z) => {
+                    declared[i] = true;
+                    Some(z)
+                }
+                None => zone,
+            };
             let hints = Hints {
                 transport_time: batch.fallback_times.get(i).copied().flatten(),
-                zone: match event_zone(batch.meta.get(i)) {
-                    Some(z) => Some(
-                        event_time::zone(z.as_str())
-                            .map_err(|e| format!("HEC fields.timezone: {e}"))?,
-                    ),
-                    None => zone,
-                },
+                zone,
             };
             normalize_in(&v, &hints)
         })
         .collect();
-    correct_fluent_bit_offsets(&mut out, batch);
-    for o in &mut out {
-        if let Ok(n) = o
-            && n.time > latest
-        {
-            *o = Err(format!(
-                "time {} is more than {MAX_EVENT_LEAD_DAYS} day after receipt ({}): the domain controller's clock or the agent's time field is wrong",
-                event_time::stored(n.time),
-                api_time(now)
-            ));
-        }
-    }
+    correct_fluent_bit_offsets(&mut out, batch, &declared);
     out
 }
 
 /// The zone an event's HEC `fields.timezone` declares (Fluent Bit cannot send headers; its
-/// `splunk` output's `event_field timezone <IANA name>` puts it there).
-fn event_zone(meta: Option<&String>) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        fields: Option<Fields>,
+/// `splunk` output's `event_field timezone <IANA name>` puts it there); an error names a value
+/// that is not a zone.
+fn event_zone(meta: Option<&String>) -> Result<Option<chrono_tz::Tz>, String> {
+    let Some(meta) = meta else { return Ok(None) };
+    let m: Value = serde_json::from_str(meta).map_err(|e| e.to_string())?;
+    match m.pointer("/fields/timezone") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(z)) if z.trim().is_empty() => Ok(None),
+        Some(Value::String(z)) => event_time::zone(z)
+            .map(Some)
+            .map_err(|e| format!("HEC fields.timezone: {e}")),
+        Some(other) => Err(format!(
+            "HEC fields.timezone is {}, not an IANA time zone name",
+            other.to_string().chars().take(40).collect::<String>()
+        )),
     }
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        #[serde(default)]
-        timezone: Option<String>,
-    }
-    let m: Meta = serde_json::from_str(meta?).ok()?;
-    m.fields?.timezone
 }
 
 /// Applies [`fluent_bit_offset`] per computer to the Fluent Bit `winevtlog` events that have a
 /// HEC `time`, keeping the stated time in the line.
-fn correct_fluent_bit_offsets(out: &mut [Result<Normalized, String>], batch: &decode::Batch<'_>) {
+fn correct_fluent_bit_offsets(
+    out: &mut [Result<Normalized, String>],
+    batch: &decode::Batch<'_>,
+    declared: &[bool],
+) {
     let read_times = &batch.fallback_times;
     let mut by_computer: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, o) in out.iter().enumerate() {
         if let (Ok(n), Some(Some(_))) = (o, read_times.get(i))
             && n.shape == Shape::FluentBitWinevtlog
-            && n.time_fix.is_none()
+            && !declared[i]
         {
             by_computer.entry(n.computer.clone()).or_default().push(i);
         }
@@ -467,7 +465,10 @@ fn correct_fluent_bit_offsets(out: &mut [Result<Normalized, String>], batch: &de
                 continue;
             }
             let stated = n.time;
-            n.time = stated + shift;
+            let Some(corrected) = stated.checked_add_signed(shift) else {
+                continue;
+            };
+            n.time = corrected;
             // The time as the record wrote it.
             let written = serde_json::from_str::<Value>(batch.events[i].get())
                 .ok()

@@ -15,7 +15,8 @@
 //! original text.
 
 use chrono::{
-    DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, SecondsFormat, TimeZone, Utc,
+    DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, SecondsFormat, TimeZone, Timelike,
+    Utc,
 };
 use chrono_tz::Tz;
 
@@ -32,6 +33,34 @@ pub struct TimeFix {
 /// instant has (none, 3, 6 or 9).
 pub fn stored(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The first instant an Active Directory event can have: Active Directory came with Windows
+/// 2000 (released February 2000).
+pub const EARLIEST: &str = "2000-01-01T00:00:00Z";
+/// The first instant past the times stored: a clock or parsing error beyond it would open
+/// partitions no table covers.
+pub const LATEST: &str = "2100-01-01T00:00:00Z";
+
+/// An event time the lake takes: within [`EARLIEST`, `LATEST`), a leap second (`23:59:60`,
+/// which Athena's ISO 8601 parser refuses) folded into the second before it. The range is a
+/// property of the event alone, never of when it is received, so a retry decides the same.
+pub fn plausible(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let bound = |s| {
+        DateTime::parse_from_rfc3339(s)
+            .expect("a constant")
+            .with_timezone(&Utc)
+    };
+    if t < bound(EARLIEST) || t >= bound(LATEST) {
+        return Err(format!(
+            "time {} is outside {EARLIEST} to {LATEST} (no Active Directory event has it): a clock or parsing error",
+            stored(t)
+        ));
+    }
+    Ok(match t.nanosecond() {
+        n if n >= 1_000_000_000 => t.with_nanosecond(999_999_999).unwrap_or(t),
+        _ => t,
+    })
 }
 
 /// The zone an agent declares, by its IANA name (`Europe/Berlin`, `UTC`).
@@ -257,6 +286,22 @@ mod tests {
         // The right offset: nothing to correct.
         assert!(fluent_bit_wall_clock("2026-11-21 11:00:05 +0100", berlin).is_none());
         assert!(fluent_bit_wall_clock("2026-11-21T11:00:05Z", berlin).is_none());
+    }
+
+    #[test]
+    fn only_times_active_directory_can_have_are_stored() {
+        assert!(plausible(utc("1999-12-31T23:59:59Z")).is_err());
+        assert!(plausible(utc("1601-01-01T00:00:00Z")).is_err());
+        assert!(plausible(utc("2100-01-01T00:00:00Z")).is_err());
+        assert_eq!(
+            stored(plausible(utc("2000-01-01T00:00:00Z")).unwrap()),
+            "2000-01-01T00:00:00Z"
+        );
+        let (leap, _) = parse("SystemTime", "2016-12-31T23:59:60.5Z", None).unwrap();
+        assert_eq!(
+            stored(plausible(leap).unwrap()),
+            "2016-12-31T23:59:59.999999999Z"
+        );
     }
 
     #[test]

@@ -152,12 +152,12 @@ fn integer(v: Option<&Value>) -> Option<Result<u64, ()>> {
 
 /// Where one shape keeps the fields the connector reads: `(name, value)` pairs, the name for
 /// error messages.
-struct Fields<'a> {
+struct Fields {
     shape: Shape,
     time: (&'static str, Option<Value>),
-    id: (&'static str, Option<&'a Value>),
+    id: (&'static str, Option<Value>),
     computer: Option<String>,
-    record: (&'static str, Option<&'a Value>),
+    record: (&'static str, Option<Value>),
     channel: Option<String>,
     provider: Option<String>,
 }
@@ -165,7 +165,7 @@ struct Fields<'a> {
 const SHAPES: &str = "expected Winlogbeat (winlog.*), NXLog (EventID, EventTime), Fluent Bit winevtlog (EventID, TimeCreated) or winlog (EventId, TimeGenerated), OpenTelemetry windowseventlog (event_id.id, system_time), Vector windows_event_log (event_id, timestamp), Windows event XML, or native (event_id, time)";
 
 /// Recognises the shape of an object event. (Long because it is a table: one arm per shape.)
-fn fields(event: &Value) -> Option<Fields<'_>> {
+fn fields(event: &Value) -> Option<Fields> {
     let get = |k: &str| event.get(k);
     let owned = |k: &str| event.get(k).cloned();
     let f = if get("winlog").is_some() {
@@ -174,11 +174,16 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
             time: ("@timestamp", owned("@timestamp")),
             id: (
                 "winlog.event_id",
-                path(event, &["winlog", "event_id"]).or_else(|| path(event, &["event", "code"])),
+                path(event, &["winlog", "event_id"])
+                    .or_else(|| path(event, &["event", "code"]))
+                    .cloned(),
             ),
             computer: text(path(event, &["winlog", "computer_name"]))
                 .or_else(|| text(path(event, &["host", "name"]))),
-            record: ("winlog.record_id", path(event, &["winlog", "record_id"])),
+            record: (
+                "winlog.record_id",
+                path(event, &["winlog", "record_id"]).cloned(),
+            ),
             channel: text(path(event, &["winlog", "channel"])),
             provider: text(path(event, &["winlog", "provider_name"])),
         }
@@ -188,9 +193,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::FluentBitWinevtlog,
             time: ("TimeCreated", owned("TimeCreated")),
-            id: ("EventID", get("EventID")),
+            id: ("EventID", get("EventID").cloned()),
             computer: text(get("Computer")),
-            record: ("EventRecordID", get("EventRecordID")),
+            record: ("EventRecordID", get("EventRecordID").cloned()),
             channel: text(get("Channel")),
             provider: text(get("ProviderName")),
         }
@@ -198,9 +203,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::Nxlog,
             time: ("EventTime", owned("EventTime")),
-            id: ("EventID", get("EventID")),
+            id: ("EventID", get("EventID").cloned()),
             computer: text(get("Hostname")),
-            record: ("RecordNumber", get("RecordNumber")),
+            record: ("RecordNumber", get("RecordNumber").cloned()),
             channel: text(get("Channel")),
             provider: text(get("SourceName")),
         }
@@ -208,9 +213,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::FluentBitWinlog,
             time: ("TimeGenerated", owned("TimeGenerated")),
-            id: ("EventId", get("EventId")),
+            id: ("EventId", get("EventId").cloned()),
             computer: text(get("ComputerName")),
-            record: ("RecordNumber", get("RecordNumber")),
+            record: ("RecordNumber", get("RecordNumber").cloned()),
             channel: text(get("Channel")),
             provider: text(get("SourceName")),
         }
@@ -218,9 +223,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::OtelWindowsEventLog,
             time: ("system_time", owned("system_time")),
-            id: ("event_id.id", path(event, &["event_id", "id"])),
+            id: ("event_id.id", path(event, &["event_id", "id"]).cloned()),
             computer: text(get("computer")),
-            record: ("record_id", get("record_id")),
+            record: ("record_id", get("record_id").cloned()),
             channel: text(get("channel")),
             provider: text(path(event, &["provider", "name"])),
         }
@@ -234,9 +239,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::VectorWindowsEventLog,
             time: ("timestamp", owned("timestamp")),
-            id: ("event_id", get("event_id")),
+            id: ("event_id", get("event_id").cloned()),
             computer: text(get("computer")).or_else(|| text(get("host"))),
-            record: ("record_id", get("record_id")),
+            record: ("record_id", get("record_id").cloned()),
             channel: text(get("channel")),
             provider: text(get("provider_name")),
         }
@@ -244,9 +249,9 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
         Fields {
             shape: Shape::Native,
             time: ("time", owned("time")),
-            id: ("event_id", get("event_id")),
+            id: ("event_id", get("event_id").cloned()),
             computer: text(get("computer")),
-            record: ("record_id", get("record_id")),
+            record: ("record_id", get("record_id").cloned()),
             channel: text(get("channel")),
             provider: text(get("provider")),
         }
@@ -257,26 +262,24 @@ fn fields(event: &Value) -> Option<Fields<'_>> {
 }
 
 /// A Windows event's rendered XML (its `<System>` part is enough), as the event's fields.
-fn xml_event(xml: &str, hints: &Hints) -> Result<Normalized, String> {
+fn xml_fields(xml: &str) -> Result<Fields, String> {
     let x = windows_xml::parse(xml)?;
     let s = |v: Option<String>| v.map(Value::String);
-    let (id, record) = (s(x.event_id), s(x.record_id));
-    let f = Fields {
+    Ok(Fields {
         shape: Shape::WindowsXml,
         time: ("TimeCreated/@SystemTime", s(x.system_time)),
-        id: ("EventID", id.as_ref()),
+        id: ("EventID", s(x.event_id)),
         computer: x.computer,
-        record: ("EventRecordID", record.as_ref()),
+        record: ("EventRecordID", s(x.record_id)),
         channel: x.channel,
         provider: x.provider,
-    };
-    finish(f, hints)
+    })
 }
 
 /// A Windows event rendered as `key=value` lines, as its fields. The time comes from a
 /// `TimeCreated=` line when it is one the connector reads, else from the transport (HEC's
 /// `time`): the classic rendering's first line is a local time without a zone.
-fn text_event(rendered: &str, hints: &Hints) -> Result<Normalized, String> {
+fn text_fields(rendered: &str) -> Fields {
     let kv: std::collections::HashMap<&str, Value> = rendered
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -290,19 +293,18 @@ fn text_event(rendered: &str, hints: &Hints) -> Result<Normalized, String> {
                 .is_some_and(|t| event_time::parse("TimeCreated", t, None).is_ok())
         })
         .cloned();
-    let f = Fields {
+    Fields {
         shape: Shape::WindowsText,
         time: ("TimeCreated", time),
-        id: ("EventCode/EventID", any(&["EventCode", "EventID"])),
+        id: ("EventCode/EventID", any(&["EventCode", "EventID"]).cloned()),
         computer: text(any(&["ComputerName", "Computer"])),
         record: (
             "RecordNumber/EventRecordID",
-            any(&["RecordNumber", "EventRecordID"]),
+            any(&["RecordNumber", "EventRecordID"]).cloned(),
         ),
         channel: text(any(&["LogName", "Channel"])),
         provider: text(any(&["SourceName", "ProviderName"])),
-    };
-    finish(f, hints)
+    }
 }
 
 /// Validates and normalises one event; the error is a reason an agent author can act on.
@@ -326,13 +328,31 @@ pub fn normalize_with(
 
 /// [`normalize`], with what the transport and the agent said about the event.
 pub fn normalize_in(event: &Value, hints: &Hints) -> Result<Normalized, String> {
+    let f = fields_of(event)?;
+    let rendering = match f.shape {
+        Shape::WindowsXml => "Windows event XML: ",
+        Shape::WindowsText => "Windows event text: ",
+        _ => "",
+    };
+    finish(f, hints).map_err(|e| format!("{rendering}{e}"))
+}
+
+/// The computer an event names, whether or not the event can be stored: what names a HEC
+/// agent that names itself nowhere else (a function of the event alone, so a retry of the
+/// same body names the same agent).
+pub fn computer_of(event: &Value) -> Option<String> {
+    fields_of(event).ok()?.computer
+}
+
+/// Where the event keeps each field the connector reads, by its shape.
+fn fields_of(event: &Value) -> Result<Fields, String> {
     let xml = match event {
         Value::String(s) => Some(s.as_str()),
         Value::Object(_) => event.get("System").and_then(Value::as_str),
         _ => None,
     };
     if let Some(xml) = xml.filter(|x| x.contains("<EventID")) {
-        return xml_event(xml, hints).map_err(|e| format!("Windows event XML: {e}"));
+        return xml_fields(xml).map_err(|e| format!("Windows event XML: {e}"));
     }
     let text = match event {
         Value::String(s) => Some(s.as_str()),
@@ -340,7 +360,7 @@ pub fn normalize_in(event: &Value, hints: &Hints) -> Result<Normalized, String> 
         _ => None,
     };
     if let Some(text) = text.filter(|t| t.contains("EventCode=") || t.contains("EventID=")) {
-        return text_event(text, hints).map_err(|e| format!("Windows event text: {e}"));
+        return Ok(text_fields(text));
     }
     if !event.is_object() {
         return Err(
@@ -348,13 +368,12 @@ pub fn normalize_in(event: &Value, hints: &Hints) -> Result<Normalized, String> 
                 .into(),
         );
     }
-    let f = fields(event).ok_or_else(|| format!("unrecognised event shape: {SHAPES}"))?;
-    finish(f, hints)
+    fields(event).ok_or_else(|| format!("unrecognised event shape: {SHAPES}"))
 }
 
-fn finish(f: Fields<'_>, hints: &Hints) -> Result<Normalized, String> {
+fn finish(f: Fields, hints: &Hints) -> Result<Normalized, String> {
     let (id, time, record) = (f.id, f.time, f.record);
-    let event_id = match integer(id.1) {
+    let event_id = match integer(id.1.as_ref()) {
         Some(Ok(n)) if n <= 65_535 => n as u32,
         Some(_) => return Err(format!("{} is not a Windows event id (0-65535)", id.0)),
         None => return Err(format!("{} is missing", id.0)),
@@ -377,10 +396,11 @@ fn finish(f: Fields<'_>, hints: &Hints) -> Result<Normalized, String> {
         (None, Some(t)) => (t, None),
         (None, None) => return Err(format!("{} is missing or not a string", time.0)),
     };
+    let time = event_time::plausible(time)?;
     let computer = f.computer.ok_or(
         "the computer name is missing (winlog.computer_name / host.name, Hostname, Computer, ComputerName, computer)",
     )?;
-    let record_id = match integer(record.1) {
+    let record_id = match integer(record.1.as_ref()) {
         Some(Ok(n)) => Some(n),
         Some(Err(())) => return Err(format!("{} is not a non-negative integer", record.0)),
         None => None,

@@ -21,9 +21,7 @@ pub mod serve;
 mod store;
 pub mod windows_xml;
 
-pub use batch::{
-    MAX_EVENT_LEAD_DAYS, MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR,
-};
+pub use batch::{MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR};
 pub use store::{
     BODY_SHA_META, BatchReceipt, METRIC_QUARANTINED, METRIC_STORED, Quarantined, emf_line,
 };
