@@ -358,6 +358,17 @@ fn check_agent(agent: &decode::AgentInfo, batch_id: &str) -> Result<(), IngestEr
     Ok(())
 }
 
+/// Runs `f`, turning a panic into an error with the panic's message: a panic in a handler is a
+/// dropped connection on `tv1 serve` and a 5xx that agents retry forever on Lambda.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
 /// Names a HEC agent that names itself nowhere (no `X-Agent-Id`, no real host) after the first
 /// computer its events name, stored or not: a function of the body alone, so a retry of the
 /// same body is the same agent's. `hec` when no event names a computer.
@@ -409,7 +420,10 @@ fn normalize_all(
                 transport_time: batch.fallback_times.get(i).copied().flatten(),
                 zone,
             };
-            normalize_in(&v, &hints)
+            // A bug the property tests missed costs this event's place in the lake (it is
+            // quarantined, with the panic's message), not the request.
+            guarded(|| normalize_in(&v, &hints))
+                .unwrap_or_else(|panic| Err(format!("internal error reading this event: {panic}")))
         })
         .collect();
     correct_fluent_bit_offsets(&mut out, batch, &declared);
@@ -613,6 +627,15 @@ mod tests {
         assert_eq!(prepared.objects.len(), 1825);
         println!("peak while preparing: {} KB", peak >> 10);
         assert!(peak < 64 << 20, "preparing held {} MB", peak >> 20);
+    }
+
+    #[test]
+    fn a_panic_is_an_error_not_an_unwinding_handler() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        let e = guarded(|| -> u8 { panic!("slice inside a character") }).unwrap_err();
+        assert_eq!(e, "slice inside a character");
+        let e = guarded(|| -> u8 { panic!("{} overflowed", "DateTime + TimeDelta") }).unwrap_err();
+        assert_eq!(e, "DateTime + TimeDelta overflowed");
     }
 
     #[test]

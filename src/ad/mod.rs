@@ -17,6 +17,8 @@ pub mod event_time;
 pub mod events;
 pub mod evtx_import;
 pub mod hec;
+#[cfg(test)]
+mod never_panics;
 pub mod serve;
 mod store;
 pub mod windows_xml;

@@ -74,7 +74,15 @@ impl Ingest {
             body_sha256,
             objects,
             quarantine,
-        } = self.prepare(&req, now)?;
+        } = super::batch::guarded(|| self.prepare(&req, now)).map_err(|panic| {
+            tracing::error!(panic = %panic, "reading a request panicked");
+            IngestError::BadRequest {
+                code: "unreadable_request",
+                message: format!(
+                    "the request could not be read (an internal error: {panic}); nothing was stored"
+                ),
+            }
+        })??;
         let marker_key = format!(
             "{}_state/batches/{}/{batch_id}.json",
             self.cfg.prefix, agent.id
