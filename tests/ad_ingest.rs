@@ -1120,3 +1120,55 @@ async fn bare_events_as_ndjson_an_array_or_concatenated_objects_with_agent_heade
         "{a}"
     );
 }
+
+#[tokio::test]
+async fn heartbeats_hidden_ids_and_a_broken_agent_record() {
+    if skip_without_localstack() {
+        return;
+    }
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let k = env.key.clone();
+    // A first heartbeat is accepted; the same heartbeat again is a duplicate.
+    let r = Post::json(&batch("dc01", "hb-1", vec![]), &k)
+        .send(&ingest)
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("accepted")),
+        "{}",
+        r.body
+    );
+    let r = Post::json(&batch("dc01", "hb-1", vec![]), &k)
+        .send(&ingest)
+        .await;
+    assert_eq!(r.body["status"], "duplicate", "{}", r.body);
+    // An agent id Athena would hide (a leading `_` or `.`): its objects stay visible.
+    let t = now_text(chrono::Duration::zero());
+    for agent in ["_hidden", ".dot"] {
+        let r = Post::json(&batch(agent, "b1", vec![native(1, &t)]), &k)
+            .send(&ingest)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let key = r.body["keys"][0].as_str().unwrap();
+        let name = key.rsplit('/').next().unwrap();
+        assert!(!name.starts_with(['_', '.']), "{key}");
+    }
+    assert_eq!(env.lines().await.len(), 2);
+    // One unreadable agent record is skipped and named; the others are listed.
+    env.s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key("active-directory/_state/agents/broken.json")
+        .body(b"{not json".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let a = get("/v1/agents", Some(&k)).send(&ingest).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["count"], 3, "{}", a.body);
+    assert_eq!(
+        a.body["unreadable"],
+        json!(["active-directory/_state/agents/broken.json"])
+    );
+}

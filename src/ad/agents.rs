@@ -60,6 +60,9 @@ pub fn id_of_host(host: &str) -> Option<String> {
     (!id.trim_end_matches(['.', '-']).is_empty()).then_some(id)
 }
 
+/// Agent records read at once by `GET /v1/agents`.
+const READ_CONCURRENCY: usize = 16;
+
 /// Most agents listed by `GET /v1/agents`.
 pub const MAX_LISTED: usize = 1000;
 
@@ -130,20 +133,41 @@ impl Registry {
         Err(StateError::LostRace)
     }
 
-    /// The first [`MAX_LISTED`] agents by id, with their status as of `now`, and whether there
-    /// are more. The cap keeps the reply far under Lambda's 6 MB response limit (a record is at
-    /// most ~0.6 KB, its fields capped when stored).
+    /// The first [`MAX_LISTED`] agents by id, with their status as of `now`, whether there
+    /// are more, and the keys of records that could not be read (skipped, not fatal: one bad
+    /// record must not hide every agent). The cap keeps the reply far under Lambda's 6 MB
+    /// response limit (a record is at most ~0.6 KB, its fields capped when stored); the records
+    /// are read [`READ_CONCURRENCY`] at a time.
     pub async fn list(
         &self,
         now: DateTime<Utc>,
         timeout: Duration,
-    ) -> Result<(Vec<AgentView>, bool), StateError> {
+    ) -> Result<(Vec<AgentView>, bool, Vec<String>), StateError> {
+        use futures_util::StreamExt;
         let (keys, truncated) = self.sink.list_at_most(&self.prefix, MAX_LISTED).await?;
-        let reads = keys.iter().map(|k| self.sink.get(k));
+        let docs: Vec<_> = futures_util::stream::iter(keys.iter().cloned())
+            .map(|k| async move {
+                let doc = self.sink.get(&k).await;
+                (k, doc)
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect()
+            .await;
         let mut out = Vec::with_capacity(keys.len());
-        for (key, doc) in keys.iter().zip(futures_util::future::join_all(reads).await) {
-            let Some(doc) = doc? else { continue };
-            let record: AgentRecord = parse_state(&self.sink, key, &doc.body)?;
+        let mut unreadable = Vec::new();
+        for (key, doc) in docs {
+            let record: AgentRecord = match doc.map_err(StateError::from).and_then(|d| {
+                d.map(|d| parse_state(&self.sink, &key, &d.body))
+                    .transpose()
+            }) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "agent record skipped");
+                    unreadable.push(key);
+                    continue;
+                }
+            };
             let age = (now - record.last_seen).to_std().unwrap_or_default();
             let status = if age <= timeout {
                 "connected"
@@ -153,7 +177,7 @@ impl Registry {
             out.push(AgentView { record, status });
         }
         out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
-        Ok((out, truncated))
+        Ok((out, truncated, unreadable))
     }
 }
 

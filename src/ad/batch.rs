@@ -189,6 +189,12 @@ impl Ingest {
                 other => too_large(other),
             });
         };
+        // An envelope is read as one, whoever also names the agent in a header.
+        match decode::parse_batch(body, max) {
+            Ok(envelope) => return Ok(envelope),
+            Err(e @ BatchError::TooManyEvents(_)) => return Err(too_large(e)),
+            Err(_) => {}
+        }
         let events = decode::parse_events(body, max).map_err(too_large)?;
         let batch_id = match req.sender.batch_id {
             Some(id) => id.trim().to_owned(),
@@ -274,6 +280,13 @@ impl Ingest {
         }
         let mut quarantined = Vec::new();
         let mut enc = ObjectEncoder::new();
+        // Metadata over the cap is what quarantined its event: the line says how large it was.
+        let bounded_meta = |i: usize| {
+            meta(i).map(|m| match m.len() > self.cfg.max_event_bytes {
+                true => format!("{{\"omitted_bytes\":{}}}", m.len()).into(),
+                false => std::borrow::Cow::Borrowed(m),
+            })
+        };
         for (i, o) in outcomes.iter().enumerate() {
             let Err(reason) = o else { continue };
             let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
@@ -283,7 +296,14 @@ impl Ingest {
                 batch_id: &batch.batch_id,
                 received_at: &received_at,
             };
-            write_quarantine_line(&mut line, i, &reason, &at, raw(i), meta(i));
+            write_quarantine_line(
+                &mut line,
+                i,
+                &reason,
+                &at,
+                raw(i),
+                bounded_meta(i).as_deref(),
+            );
             enc.push_line(&line);
             quarantined.push((i, reason));
         }
@@ -307,7 +327,20 @@ pub(crate) struct Origin<'a> {
 /// The key of a batch's quarantine object: not partitioned (it stays small) and named like the
 /// batch's data objects, so a retry meets the same key.
 fn quarantine_key(prefix: &str, agent: &str, batch_id: &str) -> String {
-    format!("{prefix}{QUARANTINE_DIR}{agent}~{batch_id}.jsonl.gz")
+    format!("{prefix}{QUARANTINE_DIR}{}", object_name(agent, batch_id))
+}
+
+/// The file name of a batch's object: `<agent>~<batch_id>.jsonl.gz`. Athena (like Hive)
+/// skips files whose names begin with `_` or `.`, so an agent id beginning with one is written
+/// after a `~`, which no identifier contains: the name stays visible and cannot be another
+/// agent's.
+fn object_name(agent: &str, batch_id: &str) -> String {
+    let visible = if agent.starts_with(['_', '.']) {
+        "~"
+    } else {
+        ""
+    };
+    format!("{visible}{agent}~{batch_id}.jsonl.gz")
 }
 
 /// The folder of quarantine objects under the AD prefix (the `active_directory_quarantine`
@@ -324,9 +357,10 @@ pub(crate) fn data_key(
     batch_id: &str,
 ) -> String {
     format!(
-        "{prefix}category={}/dt={}/{agent}~{batch_id}.jsonl.gz",
+        "{prefix}category={}/dt={}/{}",
         c.as_str(),
-        day.format("%Y-%m-%d")
+        day.format("%Y-%m-%d"),
+        object_name(agent, batch_id)
     )
 }
 
@@ -402,10 +436,11 @@ fn normalize_all(
         .iter()
         .enumerate()
         .map(|(i, ev)| {
-            if ev.get().len() > max_event_bytes {
+            // HEC's metadata (`fields`, `host`...) goes into the line too: bounded with it.
+            let size = ev.get().len() + batch.meta.get(i).map_or(0, String::len);
+            if size > max_event_bytes {
                 return Err(format!(
-                    "the event is {} bytes; the limit is {max_event_bytes} (AD_MAX_EVENT_BYTES)",
-                    ev.get().len()
+                    "the event and its HEC metadata are {size} bytes; the limit is {max_event_bytes} (AD_MAX_EVENT_BYTES)"
                 ));
             }
             let v: Value = serde_json::from_str(ev.get()).map_err(|e| e.to_string())?;
@@ -627,6 +662,92 @@ mod tests {
         assert_eq!(prepared.objects.len(), 1825);
         println!("peak while preparing: {} KB", peak >> 10);
         assert!(peak < 64 << 20, "preparing held {} MB", peak >> 20);
+    }
+
+    #[test]
+    fn every_object_name_is_visible_to_athena() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        for agent in ["_hidden", ".dot", "dc01"] {
+            for key in [
+                data_key("ad/", Category::Logon, day, agent, "b"),
+                quarantine_key("ad/", agent, "b"),
+            ] {
+                let name = key.rsplit('/').next().unwrap();
+                assert!(!name.starts_with(['_', '.']), "{key}");
+                assert!(name.contains(&format!("{agent}~b")), "{key}");
+            }
+        }
+        assert_ne!(object_name("_a", "b"), object_name("a", "b"));
+    }
+
+    fn post<'a>(path: &'a str, body: &'a str, sender: crate::ad::Sender<'a>) -> HttpRequest<'a> {
+        HttpRequest {
+            method: "POST",
+            path,
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Body::apigw(Some(body), false),
+            sender,
+        }
+    }
+
+    fn gunzip(b: &[u8]) -> String {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(b), &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn hec_metadata_is_bounded_with_its_event() {
+        let ingest = offline_ingest(&[]);
+        let event = json!({"time": 1795255201, "fields": {"x": "y".repeat(300 << 10)},
+            "event": {"event_id": 4624, "time": "2026-11-21T10:00:01Z", "computer": "DC1"}});
+        let small = json!({"time": 1795255202,
+            "event": {"event_id": 4624, "time": "2026-11-21T10:00:02Z", "computer": "DC1"}});
+        let body = format!("{event}{small}");
+        let p = ingest
+            .prepare(
+                &post("/services/collector/event", &body, Default::default()),
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(p.quarantined.len(), 1, "{:?}", p.quarantined);
+        assert!(
+            p.quarantined[0].1.contains("HEC metadata"),
+            "{:?}",
+            p.quarantined
+        );
+        let q = gunzip(&p.quarantine.unwrap().1);
+        assert!(q.len() < 4096, "the quarantine line is {} bytes", q.len());
+        let line: Value = serde_json::from_str(q.trim()).unwrap();
+        assert!(line["hec"]["omitted_bytes"].as_u64().unwrap() > 300 << 10);
+        assert_eq!(line["event"]["computer"], "DC1");
+        assert_eq!(p.objects.len(), 1);
+    }
+
+    #[test]
+    fn an_envelope_is_an_envelope_even_with_an_agent_header() {
+        let ingest = offline_ingest(&[]);
+        let body = r#"{"agent":{"id":"dc01"},"batch_id":"b7","events":[{"event_id":4624,"time":"2026-11-21T10:00:01Z","computer":"DC1"}]}"#;
+        let with_header = crate::ad::Sender {
+            agent_id: Some("dc01"),
+            ..Default::default()
+        };
+        let p = ingest
+            .prepare(&post("/v1/events", body, with_header), Utc::now())
+            .unwrap();
+        assert_eq!(
+            (p.batch_id.as_str(), p.events, p.quarantined.len()),
+            ("b7", 1, 0)
+        );
+        // Bare NDJSON under the same header is still bare events.
+        let ndjson = "{\"event_id\":4624,\"time\":\"2026-11-21T10:00:01Z\",\"computer\":\"DC1\"}\n{\"event_id\":4634,\"time\":\"2026-11-21T10:00:02Z\",\"computer\":\"DC1\"}";
+        let p = ingest
+            .prepare(&post("/v1/events", ndjson, with_header), Utc::now())
+            .unwrap();
+        assert_eq!((p.events, p.agent.id.as_str()), (2, "dc01"));
     }
 
     #[test]

@@ -404,10 +404,13 @@ impl Ingest {
         self.key.check(key).await.map_err(IngestError::Auth)?;
         match route {
             Route::Agents => {
-                let (agents, truncated) = self.agents.list(now, self.cfg.agent_timeout).await?;
-                Ok(
-                    json!({"agents": agents, "count": agents.len(), "truncated": truncated, "at": api_time(now)}),
-                )
+                let (agents, truncated, unreadable) =
+                    self.agents.list(now, self.cfg.agent_timeout).await?;
+                let mut reply = json!({"agents": agents, "count": agents.len(), "truncated": truncated, "at": api_time(now)});
+                if !unreadable.is_empty() {
+                    reply["unreadable"] = json!(unreadable);
+                }
+                Ok(reply)
             }
             Route::HecEvent => {
                 let receipt = self.ingest(req, now).await?;

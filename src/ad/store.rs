@@ -114,7 +114,9 @@ impl Ingest {
         let found = self.existing(&all_keys, &body_sha256, &batch_id).await?;
         let (created, landed) = self.create_objects(all, &body_sha256, &batch_id).await?;
         let receipt = BatchReceipt {
-            status: if found == all_keys.len() && created == 0 {
+            // A heartbeat (no events, no objects) is accepted the first time; its marker makes
+            // a resend a duplicate.
+            status: if !all_keys.is_empty() && found == all_keys.len() && created == 0 {
                 "duplicate".into()
             } else {
                 "accepted".into()
