@@ -532,13 +532,13 @@ async fn a_rotated_key_works_at_once_and_the_old_one_stops_within_the_cache_boun
 }
 
 #[tokio::test]
-async fn forced_rereads_are_rate_limited() {
+async fn forced_rereads_are_shared_and_spaced_and_never_refuse_a_new_key() {
     if skip_without_localstack() {
         return;
     }
     let mut env = Env::new().await;
     env.vars
-        .insert("AD_KEY_REFRESH_INTERVAL".into(), "1h".into());
+        .insert("AD_KEY_REFRESH_INTERVAL".into(), "2s".into());
     let ingest = env.ingest();
     assert_eq!(
         get("/v1/agents", Some("wrong-1"))
@@ -547,19 +547,46 @@ async fn forced_rereads_are_rate_limited() {
             .status,
         403
     );
-    // A new key arrives, but a forced re-read just happened: refused until the cache expires.
+    // A new key right after a wrong one: it waits for the next re-read, it is not refused.
     put_param(&env.ssm, &env.param, "fresh-key-0123456789").await;
+    let started = std::time::Instant::now();
     assert_eq!(
         get("/v1/agents", Some("fresh-key-0123456789"))
             .send(&ingest)
             .await
             .status,
-        403
+        200,
+        "a rotated key right after a wrong one"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Forty wrong keys at once share re-reads spaced by the interval: all are answered within
+    // about one interval, not forty.
+    let started = std::time::Instant::now();
+    let wrong: Vec<_> = (0..40)
+        .map(|i| {
+            let key = format!("wrong-{i}");
+            let ingest = &ingest;
+            async move { get("/v1/agents", Some(&key)).send(ingest).await.status }
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(wrong).await;
+    assert!(statuses.iter().all(|s| *s == 403), "{statuses:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
     assert_eq!(
-        get("/v1/agents", Some(&env.key)).send(&ingest).await.status,
+        get("/v1/agents", Some("fresh-key-0123456789"))
+            .send(&ingest)
+            .await
+            .status,
         200,
-        "cached key still valid"
+        "the cached key is still valid"
     );
 }
 

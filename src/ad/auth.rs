@@ -1,9 +1,13 @@
 //! API key check: the only valid key is the current value of the SSM parameter.
 //!
 //! The key is cached for at most `AD_KEY_CACHE_TTL` (≤ 5 min), so a rotation locks the old key
-//! out within that bound everywhere. A presented key that does not match forces one re-read of
-//! SSM (at most one every `AD_KEY_REFRESH_INTERVAL`), so a freshly rotated key works at once.
-//! Keys are compared in constant time, as SHA-256 digests so that their lengths do not leak.
+//! out within that bound everywhere. A presented key that does not match forces a re-read of
+//! SSM, so a freshly rotated key works at once. The re-reads are shared and spaced, not refused:
+//! requests that met a mismatch while a re-read was under way take its answer, and a new
+//! re-read starts at most once every `AD_KEY_REFRESH_INTERVAL` (a request waits for it, at most
+//! that long), so wrong keys cannot flood SSM and a new key is never refused because a wrong
+//! one came just before it. Keys are compared in constant time, as SHA-256 digests so that
+//! their lengths do not leak.
 
 use crate::secret::{SecretError, SsmSecret};
 use sha2::{Digest, Sha256};
@@ -36,6 +40,8 @@ pub enum AuthError {
 pub struct ApiKey {
     secret: SsmSecret,
     refresh_interval: Duration,
+    /// When the last forced re-read started; held while re-reading, so that the requests
+    /// waiting on it share its answer.
     last_forced: Mutex<Option<Instant>>,
 }
 
@@ -68,14 +74,20 @@ impl ApiKey {
         if same(presented, self.secret.current().await?.expose()) {
             return Ok(());
         }
-        {
-            let mut last = self.last_forced.lock().await;
-            if last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
-                return Err(AuthError::Invalid);
+        let arrived = Instant::now();
+        let mut last = self.last_forced.lock().await;
+        // A re-read that started after this request met the mismatch saw any rotation before it.
+        let key = if last.is_some_and(|started| started >= arrived) {
+            self.secret.current().await?
+        } else {
+            if let Some(started) = *last {
+                tokio::time::sleep_until(started + self.refresh_interval).await;
             }
             *last = Some(Instant::now());
-        }
-        if same(presented, self.secret.reload().await?.expose()) {
+            self.secret.reload().await?
+        };
+        drop(last);
+        if same(presented, key.expose()) {
             Ok(())
         } else {
             Err(AuthError::Invalid)
