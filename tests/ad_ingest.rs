@@ -1199,3 +1199,60 @@ async fn heartbeats_hidden_ids_and_a_broken_agent_record() {
         json!(["active-directory/_state/agents/broken.json"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bodies_under_one_batch_id_at_once_one_is_stored_and_the_409_is_true() {
+    if skip_without_localstack() {
+        return;
+    }
+    let env = Env::new().await;
+    let (a, b) = (env.ingest(), env.ingest());
+    let days = |from: i64, n: i64| -> Vec<Value> {
+        (from..from + n)
+            .map(|d| native(d as u32, &now_text(-chrono::Duration::days(d))))
+            .collect()
+    };
+    for trial in 0..10 {
+        let id = format!("race-{trial}");
+        // Different events, one day in common: each body writes objects the other does not.
+        let (one, two) = (
+            batch("race", &id, [days(1, 1), days(10, 10)].concat()),
+            batch("race", &id, [days(1, 1), days(30, 10)].concat()),
+        );
+        let (pa, pb) = (Post::json(&one, &env.key), Post::json(&two, &env.key));
+        let (ra, rb) = tokio::join!(pa.send(&a), pb.send(&b));
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "{} / {}", ra.body, rb.body);
+        let (won, lost) = if ra.status == 200 {
+            (&ra, &one)
+        } else {
+            (&rb, &two)
+        };
+        let lost_days: Vec<String> = lost["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("/dt={}/", &e["time"].as_str().unwrap()[..10]))
+            .collect();
+        let keys = env.keys().await;
+        let batch_keys: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.ends_with(&format!("race~{id}.jsonl.gz")))
+            .collect();
+        assert_eq!(
+            batch_keys.len(),
+            won.body["keys"].as_array().unwrap().len(),
+            "{batch_keys:?}"
+        );
+        for k in &batch_keys {
+            let only_the_losers = lost_days.iter().any(|d| k.contains(d.as_str()))
+                && !won.body["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w == k.as_str());
+            assert!(!only_the_losers, "the refused body wrote {k}");
+        }
+    }
+}

@@ -50,6 +50,17 @@ pub struct BatchReceipt {
     pub ocsf_records: Option<u64>,
 }
 
+/// The status of a batch marker written before the batch's objects (see `Ingest::claim`).
+const CLAIMED: &str = "claimed";
+
+/// What claiming a batch id found.
+enum Claim {
+    /// The id is this body's to store: the marker's ETag, for the final receipt.
+    Ours(String),
+    /// This body was stored before: its receipt.
+    Stored(BatchReceipt),
+}
+
 /// One quarantined event, as a reply lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Quarantined {
@@ -87,22 +98,19 @@ impl Ingest {
             "{}_state/batches/{}/{batch_id}.json",
             self.cfg.prefix, agent.id
         );
-        if let Some(prev) = self.sink.get(&marker_key).await? {
-            let mut receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
-                IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
-            })?;
-            if receipt.body_sha256 != body_sha256 {
-                return Err(IngestError::BatchIdConflict {
-                    batch_id,
-                    first: api_time(receipt.received_at),
-                });
+        let claim_etag = match self
+            .claim(&marker_key, &batch_id, &body_sha256, events, now)
+            .await?
+        {
+            Claim::Stored(mut receipt) => {
+                receipt.status = "duplicate".into();
+                self.touch_agent(&agent, (0, 0), now).await;
+                return Ok(receipt);
             }
-            receipt.status = "duplicate".into();
-            self.touch_agent(&agent, (0, 0), now).await;
-            return Ok(receipt);
-        }
-        // No marker (a new batch, or one whose marker expired or was never written because the
-        // function stopped half-way): the objects themselves say whether this id was used.
+            Claim::Ours(etag) => etag,
+        };
+        // The batch id is this body's (a new batch, or one whose marker expired or whose
+        // earlier attempt stopped half-way): the objects themselves say whether this id was used.
         let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
         let quarantine_key = quarantine.as_ref().map(|(k, _)| k.clone());
         let all: Vec<(String, bytes::Bytes, bool)> = objects
@@ -111,7 +119,15 @@ impl Ingest {
             .chain(quarantine.map(|(k, b)| (k, b, false)))
             .collect();
         let all_keys: Vec<String> = all.iter().map(|(k, ..)| k.clone()).collect();
-        let found = self.existing(&all_keys, &body_sha256, &batch_id).await?;
+        let found = match self.existing(&all_keys, &body_sha256, &batch_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Objects of another body under this id, from before its marker expired: the
+                // claim goes, so that the marker does not answer for a batch that was not stored.
+                let _ = self.sink.delete(&marker_key).await;
+                return Err(e);
+            }
+        };
         let (created, landed) = self.create_objects(all, &body_sha256, &batch_id).await?;
         let receipt = BatchReceipt {
             // A heartbeat (no events, no objects) is accepted the first time; its marker makes
@@ -143,7 +159,7 @@ impl Ingest {
             .put_json_if(
                 &marker_key,
                 serde_json::to_vec(&receipt).expect("receipt"),
-                &Condition::Absent,
+                &Condition::Matches(claim_etag),
             )
             .await
         {
@@ -163,6 +179,64 @@ impl Ingest {
             println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
         }
         Ok(receipt)
+    }
+
+    /// Claims `batch_id` for this body before any object is written (the marker, create-only,
+    /// with the body's hash), so that of two bodies sent under one id at once, one is stored and
+    /// the other refused before it writes anything: its `409` is true. A marker of this very
+    /// body is ours to go on with if it is a claim (an earlier attempt stopped, or a copy is
+    /// under way), or the batch's receipt if it was stored.
+    async fn claim(
+        &self,
+        marker_key: &str,
+        batch_id: &str,
+        sha: &str,
+        events: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, IngestError> {
+        for _ in 0..4 {
+            if let Some(prev) = self.sink.get(marker_key).await? {
+                let receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
+                    IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
+                })?;
+                if receipt.body_sha256 != sha {
+                    return Err(IngestError::BatchIdConflict {
+                        batch_id: batch_id.to_owned(),
+                        first: api_time(receipt.received_at),
+                    });
+                }
+                return Ok(match receipt.status.as_str() {
+                    CLAIMED => Claim::Ours(prev.etag),
+                    _ => Claim::Stored(receipt),
+                });
+            }
+            let claim = BatchReceipt {
+                status: CLAIMED.into(),
+                batch_id: batch_id.to_owned(),
+                events,
+                quarantined: 0,
+                quarantine_key: None,
+                quarantine: Vec::new(),
+                keys: Vec::new(),
+                received_at: now,
+                body_sha256: sha.to_owned(),
+                ocsf_records: None,
+            };
+            let body = serde_json::to_vec(&claim).expect("claim");
+            match self
+                .sink
+                .put_json_if(marker_key, body, &Condition::Absent)
+                .await
+            {
+                Ok(etag) => return Ok(Claim::Ours(etag)),
+                // Claimed at the same moment: read whose it is.
+                Err(SinkError::PreconditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Unavailable(format!(
+            "batch marker {marker_key} kept changing"
+        )))
     }
 
     /// How many of `keys` exist already, all from this very body; a key written from another
