@@ -1256,3 +1256,34 @@ async fn two_bodies_under_one_batch_id_at_once_one_is_stored_and_the_409_is_true
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_a_new_batch_are_counted_once() {
+    if skip_without_localstack() {
+        return;
+    }
+    let env = Env::new().await;
+    let instances: Vec<Ingest> = (0..8).map(|_| env.ingest()).collect();
+    // Over 29 days: 29 objects, which the copies race to create.
+    let events: Vec<Value> = (0..29)
+        .map(|n| native(n, &now_text(-chrono::Duration::days(n as i64))))
+        .collect();
+    let post = Post::json(&batch("dc11", "copies-1", events), &env.key);
+    let replies = futures_util::future::join_all(instances.iter().map(|i| post.send(i))).await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(env.lines().await.len(), 29);
+    let a = get("/v1/agents", Some(&env.key)).send(&instances[0]).await;
+    let agent = &a.body["agents"][0];
+    assert_eq!(
+        (
+            agent["events_received"].as_u64(),
+            agent["batches_received"].as_u64()
+        ),
+        (Some(29), Some(1)),
+        "{agent}"
+    );
+}

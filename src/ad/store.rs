@@ -154,7 +154,9 @@ impl Ingest {
             body_sha256,
             ocsf_records: self.ocsf.as_ref().map(|_| landed.records),
         };
-        match self
+        // The one request whose receipt replaces the claim counts the batch: of concurrent
+        // copies of one batch, or an attempt that stopped and its retry, exactly one.
+        let new = match self
             .sink
             .put_json_if(
                 &marker_key,
@@ -163,11 +165,11 @@ impl Ingest {
             )
             .await
         {
+            Ok(_) => 1,
             // A concurrent copy of the same batch got there first: same keys, same events.
-            Ok(_) | Err(SinkError::PreconditionFailed { .. }) => {}
+            Err(SinkError::PreconditionFailed { .. }) => 0,
             Err(e) => return Err(e.into()),
-        }
-        let new = created.min(1) as u64;
+        };
         self.touch_agent(
             &agent,
             (new * events as u64, new * receipt.quarantined as u64),
