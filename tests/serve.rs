@@ -443,3 +443,92 @@ async fn quarantined_events_are_stored_exactly_once_through_kills_and_resends() 
         "{v}"
     );
 }
+
+/// Raw HTTP over TCP: what a client that sends its request slowly, or not at all, looks like.
+async fn raw(url: &str, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    s
+}
+
+/// What the server says on `s` within `within`: its reply's first line, `closed`, or `open`.
+async fn answer(s: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Err(_) => "open".into(),
+        Ok(Ok(0)) | Ok(Err(_)) => "closed".into(),
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_the_key_or_too_slow_are_refused_early_and_cut_off() {
+    if skip_without_localstack() {
+        return;
+    }
+    let (s3, bucket, key, served) = lake_and_server().await;
+    // An upload announcing 4 MB and no key: refused from its headers, before any body.
+    let mut upload = raw(
+        &served.url,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer(&mut upload, Duration::from_secs(2))
+            .await
+            .contains(" 401 ")
+    );
+    // With the key but over the limit: 413 from Content-Length, the body never read.
+    let mut big = raw(
+        &served.url,
+        &format!("POST /services/collector/event HTTP/1.1\r\nHost: x\r\nAuthorization: Splunk {key}\r\nContent-Length: 9000000\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        answer(&mut big, Duration::from_secs(2))
+            .await
+            .contains(" 413 ")
+    );
+    // Fifty clients that start a request and never finish its headers.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        slow.push(
+            raw(
+                &served.url,
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: appl",
+            )
+            .await,
+        );
+    }
+    // Meanwhile an agent is served.
+    let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+    let batch = json!({"agent": {"id": "dc01"}, "batch_id": "b-slow", "events": [{"event_id": 4624, "time": t, "computer": "DC01"}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events", served.url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lake_lines(&s3, &bucket).await.len(), 1);
+    // Every slow client is cut off once the header timeout has passed.
+    let timeout = tv1_connector::ad::serve::HEADER_TIMEOUT;
+    let started = tokio::time::Instant::now();
+    for s in &mut slow {
+        let left = (timeout + Duration::from_secs(3)).saturating_sub(started.elapsed());
+        assert_eq!(
+            answer(s, left).await,
+            "closed",
+            "a slow client still connected"
+        );
+    }
+}

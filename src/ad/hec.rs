@@ -231,6 +231,7 @@ pub fn refusal(e: &IngestError) -> (u16, Value) {
         }
         // HEC has no code for these; the HTTP status tells the client what to do.
         IngestError::TooLarge(m) => reply(413, 6, format!("Request too large: {m}")),
+        IngestError::Timeout(m) => reply(408, 6, m.clone()),
         IngestError::UnsupportedMediaType(m) => reply(415, 6, m.clone()),
         IngestError::NotFound(_) => reply(
             404,

@@ -159,6 +159,9 @@ pub enum IngestError {
     /// A size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The client was too slow (`tv1 serve`).
+    #[error("{0}")]
+    Timeout(String),
     /// Malformed base64 / gzip / JSON, or an invalid batch envelope.
     #[error("{message}")]
     BadRequest {
@@ -196,6 +199,7 @@ impl IngestError {
             IngestError::Auth(AuthError::Unavailable(_)) | IngestError::Unavailable(_) => 503,
             IngestError::UnsupportedMediaType(_) => 415,
             IngestError::TooLarge(_) => 413,
+            IngestError::Timeout(_) => 408,
             IngestError::BadRequest { .. } => 400,
             IngestError::BatchIdConflict { .. } => 409,
             IngestError::Hec(f) => f.parts().0,
@@ -214,6 +218,7 @@ impl IngestError {
             }
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::TooLarge(_) => "payload_too_large",
+            IngestError::Timeout(_) => "request_timeout",
             IngestError::BadRequest { code, .. } => code,
             IngestError::BatchIdConflict { .. } => "batch_id_conflict",
             IngestError::Hec(_) => "invalid_json",
@@ -355,30 +360,57 @@ impl Ingest {
 
     /// Handles one request at `now`. HEC routes answer in HEC's form, the rest in ours.
     pub async fn handle(&self, req: HttpRequest<'_>, now: DateTime<Utc>) -> HttpResponse {
-        let hec = hec::route_of(req.path).is_some();
+        let path = req.path;
         match self.dispatch(req, now).await {
             Ok(body) => HttpResponse {
                 status: 200,
                 body,
                 allow: None,
             },
-            Err(e) => {
-                if e.status() >= 500 {
-                    tracing::error!(code = e.code(), error = %e, "request failed");
-                } else {
-                    tracing::info!(status = e.status(), code = e.code(), error = %e, "request refused");
-                }
-                if hec {
-                    let (status, body) = hec::refusal(&e);
-                    HttpResponse {
-                        status,
-                        body,
-                        allow: e.allow(),
-                    }
-                } else {
-                    e.response()
-                }
+            Err(e) => Self::refusal(path, e),
+        }
+    }
+
+    /// Whether a request may go on to its body: its route and, where the route needs one, its
+    /// key, from the headers alone. `tv1 serve` asks before reading a body, so that a client
+    /// without the key cannot make it read (or wait for) one. The refusal is the reply.
+    pub async fn admit(&self, req: &HttpRequest<'_>) -> Result<(), HttpResponse> {
+        match self.route_and_key(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Self::refusal(req.path, e)),
+        }
+    }
+
+    /// The route of `req`, its key checked unless the route is a health check.
+    async fn route_and_key(&self, req: &HttpRequest<'_>) -> Result<Route, IngestError> {
+        let route = route(req.method, req.path)?;
+        if matches!(route, Route::Health | Route::HecHealth) {
+            return Ok(route);
+        }
+        let key = presented_key(req.authorization, req.x_api_key);
+        if key.is_none() && req.authorization.is_some_and(|a| !a.trim().is_empty()) {
+            return Err(IngestError::Auth(AuthError::Malformed));
+        }
+        self.key.check(key).await.map_err(IngestError::Auth)?;
+        Ok(route)
+    }
+
+    /// The reply for a refusal, in HEC's form on HEC routes, logged by its class.
+    fn refusal(path: &str, e: IngestError) -> HttpResponse {
+        if e.status() >= 500 {
+            tracing::error!(code = e.code(), error = %e, "request failed");
+        } else {
+            tracing::info!(status = e.status(), code = e.code(), error = %e, "request refused");
+        }
+        if hec::route_of(path).is_some() {
+            let (status, body) = hec::refusal(&e);
+            HttpResponse {
+                status,
+                body,
+                allow: e.allow(),
             }
+        } else {
+            e.response()
         }
     }
 
@@ -387,7 +419,7 @@ impl Ingest {
         req: HttpRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<Value, IngestError> {
-        let route = route(req.method, req.path)?;
+        let route = self.route_and_key(&req).await?;
         match route {
             Route::Health => {
                 return Ok(
@@ -397,11 +429,6 @@ impl Ingest {
             Route::HecHealth => return Ok(json!({"text": "HEC is healthy", "code": 17})),
             _ => {}
         }
-        let key = presented_key(req.authorization, req.x_api_key);
-        if key.is_none() && req.authorization.is_some_and(|a| !a.trim().is_empty()) {
-            return Err(IngestError::Auth(AuthError::Malformed));
-        }
-        self.key.check(key).await.map_err(IngestError::Auth)?;
         match route {
             Route::Agents => {
                 let (agents, truncated, unreadable) =

@@ -4,16 +4,35 @@
 //! [`Ingest::handle`]); the body arrives as bytes instead of inside an API Gateway event. For a
 //! VM or container next to the domain controllers behind the user's own TLS terminator, and
 //! for tests that drive real forwarding agents. One access-log line per request, never a key;
-//! a clean stop on SIGTERM or Ctrl-C (requests in flight finish first).
+//! a clean stop on SIGTERM or Ctrl-C (requests in flight finish first, for at most
+//! [`SHUTDOWN_WAIT`]).
+//!
+//! A client without the key gets nothing from it: method, route and key are checked from the
+//! headers before any body is read, a body larger than the limits is refused from its
+//! `Content-Length`, headers must arrive within [`HEADER_TIMEOUT`] and a body within
+//! [`BODY_TIMEOUT`] (hyper's own header timer, a timeout around the body), and at most
+//! [`MAX_CONNECTIONS`] connections are open at once (the next wait in the listen queue).
 
 use super::{Body, HttpRequest, HttpResponse, Ingest, IngestError, Sender};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// How long a client may take to send a request's headers, from its first byte.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body once admitted (4.5 MB at 1 Mbit/s is
+/// 36 s).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections open at once; the next ones wait in the listen queue.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a stop waits for requests in flight.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 fn text(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
@@ -38,31 +57,56 @@ fn reply(resp: HttpResponse) -> Response {
 async fn handle(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    // Read at most one byte past the largest body any route accepts: a bigger one gets our
-    // 413 without being held in memory.
+    let h = &parts.headers;
+    let head = HttpRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        authorization: text(h, header::AUTHORIZATION),
+        x_api_key: text(h, "x-api-key"),
+        content_type: text(h, header::CONTENT_TYPE),
+        content_encoding: text(h, header::CONTENT_ENCODING),
+        body: Body::Bytes(&[]),
+        sender: Sender::from_headers(|n| text(h, n)),
+    };
+    // At most one byte past the largest body any route accepts is read: a bigger one gets our
+    // 413 without being held in memory, from its Content-Length when it says so.
     let cap = ingest
         .cfg
         .max_body_bytes
         .max(ingest.cfg.max_text_body_bytes);
-    let mut unread = false;
-    let resp = match axum::body::to_bytes(body, cap + 1).await {
-        Err(_) => {
-            unread = true;
-            IngestError::TooLarge(format!("body is larger than {cap} bytes")).response()
-        }
-        Ok(bytes) => {
-            let h = &parts.headers;
-            let request = HttpRequest {
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-                authorization: text(h, header::AUTHORIZATION),
-                x_api_key: text(h, "x-api-key"),
-                content_type: text(h, header::CONTENT_TYPE),
-                content_encoding: text(h, header::CONTENT_ENCODING),
-                body: Body::Bytes(&bytes),
-                sender: Sender::from_headers(|n| text(h, n)),
-            };
-            ingest.handle(request, Utc::now()).await
+    let declared: Option<usize> = text(h, header::CONTENT_LENGTH).and_then(|l| l.parse().ok());
+    let too_large = || IngestError::TooLarge(format!("body is larger than {cap} bytes"));
+    let mut unread = true;
+    let resp = if let Err(refused) = ingest.admit(&head).await {
+        refused
+    } else if declared.is_some_and(|n| n > cap) {
+        // An agent that holds the key gets to read its 413: the reply goes at once, and its
+        // body is drained (never held), up to a bound, so that it is not cut off while still
+        // sending.
+        tokio::spawn(tokio::time::timeout(BODY_TIMEOUT, drain(body, DRAIN_LIMIT)));
+        too_large().response()
+    } else {
+        match tokio::time::timeout(BODY_TIMEOUT, read_body(body, cap)).await {
+            Err(_) => IngestError::Timeout(format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+            .response(),
+            Ok(Err(BodyError::TooLarge)) => too_large().response(),
+            // The client went away: nobody reads a reply, but the log says what happened.
+            Ok(Err(BodyError::Aborted)) => IngestError::BadRequest {
+                code: "aborted",
+                message: "the client stopped sending its body".into(),
+            }
+            .response(),
+            Ok(Ok(bytes)) => {
+                unread = false;
+                let request = HttpRequest {
+                    body: Body::Bytes(&bytes),
+                    ..head
+                };
+                ingest.handle(request, Utc::now()).await
+            }
         }
     };
     let code = resp.body["error"]["code"].as_str().unwrap_or("-");
@@ -76,14 +120,55 @@ async fn handle(State(ingest): State<Arc<Ingest>>, req: Request) -> Response {
     );
     let mut out = reply(resp);
     if unread {
-        // The rest of the body was never read: the connection cannot carry another request.
+        // The body was not read (whole): the connection cannot carry another request.
         out.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     out
 }
 
-/// Serves `ingest` on `listener` until `shutdown` completes; requests in flight finish first.
+/// Most of an over-large body read and dropped so that its sender reads the 413.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Why a body was not read.
+enum BodyError {
+    /// Over the cap.
+    TooLarge,
+    /// The connection broke off before its end.
+    Aborted,
+}
+
+/// The body, if it is at most `cap` bytes; memory holds at most `cap` plus one frame.
+async fn read_body(body: axum::body::Body, cap: usize) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Aborted)?;
+        if out.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Reads and drops up to `limit` bytes of `body`.
+async fn drain(body: axum::body::Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            return;
+        }
+    }
+}
+
+/// Serves `ingest` on `listener` until `shutdown` completes; requests in flight then finish
+/// (for at most [`SHUTDOWN_WAIT`]). HTTP/1.1 only: agents speak it, and h2c's many streams per
+/// connection would get around the connection bound.
 pub async fn serve(
     ingest: Arc<Ingest>,
     listener: tokio::net::TcpListener,
@@ -93,9 +178,45 @@ pub async fn serve(
         .fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(ingest);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors and the like: the next accept may succeed.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client cut off (slow headers, a reset) is a closed connection, nothing more.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_WAIT, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("stopped with requests still in flight after {SHUTDOWN_WAIT:?}");
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
