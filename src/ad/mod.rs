@@ -277,6 +277,9 @@ pub struct Ingest {
     sink: S3Sink,
     agents: Registry,
     ocsf: Option<OcsfWriter>,
+    /// Requests reading their body (decompressing, parsing, encoding) at once: each may hold
+    /// up to `AD_MAX_DECOMPRESSED_BYTES`, so this bounds memory as well as CPU.
+    cpu: tokio::sync::Semaphore,
 }
 
 enum Route {
@@ -344,12 +347,26 @@ impl Ingest {
         let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let agents = Registry::new(sink.clone(), &cfg.prefix);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ingest {
             cfg,
             key,
             sink,
             agents,
             ocsf,
+            cpu: tokio::sync::Semaphore::new(cpus.max(2)),
+        }
+    }
+
+    /// Runs the CPU-bound `f` (a request's decompression, parsing and encoding) with one of the
+    /// [`Ingest::cpu`] slots, off the async workers where the runtime can move them
+    /// (`block_in_place` on a multi-threaded runtime): a large body does not stall the other
+    /// connections' I/O.
+    async fn cpu_bound<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _slot = self.cpu.acquire().await.expect("never closed");
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+            _ => f(),
         }
     }
 

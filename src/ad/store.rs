@@ -85,7 +85,10 @@ impl Ingest {
             body_sha256,
             objects,
             quarantine,
-        } = super::batch::guarded(|| self.prepare(&req, now)).map_err(|panic| {
+        } = self
+            .cpu_bound(|| super::batch::guarded(|| self.prepare(&req, now)))
+            .await
+            .map_err(|panic| {
             tracing::error!(panic = %panic, "reading a request panicked");
             IngestError::BadRequest {
                 code: "unreadable_request",
