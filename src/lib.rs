@@ -21,12 +21,14 @@
 //! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_apigw         (ad/apigw.rs)
 //! plain HTTP  ─► tv1 serve        ─► ad::serve                        (ad/serve.rs)
 //!   ─► ad::Ingest::handle: route (/v1, HEC) ─► ad::auth (key in SSM)  (ad/mod.rs, auth.rs, hec.rs)
-//!   ─► Ingest::prepare: body, caps, shape, every event checked        (ad/batch.rs)
+//!   ─► Ingest::prepare: body, caps, shape, every event normalised     (ad/batch.rs)
 //!        ad::decode: base64, gzip caps, envelope / NDJSON / HEC        (ad/decode.rs)
 //!        ad::events: nine agent shapes, one normalised event           (ad/events.rs)
-//!        lake::encode: one gzip JSON Lines object per category and day (lake/encode.rs)
-//!   ─► store: create-only objects (lake::sink), OCSF (lake::ocsf),
-//!        then the batch marker, then the agent list                    (ad/store.rs, agents.rs)
+//!        ad::windows_xml, ad::event_time: the XML, the true UTC time   (ad/windows_xml.rs, event_time.rs)
+//!        lake::encode: one gzip JSON Lines object per category and day,
+//!        and one quarantine object for what the lake cannot take      (lake/encode.rs)
+//!   ─► store: the batch claimed (its marker), create-only objects
+//!        (lake::sink), OCSF (lake::ocsf), the receipt, the agent list  (ad/store.rs, agents.rs)
 //! .evtx files ─► tv1 import-evtx ─► ad::evtx_import: records read with
 //!   the evtx crate, normalised as agents' XML, landed step by step     (ad/evtx_import.rs)
 //! ```
