@@ -137,7 +137,7 @@ impl Registry {
     /// are more, and the keys of records that could not be read (skipped, not fatal: one bad
     /// record must not hide every agent). The cap keeps the reply far under Lambda's 6 MB
     /// response limit (a record is at most ~0.6 KB, its fields capped when stored); the records
-    /// are read [`READ_CONCURRENCY`] at a time.
+    /// are read `READ_CONCURRENCY` (16) at a time.
     pub async fn list(
         &self,
         now: DateTime<Utc>,

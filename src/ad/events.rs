@@ -1,6 +1,6 @@
 //! Windows Security events in the shapes forwarders send, validated and normalised.
 //!
-//! One arm of [`fields`] per shape (see [`Shape`]): Winlogbeat / Elastic Agent (ECS), NXLog
+//! One arm of `fields` per shape (see [`Shape`]): Winlogbeat / Elastic Agent (ECS), NXLog
 //! (`im_msvistalog` + `to_json`), Fluent Bit's `winevtlog` and `winlog` inputs, the OpenTelemetry
 //! `windowseventlog` receiver, Vector's `windows_event_log` source (with or without the
 //! `timestamp` its HEC sink moves out of the event), the rendered XML and text of an event, and

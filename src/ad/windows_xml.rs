@@ -12,7 +12,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
 /// Deepest element nesting read; a Windows event is four levels deep.
-const MAX_DEPTH: usize = 32;
+pub const MAX_DEPTH: usize = 32;
 
 /// The fields of one rendered event. Values are the element text or attribute value, trimmed,
 /// entities resolved.
