@@ -241,21 +241,11 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     ));
     // AD: the objects of one large Winlogbeat batch, as ad-ingest stores them.
     let events: Vec<Value> = (0..10_000).map(winlogbeat_event).collect();
-    let vars: HashMap<String, String> = [
-        ("API_KEY_PARAM", "/p"),
-        ("BUCKET", "b"),
+    let ingest = Ingest::offline(&[
         ("AD_MAX_DECOMPRESSED_BYTES", "1000000000"),
         ("AD_MAX_EVENTS", "1000000"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let sdk = tv1_connector::aws::offline_config();
-    let (s3, ssm) = (
-        tv1_connector::aws::s3_client(&sdk),
-        tv1_connector::aws::ssm_client(&sdk),
-    );
-    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), s3, ssm);
+    ])
+    .unwrap();
     let raw =
         serde_json::to_vec(&json!({"agent": {"id": "dc01"}, "batch_id": "b1", "events": events}))
             .unwrap();
@@ -1002,10 +992,8 @@ fn process_figures(pid: u32) -> (u64, u64, usize) {
     (kb("VmHWM:"), kb("VmRSS:"), fds)
 }
 
-/// 7b. `tv1 serve` under clients without the key: 400 connections that never finish their
-/// headers and 100 key-less uploads announcing 4 MB, while an agent sends 20 batches.
-async fn bench_siege(rows: &mut Vec<Row>, lake: &Lake) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// `tv1 serve` on a fresh bucket and key, answering: the process, its URL and the key.
+async fn start_serve(lake: &Lake) -> (tokio::process::Child, String, String) {
     let key = format!("bench-key-{}", rand_id());
     let (bucket, param) = (lake.bucket().await, lake.param(&key).await);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1013,7 +1001,7 @@ async fn bench_siege(rows: &mut Vec<Row>, lake: &Lake) {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("API_KEY_PARAM", &param)
         .env("BUCKET", &bucket)
@@ -1028,8 +1016,17 @@ async fn bench_siege(rows: &mut Vec<Row>, lake: &Lake) {
     while http.get(format!("{url}/v1/health")).send().await.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (server, url, key)
+}
+
+/// 7b. `tv1 serve` under clients without the key: 400 connections that never finish their
+/// headers and 100 key-less uploads announcing 4 MB, while an agent sends 20 batches.
+async fn bench_siege(rows: &mut Vec<Row>, lake: &Lake) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut server, url, key) = start_serve(lake).await;
+    let http = reqwest::Client::new();
     let pid = server.id().unwrap();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = url.trim_start_matches("http://").to_owned();
     let started = Instant::now();
     let mut slow = Vec::new();
     for i in 0..500 {
@@ -1100,28 +1097,8 @@ async fn bench_siege(rows: &mut Vec<Row>, lake: &Lake) {
 
 /// 7. `tv1 serve`: the same Winlogbeat events as HEC bodies and as envelopes, CPU of the server.
 async fn bench_serve(rows: &mut Vec<Row>, lake: &Lake) {
-    let key = format!("bench-key-{}", rand_id());
-    let (bucket, param) = (lake.bucket().await, lake.param(&key).await);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("API_KEY_PARAM", &param)
-        .env("BUCKET", &bucket)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut server, url, key) = start_serve(lake).await;
     let http = reqwest::Client::new();
-    while http.get(format!("{url}/v1/health")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let pid = server.id().unwrap().to_string();
     let gz = |raw: &[u8]| {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use tv1_connector::ad::{Body, HttpRequest, Ingest, Sender};
-use tv1_connector::config::IngestConfig;
 use tv1_connector::lake::ocsf::windows::from_line;
 
 /// How much of the event time an agent's request carries.
@@ -194,16 +193,7 @@ fn gunzip(data: &[u8]) -> String {
 }
 
 fn offline_ingest() -> Ingest {
-    let env: HashMap<String, String> = [("API_KEY_PARAM", "/corpus/key"), ("BUCKET", "corpus")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let sdk = tv1_connector::aws::offline_config();
-    Ingest::new(
-        IngestConfig::from_map(&env).unwrap(),
-        tv1_connector::aws::s3_client(&sdk),
-        tv1_connector::aws::ssm_client(&sdk),
-    )
+    Ingest::offline(&[]).unwrap()
 }
 
 /// Runs every request of every case; returns what each truth event became, and the refusals.

@@ -96,18 +96,8 @@ fn audit_entries_map_to_valid_ocsf() {
 fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
     use std::io::Read;
     use tv1_connector::ad::{Body, HttpRequest, Ingest, Sender};
-    use tv1_connector::config::IngestConfig;
-    let sdk = tv1_connector::aws::offline_config();
-    let (s3, ssm) = (
-        tv1_connector::aws::s3_client(&sdk),
-        tv1_connector::aws::ssm_client(&sdk),
-    );
-    let vars = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     // Never reaches AWS: `prepare` is the request's CPU work only.
-    let ingest = Ingest::new(IngestConfig::from_map(&vars).unwrap(), s3, ssm);
+    let ingest = Ingest::offline(&[]).unwrap();
     let mut events = Vec::new();
     for (name, path, agent) in [
         ("winlogbeat-batch.json", "/v1/events", None),

@@ -613,22 +613,23 @@ fn tail(out: &mut Vec<u8>, raw: &[u8], meta: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IngestConfig;
     use serde_json::{Value, json};
 
     fn offline_ingest(vars: &[(&str, &str)]) -> Ingest {
-        let mut env: std::collections::HashMap<String, String> =
-            [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let sdk = crate::aws::offline_config();
-        Ingest::new(
-            IngestConfig::from_map(&env).unwrap(),
-            crate::aws::s3_client(&sdk),
-            crate::aws::ssm_client(&sdk),
-        )
+        Ingest::offline(vars).unwrap()
+    }
+
+    fn post<'a>(path: &'a str, body: &'a str, sender: crate::ad::Sender<'a>) -> HttpRequest<'a> {
+        HttpRequest {
+            method: "POST",
+            path,
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Body::apigw(Some(body), false),
+            sender,
+        }
     }
 
     #[test]
@@ -648,16 +649,7 @@ mod tests {
             &json!({"agent": {"id": "a"}, "batch_id": "b", "events": events}),
         )
         .unwrap();
-        let req = HttpRequest {
-            method: "POST",
-            path: "/v1/events",
-            authorization: None,
-            x_api_key: None,
-            content_type: Some("application/json"),
-            content_encoding: None,
-            body: Body::apigw(Some(&body), false),
-            sender: Default::default(),
-        };
+        let req = post("/v1/events", &body, Default::default());
         let (prepared, peak) = crate::alloc_meter::peak(|| ingest.prepare(&req, now).unwrap());
         assert_eq!(prepared.objects.len(), 1825);
         println!("peak while preparing: {} KB", peak >> 10);
@@ -678,19 +670,6 @@ mod tests {
             }
         }
         assert_ne!(object_name("_a", "b"), object_name("a", "b"));
-    }
-
-    fn post<'a>(path: &'a str, body: &'a str, sender: crate::ad::Sender<'a>) -> HttpRequest<'a> {
-        HttpRequest {
-            method: "POST",
-            path,
-            authorization: None,
-            x_api_key: None,
-            content_type: Some("application/json"),
-            content_encoding: None,
-            body: Body::apigw(Some(body), false),
-            sender,
-        }
     }
 
     fn gunzip(b: &[u8]) -> String {
@@ -763,18 +742,12 @@ mod tests {
     fn the_zone_header_serves_an_envelope_that_declares_none() {
         let ingest = offline_ingest(&[]);
         let body = r#"{"agent":{"id":"nx"},"batch_id":"b","events":[{"EventID":4624,"EventTime":"2026-11-21 11:00:05","Hostname":"DC51"}]}"#;
-        let req = |zone| HttpRequest {
-            method: "POST",
-            path: "/v1/events",
-            authorization: None,
-            x_api_key: None,
-            content_type: Some("application/json"),
-            content_encoding: None,
-            body: Body::apigw(Some(body), false),
-            sender: crate::ad::Sender {
+        let req = |zone| {
+            let sender = crate::ad::Sender {
                 timezone: zone,
                 ..Default::default()
-            },
+            };
+            post("/v1/events", body, sender)
         };
         let now = Utc::now();
         let p = ingest.prepare(&req(None), now).unwrap();

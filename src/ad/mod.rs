@@ -358,6 +358,25 @@ impl Ingest {
         }
     }
 
+    /// An ingest function whose clients never reach AWS ([`crate::aws::offline_config`]), for
+    /// the request's CPU work alone ([`Ingest::prepare`]): the tests and the benchmark. `vars`
+    /// add to `API_KEY_PARAM=/k` and `BUCKET=b`.
+    ///
+    /// Errors: a variable [`IngestConfig::from_map`] refuses.
+    pub fn offline(vars: &[(&str, &str)]) -> Result<Self, crate::config::ConfigError> {
+        let env = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
+            .iter()
+            .chain(vars)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sdk = crate::aws::offline_config();
+        Ok(Ingest::new(
+            IngestConfig::from_map(&env)?,
+            crate::aws::s3_client(&sdk),
+            crate::aws::ssm_client(&sdk),
+        ))
+    }
+
     /// Runs the CPU-bound `f` (a request's decompression, parsing and encoding) with one of the
     /// [`Ingest::cpu`] slots, off the async workers where the runtime can move them
     /// (`block_in_place` on a multi-threaded runtime): a large body does not stall the other

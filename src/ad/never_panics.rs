@@ -12,16 +12,7 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 
 fn ingest() -> Ingest {
-    let env = [("API_KEY_PARAM", "/k"), ("BUCKET", "b")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let sdk = crate::aws::offline_config();
-    Ingest::new(
-        crate::config::IngestConfig::from_map(&env).unwrap(),
-        crate::aws::s3_client(&sdk),
-        crate::aws::ssm_client(&sdk),
-    )
+    Ingest::offline(&[]).unwrap()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
