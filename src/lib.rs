@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_apigw         (ad/apigw.rs)
-//! plain HTTP  ─► tv1 serve        ─► ad::serve                        (ad/serve.rs)
+//! HTTPS       ─► tv1 serve        ─► ad::tls, ad::serve               (ad/tls.rs, serve.rs)
 //!   ─► ad::Ingest::handle: route (/v1, HEC) ─► ad::auth (key in SSM)  (ad/mod.rs, auth.rs, hec.rs)
 //!   ─► Ingest::prepare: body, caps, shape, every event normalised     (ad/batch.rs)
 //!        ad::decode: base64, gzip caps, envelope / NDJSON / HEC        (ad/decode.rs)

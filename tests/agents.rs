@@ -46,8 +46,13 @@ async fn agents(url: &str, key: &str) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
 
-fn syslog_ng_conf(dir: &Path, url: &str, key: &str, agent: &str) -> PathBuf {
+/// syslog-ng's `http()` destination with its defaults, the options a user sets for this
+/// endpoint, and with `ca` (HTTPS) the authority it verifies the server against.
+fn syslog_ng_conf(dir: &Path, url: &str, key: &str, agent: &str, ca: Option<&Path>) -> PathBuf {
     let conf = dir.join(format!("{agent}.conf"));
+    let tls = ca
+        .map(|ca| format!("tls(ca-file(\"{}\") peer-verify(yes))", ca.display()))
+        .unwrap_or_default();
     let text = format!(
         r#"@version: 3.38
 options {{ stats-freq(0); }};
@@ -63,6 +68,7 @@ destination d_tv1 {{
     # Without a reliable disk buffer syslog-ng drops what it has read but not yet sent when it
     # stops (seen here: 5 of 300 events across a SIGTERM restart on a busy machine).
     disk-buffer(reliable(yes) dir("{dir}") disk-buf-size(1048576) mem-buf-size(163840))
+    {tls}
   );
 }};
 log {{ source(s_in); destination(d_tv1); }};
@@ -136,7 +142,7 @@ async fn syslog_ng_http_destination_posts_ndjson_exactly_once_across_a_restart()
     let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
     let agent = "syslog-ng-dc09";
     let input = dir.join(format!("{agent}.jsonl"));
-    let conf = syslog_ng_conf(&dir, &served.url, &key, agent);
+    let conf = syslog_ng_conf(&dir, &served.url, &key, agent, None);
     let mut sng = start_syslog_ng(&dir, &conf, agent);
     // Events keep coming while syslog-ng is stopped (SIGTERM) and started again.
     for round in 0..30u64 {
@@ -178,7 +184,7 @@ async fn syslog_ng_http_destination_posts_ndjson_exactly_once_across_a_restart()
 
     // A wrong key: refused with 403, which syslog-ng reports; nothing is stored.
     let wrong = "syslog-ng-wrong-key";
-    let conf = syslog_ng_conf(&dir, &served.url, "not-the-key", wrong);
+    let conf = syslog_ng_conf(&dir, &served.url, "not-the-key", wrong, None);
     append_events(&dir.join(format!("{wrong}.jsonl")), 1000..1010, &t);
     let mut sng = start_syslog_ng(&dir, &conf, wrong);
     let sng_log = dir.join(format!("{wrong}.log"));
@@ -195,6 +201,87 @@ async fn syslog_ng_http_destination_posts_ndjson_exactly_once_across_a_restart()
         "nothing from the wrong key"
     );
     assert!(!server_log.contains(&key), "the key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_ng_over_https_sends_on_through_a_certificate_renewal() {
+    if skip_without_localstack() {
+        return;
+    }
+    let has_http = std::fs::read_dir("/usr/lib/syslog-ng")
+        .map(|d| d.flatten().any(|v| v.path().join("libhttp.so").exists()))
+        .unwrap_or(false);
+    if !present("syslog-ng with its http module", has_http) {
+        return;
+    }
+    let lake = ad_lake().await;
+    let dir = std::env::temp_dir().join(format!("tv1-syslog-ng-tls-{}", rand_hex(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    let (cert, key, _) = ca.issue("first");
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", &lake.bucket),
+    ];
+    let served = serve_tls(&vars, &cert_file, &key_file, &ca).await;
+
+    let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+    let agent = "syslog-ng-tls-dc09";
+    let input = dir.join(format!("{agent}.jsonl"));
+    let conf = syslog_ng_conf(&dir, &served.url, &lake.key, agent, Some(&ca_file));
+    let mut sng = start_syslog_ng(&dir, &conf, agent);
+    // The certificate is renewed while events keep coming, and then renewed again. Between
+    // them the agent falls silent until its kept-alive connection is closed as idle, and after
+    // the second it is restarted: both times it connects again and is shown the renewed
+    // certificate.
+    let renewal = tv1_connector::ad::tls::RELOAD_INTERVAL;
+    for round in 0..40u64 {
+        append_events(&input, round * 10..round * 10 + 10, &t);
+        if round == 10 || round == 25 {
+            let (cert, key, _) = ca.issue(&format!("renewed at {round}"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+        }
+        if round == 18 {
+            tokio::time::sleep(tv1_connector::ad::serve::HEADER_TIMEOUT + renewal).await;
+        }
+        if round == 32 {
+            stop(&mut sng);
+            sng = start_syslog_ng(&dir, &conf, agent);
+        }
+        tokio::time::sleep(renewal / 8).await;
+    }
+    let all_in = async || record_ids(&lake.s3, &lake.bucket).await.len() == 400;
+    if tokio::time::timeout(Duration::from_secs(60), async {
+        while !all_in().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        let log = std::fs::read_to_string(dir.join(format!("{agent}.log"))).unwrap_or_default();
+        let server = std::fs::read_to_string(&served.log).unwrap_or_default();
+        panic!(
+            "{} of 400 events in S3 after 60 s\nsyslog-ng:\n{log}\nserver:\n{server}",
+            record_ids(&lake.s3, &lake.bucket).await.len()
+        );
+    }
+    stop(&mut sng);
+    let ids = record_ids(&lake.s3, &lake.bucket).await;
+    assert!(ids.values().all(|n| *n == 1), "stored twice: {ids:?}");
+    let server = std::fs::read_to_string(&served.log).unwrap();
+    assert_eq!(
+        server.matches("certificate reloaded").count(),
+        2,
+        "{server}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn hec_send(url: &str, token: &str, first: u64, count: u64, pause_ms: u64, time: i64) -> Child {

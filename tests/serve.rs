@@ -532,3 +532,159 @@ async fn clients_without_the_key_or_too_slow_are_refused_early_and_cut_off() {
         );
     }
 }
+
+/// The certificate `client` was shown for `url`.
+async fn shown_certificate(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    let r = client.get(format!("{url}/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("a TLS connection")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_certificate_renewed_in_place_and_no_plain_http_on_the_network() {
+    if skip_without_localstack() {
+        return;
+    }
+    // Plain HTTP on an address others reach: refused before anything listens.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("refusing to serve plain HTTP on 0.0.0.0:0") && said.contains("--tls-cert"),
+        "{said}"
+    );
+
+    let lake = ad_lake().await;
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", &lake.bucket),
+    ];
+    let dir = std::env::temp_dir().join(format!("tv1-tls-{}", rand_hex(8)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    let install = |(cert, key, _): &(String, String, Vec<u8>)| {
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+    };
+    let first = ca.issue("first");
+    install(&first);
+    let served = serve_tls(&vars, &cert_file, &key_file, &ca).await;
+
+    // curl, verifying against the authority.
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&ca_file)
+        .arg(format!("{}/v1/health", served.url))
+        .output()
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    // A plain-HTTP request to the HTTPS port gets no HTTP answer; a client that connects and
+    // never starts its handshake is cut off like a slow-header client.
+    let plain = served.url.replace("https://", "http://");
+    let mut cleartext = raw(
+        &plain,
+        &format!(
+            "GET /v1/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            lake.key
+        ),
+    )
+    .await;
+    assert!(
+        !answer(&mut cleartext, Duration::from_secs(3))
+            .await
+            .starts_with("HTTP/")
+    );
+    let mut silent = raw(&plain, "").await;
+
+    let agent = ca.client();
+    let send = async |client: &reqwest::Client, batch: &str, ids: std::ops::Range<u64>| {
+        let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+        let events: Vec<_> = ids.map(|i| json!({"event_id": 4624, "time": t, "computer": "DC01", "channel": "Security", "record_id": i})).collect();
+        let r = client
+            .post(format!("{}/v1/events", served.url))
+            .header("authorization", format!("Bearer {}", lake.key))
+            .header("content-type", "application/json")
+            .body(json!({"agent": {"id": "dc01"}, "batch_id": batch, "events": events}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    };
+    send(&agent, "b1", 0..10).await;
+    assert_eq!(shown_certificate(&agent, &served.url).await, first.2);
+
+    // Renewed in place: new connections are shown the new certificate within the reload
+    // interval; the agent's client, made before, goes on sending.
+    let second = ca.issue("second");
+    install(&second);
+    let wait = tv1_connector::ad::tls::RELOAD_INTERVAL.as_secs() * 3;
+    wait_until(
+        wait,
+        "the renewed certificate to be presented",
+        async || shown_certificate(&ca.client(), &served.url).await == second.2,
+    )
+    .await;
+    send(&agent, "b2", 10..20).await;
+    // A renewal half done (a new certificate, the old key) is not taken: the endpoint stays up
+    // with the second certificate.
+    let third = ca.issue("third");
+    std::fs::write(&cert_file, &third.0).unwrap();
+    tokio::time::sleep(tv1_connector::ad::tls::RELOAD_INTERVAL * 2).await;
+    assert_eq!(shown_certificate(&ca.client(), &served.url).await, second.2);
+    send(&agent, "b3", 20..30).await;
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    assert!(
+        log.contains("certificate reloaded") && log.contains("do not load"),
+        "{log}"
+    );
+    assert!(!log.contains(&lake.key), "the key is never logged");
+
+    let timeout = tv1_connector::ad::serve::HEADER_TIMEOUT;
+    assert_eq!(
+        answer(&mut silent, timeout + Duration::from_secs(3)).await,
+        "closed"
+    );
+    let mut ids: Vec<u64> = lake_lines(&lake.s3, &lake.bucket)
+        .await
+        .iter()
+        .map(|(_, l)| l["record_id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..30).collect::<Vec<_>>());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+    if skip_without_localstack() {
+        return;
+    }
+    let (_s3, _bucket, _key, served) = lake_and_server().await;
+    let mut s = raw(&served.url, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        answer(&mut s, Duration::from_secs(5))
+            .await
+            .contains(" 200 ")
+    );
+    let timeout = tv1_connector::ad::serve::HEADER_TIMEOUT;
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        answer(&mut s, timeout + Duration::from_secs(3)).await,
+        "closed"
+    );
+    assert!(started.elapsed() >= timeout - Duration::from_secs(1));
+}

@@ -21,6 +21,7 @@ pub mod hec;
 mod never_panics;
 pub mod serve;
 mod store;
+pub mod tls;
 pub mod windows_xml;
 
 pub use batch::{MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR};

@@ -1,9 +1,9 @@
-//! `tv1 serve`: the ad-ingest handler over plain HTTP, outside Lambda.
+//! `tv1 serve`: the ad-ingest handler over HTTPS (or plain HTTP on loopback), outside Lambda.
 //!
 //! Same routes, limits and replies as the Lambda function (it calls the same
 //! [`Ingest::handle`]); the body arrives as bytes instead of inside an API Gateway event. For a
-//! VM or container next to the domain controllers behind the user's own TLS terminator, and
-//! for tests that drive real forwarding agents. One access-log line per request, never a key;
+//! VM or container next to the domain controllers, and for tests that drive real forwarding
+//! agents. TLS, with a certificate renewed in place, is [`super::tls`]. One access-log line per request, never a key;
 //! a clean stop on SIGTERM or Ctrl-C (requests in flight finish first, for at most
 //! [`SHUTDOWN_WAIT`]).
 //!
@@ -13,6 +13,7 @@
 //! [`BODY_TIMEOUT`] (hyper's own header timer, a timeout around the body), and at most
 //! [`MAX_CONNECTIONS`] connections are open at once (the next wait in the listen queue).
 
+use super::tls::ReloadingCert;
 use super::{Body, HttpRequest, HttpResponse, Ingest, IngestError, Sender};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -167,22 +168,33 @@ async fn drain(body: axum::body::Body, limit: usize) {
 }
 
 /// Serves `ingest` on `listener` until `shutdown` completes; requests in flight then finish
-/// (for at most [`SHUTDOWN_WAIT`]). HTTP/1.1 only: agents speak it, and h2c's many streams per
-/// connection would get around the connection bound.
+/// (for at most [`SHUTDOWN_WAIT`]). With `tls`, every connection is HTTPS and must finish its
+/// handshake within [`HEADER_TIMEOUT`]; a plain-HTTP request to it gets no answer. HTTP/1.1
+/// only: agents speak it, and h2c's many streams per connection would get around the
+/// connection bound.
+///
+/// hyper's header timer also closes a kept-alive connection that stays idle for
+/// [`HEADER_TIMEOUT`]: it starts again when a reply has been sent (hyper 1.x `Conn::poll_read_head`).
 pub async fn serve(
     ingest: Arc<Ingest>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ReloadingCert>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
         .fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(ingest);
+    let acceptor = tls.map(|cert| {
+        tokio::spawn(cert.clone().watch());
+        tokio_rustls::TlsAcceptor::from(cert.server_config())
+    });
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -201,11 +213,32 @@ pub async fn serve(
                 }
             },
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (app, http, watcher, acceptor) = (
+            app.clone(),
+            http.clone(),
+            graceful.watcher(),
+            acceptor.clone(),
+        );
         tokio::spawn(async move {
-            // A client cut off (slow headers, a reset) is a closed connection, nothing more.
-            let _ = conn.await;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            // A client cut off (slow headers, a failed or slow handshake, a reset) is a closed
+            // connection, nothing more.
+            match acceptor {
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 use tv1_connector::ad::evtx_import::{ImportConfig, Importer, Progress as ImportProgress};
+use tv1_connector::ad::tls::{CertFiles, ReloadingCert};
 use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
 use tv1_connector::audit::simulate::{Generate, SimSettings, Simulator, Spread, generate};
@@ -54,13 +55,25 @@ enum Command {
         #[arg(long)]
         kms_key_id: Option<String>,
     },
-    /// Serves the ad-ingest endpoint over plain HTTP: the same routes, limits and replies as the
-    /// Lambda function, configured by the same environment (API_KEY_PARAM, BUCKET, AD_*). Put
-    /// your own TLS terminator in front of it. Stops cleanly on SIGTERM.
+    /// Serves the ad-ingest endpoint: the same routes, limits and replies as the Lambda
+    /// function, configured by the same environment (API_KEY_PARAM, BUCKET, AD_*). HTTPS with
+    /// --tls-cert and --tls-key; plain HTTP only on a loopback address (a TLS terminator on the
+    /// same host) or with --allow-plain-http. Stops cleanly on SIGTERM.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: std::net::SocketAddr,
+        /// Certificate chain (PEM, the server's certificate first) to serve HTTPS with. Read
+        /// again every few seconds: a renewed certificate is presented without a restart.
+        #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+        #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Serve plain HTTP on a non-loopback address. Every agent request carries the API key:
+        /// only behind a TLS terminator on a network no one else reads.
+        #[arg(long, env = "ALLOW_PLAIN_HTTP", conflicts_with = "tls_cert")]
+        allow_plain_http: bool,
     },
     /// Prints the AWS CLI commands that register the OCSF output's sources (one per dataset and
     /// class) as Security Lake custom sources.
@@ -177,7 +190,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&cp)
         }
         Command::RotateKey { param, kms_key_id } => rotate_key(&param, kms_key_id).await,
-        Command::Serve { listen } => serve_http(listen).await,
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            allow_plain_http,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| CertFiles { cert, key });
+            serve_endpoint(listen, tls, allow_plain_http).await
+        }
         Command::ImportEvtx {
             files,
             step_records,
@@ -238,8 +261,21 @@ async fn rotate_key(param: &str, kms_key_id: Option<String>) -> anyhow::Result<(
     Ok(())
 }
 
-/// `tv1 serve`: the ad-ingest handler over plain HTTP until SIGTERM.
-async fn serve_http(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+/// `tv1 serve`: the ad-ingest handler over HTTPS (or plain HTTP where allowed) until SIGTERM.
+async fn serve_endpoint(
+    listen: std::net::SocketAddr,
+    tls: Option<CertFiles>,
+    allow_plain_http: bool,
+) -> anyhow::Result<()> {
+    if tls.is_none() && !listen.ip().is_loopback() && !allow_plain_http {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {listen}: every agent request carries the API key, \
+             which anyone on the network could read. Give --tls-cert and --tls-key to serve \
+             HTTPS, or --allow-plain-http if a TLS terminator in front of this host is the \
+             only client"
+        );
+    }
+    let cert = tls.map(ReloadingCert::load).transpose()?;
     let cfg = IngestConfig::from_env()?;
     if let Some(ocsf) = &cfg.ocsf {
         ocsf.require_account()?;
@@ -249,8 +285,9 @@ async fn serve_http(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!("ad-ingest listening on http://{listen}");
-    serve::serve(Arc::new(ingest), listener, serve::stop_signal()).await?;
+    let scheme = if cert.is_some() { "https" } else { "http" };
+    tracing::info!("ad-ingest listening on {scheme}://{listen}");
+    serve::serve(Arc::new(ingest), listener, cert, serve::stop_signal()).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 use tv1_connector::audit::Puller;
 use tv1_connector::audit::simulate::{Generate, SimEntry, SimSettings, Simulator, generate};
@@ -533,22 +534,51 @@ impl Drop for Served {
     }
 }
 
-pub async fn serve(vars: &[(&str, &str)]) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// `tv1 serve` over plain HTTP on 127.0.0.1.
+pub async fn serve(vars: &[(&str, &str)]) -> Served {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    spawn_serve(&[], port, vars, url, reqwest::Client::new()).await
+}
+
+/// `tv1 serve` over HTTPS on 127.0.0.1 with the certificate in `cert` and `key`, its health
+/// checked by a client that trusts `ca`.
+pub async fn serve_tls(vars: &[(&str, &str)], cert: &Path, key: &Path, ca: &TestCa) -> Served {
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let args = [
+        "--tls-cert".to_owned(),
+        cert.display().to_string(),
+        "--tls-key".to_owned(),
+        key.display().to_string(),
+    ];
+    spawn_serve(&args, port, vars, url, ca.client()).await
+}
+
+async fn spawn_serve(
+    args: &[String],
+    port: u16,
+    vars: &[(&str, &str)],
+    url: String,
+    http: reqwest::Client,
+) -> Served {
     let log = std::env::temp_dir().join(format!("tv1-serve-{}.log", rand_hex(8)));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .envs(vars.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
     wait_until(30, "tv1 serve to answer /v1/health", async || {
         http.get(format!("{url}/v1/health"))
             .send()
@@ -557,6 +587,59 @@ pub async fn serve(vars: &[(&str, &str)]) -> Served {
     })
     .await;
     Served { child, url, log }
+}
+
+/// A certificate authority for the TLS tests, and the server certificates it signs for
+/// 127.0.0.1.
+pub struct TestCa {
+    /// The authority's certificate, PEM: what clients trust.
+    pub pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tv1 test CA");
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        TestCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost named `name`: (certificate PEM, key
+    /// PEM, certificate DER).
+    pub fn issue(&self, name: &str) -> (String, String, Vec<u8>) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    /// A client that trusts this authority only, and records the certificate it was shown.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.pem.as_bytes()).unwrap()])
+            .tls_info(true)
+            .build()
+            .unwrap()
+    }
 }
 
 /// A fresh bucket and an ad-ingest API key (SSM parameter) in LocalStack.
