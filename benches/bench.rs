@@ -327,6 +327,7 @@ async fn start_sim(token: &str) -> (Simulator, String) {
         token: token.into(),
         skip_token_ttl: Duration::from_secs(600),
         end_inclusive: true,
+        start_inclusive: true,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -16,6 +16,7 @@ fn settings() -> SimSettings {
         token: "t0k".into(),
         skip_token_ttl: Duration::from_secs(60),
         end_inclusive: true,
+        start_inclusive: true,
     }
 }
 

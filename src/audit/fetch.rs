@@ -45,23 +45,36 @@ pub(super) fn slices(w: Window, n: usize) -> Vec<Window> {
         .collect()
 }
 
-/// The latest second among a page's items inside `slice`. A restarted query begins there: the
-/// assembler holds back exactly that second (its newest), so it is the one to forget and read
-/// again, and every earlier second is complete even if the page was not in order.
-fn max_second(page: &Page, slice: Window) -> Option<DateTime<Utc>> {
+/// Drops the page's items logged before `query_start` (the query asked from a second earlier,
+/// see [`vision_one::Client::first_page`]) and returns the latest second among the rest inside
+/// `slice`. A restarted query begins there: the assembler holds back exactly that second (its
+/// newest), so it is the one to forget and read again, and every earlier second is complete
+/// even if the page was not in order. Items without a readable time are kept (they land by
+/// their content, see [`crate::audit::segment::unreadable_key`]).
+fn keep_from(page: &mut Page, query_start: DateTime<Utc>, slice: Window) -> Option<DateTime<Utc>> {
     #[derive(serde::Deserialize)]
     struct Logged<'a> {
         #[serde(rename = "loggedDateTime", borrow)]
         logged: Option<std::borrow::Cow<'a, str>>,
     }
-    page.items
-        .iter()
-        .filter_map(|raw| {
-            let l: Logged = serde_json::from_str(raw.get()).ok()?;
-            parse_api_time(&l.logged?).map(floor_second)
-        })
-        .filter(|t| *t >= slice.from && *t < slice.to)
-        .max()
+    let mut max = None;
+    page.items.retain(|raw| {
+        let time = serde_json::from_str::<Logged>(raw.get())
+            .ok()
+            .and_then(|l| parse_api_time(&l.logged?))
+            .map(floor_second);
+        match time {
+            Some(t) if t < query_start => false,
+            Some(t) => {
+                if t < slice.to {
+                    max = max.max(Some(t));
+                }
+                true
+            }
+            None => true,
+        }
+    });
+    max
 }
 
 /// Fetches one slice into `tx` until it ends, fails, or the receiver is gone.
@@ -81,8 +94,8 @@ pub(super) async fn fetch_slice(
             Some(link) => api.next_page(link, deadline).await,
         };
         let msg = match page {
-            Ok(page) => {
-                last_sent = last_sent.max(max_second(&page, slice));
+            Ok(mut page) => {
+                last_sent = last_sent.max(keep_from(&mut page, query_start, slice));
                 next = page.next_link.clone();
                 Fetched::Page(page)
             }

@@ -70,6 +70,13 @@ pub struct SimSettings {
     pub skip_token_ttl: Duration,
     /// Whether `endDateTime` is inclusive (undocumented on the real API; both are possible).
     pub end_inclusive: bool,
+    /// Whether `startDateTime` is inclusive (the same; public connectors disagree).
+    #[serde(default = "inclusive")]
+    pub start_inclusive: bool,
+}
+
+fn inclusive() -> bool {
+    true
 }
 
 /// Parameters of generated data.
@@ -630,7 +637,14 @@ fn page_of(
     token: &SkipToken,
 ) -> (String, Option<SkipToken>) {
     let entries = sim.inner.entries.lock().unwrap();
-    let lo = entries.partition_point(|e| e.logged.timestamp() < token.start);
+    let lo = entries.partition_point(|e| {
+        let t = e.logged.timestamp();
+        if settings.start_inclusive {
+            t < token.start
+        } else {
+            t <= token.start
+        }
+    });
     let hi = entries.partition_point(|e| {
         let t = e.logged.timestamp();
         if settings.end_inclusive {

@@ -342,6 +342,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         token: a.token,
         skip_token_ttl: Duration::from_secs(a.skip_token_ttl),
         end_inclusive: !a.end_exclusive,
+        start_inclusive: !a.start_exclusive,
     });
     let now = chrono::Utc::now();
     sim.set_entries(generate(&Generate {
@@ -404,6 +405,9 @@ struct SimulateArgs {
     /// Treat endDateTime as exclusive (the default is inclusive).
     #[arg(long)]
     end_exclusive: bool,
+    /// Treat startDateTime as exclusive (the default is inclusive).
+    #[arg(long)]
+    start_exclusive: bool,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 42)]
     seed: u64,

@@ -92,6 +92,7 @@ impl TestEnv {
             token: token.clone(),
             skip_token_ttl: Duration::from_secs(300),
             end_inclusive: true,
+            start_inclusive: true,
         };
         tweak(&mut settings);
         let sim = Simulator::new(settings);

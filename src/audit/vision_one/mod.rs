@@ -188,7 +188,14 @@ impl Client {
         self.token.param()
     }
 
-    /// First page of entries logged in `[start, end]` (ascending), with `top` = `page_size`.
+    /// First page of a query that covers entries logged in `[start, end]` (ascending), with
+    /// `top` = `page_size`. The page may also hold entries of the second before `start`: the
+    /// caller drops them.
+    ///
+    /// The query asks from one second before `start`. Vision One documents `startDateTime` as
+    /// the start of the range without saying whether an entry logged exactly then is in it, and
+    /// public connectors disagree; starting a second early covers `start` either way, so the
+    /// result does not depend on it.
     pub async fn first_page(
         &self,
         start: DateTime<Utc>,
@@ -198,7 +205,10 @@ impl Client {
     ) -> Result<Page, VisionOneError> {
         let mut url = self.base.join(AUDIT_LOGS_PATH).expect("static path");
         url.query_pairs_mut()
-            .append_pair("startDateTime", &api_time(start))
+            .append_pair(
+                "startDateTime",
+                &api_time(start - chrono::Duration::seconds(1)),
+            )
             .append_pair("endDateTime", &api_time(end))
             .append_pair("dateTimeTarget", "loggedDateTime")
             .append_pair("orderBy", "loggedDateTime asc")
