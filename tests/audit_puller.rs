@@ -1174,6 +1174,49 @@ async fn an_out_of_order_page_then_an_expired_token_doubles_nothing() {
 }
 
 #[tokio::test]
+async fn an_entry_of_the_previous_hour_out_of_order_lands_in_its_own_hour_once() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_FETCH_CONCURRENCY", "1")
+        .set("TV1_PAGE_SIZE", "50")
+        .set("TV1_INITIAL_LOOKBACK", "3h")
+        .set("TV1_RECONCILE_HORIZON", "1h");
+    // One page across an hour's end, served newest first: hour H's entries open the segment,
+    // then the previous hour's come.
+    let h = tv1_connector::timefmt::floor_hour(now_s() - D::hours(2));
+    env.load(50, h - D::minutes(1), h + D::minutes(1), |g| {
+        g.burst_every = 0
+    });
+    env.sim.set_faults(Faults {
+        reverse_pages: 1,
+        ..Faults::default()
+    });
+    let runs = run_until_settled(&env).await;
+    let late: u64 = runs
+        .iter()
+        .filter_map(|r| r.reconcile.as_ref())
+        .map(|r| r.late_entries)
+        .sum();
+    assert_eq!(late, 0, "nothing was missing from its hour");
+    env.assert_exactly_once(
+        h - D::hours(3),
+        runs.last().unwrap().checkpoint_after.unwrap(),
+    )
+    .await;
+    // Each entry is in its own hour's partition.
+    for (key, line) in env.lake().await {
+        let t = tv1_connector::timefmt::parse_api_time(line["loggedDateTime"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            key.contains(&t.format("dt=%Y-%m-%d/hour=%H/").to_string()),
+            "{key}: {t}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends() {
     if skip_without_localstack() {
         return;

@@ -292,7 +292,7 @@ impl Puller {
             if p.next_link.is_none() {
                 closed.push(asm.finish(unit.to));
             }
-            for obj in closed.into_iter().filter_map(|s| s.object) {
+            for obj in closed.into_iter().flat_map(|s| s.objects) {
                 let key = format!("{part_prefix}{:03}.jsonl.gz", parts.written.len());
                 self.sink.put_ndjson_gz(&key, obj.body.clone()).await?;
                 if let Some(ocsf) = &self.ocsf {

@@ -323,10 +323,11 @@ impl Run<'_> {
         fetch_deadline: Instant,
     ) -> Result<Option<Stop>, PullError> {
         let prefix = &self.p.cfg.prefix;
-        let ours = match pending.keys.as_slice() {
-            [key] => hour_of_key(prefix, pending.from, pending.to, key).is_some(),
-            _ => false,
-        };
+        let ours = !pending.keys.is_empty()
+            && pending
+                .keys
+                .iter()
+                .all(|key| hour_of_key(prefix, pending.from, pending.to, key).is_some());
         if !ours {
             return Err(PullError::ForeignPending {
                 from: api_time(pending.from),
@@ -354,7 +355,7 @@ impl Run<'_> {
         segments.push(asm.finish(range.to));
         let mut objects: Vec<(String, bytes::Bytes, usize)> = segments
             .into_iter()
-            .filter_map(|s| s.object)
+            .flat_map(|s| s.objects)
             .map(|o| {
                 (
                     segment_key(prefix, o.hour, range.from, range.to),
@@ -363,13 +364,15 @@ impl Run<'_> {
                 )
             })
             .collect();
-        // The pending key is always claimed, even if its hour came back empty: that is the fence.
-        if !objects.iter().any(|(k, _, _)| *k == pending.keys[0]) {
-            objects.push((
-                pending.keys[0].clone(),
-                crate::lake::encode::ObjectEncoder::new().finish(),
-                0,
-            ));
+        // Every pending key is claimed, even if its hour came back empty: that is the fence.
+        for key in &pending.keys {
+            if !objects.iter().any(|(k, _, _)| k == key) {
+                objects.push((
+                    key.clone(),
+                    crate::lake::encode::ObjectEncoder::new().finish(),
+                    0,
+                ));
+            }
         }
         for (key, body, records) in objects {
             self.create(key, body, records).await?;
@@ -498,19 +501,21 @@ impl Run<'_> {
     /// [`Self::flush`].
     async fn write(&mut self, seg: Segment) -> Result<(), PullError> {
         debug_assert_eq!(seg.from, self.cp.committed_to);
-        let Some(obj) = seg.object else {
+        if seg.objects.is_empty() {
             if seg.to > self.cp.committed_to {
                 self.cp.committed_to = seg.to;
             }
             return Ok(());
-        };
+        }
         self.cp.pending = Some(Pending {
             from: seg.from,
             to: seg.to,
-            keys: vec![obj.key.clone()],
+            keys: seg.objects.iter().map(|o| o.key.clone()).collect(),
         });
         self.save().await?;
-        self.create(obj.key, obj.body, obj.records).await?;
+        for obj in seg.objects {
+            self.create(obj.key, obj.body, obj.records).await?;
+        }
         self.cp.pending = None;
         self.cp.committed_to = seg.to;
         Ok(())

@@ -30,8 +30,11 @@ pub struct Segment {
     pub from: DateTime<Utc>,
     /// End (exclusive).
     pub to: DateTime<Utc>,
-    /// The object, when the range holds any entries.
-    pub object: Option<Object>,
+    /// One object per hour its entries fall in, oldest first; none when the range is empty.
+    /// Almost always one: a second arrives only when an entry of the previous hour comes out
+    /// of order across the hour's end, and it goes to its own hour's partition, where
+    /// reconciliation of that hour finds it.
+    pub objects: Vec<Object>,
 }
 
 /// One encoded object and where it goes.
@@ -69,8 +72,8 @@ pub struct Assembler {
     prefix: String,
     limits: Limits,
     seg_from: DateTime<Utc>,
-    seg_hour: Option<DateTime<Utc>>,
-    enc: ObjectEncoder,
+    /// The open segment's objects, by hour, oldest first.
+    encs: Vec<(DateTime<Utc>, ObjectEncoder)>,
     second: Option<i64>,
     held: Vec<Held>,
     /// Occurrences so far in the open segment, by content hash. Reconciliation numbers the
@@ -177,8 +180,7 @@ impl Assembler {
             prefix: prefix.to_owned(),
             limits,
             seg_from: from,
-            seg_hour: None,
-            enc: ObjectEncoder::new(),
+            encs: Vec::new(),
             second: None,
             held: Vec::new(),
             occurrences: HashMap::new(),
@@ -233,14 +235,16 @@ impl Assembler {
                 Ok(None)
             }
             _ => {
+                // A new hour, or a full object, closes the segment at this second.
+                let new_hour = self
+                    .second
+                    .is_some_and(|cur| floor_hour(at(cur)) != floor_hour(at(sec)));
                 if let Some(cur) = self.second {
                     let held = std::mem::take(&mut self.held);
                     self.encode(&held, cur);
                 }
-                let closed = match self.seg_hour {
-                    Some(h) if floor_hour(at(sec)) != h || self.full() => Some(self.close(at(sec))),
-                    _ => None,
-                };
+                let closed = (!self.encs.is_empty() && (new_hour || self.full()))
+                    .then(|| self.close(at(sec)));
                 self.second = Some(sec);
                 self.held.push(held);
                 Ok(closed)
@@ -266,17 +270,25 @@ impl Assembler {
     }
 
     fn full(&self) -> bool {
-        self.enc.raw_bytes() >= self.limits.max_bytes
-            || self.enc.records() >= self.limits.max_records
+        let (bytes, records) = self.encs.iter().fold((0, 0), |(b, r), (_, e)| {
+            (b + e.raw_bytes(), r + e.records())
+        });
+        bytes >= self.limits.max_bytes || records >= self.limits.max_records
     }
 
     fn encode(&mut self, records: &[Held], second: i64) {
         if records.is_empty() {
             return;
         }
-        if self.seg_hour.is_none() {
-            self.seg_hour = Some(floor_hour(at(second)));
-        }
+        let hour = floor_hour(at(second));
+        let i = match self.encs.iter().position(|(h, _)| *h == hour) {
+            Some(i) => i,
+            None => {
+                let i = self.encs.partition_point(|(h, _)| *h < hour);
+                self.encs.insert(i, (hour, ObjectEncoder::new()));
+                i
+            }
+        };
         // Identical entries (same content, so the same second) are told apart by their
         // occurrence number in the segment, which is the same on every fetch because identical
         // entries are interchangeable, and the same whether they came in order or not.
@@ -286,24 +298,23 @@ impl Assembler {
             *n += 1;
             self.line.clear();
             line_with_fields(r.raw.get().as_bytes(), &[("_id", &id)], &mut self.line);
-            self.enc.push_line(&self.line);
+            self.encs[i].1.push_line(&self.line);
         }
     }
 
     fn close(&mut self, to: DateTime<Utc>) -> Segment {
         self.occurrences.clear();
         let from = std::mem::replace(&mut self.seg_from, to);
-        let enc = std::mem::take(&mut self.enc);
-        let object = self.seg_hour.take().map(|hour| {
-            let records = enc.records();
-            Object {
+        let objects = std::mem::take(&mut self.encs)
+            .into_iter()
+            .map(|(hour, enc)| Object {
                 key: segment_key(&self.prefix, hour, from, to),
                 hour,
+                records: enc.records(),
                 body: enc.finish(),
-                records,
-            }
-        });
-        Segment { from, to, object }
+            })
+            .collect();
+        Segment { from, to, objects }
     }
 }
 
@@ -352,6 +363,11 @@ mod tests {
         a.push(raw, item.hash, item.time.unwrap()).unwrap()
     }
 
+    fn only(seg: Segment) -> Object {
+        assert_eq!(seg.objects.len(), 1, "{seg:?}");
+        seg.objects.into_iter().next().unwrap()
+    }
+
     fn lines(o: &Object) -> Vec<Value> {
         let mut s = String::new();
         flate2::read::GzDecoder::new(&o.body[..])
@@ -376,7 +392,7 @@ mod tests {
             assert!(push(&mut a, s, i as u32).is_none());
         }
         let seg = a.finish(t("2026-11-21T10:30:00Z"));
-        let o = seg.object.unwrap();
+        let o = only(seg);
         assert_eq!(
             o.key,
             "p/dt=2026-11-21/hour=10/20261121T100000Z_20261121T103000Z.jsonl.gz"
@@ -399,10 +415,10 @@ mod tests {
             (seg.from, seg.to),
             (t("2026-11-21T09:30:00Z"), t("2026-11-21T10:00:02Z"))
         );
-        assert_eq!(seg.object.as_ref().unwrap().records, 1);
+        assert_eq!(seg.objects[0].records, 1);
         let last = a.finish(t("2026-11-21T11:00:00Z"));
         assert_eq!(last.from, t("2026-11-21T10:00:02Z"));
-        assert!(last.object.unwrap().key.contains("hour=10/"));
+        assert!(only(last).key.contains("hour=10/"));
     }
 
     #[test]
@@ -415,7 +431,7 @@ mod tests {
         let seg = a.stop();
         assert_eq!(seg.to, t("2026-11-21T10:00:02Z"));
         assert_eq!(
-            lines(&seg.object.unwrap()).len(),
+            lines(&only(seg)).len(),
             1,
             "only the complete second is kept"
         );
@@ -432,7 +448,7 @@ mod tests {
         a.drop_held_at(t("2026-11-21T10:00:02Z"));
         push(&mut a, "2026-11-21T10:00:02Z", 1);
         push(&mut a, "2026-11-21T10:00:02Z", 2);
-        let ls = lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap());
+        let ls = lines(&only(a.finish(t("2026-11-21T10:01:00Z"))));
         let ns: Vec<i64> = ls.iter().map(|l| l["n"].as_i64().unwrap()).collect();
         assert_eq!(ns, vec![0, 1, 2]);
     }
@@ -442,7 +458,7 @@ mod tests {
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
         push(&mut a, "2026-11-21T10:00:07Z", 0);
         let seg = a.stop();
-        assert!(seg.object.is_none());
+        assert!(seg.objects.is_empty());
         assert_eq!(
             seg.to,
             t("2026-11-21T10:00:07Z"),
@@ -470,10 +486,7 @@ mod tests {
             segs.extend(push(&mut a, &format!("2026-11-21T{s}Z"), i as u32));
         }
         segs.push(a.finish(t("2026-11-21T10:00:10Z")));
-        let counts: Vec<usize> = segs
-            .iter()
-            .map(|s| s.object.as_ref().unwrap().records)
-            .collect();
+        let counts: Vec<usize> = segs.iter().map(|s| s.objects[0].records).collect();
         assert_eq!(counts, vec![3, 3, 1], "a second is never split");
         assert_eq!(segs[0].to, t("2026-11-21T10:00:02Z"));
         assert_eq!(segs[1].from, segs[0].to);
@@ -485,7 +498,7 @@ mod tests {
             let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
             push(&mut a, "2026-11-21T10:00:01Z", 7);
             push(&mut a, "2026-11-21T10:00:01Z", 7);
-            lines(&a.finish(t("2026-11-21T10:01:00Z")).object.unwrap())
+            lines(&only(a.finish(t("2026-11-21T10:01:00Z"))))
         };
         let (x, y) = (mk(), mk());
         assert_ne!(x[0]["_id"], x[1]["_id"]);
@@ -500,7 +513,7 @@ mod tests {
         // Earlier, but inside the open segment: kept.
         push(&mut a, "2026-11-21T10:00:03Z", 2);
         let seg = a.stop();
-        assert_eq!(seg.object.unwrap().records, 2);
+        assert_eq!(only(seg).records, 2);
         // Earlier than the open segment: refused.
         let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:00:00Z"));
         push(&mut a, "2026-11-21T10:59:00Z", 0);
@@ -531,5 +544,37 @@ mod tests {
         let v: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["_time_error"], "loggedDateTime missing or unparseable");
         assert_eq!(v["n"], 1);
+    }
+
+    #[test]
+    fn an_entry_of_the_previous_hour_out_of_order_goes_to_its_own_hour() {
+        // The window starts in hour 10; hour 11's first entries come before a straggler of 10.
+        let mut a = Assembler::new("p/", LIMITS, t("2026-11-21T10:59:30Z"));
+        push(&mut a, "2026-11-21T11:00:05Z", 0);
+        push(&mut a, "2026-11-21T10:59:50Z", 1);
+        push(&mut a, "2026-11-21T11:00:06Z", 2);
+        push(&mut a, "2026-11-21T10:59:40Z", 3);
+        let seg = a.finish(t("2026-11-21T11:30:00Z"));
+        let hours: Vec<(String, Vec<i64>)> = seg
+            .objects
+            .iter()
+            .map(|o| {
+                let ns = lines(o).iter().map(|l| l["n"].as_i64().unwrap()).collect();
+                (o.key.clone(), ns)
+            })
+            .collect();
+        assert_eq!(
+            hours,
+            vec![
+                (
+                    "p/dt=2026-11-21/hour=10/20261121T105930Z_20261121T113000Z.jsonl.gz".into(),
+                    vec![1, 3]
+                ),
+                (
+                    "p/dt=2026-11-21/hour=11/20261121T105930Z_20261121T113000Z.jsonl.gz".into(),
+                    vec![0, 2]
+                ),
+            ]
+        );
     }
 }
