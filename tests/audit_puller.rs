@@ -859,6 +859,69 @@ async fn backfill_fills_before_the_origin_without_moving_the_checkpoint_or_dupli
 }
 
 #[tokio::test]
+async fn backfill_cut_by_the_horizon_and_run_again_later_writes_each_hour_once() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_INITIAL_LOOKBACK", "30m")
+        .set("TV1_RECONCILE_HORIZON", "1h");
+    let now = now_s();
+    let first = tv1_connector::timefmt::floor_hour(now - D::hours(4));
+    env.load(3000, first, now - D::seconds(5), |_| {});
+    let run = env.puller().run(deadline(60)).await.unwrap();
+    let (origin, pulled_to) = (run.window.unwrap().from, run.checkpoint_after.unwrap());
+    // The horizon (now - 1h) falls inside an hour: the backfill stops at that hour's start.
+    let b = env
+        .puller()
+        .backfill(first, origin, deadline(60), &|_| {})
+        .await
+        .unwrap();
+    let cut = tv1_connector::timefmt::floor_hour(now - D::hours(1));
+    assert_eq!(b.range.unwrap().to, cut, "{b:?}");
+    assert!(
+        b.note
+            .unwrap()
+            .contains("run the same backfill again later")
+    );
+    // Later (a horizon that has moved past it), the advised rerun fills the rest.
+    env.set("TV1_RECONCILE_HORIZON", "2s");
+    let later = env
+        .puller()
+        .backfill(first, origin, deadline(60), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(later.range.unwrap().to, origin);
+    let n = env.assert_exactly_once(first, pulled_to).await;
+    // A part of an hour under another name (as an earlier version cut it) is found and removed.
+    let keys = bucket_keys(&env.s3, &env.bucket).await;
+    let part = keys
+        .iter()
+        .find(|k| k.contains(&cut.format("hour=%H/backfill_").to_string()))
+        .expect("a backfill part of the cut hour");
+    let old_name = part.replace(
+        &tv1_connector::timefmt::compact_time(cut + D::hours(1)),
+        &tv1_connector::timefmt::compact_time(cut + D::minutes(17)),
+    );
+    assert_ne!(&old_name, part);
+    env.s3
+        .copy_object()
+        .bucket(&env.bucket)
+        .copy_source(format!("{}/{part}", env.bucket))
+        .key(&old_name)
+        .send()
+        .await
+        .unwrap();
+    let again = env
+        .puller()
+        .backfill(first, origin, deadline(60), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.removed, 1);
+    assert_eq!(env.assert_exactly_once(first, pulled_to).await, n);
+}
+
+#[tokio::test]
 async fn backfill_before_any_run_pins_the_origin_for_the_schedule() {
     if skip_without_localstack() {
         return;

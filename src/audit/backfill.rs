@@ -1,7 +1,11 @@
 //! Backfill: fills a past range into the same layout without moving the checkpoint.
 //!
 //! Time is filled in whole hours before the scheduled puller's origin, each hour under fixed
-//! keys, so any backfill can be re-run (or overlap another) without duplicating an entry.
+//! keys, so any backfill can be re-run (or overlap another) without duplicating an entry. The
+//! origin is the only place an hour may be cut (it never moves): the horizon below ends a
+//! backfill at the last whole hour before it, so a later run of the same backfill writes that
+//! hour under the same name, and the parts of an hour are replaced whatever an earlier version
+//! named them.
 //!
 //! A backfill reads only time older than `TV1_RECONCILE_HORIZON` (or the lag, when
 //! reconciliation is off): every entry that becomes visible within the horizon is visible by
@@ -124,10 +128,19 @@ impl Puller {
         let horizon = settled_before(now, self.cfg.lag.max(self.cfg.reconcile_horizon));
         let origin = match loaded {
             Some((cp, _)) => cp.origin,
-            None => self.pin_origin(ceil_hour(to).min(horizon), now).await?,
+            None => {
+                self.pin_origin(ceil_hour(to).min(floor_hour(horizon)), now)
+                    .await?
+            }
         };
         let start = floor_hour(from);
-        let end = ceil_hour(to).min(origin).min(horizon);
+        // Only the origin may cut an hour: the horizon ends the range at its hour's start.
+        let end = ceil_hour(to).min(origin);
+        let end = if horizon < end {
+            floor_hour(horizon)
+        } else {
+            end
+        };
         if end <= start {
             summary.note = Some(format!(
                 "nothing to do: the scheduled puller owns everything from its origin {} on",
@@ -230,7 +243,8 @@ impl Puller {
             compact_time(unit.from),
             compact_time(unit.to)
         );
-        let part_prefix = format!("{}{name}-", partition(&self.cfg.prefix, unit.from));
+        let hour_partition = partition(&self.cfg.prefix, unit.from);
+        let part_prefix = format!("{hour_partition}{name}-");
         let mut restarts = 0;
         let parts = loop {
             // One hour is one unit: on a page-token expiry it is read again from its start, and
@@ -250,7 +264,8 @@ impl Puller {
                 Err(e) => return Err(e),
             }
         };
-        self.remove_stale_parts(unit, &part_prefix, &parts.written, summary)
+        let any_backfill_part = format!("{hour_partition}backfill_");
+        self.remove_stale_parts(unit, &any_backfill_part, &parts.written, summary)
             .await?;
         summary.pages += parts.pages;
         summary.records += parts.records;
@@ -316,16 +331,18 @@ impl Puller {
         }
     }
 
-    /// Deletes the parts under `part_prefix` that are not `written`, with their OCSF objects:
-    /// a shorter rerun (entries aged out) must not leave an older, longer part list behind.
+    /// Deletes the backfill parts of the hour (under `parts_of_hour`) that are not `written`,
+    /// with their OCSF objects: a shorter rerun (entries aged out) must not leave an older,
+    /// longer part list behind, nor an earlier version's parts of this hour under another name
+    /// (one that let the horizon cut the hour).
     async fn remove_stale_parts(
         &self,
         unit: Window,
-        part_prefix: &str,
+        parts_of_hour: &str,
         written: &[String],
         summary: &mut BackfillSummary,
     ) -> Result<(), PullError> {
-        for stale in self.sink.list(part_prefix).await? {
+        for stale in self.sink.list(parts_of_hour).await? {
             if !written.contains(&stale) {
                 if let Some(ocsf) = &self.ocsf {
                     let name = object_name(&self.cfg.prefix, &stale);
