@@ -74,9 +74,20 @@ pub struct PullerConfig {
     pub reconcile_horizon: Duration,
     /// Length of one re-read range: a whole number of seconds that divides an hour.
     pub reconcile_step: Duration,
+    /// How long the bucket keeps data objects (`TV1_DATA_RETENTION_DAYS`, the lifecycle rule's
+    /// `ExpirationInDays`); `None` when they are kept. Reconciliation never reads time whose
+    /// objects may have expired (see [`RETENTION_MARGIN`]).
+    pub data_retention: Option<Duration>,
     /// The OCSF Parquet output, when `OCSF_OUTPUT=on`.
     pub ocsf: Option<OcsfConfig>,
 }
+
+/// Reconciliation reads only time whose objects have at least this long before a lifecycle rule
+/// can expire them: S3 expires an object `ExpirationInDays` after its creation, rounded up to
+/// the next midnight UTC (S3 User Guide, "Lifecycle configuration elements", Days), and an
+/// object is created after its entries were logged, so the objects of time logged at `t` last at
+/// least until `t + retention`.
+pub const RETENTION_MARGIN: Duration = Duration::from_secs(86_400);
 
 /// The longest reconciliation horizon: Vision One keeps 180 days of audit logs, and a range
 /// must still be there when it is read again.
@@ -118,6 +129,10 @@ impl PullerConfig {
             fetch_concurrency: number(env, "TV1_FETCH_CONCURRENCY", 4)?,
             reconcile_horizon: duration(env, "TV1_RECONCILE_HORIZON", "24h")?,
             reconcile_step: duration(env, "TV1_RECONCILE_STEP", "1h")?,
+            data_retention: match number::<u64>(env, "TV1_DATA_RETENTION_DAYS", 0)? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
             ocsf: OcsfConfig::from_map(env)?,
         };
         cfg.check()?;
@@ -127,6 +142,18 @@ impl PullerConfig {
     /// The checks that involve a variable's meaning, or several variables.
     fn check(&self) -> Result<(), ConfigError> {
         let h = self.reconcile_horizon;
+        if let Some(kept) = self.data_retention
+            && !h.is_zero()
+            && h + RETENTION_MARGIN >= kept
+        {
+            return Err(ConfigError {
+                var: "TV1_RECONCILE_HORIZON",
+                reason: format!(
+                    "must be more than a day shorter than the data retention (TV1_DATA_RETENTION_DAYS = {} days): reconciliation compares Vision One with the objects of its hour, and expired objects would look like missing entries and be landed again",
+                    kept.as_secs() / 86_400
+                ),
+            });
+        }
         if !h.is_zero() && (h <= self.lag || h > MAX_RECONCILE_HORIZON) {
             return Err(ConfigError {
                 var: "TV1_RECONCILE_HORIZON",
@@ -543,6 +570,22 @@ mod tests {
         assert_eq!(c.reconcile_step, Duration::from_secs(3600));
         let off = PullerConfig::from_map(&env(&[("TV1_RECONCILE_HORIZON", "0")])).unwrap();
         assert!(off.reconcile_horizon.is_zero());
+        assert_eq!(c.data_retention, None);
+    }
+
+    #[test]
+    fn a_horizon_that_reaches_expired_objects_is_refused() {
+        // The default 24 h horizon needs more than two days of retention.
+        let e = PullerConfig::from_map(&env(&[("TV1_DATA_RETENTION_DAYS", "2")])).unwrap_err();
+        assert_eq!(e.var, "TV1_RECONCILE_HORIZON");
+        assert!(e.reason.contains("expired objects"), "{}", e.reason);
+        let ok = PullerConfig::from_map(&env(&[("TV1_DATA_RETENTION_DAYS", "3")])).unwrap();
+        assert_eq!(ok.data_retention, Some(Duration::from_secs(3 * 86_400)));
+        let off = [
+            ("TV1_DATA_RETENTION_DAYS", "1"),
+            ("TV1_RECONCILE_HORIZON", "0"),
+        ];
+        assert!(PullerConfig::from_map(&env(&off)).is_ok());
     }
 
     #[test]

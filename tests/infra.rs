@@ -486,3 +486,46 @@ fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
         );
     }
 }
+
+#[test]
+fn no_horizon_and_retention_the_template_allows_makes_reconciliation_read_expired_objects() {
+    let t = template();
+    let pattern = t["Parameters"]["ReconcileHorizon"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    let allowed = regex_lite::Regex::new(pattern).unwrap();
+    // The rule's list: the retentions it refuses.
+    let rule = &t["Rules"]["RetentionOutlastsReconciliation"];
+    let refused: Vec<u64> = serde_yaml::to_string(&rule["Assertions"][0]["Assert"])
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(!refused.is_empty());
+    let longest = ["7d", "168h", "9999m", "99999s", "24h", "6m"];
+    let too_long = ["8d", "169h", "10000m", "100000s", "1w"];
+    for h in longest {
+        assert!(allowed.is_match(h), "{h}");
+    }
+    for h in too_long {
+        assert!(!allowed.is_match(h), "{h}");
+    }
+    for days in 1..=30u64 {
+        let config = tv1_connector::config::PullerConfig::from_map(
+            &[
+                ("TV1_TOKEN_PARAM", "/p"),
+                ("BUCKET", "b"),
+                ("TV1_DATA_RETENTION_DAYS", &days.to_string()),
+                ("TV1_RECONCILE_HORIZON", "7d"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        assert_eq!(
+            refused.contains(&days),
+            config.is_err(),
+            "DataRetentionDays {days} with the longest horizon the template allows"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use chrono::{DateTime, Duration as D, Utc};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -434,4 +435,86 @@ async fn a_paused_run_landing_the_key_first_leaves_the_rest_to_the_next_key() {
         keys.iter()
             .any(|k| k.ends_with("Z.1.jsonl.gz") && count(k) == seconds)
     );
+}
+
+#[tokio::test]
+async fn reconciliation_behind_the_data_retention_passes_over_expired_time_unread() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_INITIAL_LOOKBACK", "60h")
+        .set("TV1_MAX_WINDOW", "72h")
+        .set("TV1_RECONCILE_HORIZON", "0");
+    let now = now_s();
+    env.load(3000, now - D::hours(60), now - D::seconds(5), |g| {
+        g.burst_every = 0
+    });
+    let pulled = run_as_scheduled(&env, 20, |_| false).await;
+    let pulled_to = pulled.last().unwrap().checkpoint_after.unwrap();
+    env.assert_exactly_once(now - D::hours(60), pulled_to).await;
+    // Two days of retention: the lifecycle rule has expired the objects of the oldest hours.
+    let expired_before = now - D::hours(48);
+    let mut expired = 0;
+    for key in bucket_keys(&env.s3, &env.bucket).await {
+        let Some(at) = key.find("dt=") else { continue };
+        let hour = format!("{}00", &key[at..at + 21]);
+        let hour = chrono::NaiveDateTime::parse_from_str(&hour, "dt=%Y-%m-%d/hour=%H%M")
+            .unwrap()
+            .and_utc();
+        if hour + D::hours(1) <= expired_before {
+            env.s3
+                .delete_object()
+                .bucket(&env.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            expired += 1;
+        }
+    }
+    assert!(expired > 0);
+    // Reconciliation is switched on with its state far behind, at the origin.
+    let key = "vision-one/audit/_state/checkpoint.json";
+    let mut cp = env.checkpoint().await.unwrap();
+    cp["reconcile"] = json!({"checked_to": cp["origin"]});
+    env.s3
+        .put_object()
+        .bucket(&env.bucket)
+        .key(key)
+        .body(serde_json::to_vec(&cp).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    env.set("TV1_RECONCILE_HORIZON", "1h")
+        .set("TV1_DATA_RETENTION_DAYS", "2");
+    let runs = run_until_settled(&env).await;
+    let sums: Vec<_> = runs.iter().filter_map(|r| r.reconcile.as_ref()).collect();
+    let skipped = sums
+        .iter()
+        .find_map(|r| r.skipped_expired)
+        .expect("the expired time is passed over");
+    let safe = now - D::hours(24);
+    assert!(
+        (skipped.to - safe).num_seconds().abs() < 120,
+        "skipped to {} (a day of margin before the retention)",
+        skipped.to
+    );
+    assert_eq!(sums.iter().map(|r| r.late_entries).sum::<u64>(), 0);
+    assert!(
+        sums.iter().map(|r| r.ranges).sum::<u32>() > 0,
+        "the rest was read again"
+    );
+    // Nothing landed again in expired time.
+    let relanded = env
+        .lake()
+        .await
+        .iter()
+        .filter(|(k, _)| !k.contains("_unreadable/"))
+        .filter(|(_, l)| {
+            tv1_connector::timefmt::parse_api_time(l["loggedDateTime"].as_str().unwrap()).unwrap()
+                < expired_before - D::hours(1)
+        })
+        .count();
+    assert_eq!(relanded, 0);
 }

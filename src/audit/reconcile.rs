@@ -80,6 +80,9 @@ pub struct ReconcileSummary {
     pub query_restarts: u32,
     /// Why reconciliation stopped before it was up to date (it goes on next run).
     pub stopped_early: Option<String>,
+    /// Committed time passed over unread because its objects may have expired
+    /// (`TV1_DATA_RETENTION_DAYS`): reconciliation had fallen that far behind.
+    pub skipped_expired: Option<Window>,
 }
 
 /// An entry of the re-read range that S3 does not hold.
@@ -216,13 +219,25 @@ impl Run<'_> {
         (to <= limit).then_some(Window { from, to })
     }
 
+    /// Where reconciliation must start if `rc` is behind the time whose objects are sure to
+    /// be there: the objects of time logged before `now - retention + RETENTION_MARGIN` may have
+    /// been expired by the bucket's lifecycle rule, and would look like missing entries.
+    fn unexpired_from(&self, rc: &Reconcile) -> Option<DateTime<Utc>> {
+        let kept = TimeDelta::from_std(self.p.cfg.data_retention?).ok()?;
+        let margin = TimeDelta::from_std(crate::config::RETENTION_MARGIN).unwrap_or_default();
+        let safe = floor_second(self.clock.now() - kept + margin).min(self.cp.committed_to);
+        (rc.pending.is_none() && rc.checked_to < safe).then_some(safe)
+    }
+
     /// Whether reconciliation has work in this run: a pending range or a range now due.
     pub(super) fn reconcile_due(&self) -> bool {
         let Some(h) = self.horizon() else {
             return false;
         };
         let rc = self.reconcile_state(h);
-        rc.pending.is_some() || self.next_step(&rc, h).is_some()
+        rc.pending.is_some()
+            || self.unexpired_from(&rc).is_some()
+            || self.next_step(&rc, h).is_some()
     }
 
     fn rc(&mut self) -> &mut Reconcile {
@@ -238,11 +253,20 @@ impl Run<'_> {
         let Some(h) = self.horizon() else {
             return Ok(());
         };
-        let rc = self.reconcile_state(h);
+        let mut rc = self.reconcile_state(h);
         let mut sum = ReconcileSummary {
             checked_from: rc.checked_to,
             ..ReconcileSummary::default()
         };
+        if let Some(safe) = self.unexpired_from(&rc) {
+            let skipped = Window {
+                from: rc.checked_to,
+                to: safe,
+            };
+            tracing::warn!(from = %api_time(skipped.from), to = %api_time(skipped.to), "reconciliation fell behind into time whose objects may have expired (TV1_DATA_RETENTION_DAYS); passing over it unread");
+            rc.checked_to = safe;
+            sum.skipped_expired = Some(skipped);
+        }
         self.cp.reconcile = Some(rc);
         sum.stopped_early = self.reconcile_ranges(h, fetch_deadline, &mut sum).await?;
         if let Some(why) = &sum.stopped_early {
@@ -250,7 +274,11 @@ impl Run<'_> {
         }
         sum.checked_to = self.rc().checked_to;
         sum.checked_age_seconds = (self.clock.now() - sum.checked_to).num_seconds();
-        if sum.ranges > 0 || sum.recovered.is_some() || sum.stopped_early.is_some() {
+        if sum.ranges > 0
+            || sum.recovered.is_some()
+            || sum.stopped_early.is_some()
+            || sum.skipped_expired.is_some()
+        {
             self.summary.reconcile = Some(sum);
         }
         Ok(())
