@@ -118,11 +118,12 @@ fn bench_cpu(rows: &mut Vec<Row>) {
                 objects.extend(
                     asm.push(raw, item.hash, time)
                         .unwrap()
-                        .and_then(|s| s.object),
+                        .into_iter()
+                        .flat_map(|s| s.objects),
                 );
             }
         }
-        objects.extend(asm.finish(now).object);
+        objects.extend(asm.finish(now).objects);
         objects
     };
     run(); // warm-up
@@ -215,10 +216,11 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
         objects.extend(
             asm.push(raw, item.hash, item.time.unwrap())
                 .unwrap()
-                .and_then(|s| s.object),
+                .into_iter()
+                .flat_map(|s| s.objects),
         );
     }
-    objects.extend(asm.finish(now).object);
+    objects.extend(asm.finish(now).objects);
     let jsonl_rate = n as f64 / t.elapsed().as_secs_f64();
     let objects: Vec<(String, bytes::Bytes)> =
         objects.into_iter().map(|o| (o.key, o.body)).collect();
