@@ -372,6 +372,12 @@ async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
     not_gzip.encoding = Some("gzip".into());
     not_gzip.base64 = Some(true);
     cases.push((not_gzip, 400, "invalid_gzip"));
+    // A real gzip batch passed to the function as UTF-8 text (what an HTTP API may do to
+    // Content-Type: application/json): its 0x8b became U+FFFD; the reply says what happened.
+    let mut as_text = Post::json(&with_events(vec![json!({"event_id": 4624})]), &k);
+    as_text.gzip = true;
+    as_text.base64 = Some(false);
+    cases.push((as_text, 400, "gzip_body_lost_in_transit"));
     // A gzip bomb: 10 MiB of spaces in a 10 kB body.
     let bomb = gzip(&vec![b' '; 10 << 20]);
     assert!(bomb.len() < 20_000, "{}", bomb.len());

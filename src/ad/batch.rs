@@ -106,6 +106,19 @@ impl Ingest {
         if !gzip {
             return Ok(raw.into_owned());
         }
+        // gzip starts 1f 8b, and 8b is not UTF-8: a gzip body that reaches us as text with a
+        // replacement character there was decoded as UTF-8 on the way, and its bytes are gone.
+        // An API Gateway HTTP API may do that to `Content-Type: application/json` (it chooses
+        // text or base64 from the content type alone: AWS Compute Blog, "Handling binary data
+        // using Amazon API Gateway HTTP APIs"); the sender needs to know why, not "invalid gzip".
+        if let Body::Text(t) = req.body
+            && t.starts_with("\u{1f}\u{fffd}")
+        {
+            return Err(bad(
+                "gzip_body_lost_in_transit",
+                "this gzip body reached the function as text and its bytes were replaced on the way (API Gateway passes some content types as UTF-8 text); send it uncompressed, or through an endpoint that passes binary bodies (see the README, \"gzip through API Gateway\")",
+            ));
+        }
         decode::gunzip_capped(&raw, self.cfg.max_decompressed_bytes).map_err(|e| match e {
             DecodeError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
             other => bad("invalid_gzip", other.to_string()),

@@ -166,7 +166,8 @@ pub enum IngestError {
     /// Malformed base64 / gzip / JSON, or an invalid batch envelope.
     #[error("{message}")]
     BadRequest {
-        /// `invalid_base64`, `invalid_gzip`, `invalid_json`, `invalid_batch`.
+        /// `invalid_base64`, `invalid_gzip`, `gzip_body_lost_in_transit`, `invalid_json`,
+        /// `invalid_batch`.
         code: &'static str,
         /// What is wrong.
         message: String,
