@@ -271,6 +271,68 @@ async fn gzip_and_base64_bodies_through_the_api_gateway_payload() {
     assert_eq!(env.lines().await.len(), 10);
 }
 
+/// A REST API proxy event (payload 1.0, the shape in API Gateway's developer guide, "Input
+/// format of a Lambda function for proxy integration") as the template's binary-safe front door
+/// sends it, with `body` in place.
+fn rest_event(key: &str, body: &str) -> Value {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/data/apigw-rest-proxy-event.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_json::from_str(
+        &text
+            .replace("REPLACE_WITH_KEY", key)
+            .replace("REPLACE_WITH_BODY", body),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_rest_api_front_door_passes_gzip_json_whether_or_not_it_gunzipped_it() {
+    if skip_without_localstack() {
+        return;
+    }
+    let env = Env::new().await;
+    let ingest = env.ingest();
+    let now = chrono::Utc::now;
+    let batch = |id: &str| {
+        let mut b = sample("native-batch.json");
+        b["batch_id"] = json!(id);
+        serde_json::to_vec(&b).unwrap()
+    };
+    // gzip JSON, passed base64-encoded (binaryMediaTypes */*).
+    let ev = rest_event(&env.key, &b64(&gzip(&batch("rest-gzip"))));
+    let resp = ingest.handle_event(ev, now()).await.unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    let per_batch = env.lines().await.len();
+    assert!(per_batch > 0);
+    // The same, gunzipped by API Gateway on the way, its Content-Encoding header left in place.
+    let ev = rest_event(&env.key, &b64(&batch("rest-gunzipped")));
+    let resp = ingest.handle_event(ev, now()).await.unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    // Body that is not base64: refused, nothing stored.
+    let ev = rest_event(&env.key, "%%% not base64 %%%");
+    let resp = ingest.handle_event(ev, now()).await.unwrap();
+    assert_eq!(resp["statusCode"], 400, "{resp}");
+    // A wrong key, through the same door.
+    let ev = rest_event("not-the-key", &b64(&gzip(&batch("rest-wrong-key"))));
+    let resp = ingest.handle_event(ev, now()).await.unwrap();
+    assert_eq!(resp["statusCode"], 403, "{resp}");
+    // The HTTP API's payload 2.0 goes through the same entry point.
+    let text = std::fs::read_to_string(format!(
+        "{}/events/ad-ingest-health.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let resp = ingest
+        .handle_event(serde_json::from_str(&text).unwrap(), now())
+        .await
+        .unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(env.lines().await.len(), 2 * per_batch);
+}
+
 #[tokio::test]
 async fn every_error_class_is_json_with_the_right_status_and_writes_nothing() {
     if skip_without_localstack() {

@@ -211,6 +211,21 @@ fn http_routes_match_the_router() {
         .collect();
     code.sort();
     assert_eq!(routes, code);
+    // The binary-safe front door: every route, every body base64-encoded ("*~1*" is SAM's
+    // escaping of "*/*").
+    let rest: Vec<&serde_yaml::Value> = fns["ad-ingest"].1["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "Api")
+        .collect();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["Properties"]["Path"], "/{proxy+}");
+    assert_eq!(rest[0]["Properties"]["Method"], "ANY");
+    let api = untag(&rest[0]["Properties"]["RestApiId"]).as_str().unwrap();
+    let api = &t["Resources"][api];
+    assert_eq!(api["Type"], "AWS::Serverless::Api");
+    assert_eq!(api["Properties"]["BinaryMediaTypes"][0], "*~1*");
 }
 
 #[test]

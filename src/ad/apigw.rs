@@ -1,4 +1,12 @@
-//! API Gateway HTTP API (payload 2.0) ↔ [`HttpRequest`]/[`HttpResponse`].
+//! API Gateway ↔ [`HttpRequest`]/[`HttpResponse`]: the HTTP API (payload 2.0) and the REST API
+//! (Lambda proxy, payload 1.0) the template puts in front of ad-ingest.
+//!
+//! Two front doors because of gzip bodies. An HTTP API decides from `Content-Type` alone
+//! whether a body reaches the function as text or base64 (AWS Compute Blog, "Handling binary
+//! data using Amazon API Gateway HTTP APIs"; AWS documents no list), and `application/json` is
+//! passed as text: a gzip body sent so loses its bytes (see `gzip_body_lost_in_transit`). A REST
+//! API with `binaryMediaTypes: ["*/*"]` passes every body base64-encoded ("Binary media types for
+//! REST APIs": "*/* includes all content types"), so agents that compress JSON use that one.
 //!
 //! The function takes the payload itself rather than `lambda_http::Request`: lambda_http
 //! decodes a base64 body with `expect`, so a malformed one would panic instead of getting the
@@ -6,7 +14,10 @@
 
 use super::{Body as RequestBody, HttpRequest, HttpResponse, Ingest, Sender};
 use chrono::{DateTime, Utc};
-use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
+    ApiGatewayV2httpResponse,
+};
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::{HeaderMap, HeaderValue, header};
 
@@ -57,5 +68,96 @@ impl Ingest {
             sender: Sender::from_headers(|n| header(h, n)),
         };
         to_apigw(self.handle(req, now).await)
+    }
+}
+
+/// The payload 1.0 response of `resp`.
+pub fn to_rest(resp: HttpResponse) -> ApiGatewayProxyResponse {
+    let v2 = to_apigw(resp);
+    let mut out = ApiGatewayProxyResponse::default();
+    out.status_code = v2.status_code;
+    out.headers = v2.headers;
+    out.body = v2.body;
+    out
+}
+
+/// gzip's magic bytes (RFC 1952, 2.3.1).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The `Content-Encoding` that still applies to a REST API event's body (`bytes`, decoded when
+/// it came base64-encoded, else `text`).
+///
+/// A REST API may gunzip a `Content-Encoding: gzip` request body itself ("Payload compression for
+/// REST APIs": "By default, API Gateway supports decompression of the method request payload")
+/// and passes the header on unchanged, so whether the body is still gzip is read from its first
+/// bytes, not from the header.
+fn rest_encoding<'a>(
+    declared: Option<&'a str>,
+    bytes: Option<&[u8]>,
+    text: &str,
+) -> Option<&'a str> {
+    let gzip = declared.is_some_and(|e| {
+        let e = e.trim();
+        e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip")
+    });
+    let still_gzip = match bytes {
+        Some(b) => b.starts_with(&GZIP_MAGIC),
+        // A gzip body as text was mangled on the way: keep the header so the reply says so.
+        None => text.starts_with('\u{1f}'),
+    };
+    if gzip && !still_gzip { None } else { declared }
+}
+
+impl Ingest {
+    /// Handles one API Gateway REST API event (Lambda proxy integration).
+    pub async fn handle_rest(
+        &self,
+        ev: &ApiGatewayProxyRequest,
+        now: DateTime<Utc>,
+    ) -> ApiGatewayProxyResponse {
+        let h = &ev.headers;
+        let text = ev.body.as_deref().unwrap_or("");
+        // Decoded here, to look at its first bytes; a body that is not base64 is left for the
+        // handler to refuse (`invalid_base64`).
+        let decoded = ev
+            .is_base64_encoded
+            .then(|| super::decode::base64_body(text).ok())
+            .flatten();
+        let body = match &decoded {
+            Some(b) => RequestBody::Bytes(b),
+            None => RequestBody::apigw(ev.body.as_deref(), ev.is_base64_encoded),
+        };
+        let req = HttpRequest {
+            method: ev.http_method.as_str(),
+            path: ev.path.as_deref().unwrap_or("/"),
+            authorization: header(h, "authorization"),
+            x_api_key: header(h, "x-api-key"),
+            content_type: header(h, "content-type"),
+            content_encoding: rest_encoding(
+                header(h, "content-encoding"),
+                decoded.as_deref(),
+                text,
+            ),
+            body,
+            sender: Sender::from_headers(|n| header(h, n)),
+        };
+        to_rest(self.handle(req, now).await)
+    }
+
+    /// Handles one invocation from either front door: a payload 2.0 event (`"version":
+    /// "2.0"`, the HTTP API) or a payload 1.0 one (the REST API). Errors when the payload is
+    /// neither (a misrouted invocation: the runtime reports it).
+    pub async fn handle_event(
+        &self,
+        payload: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        if payload.get("version").and_then(|v| v.as_str()) == Some("2.0") {
+            let ev: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+            serde_json::to_value(Box::pin(self.handle_apigw(&ev, now)).await)
+        } else {
+            let ev: ApiGatewayProxyRequest = serde_json::from_value(payload)?;
+            serde_json::to_value(Box::pin(self.handle_rest(&ev, now)).await)
+        }
     }
 }

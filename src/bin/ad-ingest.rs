@@ -1,7 +1,6 @@
-//! The ad-ingest Lambda function, behind API Gateway (HTTP API, payload 2.0):
-//! `POST /v1/events`, `GET /v1/agents`, `GET /v1/health`.
+//! The ad-ingest Lambda function, behind API Gateway (the HTTP API, payload 2.0, and the REST
+//! API, payload 1.0): `POST /v1/events`, `GET /v1/agents`, `GET /v1/health`, the HEC routes.
 
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::{Error, LambdaEvent, lambda_runtime, service_fn};
 use tv1_connector::{ad::Ingest, aws, config::IngestConfig, telemetry};
 
@@ -17,14 +16,14 @@ async fn main() -> Result<(), Error> {
     let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+        move |event: LambdaEvent<serde_json::Value>| async move {
             if let Some(ocsf) = ingest.ocsf() {
                 // The accountId= partition, unless OCSF_ACCOUNT_ID gave it.
                 ocsf.account_from_arn(&event.context.invoked_function_arn);
             }
             // Boxed: the handler's future is deep enough to overflow the layout query otherwise.
-            let handled = Box::pin(ingest.handle_apigw(&event.payload, chrono::Utc::now()));
-            Ok::<_, Error>(handled.await)
+            let handled = Box::pin(ingest.handle_event(event.payload, chrono::Utc::now()));
+            Ok::<_, Error>(handled.await?)
         },
     ))
     .await
