@@ -82,6 +82,9 @@ pub struct PullerConfig {
     pub ocsf: Option<OcsfConfig>,
 }
 
+/// The longest `TV1_DATA_RETENTION_DAYS` (a hundred years): longer is keeping.
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
+
 /// Reconciliation reads only time whose objects have at least this long before a lifecycle rule
 /// can expire them: S3 expires an object `ExpirationInDays` after its creation, rounded up to
 /// the next midnight UTC (S3 User Guide, "Lifecycle configuration elements", Days), and an
@@ -131,7 +134,13 @@ impl PullerConfig {
             reconcile_step: duration(env, "TV1_RECONCILE_STEP", "1h")?,
             data_retention: match number::<u64>(env, "TV1_DATA_RETENTION_DAYS", 0)? {
                 0 => None,
-                days => Some(Duration::from_secs(days * 86_400)),
+                days if days <= MAX_RETENTION_DAYS => Some(Duration::from_secs(days * 86_400)),
+                _ => {
+                    return Err(ConfigError {
+                        var: "TV1_DATA_RETENTION_DAYS",
+                        reason: format!("must be 0 (kept) or at most {MAX_RETENTION_DAYS} days"),
+                    });
+                }
             },
             ocsf: OcsfConfig::from_map(env)?,
         };
@@ -586,6 +595,11 @@ mod tests {
             ("TV1_RECONCILE_HORIZON", "0"),
         ];
         assert!(PullerConfig::from_map(&env(&off)).is_ok());
+        let absurd = [("TV1_DATA_RETENTION_DAYS", "300000000000000")];
+        assert_eq!(
+            PullerConfig::from_map(&env(&absurd)).unwrap_err().var,
+            "TV1_DATA_RETENTION_DAYS"
+        );
     }
 
     #[test]

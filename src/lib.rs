@@ -18,7 +18,7 @@
 //! # Where an AD event goes
 //!
 //! ```text
-//! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_apigw         (ad/apigw.rs)
+//! API Gateway ─► bin/ad-ingest.rs ─► ad::Ingest::handle_event         (ad/apigw.rs)
 //! HTTPS       ─► tv1 serve        ─► ad::tls, ad::serve               (ad/tls.rs, serve.rs)
 //!   ─► ad::Ingest::handle: route (/v1, HEC) ─► ad::auth (key in SSM)  (ad/mod.rs, auth.rs, hec.rs)
 //!   ─► Ingest::prepare: body, caps, shape, every event normalised     (ad/batch.rs)

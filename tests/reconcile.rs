@@ -474,10 +474,15 @@ async fn reconciliation_behind_the_data_retention_passes_over_expired_time_unrea
         }
     }
     assert!(expired > 0);
-    // Reconciliation is switched on with its state far behind, at the origin.
+    // Reconciliation is switched on with its state far behind, at the origin, where a run that
+    // died had announced a range (pending) in time whose objects have since expired.
     let key = "vision-one/audit/_state/checkpoint.json";
     let mut cp = env.checkpoint().await.unwrap();
-    cp["reconcile"] = json!({"checked_to": cp["origin"]});
+    let origin = tv1_connector::timefmt::parse_api_time(cp["origin"].as_str().unwrap()).unwrap();
+    let step_end = tv1_connector::timefmt::ceil_hour(origin + D::seconds(1));
+    let late = tv1_connector::audit::segment::late_key("vision-one/audit/", origin, step_end, 0);
+    cp["reconcile"] = json!({"checked_to": cp["origin"], "pending": {
+        "from": cp["origin"], "to": api_time(step_end), "keys": [late]}});
     env.s3
         .put_object()
         .bucket(&env.bucket)
@@ -517,4 +522,7 @@ async fn reconciliation_behind_the_data_retention_passes_over_expired_time_unrea
         })
         .count();
     assert_eq!(relanded, 0);
+    // The pending range's key was claimed empty (a late PUT of the dead run is refused).
+    assert!(bucket_keys(&env.s3, &env.bucket).await.contains(&late));
+    assert_eq!(skipped.from, origin);
 }

@@ -688,3 +688,46 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     );
     assert!(started.elapsed() >= timeout - Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if skip_without_localstack() {
+        return;
+    }
+    let (_s3, _bucket, _key, served) = lake_and_server().await;
+    let addr: std::net::SocketAddr = served.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let s = socket.connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    // Thousands of pipelined requests that need no key, their replies never read: the
+    // server's writes stall once the client's receive window is full.
+    let writer = tokio::spawn(async move {
+        let one = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..20_000 {
+            if wr.write_all(one).await.is_err() {
+                return;
+            }
+        }
+        // Held open, as such a client would.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    });
+    let timeout = tv1_connector::ad::serve::WRITE_TIMEOUT;
+    tokio::time::sleep(timeout + Duration::from_secs(5)).await;
+    // Now read: a connection the server gave up on ends (EOF or reset); one it still serves
+    // sends the remaining replies and then falls silent.
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(3), rd.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => {}
+        }
+    };
+    writer.abort();
+    assert!(
+        ended,
+        "the server still holds a connection whose replies are never read"
+    );
+}

@@ -81,29 +81,23 @@ pub fn to_rest(resp: HttpResponse) -> ApiGatewayProxyResponse {
     out
 }
 
-/// gzip's magic bytes (RFC 1952, 2.3.1).
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// The `Content-Encoding` that still applies to a REST API event's body (`bytes`, decoded when
-/// it came base64-encoded, else `text`).
+/// The `Content-Encoding` that still applies to a REST API event's body.
 ///
 /// A REST API may gunzip a `Content-Encoding: gzip` request body itself ("Payload compression for
 /// REST APIs": "By default, API Gateway supports decompression of the method request payload")
 /// and passes the header on unchanged, so whether the body is still gzip is read from its first
-/// bytes, not from the header.
-fn rest_encoding<'a>(
-    declared: Option<&'a str>,
-    bytes: Option<&[u8]>,
-    text: &str,
-) -> Option<&'a str> {
+/// bytes, not from the header: gzip begins 1f 8b 08 (RFC 1952, 2.3.1), `H4sI` in base64. Only
+/// those four characters are looked at: the body is decoded after the key has been checked.
+fn rest_encoding<'a>(declared: Option<&'a str>, body: &str, base64: bool) -> Option<&'a str> {
     let gzip = declared.is_some_and(|e| {
         let e = e.trim();
         e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip")
     });
-    let still_gzip = match bytes {
-        Some(b) => b.starts_with(&GZIP_MAGIC),
+    let still_gzip = if base64 {
+        body.trim_start().starts_with("H4sI")
+    } else {
         // A gzip body as text was mangled on the way: keep the header so the reply says so.
-        None => text.starts_with('\u{1f}'),
+        body.starts_with('\u{1f}')
     };
     if gzip && !still_gzip { None } else { declared }
 }
@@ -117,16 +111,6 @@ impl Ingest {
     ) -> ApiGatewayProxyResponse {
         let h = &ev.headers;
         let text = ev.body.as_deref().unwrap_or("");
-        // Decoded here, to look at its first bytes; a body that is not base64 is left for the
-        // handler to refuse (`invalid_base64`).
-        let decoded = ev
-            .is_base64_encoded
-            .then(|| super::decode::base64_body(text).ok())
-            .flatten();
-        let body = match &decoded {
-            Some(b) => RequestBody::Bytes(b),
-            None => RequestBody::apigw(ev.body.as_deref(), ev.is_base64_encoded),
-        };
         let req = HttpRequest {
             method: ev.http_method.as_str(),
             path: ev.path.as_deref().unwrap_or("/"),
@@ -135,10 +119,10 @@ impl Ingest {
             content_type: header(h, "content-type"),
             content_encoding: rest_encoding(
                 header(h, "content-encoding"),
-                decoded.as_deref(),
                 text,
+                ev.is_base64_encoded,
             ),
-            body,
+            body: RequestBody::apigw(ev.body.as_deref(), ev.is_base64_encoded),
             sender: Sender::from_headers(|n| header(h, n)),
         };
         to_rest(self.handle(req, now).await)

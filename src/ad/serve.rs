@@ -10,7 +10,8 @@
 //! A client without the key gets nothing from it: method, route and key are checked from the
 //! headers before any body is read, a body larger than the limits is refused from its
 //! `Content-Length`, headers must arrive within [`HEADER_TIMEOUT`] and a body within
-//! [`BODY_TIMEOUT`] (hyper's own header timer, a timeout around the body), and at most
+//! [`BODY_TIMEOUT`] (hyper's own header timer, a timeout around the body), a reply the client
+//! does not read ends the connection after [`WRITE_TIMEOUT`], and at most
 //! [`MAX_CONNECTIONS`] connections are open at once (the next wait in the listen queue).
 
 use super::tls::ReloadingCert;
@@ -25,8 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a client may take to send a request's headers, from its first byte.
+/// How long a client may take to send a request's headers, counted from when the connection is
+/// ready for them (opened, or its previous reply sent): also how long a kept-alive connection
+/// may stay idle, and how long a TLS handshake may take.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may make no progress: a client that stops reading its replies
+/// (pipelining requests into a closed receive window) is cut off after this long instead of
+/// holding its connection for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's body once admitted (4.5 MB at 1 Mbit/s is
 /// 36 s).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -185,10 +192,8 @@ pub async fn serve(
         .fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(ingest);
-    let acceptor = tls.map(|cert| {
-        tokio::spawn(cert.clone().watch());
-        tokio_rustls::TlsAcceptor::from(cert.server_config())
-    });
+    let watching = tls.as_ref().map(|cert| tokio::spawn(cert.clone().watch()));
+    let acceptor = tls.map(|cert| tokio_rustls::TlsAcceptor::from(cert.server_config()));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -221,6 +226,9 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(app);
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            let stream = Box::pin(stream);
             // A client cut off (slow headers, a failed or slow handshake, a reset) is a closed
             // connection, nothing more.
             match acceptor {
@@ -243,6 +251,9 @@ pub async fn serve(
         });
     }
     drop(listener);
+    if let Some(task) = watching {
+        task.abort();
+    }
     if tokio::time::timeout(SHUTDOWN_WAIT, graceful.shutdown())
         .await
         .is_err()

@@ -104,38 +104,53 @@ pub struct ReloadingCert {
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    /// The files' bytes this was loaded from (or last failed to load from): a change is a
-    /// change of content, whatever the file times say.
-    source: (Vec<u8>, Vec<u8>),
+    /// SHA-256 of the files' bytes this was loaded from (or last failed to load from): a change
+    /// is a change of content, whatever the file times say. A digest, so that the private key
+    /// is held only where rustls holds it, never in a `Debug` of ours.
+    source: [u8; 32],
+}
+
+/// The digest `Loaded::source` compares.
+fn digest((cert, key): &(Vec<u8>, Vec<u8>)) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update((cert.len() as u64).to_be_bytes());
+    h.update(cert);
+    h.update(key);
+    h.finalize().into()
 }
 
 impl ReloadingCert {
     /// Loads `files` now: an error here (missing file, no key, a key of another certificate)
     /// stops `tv1 serve` before it listens.
     pub fn load(files: CertFiles) -> Result<Arc<Self>, TlsError> {
-        let source = files.read()?;
-        let key = Arc::new(files.parse(&source.0, &source.1)?);
+        let bytes = files.read()?;
+        let key = Arc::new(files.parse(&bytes.0, &bytes.1)?);
         Ok(Arc::new(Self {
             files,
-            current: RwLock::new(Loaded { key, source }),
+            current: RwLock::new(Loaded {
+                key,
+                source: digest(&bytes),
+            }),
         }))
     }
 
     /// Reads the files once; returns whether a new certificate is now presented. A pair that
     /// changed but does not load is logged once and the previous certificate stays.
     pub fn reload(&self) -> bool {
-        let source = match self.files.read() {
-            Ok(s) => s,
+        let bytes = match self.files.read() {
+            Ok(b) => b,
             // Mid-rename, or removed: the next round sees the new files.
             Err(e) => {
                 tracing::debug!(error = %e, "certificate files not readable this round");
                 return false;
             }
         };
+        let source = digest(&bytes);
         if self.current.read().expect("not poisoned").source == source {
             return false;
         }
-        let parsed = self.files.parse(&source.0, &source.1);
+        let parsed = self.files.parse(&bytes.0, &bytes.1);
         let mut current = self.current.write().expect("not poisoned");
         current.source = source;
         match parsed {

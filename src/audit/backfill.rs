@@ -20,7 +20,7 @@ use crate::lake::ocsf::Dataset;
 use crate::lake::ocsf::writer::object_name;
 use crate::lake::sink::Condition;
 use crate::lake::state::StateError;
-use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour};
+use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, parse_compact_time};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -150,7 +150,7 @@ impl Puller {
         }
         if ceil_hour(to) > end {
             summary.note = Some(format!(
-                "range clamped to end at {} (the scheduled puller's origin, or now minus TV1_RECONCILE_HORIZON: younger time may still gain late entries; run the same backfill again later for the rest)",
+                "range clamped to end at {} (the scheduled puller's origin, or the start of the hour of now minus TV1_RECONCILE_HORIZON: younger time may still gain late entries; run the same backfill again later for the rest)",
                 api_time(end)
             ));
         }
@@ -343,16 +343,51 @@ impl Puller {
         summary: &mut BackfillSummary,
     ) -> Result<(), PullError> {
         for stale in self.sink.list(parts_of_hour).await? {
-            if !written.contains(&stale) {
-                if let Some(ocsf) = &self.ocsf {
-                    let name = object_name(&self.cfg.prefix, &stale);
-                    ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
-                        .await?;
-                }
-                self.sink.delete(&stale).await?;
-                summary.removed += 1;
+            if written.contains(&stale) {
+                continue;
             }
+            // Only a part of this unit's own time is this run's to replace. One that reaches
+            // past it (its hour cut at an origin that was later moved back) holds entries no
+            // run reads again: it stays, and the operator hears of it.
+            if !part_range(&stale).is_some_and(|r| unit.from <= r.from && r.to <= unit.to) {
+                tracing::warn!(key = %stale, unit_from = %api_time(unit.from), unit_to = %api_time(unit.to), "a backfill part of this hour reaches outside the range rewritten; kept (its entries may now be stored twice)");
+                continue;
+            }
+            if let Some(ocsf) = &self.ocsf {
+                let name = object_name(&self.cfg.prefix, &stale);
+                ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
+                    .await?;
+            }
+            self.sink.delete(&stale).await?;
+            summary.removed += 1;
         }
         Ok(())
+    }
+}
+
+/// The range `[from, to)` a backfill part's name `backfill_<from>_<to>-NNN.jsonl.gz` covers.
+fn part_range(key: &str) -> Option<Window> {
+    let name = key.rsplit('/').next()?.strip_prefix("backfill_")?;
+    let (from, rest) = name.split_once('_')?;
+    let to = rest.split('-').next()?;
+    Some(Window {
+        from: parse_compact_time(from)?,
+        to: parse_compact_time(to)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_names_its_range() {
+        let r = part_range(
+            "vision-one/audit/dt=2026-11-30/hour=02/backfill_20261130T020000Z_20261130T021700Z-003.jsonl.gz",
+        )
+        .unwrap();
+        assert_eq!(api_time(r.from), "2026-11-30T02:00:00Z");
+        assert_eq!(api_time(r.to), "2026-11-30T02:17:00Z");
+        assert!(part_range("p/dt=2026-11-30/hour=02/backfill_x.jsonl.gz").is_none());
     }
 }

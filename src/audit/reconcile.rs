@@ -225,8 +225,41 @@ impl Run<'_> {
     fn unexpired_from(&self, rc: &Reconcile) -> Option<DateTime<Utc>> {
         let kept = TimeDelta::from_std(self.p.cfg.data_retention?).ok()?;
         let margin = TimeDelta::from_std(crate::config::RETENTION_MARGIN).unwrap_or_default();
-        let safe = floor_second(self.clock.now() - kept + margin).min(self.cp.committed_to);
-        (rc.pending.is_none() && rc.checked_to < safe).then_some(safe)
+        let safe = self
+            .clock
+            .now()
+            .checked_sub_signed(kept - margin)
+            .map(floor_second)?
+            .min(self.cp.committed_to);
+        let behind = rc.checked_to < safe || rc.pending.as_ref().is_some_and(|p| p.from < safe);
+        behind.then_some(safe)
+    }
+
+    /// Moves `checked_to` to `safe` (see [`Self::unexpired_from`]) without reading what lies
+    /// before it. A pending range there is not redone (its hour's objects may be gone, and a
+    /// redo would land them again): its keys are claimed empty, so that a late PUT of the run
+    /// that announced it is refused. Returns the time passed over.
+    async fn pass_over_expired(&mut self, safe: DateTime<Utc>) -> Result<Window, PullError> {
+        let from = self.rc().checked_to;
+        if let Some(p) = self.rc().pending.clone().filter(|p| p.from < safe) {
+            for key in &p.keys {
+                self.create_object(key, ObjectEncoder::new().finish())
+                    .await?;
+            }
+            let rc = self.rc();
+            rc.pending = None;
+            rc.checked_to = rc.checked_to.max(p.to);
+        }
+        let rc = self.rc();
+        if rc.pending.is_none() && rc.checked_to < safe {
+            rc.checked_to = safe;
+        }
+        let skipped = Window {
+            from,
+            to: rc.checked_to,
+        };
+        tracing::warn!(from = %api_time(skipped.from), to = %api_time(skipped.to), "reconciliation fell behind into time whose objects may have expired (TV1_DATA_RETENTION_DAYS); passing over it unread");
+        Ok(skipped)
     }
 
     /// Whether reconciliation has work in this run: a pending range or a range now due.
@@ -253,21 +286,16 @@ impl Run<'_> {
         let Some(h) = self.horizon() else {
             return Ok(());
         };
-        let mut rc = self.reconcile_state(h);
+        let rc = self.reconcile_state(h);
         let mut sum = ReconcileSummary {
             checked_from: rc.checked_to,
             ..ReconcileSummary::default()
         };
-        if let Some(safe) = self.unexpired_from(&rc) {
-            let skipped = Window {
-                from: rc.checked_to,
-                to: safe,
-            };
-            tracing::warn!(from = %api_time(skipped.from), to = %api_time(skipped.to), "reconciliation fell behind into time whose objects may have expired (TV1_DATA_RETENTION_DAYS); passing over it unread");
-            rc.checked_to = safe;
-            sum.skipped_expired = Some(skipped);
-        }
+        let expired = self.unexpired_from(&rc);
         self.cp.reconcile = Some(rc);
+        if let Some(safe) = expired {
+            sum.skipped_expired = Some(self.pass_over_expired(safe).await?);
+        }
         sum.stopped_early = self.reconcile_ranges(h, fetch_deadline, &mut sum).await?;
         if let Some(why) = &sum.stopped_early {
             tracing::warn!(reason = %why, "reconciliation stopped early; it goes on next run");
