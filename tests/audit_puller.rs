@@ -899,9 +899,16 @@ async fn backfill_cut_by_the_horizon_and_run_again_later_writes_each_hour_once()
         .iter()
         .find(|k| k.contains(&cut.format("hour=%H/backfill_").to_string()))
         .expect("a backfill part of the cut hour");
+    // The part's range is its hour, or up to the origin when the origin cuts that hour: the old
+    // name ends halfway, inside it.
+    let name = part.rsplit('/').next().unwrap();
+    // backfill_<from: 16 chars>_<to: 16 chars>-NNN.jsonl.gz
+    let to = &name[26..42];
+    let to_time = tv1_connector::timefmt::parse_compact_time(to).unwrap();
+    let half = cut + (to_time - cut) / 2;
     let old_name = part.replace(
-        &tv1_connector::timefmt::compact_time(cut + D::hours(1)),
-        &tv1_connector::timefmt::compact_time(cut + D::minutes(17)),
+        &format!("_{to}-"),
+        &format!("_{}-", tv1_connector::timefmt::compact_time(half)),
     );
     assert_ne!(&old_name, part);
     env.s3
