@@ -3,6 +3,7 @@
 //! Every error names the variable at fault, so a misconfigured function fails on its first
 //! line of log output instead of half-way through a run.
 
+use crate::audit::stream::Stream;
 use crate::timefmt::parse_duration;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,7 +44,12 @@ pub struct PullerConfig {
     pub token_param: String,
     /// Destination bucket.
     pub bucket: String,
-    /// Key prefix for audit objects; ends with `/` unless empty.
+    /// The stream this configuration pulls.
+    pub stream: Stream,
+    /// Its `TMV1-Filter` header value (`TV1_ALERTS_FILTER`...), sent with every request.
+    pub filter: Option<String>,
+    /// Key prefix of the stream's objects and state (`AUDIT_PREFIX`, `ALERTS_PREFIX`); ends
+    /// with `/` unless empty.
     pub prefix: String,
     /// How far back the very first run starts.
     pub initial_lookback: Duration,
@@ -102,9 +108,54 @@ impl PullerConfig {
         Self::from_map(&std::env::vars().collect())
     }
 
-    /// Reads the given variables (the environment, or a test's map): one line per variable,
-    /// then the checks that involve several.
+    /// Reads the given variables (the environment, or a test's map) for the audit stream.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::for_stream(env, Stream::Audit)
+    }
+
+    /// The streams `TV1_STREAMS` names (a comma list of `audit`, `alerts`; default `audit`),
+    /// each once, in [`Stream::ALL`]'s order.
+    pub fn streams(env: &HashMap<String, String>) -> Result<Vec<Stream>, ConfigError> {
+        let list = env
+            .get("TV1_STREAMS")
+            .map(String::as_str)
+            .unwrap_or("audit");
+        let mut out = Vec::new();
+        for name in list.split(',').filter(|n| !n.trim().is_empty()) {
+            let s = Stream::from_name(name).ok_or_else(|| ConfigError {
+                var: "TV1_STREAMS",
+                reason: format!(
+                    "{:?} is not a stream; the streams are {}",
+                    name.trim(),
+                    Stream::ALL.map(Stream::name).join(", ")
+                ),
+            })?;
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        if out.is_empty() {
+            return Err(ConfigError {
+                var: "TV1_STREAMS",
+                reason: "names no stream".into(),
+            });
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The configuration of every stream `TV1_STREAMS` names.
+    pub fn all_from_map(env: &HashMap<String, String>) -> Result<Vec<Self>, ConfigError> {
+        Self::streams(env)?
+            .into_iter()
+            .map(|s| Self::for_stream(env, s))
+            .collect()
+    }
+
+    /// Reads the given variables for `stream`: one line per variable, then the checks that
+    /// involve several. Every stream shares the token, region and engine settings; each has its
+    /// own prefix (so its own checkpoint, lease and status) and filter.
+    pub fn for_stream(env: &HashMap<String, String>, stream: Stream) -> Result<Self, ConfigError> {
         let base_url = base_url(env)?;
         let page_size = number(env, "TV1_PAGE_SIZE", 200)?;
         if ![50, 100, 200].contains(&page_size) {
@@ -117,7 +168,16 @@ impl PullerConfig {
             base_url,
             token_param: required(env, "TV1_TOKEN_PARAM")?,
             bucket: required(env, "BUCKET")?,
-            prefix: prefix(env, "AUDIT_PREFIX", "vision-one/audit/"),
+            stream,
+            filter: stream
+                .filter_var()
+                .and_then(|v| env.get(v))
+                .map(|f| f.trim().to_owned())
+                .filter(|f| !f.is_empty()),
+            prefix: {
+                let (var, default) = stream.prefix_var();
+                prefix(env, var, default)
+            },
             initial_lookback: duration(env, "TV1_INITIAL_LOOKBACK", "24h")?,
             lag: duration(env, "TV1_LAG", "5m")?,
             page_size,

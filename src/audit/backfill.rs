@@ -293,7 +293,8 @@ impl Puller {
             parts.pages += 1;
             let mut closed = Vec::new();
             for raw in p.items {
-                let item = Item::parse(&raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+                let item = Item::parse_by(&raw, self.cfg.stream.time_field())
+                    .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
                 let Some(time) = item.time else {
                     self.land_unreadable(&raw, &item.hash, self.cfg.http_timeout)
                         .await?;

@@ -10,6 +10,7 @@
 use super::run::Stop;
 use super::{MAX_RESTARTS_WITHOUT_PROGRESS, Window};
 use crate::audit::vision_one::{self, Page, VisionOneError};
+use crate::lake::encode::top_level_field;
 use crate::timefmt::{api_time, floor_second, parse_api_time};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use tokio::sync::mpsc;
@@ -51,17 +52,17 @@ pub(super) fn slices(w: Window, n: usize) -> Vec<Window> {
 /// newest), so it is the one to forget and read again, and every earlier second is complete
 /// even if the page was not in order. Items without a readable time are kept (they land by
 /// their content, see [`crate::audit::segment::unreadable_key`]).
-fn keep_from(page: &mut Page, query_start: DateTime<Utc>, slice: Window) -> Option<DateTime<Utc>> {
-    #[derive(serde::Deserialize)]
-    struct Logged<'a> {
-        #[serde(rename = "loggedDateTime", borrow)]
-        logged: Option<std::borrow::Cow<'a, str>>,
-    }
+fn keep_from(
+    page: &mut Page,
+    time_field: &str,
+    query_start: DateTime<Utc>,
+    slice: Window,
+) -> Option<DateTime<Utc>> {
     let mut max = None;
     page.items.retain(|raw| {
-        let time = serde_json::from_str::<Logged>(raw.get())
-            .ok()
-            .and_then(|l| parse_api_time(&l.logged?))
+        let time = top_level_field(raw.get(), time_field)
+            .and_then(|v| serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok())
+            .and_then(|t| parse_api_time(&t))
             .map(floor_second);
         match time {
             Some(t) if t < query_start => false,
@@ -95,7 +96,12 @@ pub(super) async fn fetch_slice(
         };
         let msg = match page {
             Ok(mut page) => {
-                last_sent = last_sent.max(keep_from(&mut page, query_start, slice));
+                last_sent = last_sent.max(keep_from(
+                    &mut page,
+                    api.stream().time_field(),
+                    query_start,
+                    slice,
+                ));
                 next = page.next_link.clone();
                 Fetched::Page(page)
             }

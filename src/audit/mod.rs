@@ -50,6 +50,7 @@ mod run;
 pub mod segment;
 #[cfg(feature = "simulator")]
 pub mod simulate;
+pub mod stream;
 pub mod vision_one;
 
 pub use backfill::{BackfillSummary, Progress};
@@ -294,6 +295,8 @@ impl Puller {
             cfg.base_url.clone(),
             token,
             vision_one::Settings {
+                stream: cfg.stream,
+                filter: cfg.filter.clone(),
                 page_size: cfg.page_size,
                 http_timeout: cfg.http_timeout,
                 max_attempts: cfg.max_attempts,
@@ -353,10 +356,14 @@ impl Puller {
         timeout: Duration,
     ) -> Result<Created, PullError> {
         let key = unreadable_key(&self.cfg.prefix, hash);
-        tracing::warn!(key = %key, "an audit entry has no readable loggedDateTime; landed on its own");
+        tracing::warn!(key = %key, stream = %self.cfg.stream, field = self.cfg.stream.time_field(), "an item has no readable time; landed on its own");
         Ok(self
             .sink
-            .create_ndjson_gz(&key, unreadable_object(raw, hash), timeout)
+            .create_ndjson_gz(
+                &key,
+                unreadable_object(raw, hash, self.cfg.stream.time_field()),
+                timeout,
+            )
             .await?)
     }
 

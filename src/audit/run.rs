@@ -229,7 +229,8 @@ impl Run<'_> {
         &mut self,
         raw: &serde_json::value::RawValue,
     ) -> Result<Option<([u8; 32], DateTime<Utc>)>, PullError> {
-        let item = Item::parse(raw).map_err(|e| PullError::InvalidEntry(e.to_string()))?;
+        let item = Item::parse_by(raw, self.p.cfg.stream.time_field())
+            .map_err(|e| PullError::InvalidEntry(e.to_string()))?;
         if let Some(time) = item.time {
             return Ok(Some((item.hash, time)));
         }

@@ -146,14 +146,17 @@ pub fn unreadable_key(prefix: &str, hash: &[u8; 32]) -> String {
     format!("{prefix}_unreadable/{}.jsonl.gz", record_id(hash, 0))
 }
 
-/// The one-line object for an entry without a readable time.
-pub fn unreadable_object(raw: &RawValue, hash: &[u8; 32]) -> Bytes {
+/// The one-line object for an item without a readable time (its field `time_field`).
+pub fn unreadable_object(raw: &RawValue, hash: &[u8; 32], time_field: &str) -> Bytes {
     let mut line = Vec::with_capacity(raw.get().len() + 96);
     line_with_fields(
         raw.get().as_bytes(),
         &[
             ("_id", &record_id(hash, 0)),
-            ("_time_error", "loggedDateTime missing or unparseable"),
+            (
+                "_time_error",
+                &format!("{time_field} missing or unparseable"),
+            ),
         ],
         &mut line,
     );
@@ -328,10 +331,16 @@ pub struct Item {
 }
 
 impl Item {
-    /// Reads one API item.
+    /// Reads one audit log entry (its time is `loggedDateTime`).
     pub fn parse(raw: &RawValue) -> Result<Item, serde_json::Error> {
-        // One pass over the text gives both the hash and the raw `loggedDateTime`.
-        let (hash, logged) = content_hash_and_field(raw.get(), "loggedDateTime")?;
+        Self::parse_by(raw, "loggedDateTime")
+    }
+
+    /// Reads one API item whose time is its field `time_field` (see
+    /// [`crate::audit::stream::Stream::time_field`]).
+    pub fn parse_by(raw: &RawValue, time_field: &str) -> Result<Item, serde_json::Error> {
+        // One pass over the text gives both the hash and the raw time.
+        let (hash, logged) = content_hash_and_field(raw.get(), time_field)?;
         let logged: Option<std::borrow::Cow<'_, str>> =
             logged.and_then(|v| serde_json::from_str(v.get()).ok());
         Ok(Item {
@@ -538,7 +547,7 @@ mod tests {
             "same entry, same key"
         );
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&unreadable_object(&raw, &item.hash)[..])
+        flate2::read::GzDecoder::new(&unreadable_object(&raw, &item.hash, "loggedDateTime")[..])
             .read_to_string(&mut text)
             .unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();

@@ -143,6 +143,38 @@ pub fn content_hash_and_field<'a>(
     Ok((h.0.finalize().into(), found))
 }
 
+/// The value of the top-level key `name` of the JSON object `json`, without building the
+/// object: other values are skipped. `None` when `json` is not an object or lacks the key.
+pub fn top_level_field<'a>(json: &'a str, name: &str) -> Option<&'a RawValue> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Find<'n>(&'n str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if found.is_none() && key == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    Find(name).deserialize(&mut de).ok().flatten()
+}
+
 /// Feeds serialised JSON straight into the hash, without intermediate strings.
 struct HashWriter(Sha256);
 

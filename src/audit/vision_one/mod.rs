@@ -7,8 +7,8 @@ mod retry;
 
 pub use retry::Backoff;
 
+pub use crate::audit::stream::Stream;
 use crate::secret::{SecretError, SsmSecret};
-use crate::timefmt::api_time;
 use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
@@ -16,9 +16,6 @@ use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The endpoint this client reads.
-pub const AUDIT_LOGS_PATH: &str = "/v3.0/audit/logs";
 
 /// Error number of an expired `skipToken`.
 pub const PAGE_TOKEN_EXPIRED: i64 = 1_010_550;
@@ -105,6 +102,11 @@ pub struct Page {
 /// Client settings that are not the origin or the token.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The stream read: its endpoint and query.
+    pub stream: Stream,
+    /// `TMV1-Filter`, sent with every request of a query (its first page and each `nextLink`,
+    /// as Trend's SDK does).
+    pub filter: Option<String>,
     /// `top`: 50, 100 or 200.
     pub page_size: u32,
     /// Timeout of one request.
@@ -178,6 +180,11 @@ impl Client {
         self.throttled.load(Ordering::Relaxed)
     }
 
+    /// The stream this client reads.
+    pub fn stream(&self) -> Stream {
+        self.settings.stream
+    }
+
     /// The configured origin.
     pub fn base(&self) -> &Url {
         &self.base
@@ -188,14 +195,9 @@ impl Client {
         self.token.param()
     }
 
-    /// First page of a query that covers entries logged in `[start, end]` (ascending), with
-    /// `top` = `page_size`. The page may also hold entries of the second before `start`: the
-    /// caller drops them.
-    ///
-    /// The query asks from one second before `start`. Vision One documents `startDateTime` as
-    /// the start of the range without saying whether an entry logged exactly then is in it, and
-    /// public connectors disagree; starting a second early covers `start` either way, so the
-    /// result does not depend on it.
+    /// First page of a query that covers the stream's items whose time is in `[start, end]`
+    /// (oldest first), with `top` = `page_size` where the endpoint takes it. The page may also
+    /// hold items of the second before `start`: the caller drops them (see [`Stream::query`]).
     pub async fn first_page(
         &self,
         start: DateTime<Utc>,
@@ -203,20 +205,11 @@ impl Client {
         page_size: Option<u32>,
         deadline: Instant,
     ) -> Result<Page, VisionOneError> {
-        let mut url = self.base.join(AUDIT_LOGS_PATH).expect("static path");
+        let stream = self.settings.stream;
+        let mut url = self.base.join(stream.path()).expect("static path");
+        let top = page_size.unwrap_or(self.settings.page_size);
         url.query_pairs_mut()
-            .append_pair(
-                "startDateTime",
-                &api_time(start - chrono::Duration::seconds(1)),
-            )
-            .append_pair("endDateTime", &api_time(end))
-            .append_pair("dateTimeTarget", "loggedDateTime")
-            .append_pair("orderBy", "loggedDateTime asc")
-            .append_pair(
-                "top",
-                &page_size.unwrap_or(self.settings.page_size).to_string(),
-            )
-            .append_pair("labels", "all");
+            .extend_pairs(stream.query(start, end, top));
         self.get(url, deadline).await
     }
 
@@ -254,9 +247,11 @@ impl Client {
             if remaining.is_zero() {
                 return Err(VisionOneError::Deadline { last: None });
             }
-            let sent = self
-                .http
-                .get(url.clone())
+            let mut request = self.http.get(url.clone());
+            if let Some(filter) = &self.settings.filter {
+                request = request.header("TMV1-Filter", filter);
+            }
+            let sent = request
                 .bearer_auth(token.expose())
                 .timeout(self.settings.http_timeout.min(remaining))
                 .send()
