@@ -82,6 +82,7 @@ async fn next_run_adds_only_new_entries_and_an_idle_run_adds_nothing() {
                     r#"{{"loggedDateTime":"{}","activity":"new","n":{i}}}"#,
                     tv1_connector::timefmt::api_time(logged)
                 ),
+                superseded_at: None,
             }
         })
         .collect();
@@ -137,6 +138,7 @@ async fn start_bound_either_way(start_inclusive: bool) {
                         r#"{{"loggedDateTime":"{}","activity":"edge-{i}"}}"#,
                         tv1_connector::timefmt::api_time(at)
                     ),
+                    superseded_at: None,
                 });
             }
         }
@@ -1315,6 +1317,7 @@ async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends
             logged: x + D::hours(*h),
             visible_at: x,
             json: format!(r#"{{"loggedDateTime":"{t}","activity":"odd-{h}"}}"#),
+            superseded_at: None,
         })
         .collect();
     env.sim.add_entries(odd);

@@ -18,6 +18,7 @@ fn entry(logged: DateTime<Utc>, n: usize) -> SimEntry {
             r#"{{"loggedDateTime":"{}","activity":"Edit user account","n":{n}}}"#,
             api_time(logged)
         ),
+        superseded_at: None,
     }
 }
 

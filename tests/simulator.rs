@@ -26,6 +26,7 @@ fn entry(t: &str, n: u32) -> SimEntry {
         logged,
         visible_at: logged,
         json: format!(r#"{{"loggedDateTime":"{t}","n":{n}}}"#),
+        superseded_at: None,
     }
 }
 
@@ -110,6 +111,7 @@ async fn faults_and_late_entries() {
         logged: now - chrono::Duration::seconds(2),
         visible_at: now + chrono::Duration::seconds(2),
         json: "{}".into(),
+        superseded_at: None,
     };
     sim.set_entries(vec![late]);
     let all = format!("{url}/v3.0/audit/logs?top=50");

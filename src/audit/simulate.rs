@@ -10,6 +10,7 @@
 //! Control endpoints under `/_sim/` switch faults and inspect the data; tests can also drive a
 //! [`Simulator`] in-process.
 
+use crate::audit::stream::Stream;
 use crate::timefmt::api_time;
 use axum::Json;
 use axum::extract::{Query, State};
@@ -32,6 +33,9 @@ pub struct SimEntry {
     pub visible_at: DateTime<Utc>,
     /// The item exactly as served.
     pub json: String,
+    /// When a newer version replaced it (alerts): from then on it is no longer served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_at: Option<DateTime<Utc>>,
 }
 
 /// Switchable faults. All off by default.
@@ -164,6 +168,8 @@ struct Counters {
 struct Inner {
     settings: Mutex<SimSettings>,
     entries: Mutex<Vec<SimEntry>>,
+    /// Workbench alert versions, by `updatedDateTime`.
+    alerts: Mutex<Vec<SimEntry>>,
     faults: Mutex<Faults>,
     counters: Mutex<Counters>,
 }
@@ -198,6 +204,9 @@ pub struct Stats {
 
 #[derive(Clone, Serialize, Deserialize)]
 struct SkipToken {
+    /// The list the query reads.
+    #[serde(default = "audit_stream")]
+    stream: Stream,
     start: i64,
     end: i64,
     top: usize,
@@ -244,6 +253,109 @@ const ACTIVITIES: &[(&str, &str)] = &[
     ("API Keys", "Generate API key"),
 ];
 const ACCESS: &[&str] = &["Console", "API", "Service Gateway", "Mobile App"];
+
+/// Parameters of generated Workbench alerts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateAlerts {
+    /// Alerts to create.
+    pub count: usize,
+    /// First `createdDateTime`.
+    pub from: DateTime<Utc>,
+    /// Last `createdDateTime` (exclusive).
+    pub to: DateTime<Utc>,
+    /// Shortest and longest time between two states of an alert, in seconds.
+    pub change_after_secs: (u64, u64),
+    /// Seed: the same seed gives the same data.
+    pub seed: u64,
+}
+
+/// The states an alert goes through: (`status`, `investigationStatus`, `investigationResult`).
+const ALERT_STATES: [(&str, &str, &str); 3] = [
+    ("Open", "New", "No Findings"),
+    ("In Progress", "In Progress", "Noteworthy"),
+    ("Closed", "Closed", "True Positive"),
+];
+
+/// Alert versions: each alert is created, then changes state one to two times; each state is a
+/// version served from its `updatedDateTime` until the next one replaces it. Items carry the
+/// fields of the v3.0 alert schema (`schemaVersion` 1.15) with made-up values.
+pub fn generate_alerts(g: &GenerateAlerts) -> Vec<SimEntry> {
+    let mut rng = SplitMix(g.seed);
+    let span = (g.to - g.from).num_seconds().max(1) as u64;
+    let mut out = Vec::new();
+    for n in 0..g.count {
+        let created = g.from + chrono::Duration::seconds(rng.below(span) as i64);
+        let id = format!("WB-9002-{}-{:05}", created.format("%Y%m%d"), n);
+        let severity = ["low", "medium", "high", "critical"][rng.below(4) as usize];
+        let states = 1 + rng.below(3) as usize;
+        let mut at = created;
+        let mut times = vec![created];
+        for _ in 1..states {
+            let (lo, hi) = g.change_after_secs;
+            at += chrono::Duration::seconds((lo + rng.below(hi.saturating_sub(lo) + 1)) as i64);
+            times.push(at);
+        }
+        for (i, updated) in times.iter().enumerate() {
+            let (status, inv_status, result) =
+                ALERT_STATES[i.min(2) + (states == 2 && i == 1) as usize];
+            let item = serde_json::json!({
+                "schemaVersion": "1.15",
+                "id": id,
+                "investigationStatus": inv_status,
+                "status": status,
+                "investigationResult": result,
+                "workbenchLink": format!("https://portal.xdr.trendmicro.com/index.html#/workbench/alerts/{id}"),
+                "alertProvider": "SAE",
+                "modelId": "7b4a9d2e-1c3f-4e5a-8b6c-0d1e2f3a4b5c",
+                "model": "Possible Credential Dumping via Registry",
+                "modelType": "preset",
+                "score": 40 + rng.below(60),
+                "severity": severity,
+                "createdDateTime": crate::timefmt::api_time(created),
+                "updatedDateTime": crate::timefmt::api_time(*updated),
+                "impactScope": {
+                    "desktopCount": 1, "serverCount": 0, "accountCount": 1,
+                    "emailAddressCount": 0, "containerCount": 0, "cloudIdentityCount": 0,
+                    "entities": [{
+                        "entityId": "35fa11da-a24e-40cf-8b56-baf8828cc15e",
+                        "entityType": "host",
+                        "entityValue": {"guid": "35fa11da-a24e-40cf-8b56-baf8828cc15e", "name": format!("DESKTOP-{:04}", n % 10_000), "ips": ["10.10.58.51"]},
+                        "relatedEntities": [],
+                        "relatedIndicatorIds": [1],
+                        "provenance": ["Alert"]
+                    }]
+                },
+                "description": "A process read the SAM registry hive.",
+                "matchedRules": [{
+                    "id": "5f52d1f1-53e7-411a-b74f-745ee81fa30b",
+                    "name": "Credential Dumping via Registry",
+                    "matchedFilters": [{
+                        "id": "a9b3f2c0-8e4d-4c1b-9f2a-6d7e8f901234",
+                        "name": "Dump Registry Hive via reg.exe",
+                        "matchedDateTime": crate::timefmt::api_time(created),
+                        "mitreTechniqueIds": ["V9.T1003.002", "T1003"],
+                        "matchedEvents": []
+                    }]
+                }],
+                "indicators": [{
+                    "id": 1, "type": "command_line", "field": "processCmd",
+                    "value": "reg save HKLM\\SAM C:\\temp\\sam.save",
+                    "relatedEntities": ["35fa11da-a24e-40cf-8b56-baf8828cc15e"],
+                    "filterIds": ["a9b3f2c0-8e4d-4c1b-9f2a-6d7e8f901234"],
+                    "provenance": ["Alert"]
+                }]
+            });
+            out.push(SimEntry {
+                logged: *updated,
+                visible_at: *updated,
+                json: item.to_string(),
+                superseded_at: times.get(i + 1).copied(),
+            });
+        }
+    }
+    out.sort_by_key(|e| e.logged);
+    out
+}
 
 /// Makes entries from `g` (pure; the same `g` gives the same entries).
 pub fn generate(g: &Generate) -> Vec<SimEntry> {
@@ -304,6 +416,7 @@ pub fn generate(g: &Generate) -> Vec<SimEntry> {
             logged,
             visible_at,
             json: item.to_string(),
+            superseded_at: None,
         });
     }
     out.sort_by_key(|e| e.logged);
@@ -332,6 +445,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 settings: Mutex::new(settings),
                 entries: Mutex::new(Vec::new()),
+                alerts: Mutex::new(Vec::new()),
                 faults: Mutex::new(Faults::default()),
                 counters: Mutex::new(Counters::default()),
             }),
@@ -364,6 +478,18 @@ impl Simulator {
             .collect()
     }
 
+    /// Replaces the Workbench alert versions (`logged` is a version's `updatedDateTime`; it is
+    /// served from `visible_at` until `superseded_at`).
+    pub fn set_alert_versions(&self, mut versions: Vec<SimEntry>) {
+        versions.sort_by_key(|e| e.logged);
+        *self.inner.alerts.lock().unwrap() = versions;
+    }
+
+    /// Every alert version, in `updatedDateTime` order.
+    pub fn alert_versions(&self) -> Vec<SimEntry> {
+        self.inner.alerts.lock().unwrap().clone()
+    }
+
     /// Switches faults.
     pub fn set_faults(&self, f: Faults) {
         *self.inner.faults.lock().unwrap() = f;
@@ -388,6 +514,7 @@ impl Simulator {
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .route("/v3.0/audit/logs", get(audit_logs))
+            .route("/v3.0/workbench/alerts", get(workbench_alerts))
             .route("/_sim/faults", post(set_faults).get(get_faults))
             .route("/_sim/entries", get(get_entries).post(post_entries))
             .route("/_sim/generate", post(post_generate))
@@ -475,6 +602,27 @@ async fn audit_logs(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    serve_stream(sim, headers, q, Stream::Audit).await
+}
+
+async fn workbench_alerts(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    serve_stream(sim, headers, q, Stream::Alerts).await
+}
+
+fn audit_stream() -> Stream {
+    Stream::Audit
+}
+
+async fn serve_stream(
+    sim: Simulator,
+    headers: HeaderMap,
+    q: HashMap<String, String>,
+    stream: Stream,
+) -> Response {
     sim.inner.counters.lock().unwrap().requests += 1;
     let delay = {
         let f = sim.inner.faults.lock().unwrap();
@@ -494,7 +642,7 @@ async fn audit_logs(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == settings.token);
-    let r = respond(&sim, &settings, authorized, &headers, &q);
+    let r = respond(&sim, &settings, authorized, &headers, &q, stream);
     sim.count(r.status(), authorized);
     r
 }
@@ -505,6 +653,7 @@ fn respond(
     authorized: bool,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
+    stream: Stream,
 ) -> Response {
     if !authorized {
         return vision_error(
@@ -520,7 +669,7 @@ fn respond(
     let now = Utc::now();
     let token = match q.get("skipToken") {
         Some(raw) => resume(sim, settings, raw, now),
-        None => first_query(q, now),
+        None => first_query(q, now, stream),
     };
     let token = match token {
         Ok(t) => t,
@@ -580,6 +729,7 @@ fn resume(
 fn first_query(
     q: &HashMap<String, String>,
     now: DateTime<Utc>,
+    stream: Stream,
 ) -> Result<SkipToken, Box<Response>> {
     let bad = |m: &str| {
         Box::new(vision_error(
@@ -589,22 +739,45 @@ fn first_query(
             Some(3_090_003),
         ))
     };
-    let top = q.get("top").map(String::as_str).unwrap_or("50");
-    let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
-        return Err(bad(&format!(
-            "Invalid top value {top:?}: allowed values are 50, 100, 200"
-        )));
+    let (top, asc) = match stream {
+        Stream::Audit => {
+            let top = q.get("top").map(String::as_str).unwrap_or("50");
+            let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
+                return Err(bad(&format!(
+                    "Invalid top value {top:?}: allowed values are 50, 100, 200"
+                )));
+            };
+            let asc = match q.get("orderBy").map(String::as_str) {
+                None | Some("loggedDateTime asc") => true,
+                Some("loggedDateTime desc") => false,
+                Some(o) => return Err(bad(&format!("Invalid orderBy {o:?}"))),
+            };
+            if let Some(l) = q.get("labels")
+                && !["none", "matched", "all"].contains(&l.as_str())
+            {
+                return Err(bad(&format!("Invalid labels {l:?}")));
+            }
+            (top, asc)
+        }
+        // The simulator keeps alert versions by update time: it serves `dateTimeTarget`
+        // `updatedDateTime` only (the API's default is `createdDateTime`), a page of 100.
+        Stream::Alerts => {
+            if q.get("dateTimeTarget").map(String::as_str) != Some("updatedDateTime") {
+                return Err(bad(
+                    "the simulator serves alerts by dateTimeTarget=updatedDateTime only",
+                ));
+            }
+            if q.contains_key("top") || q.contains_key("labels") {
+                return Err(bad("Invalid query parameter for workbench alerts"));
+            }
+            let asc = match q.get("orderBy").map(String::as_str) {
+                Some("updatedDateTime asc") => true,
+                None | Some("updatedDateTime desc") => false,
+                Some(o) => return Err(bad(&format!("Invalid orderBy {o:?}"))),
+            };
+            (100, asc)
+        }
     };
-    let asc = match q.get("orderBy").map(String::as_str) {
-        None | Some("loggedDateTime asc") => true,
-        Some("loggedDateTime desc") => false,
-        Some(o) => return Err(bad(&format!("Invalid orderBy {o:?}"))),
-    };
-    if let Some(l) = q.get("labels")
-        && !["none", "matched", "all"].contains(&l.as_str())
-    {
-        return Err(bad(&format!("Invalid labels {l:?}")));
-    }
     let start = match q.get("startDateTime").map(|s| parse_bound(s)) {
         None => now - chrono::Duration::days(180),
         Some(Some(t)) => t,
@@ -616,6 +789,7 @@ fn first_query(
         Some(None) => return Err(bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ")),
     };
     Ok(SkipToken {
+        stream,
         start: start.timestamp(),
         end: end.timestamp(),
         top,
@@ -636,7 +810,10 @@ fn page_of(
     settings: &SimSettings,
     token: &SkipToken,
 ) -> (String, Option<SkipToken>) {
-    let entries = sim.inner.entries.lock().unwrap();
+    let entries = match token.stream {
+        Stream::Audit => sim.inner.entries.lock().unwrap(),
+        Stream::Alerts => sim.inner.alerts.lock().unwrap(),
+    };
     let lo = entries.partition_point(|e| {
         let t = e.logged.timestamp();
         if settings.start_inclusive {
@@ -654,7 +831,10 @@ fn page_of(
         }
     });
     let range = &entries[lo..hi.max(lo)];
-    let visible = |e: &&SimEntry| e.visible_at.timestamp() <= token.as_of;
+    let visible = |e: &&SimEntry| {
+        e.visible_at.timestamp() <= token.as_of
+            && e.superseded_at.is_none_or(|s| s.timestamp() > token.as_of)
+    };
     let mut page: Vec<&str> = Vec::with_capacity(token.top);
     let mut consumed = 0;
     let ordered: Box<dyn Iterator<Item = &SimEntry>> = if token.asc {
@@ -711,7 +891,12 @@ fn next_link(sim: &Simulator, headers: &HeaderMap, next: &SkipToken) -> String {
                 .unwrap_or("127.0.0.1");
             format!("http://{host}")
         });
-    format!("{origin}/v3.0/audit/logs?orderBy=loggedDateTime asc&skipToken={encoded}")
+    // With the literal space real links have been seen with.
+    format!(
+        "{origin}{}?orderBy={} asc&skipToken={encoded}",
+        next.stream.path(),
+        next.stream.time_field()
+    )
 }
 
 async fn set_faults(State(sim): State<Simulator>, Json(f): Json<Faults>) -> Json<Faults> {

@@ -10,6 +10,7 @@ use tv1_connector::ad::tls::{CertFiles, ReloadingCert};
 use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
 use tv1_connector::audit::simulate::{Generate, SimSettings, Simulator, Spread, generate};
+use tv1_connector::audit::stream::Stream;
 use tv1_connector::audit::{Progress, Puller};
 use tv1_connector::config::IngestConfig;
 use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
@@ -23,11 +24,26 @@ use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The Vision One stream (`audit`, `alerts`) that `pull`, `backfill`, `status`,
+    /// `test-connection` and `checkpoint` work on. `pull` without it runs every stream
+    /// TV1_STREAMS names; the others default to `audit`.
+    #[arg(long, global = true, value_parser = parse_stream)]
+    stream: Option<Stream>,
+}
+
+fn parse_stream(s: &str) -> Result<Stream, String> {
+    Stream::from_name(s).ok_or_else(|| {
+        format!(
+            "no stream {s:?}; the streams are {}",
+            Stream::ALL.map(Stream::name).join(", ")
+        )
+    })
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// One scheduled run now; prints the run summary as JSON.
+    /// One scheduled run now of every stream TV1_STREAMS names (or of `--stream`); prints each
+    /// run's summary as JSON.
     Pull,
     /// Pulls a past range into the same layout without moving the checkpoint.
     Backfill {
@@ -138,8 +154,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn puller() -> anyhow::Result<Puller> {
-    let cfg = PullerConfig::from_env()?;
+async fn puller(stream: Option<Stream>) -> anyhow::Result<Puller> {
+    let env = std::env::vars().collect();
+    let cfg = PullerConfig::for_stream(&env, stream.unwrap_or(Stream::Audit))?;
     if let Some(ocsf) = &cfg.ocsf {
         ocsf.require_account()?;
     }
@@ -163,27 +180,46 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pull => {
-            let p = puller().await?;
-            let summary = p.run(p.default_deadline()).await?;
-            print_json(&summary)
+            let streams = match cli.stream {
+                Some(s) => vec![s],
+                None => PullerConfig::streams(&std::env::vars().collect())?,
+            };
+            // Each stream runs whatever another one did; the exit status says if any failed.
+            let mut failed = Vec::new();
+            for stream in streams {
+                let p = puller(Some(stream)).await?;
+                match p.run(p.default_deadline()).await {
+                    Ok(summary) => print_json(&summary)?,
+                    Err(e) => {
+                        eprintln!("error: {stream}: {}", aws::report(&e));
+                        failed.push(stream.name());
+                    }
+                }
+            }
+            anyhow::ensure!(
+                failed.is_empty(),
+                "streams that failed: {}",
+                failed.join(", ")
+            );
+            Ok(())
         }
-        Command::Backfill { from, to } => backfill(from, to).await,
+        Command::Backfill { from, to } => backfill(cli.stream, from, to).await,
         Command::TestConnection => {
-            let check = puller().await?.test_connection().await;
+            let check = puller(cli.stream).await?.test_connection().await;
             print_json(&check)?;
             anyhow::ensure!(check.ok, "{}", check.message);
             Ok(())
         }
-        Command::Status => print_json(&puller().await?.status().await?),
+        Command::Status => print_json(&puller(cli.stream).await?.status().await?),
         Command::Checkpoint(CheckpointCommand::Show) => {
-            print_json(&puller().await?.checkpoint_show().await?)
+            print_json(&puller(cli.stream).await?.checkpoint_show().await?)
         }
         Command::Checkpoint(CheckpointCommand::Set {
             committed_to,
             origin,
             force,
         }) => {
-            let cp = puller()
+            let cp = puller(cli.stream)
                 .await?
                 .checkpoint_set(committed_to, origin, force)
                 .await?;
@@ -224,10 +260,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `tv1 backfill`: progress on a terminal, the summary as JSON.
 async fn backfill(
+    stream: Option<Stream>,
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
-    let p = puller().await?;
+    let p = puller(stream).await?;
     let tty = std::io::stderr().is_terminal();
     let progress = move |p: Progress| {
         if tty {

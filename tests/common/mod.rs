@@ -347,8 +347,12 @@ pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
             assert!(line["_time_error"].is_string(), "{key}");
             continue;
         }
-        let t = tv1_connector::timefmt::parse_api_time(line["loggedDateTime"].as_str().unwrap())
-            .unwrap();
+        // An audit entry's time, or an alert version's.
+        let time = line["loggedDateTime"]
+            .as_str()
+            .or(line["updatedDateTime"].as_str())
+            .expect("a time field");
+        let t = tv1_connector::timefmt::parse_api_time(time).unwrap();
         assert!(
             key.contains(&t.format("/dt=%Y-%m-%d/hour=%H/").to_string()),
             "{key} holds an entry logged at {t}"

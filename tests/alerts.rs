@@ -1,0 +1,152 @@
+//! The `alerts` stream: every version of a Workbench alert (its state at one `updatedDateTime`)
+//! that a run can see lands once, as its own line, through kills and concurrent runs; a status
+//! change is a new line, and the newest line of an `id` is its current state.
+
+use crate::common::*;
+use chrono::{DateTime, Duration as D, Utc};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tv1_connector::audit::simulate::{GenerateAlerts, SimEntry, generate_alerts};
+use tv1_connector::audit::stream::Stream;
+use tv1_connector::audit::{Outcome, Puller};
+use tv1_connector::config::PullerConfig;
+
+fn alerts_puller(env: &TestEnv) -> Puller {
+    let cfg = PullerConfig::for_stream(&env.vars, Stream::Alerts).expect("test config is valid");
+    Puller::new(cfg, env.s3.clone(), env.ssm.clone())
+}
+
+/// Runs the alerts puller as the schedule would until a run reads its whole window.
+async fn run_alerts_to_completion(env: &TestEnv) -> tv1_connector::audit::RunSummary {
+    let p = alerts_puller(env);
+    for _ in 0..50 {
+        match p.run(deadline(60)).await {
+            Ok(s) if matches!(s.outcome, Outcome::Complete | Outcome::UpToDate) => return s,
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    panic!("no alerts run completed in 50 runs");
+}
+
+/// Every version served at some point up to now whose `updatedDateTime` is in `[from, to)`.
+fn seen_versions(env: &TestEnv, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<SimEntry> {
+    let now = Utc::now();
+    env.sim
+        .alert_versions()
+        .into_iter()
+        .filter(|v| v.logged >= from && v.logged < to && v.visible_at <= now)
+        .collect()
+}
+
+/// A new state, logged now, of every `every`-th alert version that is current: it replaces
+/// that version. Returns how many changed.
+fn change_state(env: &TestEnv, every: usize, status: &str) -> usize {
+    let now = now_s();
+    let mut versions = env.sim.alert_versions();
+    let mut changed = 0;
+    let mut newer = Vec::new();
+    for (i, v) in versions.iter_mut().enumerate() {
+        let current = v.visible_at <= now && v.superseded_at.is_none_or(|s| s > now);
+        if i % every != 0 || !current {
+            continue;
+        }
+        let mut item: Value = serde_json::from_str(&v.json).unwrap();
+        item["status"] = status.into();
+        item["updatedDateTime"] = tv1_connector::timefmt::api_time(now).into();
+        // It lasts until the alert's next scheduled state, as the one it replaces would have.
+        let until = v.superseded_at.replace(now);
+        newer.push(SimEntry {
+            logged: now,
+            visible_at: now,
+            json: item.to_string(),
+            superseded_at: until,
+        });
+        changed += 1;
+    }
+    versions.extend(newer);
+    env.sim.set_alert_versions(versions);
+    changed
+}
+
+#[tokio::test]
+async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_STREAMS", "alerts")
+        .set("TV1_INITIAL_LOOKBACK", "3h")
+        .set("TV1_RECONCILE_HORIZON", "0");
+    let now = now_s();
+    let from = now - D::hours(3);
+    // Created over the last two hours; their later states come hours from now.
+    env.sim.set_alert_versions(generate_alerts(&GenerateAlerts {
+        count: 400,
+        from: now - D::hours(2),
+        to: now - D::seconds(10),
+        change_after_secs: (6 * 3600, 9 * 3600),
+        seed: rand::random(),
+    }));
+    let first = run_alerts_to_completion(&env).await;
+    assert!(first.records >= 400, "{first:?}");
+    let to = first.checkpoint_after.unwrap();
+    assert_exactly_once(&seen_versions(&env, from, to), &env.lake().await);
+
+    // A third of them change state now: the new versions land through killed processes, two
+    // runs at once, and the schedule; the earlier lines stay as they were.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changed = change_state(&env, 3, "In Progress");
+    assert!(changed > 50, "{changed}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.sim.set_faults(tv1_connector::audit::simulate::Faults {
+        delay_ms: 30,
+        delay_jitter_ms: 30,
+        ..Default::default()
+    });
+    for _ in 0..4 {
+        let mut child = env.spawn_pull(&[]);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(100..1500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    env.sim.set_faults(Default::default());
+    tokio::time::sleep(Duration::from_secs(6)).await; // the killed runs' leases lapse
+    let (a, b) = (alerts_puller(&env), alerts_puller(&env));
+    let (ra, rb) = tokio::join!(Box::pin(a.run(deadline(60))), Box::pin(b.run(deadline(60))));
+    assert!(ra.is_ok() || rb.is_ok(), "{ra:?} {rb:?}");
+    let last = run_alerts_to_completion(&env).await;
+    let to = last.checkpoint_after.unwrap();
+    let lake = env.lake().await;
+    let seen = seen_versions(&env, from, to);
+    assert_eq!(seen.len(), first.records as usize + changed);
+    assert_exactly_once(&seen, &lake);
+    // The newest line of an id is its current state.
+    let mut newest: HashMap<String, (String, String)> = HashMap::new();
+    for (_, l) in &lake {
+        let (id, at) = (
+            l["id"].as_str().unwrap(),
+            l["updatedDateTime"].as_str().unwrap(),
+        );
+        let e = newest
+            .entry(id.into())
+            .or_insert((at.into(), String::new()));
+        if at >= e.0.as_str() {
+            *e = (at.into(), l["status"].as_str().unwrap().into());
+        }
+    }
+    let in_progress = newest.values().filter(|(_, s)| s == "In Progress").count();
+    assert_eq!(in_progress, changed);
+    // The lines are under the alerts prefix, in hourly partitions of updatedDateTime.
+    for (key, l) in &lake {
+        let t =
+            tv1_connector::timefmt::parse_api_time(l["updatedDateTime"].as_str().unwrap()).unwrap();
+        assert!(
+            key.starts_with(&format!(
+                "vision-one/alerts/{}",
+                t.format("dt=%Y-%m-%d/hour=%H/")
+            )),
+            "{key}"
+        );
+    }
+}
