@@ -15,24 +15,29 @@ SIM_TOKEN="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 say "building"
 cargo build --bins --features simulator
+TV1="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tv1"
 
 say "starting the Vision One simulator on 127.0.0.1:$SIM_PORT (log: .run/simulator.log)"
-start_bg "$LOGS/simulator.log" env TV1_SIM_TOKEN="$SIM_TOKEN" target/debug/tv1 simulate --port "$SIM_PORT" --entries 5000 --hours 26
+start_bg "$LOGS/simulator.log" env TV1_SIM_TOKEN="$SIM_TOKEN" "$TV1" simulate --port "$SIM_PORT" --entries 5000 --hours 26 --alerts 300
 wait_for simulator "http://127.0.0.1:$SIM_PORT/_sim/stats" 30 "$LOGS/simulator.log"
 
 say "seeding bucket s3://$BUCKET and SecureString $TOKEN_PARAM"
 aws s3 mb "s3://$BUCKET" >/dev/null 2>&1 || true
 aws ssm put-parameter --name "$TOKEN_PARAM" --type SecureString --value "$SIM_TOKEN" --overwrite >/dev/null
 say "tv1 rotate-key: a fresh ad-ingest API key in $KEY_PARAM"
-API_KEY="$(API_KEY_PARAM="$KEY_PARAM" target/debug/tv1 rotate-key 2>/dev/null)"
+API_KEY="$(API_KEY_PARAM="$KEY_PARAM" "$TV1" rotate-key 2>/dev/null)"
 
 ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET=$BUCKET,TV1_DEADLINE_MARGIN=5s,API_KEY_PARAM=$KEY_PARAM"
+
 # Both functions also write OCSF Parquet (to s3://$BUCKET/ext/). In Lambda the accountId=
 # partition comes from the invoked function's ARN; `cargo lambda watch`'s names no account.
 ENV="$ENV,OCSF_OUTPUT=on,OCSF_ACCOUNT_ID=000000000000"
 ENV="$ENV,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=$AWS_REGION"
 say "starting cargo lambda watch on 127.0.0.1:$WATCH_PORT (log: .run/watch.log)"
-start_bg "$LOGS/watch.log" cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --env-vars "$ENV"
+# An env file, since TV1_STREAMS holds a comma: both streams, the audit logs and Workbench
+# alerts (events/schedule-alerts.json is what the alerts schedule sends).
+{ tr ',' '\n' <<<"$ENV"; echo "TV1_STREAMS=audit,alerts"; } > "$LOGS/watch.env"
+start_bg "$LOGS/watch.log" cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --env-file "$LOGS/watch.env"
 for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$WATCH_PORT") 2>/dev/null && break; sleep 0.2; done
 
 say "invoking audit-puller with events/schedule.json (an EventBridge scheduled event)"
@@ -47,6 +52,16 @@ aws s3 cp "s3://$BUCKET/vision-one/audit/_state/checkpoint.json" -; echo
 say "first lines of the first object"
 first=$(aws s3 ls --recursive "s3://$BUCKET/vision-one/audit/dt=" | awk 'NR==1{print $4}')
 aws s3 cp "s3://$BUCKET/$first" - | gunzip | head -n 3
+
+say "invoking audit-puller with events/schedule-alerts.json (the alerts stream's schedule)"
+cargo lambda invoke audit-puller --data-file events/schedule-alerts.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json > "$LOGS/alerts-summary.json" \
+  || { echo "invoke failed; last lines of .run/watch.log:" >&2; tail -n 40 "$LOGS/watch.log" >&2; exit 1; }
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print({k: s[k] for k in ("stream","outcome","records","objects","checkpoint_after")})' "$LOGS/alerts-summary.json"
+say "Workbench alert versions (s3://$BUCKET/vision-one/alerts/): id, status, updatedDateTime, by object"
+for key in $(aws s3 ls --recursive "s3://$BUCKET/vision-one/alerts/dt=" | awk '{print $4}' | tail -n 2); do
+  aws s3 cp "s3://$BUCKET/$key" - | gunzip | head -n 3 \
+    | python3 -c 'import json,sys; [print(" ", (l:=json.loads(x))["id"], l["status"], l["updatedDateTime"]) for x in sys.stdin]'
+done
 
 say "test connection and status through the same function"
 cargo lambda invoke audit-puller --data-file events/test-connection.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json; echo

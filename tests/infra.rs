@@ -122,6 +122,13 @@ fn environment_variables_match_what_the_code_reads() {
         assert!(required.contains("BUCKET"), "parsed {ty}: {required:?}");
         // Both read the OCSF output's settings through OcsfConfig.
         reads.extend(config_vars("OcsfConfig").0);
+        // The puller reads each stream's prefix and filter variables as Stream names them.
+        if ty == "PullerConfig" {
+            for s in tv1_connector::audit::stream::Stream::ALL {
+                reads.insert(s.prefix_var().0.to_owned());
+                reads.extend(s.filter_var().map(str::to_owned));
+            }
+        }
         let set = env_vars(&t, &fns[binary].1);
         let unknown: Vec<_> = set.difference(&reads).collect();
         assert!(
@@ -241,8 +248,13 @@ fn the_lag_alarm_watches_the_metric_the_puller_emits() {
         Some(tv1_connector::audit::METRIC_LAG)
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
+    assert_eq!(alarm["Dimensions"][1]["Name"], "Stream");
+    assert_eq!(alarm["Dimensions"][1]["Value"], "audit");
     let line = tv1_connector::audit::emf_line(&pull_reply(None), "f", 0).unwrap();
-    assert!(line.contains("\"Dimensions\":[[\"FunctionName\"]]"));
+    assert!(line.contains("\"Dimensions\":[[\"FunctionName\",\"Stream\"]]"));
+    assert!(line.contains("\"Stream\":\"audit\""));
+    let alerts = &t["Resources"]["AlertsCollectionLagAlarm"]["Properties"];
+    assert_eq!(alerts["Dimensions"][1]["Value"], "alerts");
 }
 
 /// A pull's reply that lagged one second and found `late` late entries.
@@ -270,6 +282,7 @@ fn the_late_entries_alarm_watches_the_metric_the_puller_emits() {
         Some(tv1_connector::audit::METRIC_LATE)
     );
     assert_eq!(alarm["Dimensions"][0]["Name"], "FunctionName");
+    assert_eq!(alarm["Dimensions"][1]["Value"], "audit");
     assert_eq!(alarm["Statistic"], "Sum");
     let line = tv1_connector::audit::emf_line(&pull_reply(Some(3)), "f", 0).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -300,7 +313,13 @@ fn puller_timeout_leaves_room_for_the_deadline_margin() {
     let t = template();
     let fns = functions(&t);
     let puller = &fns["audit-puller"].1["Properties"];
-    assert_eq!(puller["ReservedConcurrentExecutions"], 1);
+    // One run per stream at a time: 1, or 2 with the alerts stream on.
+    let concurrency = untag(&puller["ReservedConcurrentExecutions"]);
+    assert_eq!(concurrency[0], "AlertsOn");
+    assert_eq!(
+        (concurrency[1].as_u64(), concurrency[2].as_u64()),
+        (Some(2), Some(1))
+    );
     let margin = puller["Environment"]["Variables"]["TV1_DEADLINE_MARGIN"]
         .as_str()
         .unwrap();
@@ -341,9 +360,28 @@ fn actions(statement: &Value) -> Vec<String> {
 
 /// The ARN pattern of a `Resource: !Sub [pattern, vars]` or `!Sub pattern`.
 fn resource(statement: &Value) -> String {
-    match untag(&statement["Resource"]) {
+    pattern(&statement["Resource"])
+}
+
+fn pattern(r: &Value) -> String {
+    match untag(r) {
         Value::Sequence(s) => s[0].as_str().unwrap_or_default().to_owned(),
         other => other.as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Every ARN pattern of a statement's `Resource`: one, or a list of them (an `!If [cond,
+/// resource, NoValue]` taken as the resource).
+fn resources(statement: &Value) -> Vec<String> {
+    match &statement["Resource"] {
+        Value::Sequence(list) => list
+            .iter()
+            .map(|r| match r {
+                Value::Tagged(t) if t.tag == "!If" => pattern(&t.value[1]),
+                other => pattern(other),
+            })
+            .collect(),
+        _ => vec![resource(statement)],
     }
 }
 
@@ -353,7 +391,10 @@ fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
     // bucket, and a policy condition on s3:prefix does not count for that check. Both functions
     // read keys that may not exist yet (checkpoint, status, batch markers, agent records).
     let t = template();
-    for (binary, prefix) in [("audit-puller", "AuditPrefix"), ("ad-ingest", "AdPrefix")] {
+    for (binary, prefixes) in [
+        ("audit-puller", &["AuditPrefix", "AlertsPrefix"][..]),
+        ("ad-ingest", &["AdPrefix"][..]),
+    ] {
         let stmts = statements(&functions(&t)[binary].1);
         let reads = stmts
             .iter()
@@ -387,11 +428,14 @@ fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
                 assert_eq!(actions(s), expected, "{binary}");
                 continue;
             }
-            assert!(
-                resource(s).ends_with(&format!(":s3:::${{Bucket}}/${{{prefix}}}*")),
-                "{binary}: object access outside its prefix: {}",
-                resource(s)
-            );
+            for r in resources(s) {
+                assert!(
+                    prefixes
+                        .iter()
+                        .any(|p| r.ends_with(&format!(":s3:::${{Bucket}}/${{{p}}}*"))),
+                    "{binary}: object access outside its prefixes: {r}"
+                );
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! metrics line. `src/bin/audit-puller.rs` only hands each invocation to [`Puller::invoke`].
 
 use super::{BackfillSummary, ConnectionCheck, PullError, Puller, RunSummary, StatusReport};
+use crate::audit::stream::Stream;
 use crate::audit::vision_one::VisionOneError;
 use crate::lake::sink::SinkError;
 use crate::lake::state::StateError;
@@ -44,7 +45,7 @@ pub fn emf_line(reply: &Reply, function_name: &str, timestamp_ms: i64) -> Option
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": METRIC_NAMESPACE,
-                "Dimensions": [["FunctionName"]],
+                "Dimensions": [["FunctionName", "Stream"]],
                 "Metrics": [
                     {"Name": METRIC_LAG, "Unit": "Seconds"},
                     {"Name": "RecordsWritten", "Unit": "Count"},
@@ -55,6 +56,7 @@ pub fn emf_line(reply: &Reply, function_name: &str, timestamp_ms: i64) -> Option
             }]
         },
         "FunctionName": function_name,
+        "Stream": s.stream.name(),
         METRIC_LAG: lag,
         "RecordsWritten": s.records,
         "ObjectsWritten": s.objects,
@@ -143,6 +145,67 @@ pub enum Action {
     },
 }
 
+/// The stream an invocation is for: its payload's `"stream"` (`"audit"` when absent, as in an
+/// EventBridge event without input).
+pub fn stream_of(event: &serde_json::Value) -> Result<Stream, String> {
+    match event.get("stream") {
+        None => Ok(Stream::Audit),
+        Some(v) => v.as_str().and_then(Stream::from_name).ok_or_else(|| {
+            format!(
+                "unknown stream {v}; expected one of {}",
+                Stream::ALL.map(Stream::name).join(", ")
+            )
+        }),
+    }
+}
+
+/// One puller per stream the function pulls (`TV1_STREAMS`), each built once; an invocation
+/// goes to the one its payload names.
+#[derive(Debug)]
+pub struct Pullers(Vec<Puller>);
+
+impl Pullers {
+    /// The pullers of `configs`.
+    pub fn new(
+        configs: Vec<crate::config::PullerConfig>,
+        s3: aws_sdk_s3::Client,
+        ssm: aws_sdk_ssm::Client,
+    ) -> Self {
+        Pullers(
+            configs
+                .into_iter()
+                .map(|c| Puller::new(c, s3.clone(), ssm.clone()))
+                .collect(),
+        )
+    }
+
+    /// The puller of `stream`.
+    pub fn get(&self, stream: Stream) -> Option<&Puller> {
+        self.0.iter().find(|p| p.cfg.stream == stream)
+    }
+
+    /// One invocation: the payload's `"stream"` (default `audit`) picks the puller.
+    pub async fn invoke(
+        &self,
+        payload: &serde_json::Value,
+        ctx: &lambda_runtime::Context,
+        function_name: &str,
+    ) -> Result<Reply, PullError> {
+        let stream = stream_of(payload).map_err(PullError::BadInvocation)?;
+        let Some(p) = self.get(stream) else {
+            return Err(PullError::BadInvocation(format!(
+                "stream {stream} is not pulled by this function; TV1_STREAMS names {}",
+                self.0
+                    .iter()
+                    .map(|p| p.cfg.stream.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        Box::pin(p.invoke(payload, ctx, function_name)).await
+    }
+}
+
 impl Action {
     /// Reads the invocation payload. Anything without an `action` (such as an EventBridge
     /// scheduled event) is a scheduled run.
@@ -223,6 +286,23 @@ impl Puller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_payload_names_the_stream() {
+        use serde_json::json;
+        assert_eq!(stream_of(&json!({})), Ok(Stream::Audit));
+        assert_eq!(
+            stream_of(&json!({"source": "aws.scheduler"})),
+            Ok(Stream::Audit)
+        );
+        assert_eq!(stream_of(&json!({"stream": "alerts"})), Ok(Stream::Alerts));
+        assert!(
+            stream_of(&json!({"stream": "oats"}))
+                .unwrap_err()
+                .contains("unknown stream")
+        );
+        assert!(stream_of(&json!({"stream": 3})).is_err());
+    }
 
     #[test]
     fn emf_lines_for_pulls_only() {

@@ -54,7 +54,10 @@ pub mod stream;
 pub mod vision_one;
 
 pub use backfill::{BackfillSummary, Progress};
-pub use invoke::{Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, Reply, emf_line, time_left};
+pub use invoke::{
+    Action, METRIC_LAG, METRIC_LATE, METRIC_NAMESPACE, Pullers, Reply, emf_line, stream_of,
+    time_left,
+};
 pub use ops::{ConnectionCheck, OcsfView, ReconcileView, StatusReport};
 pub use reconcile::{MAX_STEPS_PER_RUN, ReconcileSummary};
 pub use repair::{CheckpointView, RepairError};
@@ -188,6 +191,8 @@ pub enum Outcome {
 pub struct RunSummary {
     /// `pull`.
     pub action: &'static str,
+    /// The stream pulled.
+    pub stream: stream::Stream,
     /// How it ended.
     pub outcome: Outcome,
     /// Random id of this run (also in the checkpoint it writes).
@@ -247,6 +252,7 @@ impl RunSummary {
     ) -> Self {
         RunSummary {
             action: "pull",
+            stream: stream::Stream::Audit,
             outcome: Outcome::Complete,
             run_id,
             window: None,
@@ -303,7 +309,12 @@ impl Puller {
                 backoff: Backoff::default(),
             },
         );
-        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
+        // OCSF has a mapping for the audit logs only so far: the alerts stream lands JSON Lines.
+        let ocsf = cfg
+            .ocsf
+            .as_ref()
+            .filter(|_| cfg.stream == stream::Stream::Audit)
+            .map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let state = StateStore::new(sink.clone(), &cfg.prefix);
         Puller {

@@ -120,13 +120,16 @@ impl Puller {
         let (cp, cond, before) = self.checkpoint_or_first(loaded, now, &run_id).await?;
         let mut run = Run {
             p: self,
-            summary: RunSummary::new(
-                run_id.clone(),
-                now,
-                before,
-                clock.skew.num_seconds(),
-                self.ocsf.is_some(),
-            ),
+            summary: RunSummary {
+                stream: self.cfg.stream,
+                ..RunSummary::new(
+                    run_id.clone(),
+                    now,
+                    before,
+                    clock.skew.num_seconds(),
+                    self.ocsf.is_some(),
+                )
+            },
             cp,
             cond,
             clock,

@@ -9,7 +9,9 @@ use tv1_connector::ad::evtx_import::{ImportConfig, Importer, Progress as ImportP
 use tv1_connector::ad::tls::{CertFiles, ReloadingCert};
 use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
-use tv1_connector::audit::simulate::{Generate, SimSettings, Simulator, Spread, generate};
+use tv1_connector::audit::simulate::{
+    Generate, GenerateAlerts, SimSettings, Simulator, Spread, generate, generate_alerts,
+};
 use tv1_connector::audit::stream::Stream;
 use tv1_connector::audit::{Progress, Puller};
 use tv1_connector::config::IngestConfig;
@@ -396,6 +398,15 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         seed: a.seed,
         ..Generate::default()
     }));
+    if a.alerts > 0 {
+        sim.set_alert_versions(generate_alerts(&GenerateAlerts {
+            count: a.alerts,
+            from: timefmt::floor_second(now - chrono::Duration::hours(a.hours)),
+            to: timefmt::floor_second(now),
+            change_after_secs: (600, 6 * 3600),
+            seed: a.seed,
+        }));
+    }
     let port = a.port;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -448,6 +459,10 @@ struct SimulateArgs {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Workbench alerts to generate (created over the same hours; each changes state up to
+    /// twice, 10 minutes to 6 hours apart).
+    #[arg(long, default_value_t = 0)]
+    alerts: usize,
 }
 
 /// `--late-spread` values.
