@@ -13,6 +13,7 @@ mod corpus;
 mod field_cases;
 mod import_evtx;
 mod infra;
+mod oat;
 mod ocsf_output;
 mod ocsf_schema;
 mod reconcile;

@@ -106,6 +106,12 @@ impl Puller {
         deadline: Instant,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<BackfillSummary, PullError> {
+        if self.cfg.stream.newest_first() {
+            return Err(PullError::BadRange(format!(
+                "backfill of the {} stream is not supported yet (its endpoint serves newest first); a first run reaches back TV1_INITIAL_LOOKBACK instead",
+                self.cfg.stream
+            )));
+        }
         if to <= from {
             return Err(PullError::BadRange(format!(
                 "--from {} is not before --to {}",

@@ -13,6 +13,7 @@ use crate::audit::vision_one::{self, Page, VisionOneError};
 use crate::lake::encode::top_level_field;
 use crate::timefmt::{api_time, floor_second, parse_api_time};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -59,23 +60,28 @@ fn keep_from(
     slice: Window,
 ) -> Option<DateTime<Utc>> {
     let mut max = None;
-    page.items.retain(|raw| {
-        let time = top_level_field(raw.get(), time_field)
-            .and_then(|v| serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok())
-            .and_then(|t| parse_api_time(&t))
-            .map(floor_second);
-        match time {
-            Some(t) if t < query_start => false,
-            Some(t) => {
-                if t < slice.to {
-                    max = max.max(Some(t));
-                }
-                true
+    page.items.retain(|raw| match item_time(raw, time_field) {
+        Some(t) if t < query_start => false,
+        Some(t) => {
+            if t < slice.to {
+                max = max.max(Some(t));
             }
-            None => true,
+            true
         }
+        None => true,
     });
     max
+}
+
+/// Raw JSON one range of a newest-first stream may hold in memory before it is halved.
+const MAX_ORDERED_BYTES: usize = 32 << 20;
+
+/// The time of an item: its field `field`, to the second.
+fn item_time(raw: &RawValue, field: &str) -> Option<DateTime<Utc>> {
+    top_level_field(raw.get(), field)
+        .and_then(|v| serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok())
+        .and_then(|t| parse_api_time(&t))
+        .map(floor_second)
 }
 
 /// Fetches one slice into `tx` until it ends, fails, or the receiver is gone.
@@ -85,6 +91,9 @@ pub(super) async fn fetch_slice(
     deadline: Instant,
     tx: mpsc::Sender<Fetched>,
 ) {
+    if api.stream().newest_first() {
+        return fetch_slice_ordered(api, slice, deadline, tx).await;
+    }
     let mut query_start = slice.from;
     let mut next: Option<String> = None;
     let mut last_sent: Option<DateTime<Utc>> = None;
@@ -128,6 +137,90 @@ pub(super) async fn fetch_slice(
             || matches!(&msg, Fetched::Page(p) if p.next_link.is_none());
         if tx.send(msg).await.is_err() || last {
             return;
+        }
+    }
+}
+
+/// [`fetch_slice`] for a stream served newest first (OAT detections): the slice is read in
+/// ranges, each read whole, put oldest first and handed over as one page, so the consumer sees
+/// the same time order as from any other stream. A range whose items pass
+/// [`MAX_ORDERED_BYTES`] is halved and read again, so memory holds one bounded range. An
+/// expired page token restarts the range being read: none of it was handed over yet.
+async fn fetch_slice_ordered(
+    api: &vision_one::Client,
+    slice: Window,
+    deadline: Instant,
+    tx: mpsc::Sender<Fetched>,
+) {
+    let field = api.stream().time_field();
+    let mut range = slice;
+    let mut restarts = 0;
+    while range.from < slice.to {
+        let msg = match read_range(api, range, field, deadline).await {
+            Ok(Some(mut items)) => {
+                items.sort_by_cached_key(|raw| item_time(raw, field));
+                let read = range;
+                range = Window {
+                    from: read.to,
+                    to: slice.to,
+                };
+                restarts = 0;
+                Fetched::Page(Page {
+                    items,
+                    next_link: None,
+                })
+            }
+            Ok(None) => {
+                let half = (range.to - range.from) / 2;
+                let half = TimeDelta::seconds(half.num_seconds().max(1));
+                tracing::info!(from = %api_time(range.from), to = %api_time(range.to), "a range of a newest-first stream is too large to order in memory; halving it");
+                range.to = range.from + half;
+                continue;
+            }
+            Err(VisionOneError::PageTokenExpired) if restarts < MAX_RESTARTS_WITHOUT_PROGRESS => {
+                restarts += 1;
+                tracing::warn!(from = %api_time(range.from), "page token expired; reading the range again");
+                continue;
+            }
+            Err(VisionOneError::PageTokenExpired) => Fetched::Stopped(Stop::Churn),
+            Err(e) if e.is_deadline() => Fetched::Stopped(Stop::Deadline(e.to_string())),
+            Err(e) => Fetched::Stopped(Stop::Api(e)),
+        };
+        let stop = matches!(msg, Fetched::Stopped(_));
+        if tx.send(msg).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Every item of `range` (its time in `[from, to)`, or unreadable), read through all its pages;
+/// `None` when they pass [`MAX_ORDERED_BYTES`] (only a range of more than a second: one second
+/// is read whatever its size).
+async fn read_range(
+    api: &vision_one::Client,
+    range: Window,
+    field: &str,
+    deadline: Instant,
+) -> Result<Option<Vec<Box<RawValue>>>, VisionOneError> {
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    let mut page = api.first_page(range.from, range.to, None, deadline).await?;
+    loop {
+        for raw in page.items {
+            // The query asks from a second early and its end may be inclusive: what lies
+            // outside the range is another range's.
+            if item_time(&raw, field).is_some_and(|t| !range.contains(t)) {
+                continue;
+            }
+            bytes += raw.get().len();
+            items.push(raw);
+        }
+        if bytes > MAX_ORDERED_BYTES && range.to - range.from > TimeDelta::seconds(1) {
+            return Ok(None);
+        }
+        match page.next_link {
+            Some(link) => page = api.next_page(&link, deadline).await?,
+            None => return Ok(Some(items)),
         }
     }
 }

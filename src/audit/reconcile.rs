@@ -187,7 +187,8 @@ fn reason(stop: Stop) -> String {
 impl Run<'_> {
     fn horizon(&self) -> Option<TimeDelta> {
         let h = self.p.cfg.reconcile_horizon;
-        (!h.is_zero()).then(|| TimeDelta::from_std(h).unwrap_or(TimeDelta::days(1)))
+        (!h.is_zero() && self.p.cfg.stream.reconciles())
+            .then(|| TimeDelta::from_std(h).unwrap_or(TimeDelta::days(1)))
     }
 
     /// The reconciliation state; on first use it starts where the horizon begins (or at the

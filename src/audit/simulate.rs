@@ -170,6 +170,8 @@ struct Inner {
     entries: Mutex<Vec<SimEntry>>,
     /// Workbench alert versions, by `updatedDateTime`.
     alerts: Mutex<Vec<SimEntry>>,
+    /// OAT detections, by `ingestedDateTime`.
+    detections: Mutex<Vec<SimEntry>>,
     faults: Mutex<Faults>,
     counters: Mutex<Counters>,
 }
@@ -357,6 +359,71 @@ pub fn generate_alerts(g: &GenerateAlerts) -> Vec<SimEntry> {
     out
 }
 
+/// OAT detections ingested in `[from, to)`: each detected up to `max_ingest_delay_secs` before
+/// it was ingested, served from its `ingestedDateTime`. Items carry the fields of the v3.0
+/// detection schema (endpoint activity) with made-up values.
+pub fn generate_detections(
+    count: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    max_ingest_delay_secs: u64,
+    seed: u64,
+) -> Vec<SimEntry> {
+    let mut rng = SplitMix(seed);
+    let span = (to - from).num_seconds().max(1) as u64;
+    let mut out = Vec::with_capacity(count);
+    for n in 0..count {
+        let ingested = from + chrono::Duration::seconds(rng.below(span) as i64);
+        let detected =
+            ingested - chrono::Duration::seconds(rng.below(max_ingest_delay_secs + 1) as i64);
+        let uuid = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            rng.next() as u32,
+            rng.below(0x10000),
+            rng.below(0x1000),
+            rng.below(0x1000),
+            rng.next() & 0xffff_ffff_ffff
+        );
+        let risk = ["info", "low", "medium", "high", "critical"][rng.below(5) as usize];
+        let host = format!("DESKTOP-{:04}", n % 10_000);
+        let item = serde_json::json!({
+            "source": "endpointActivityData",
+            "uuid": uuid,
+            "filters": [{
+                "id": "F4231",
+                "name": "Suspicious Scheduled Task Creation",
+                "description": "A scheduled task was created from the command line.",
+                "mitreTacticIds": ["TA0002", "TA0003"],
+                "mitreTechniqueIds": ["T1053.005"],
+                "highlightedObjects": [{"type": "command_line", "field": "processCmd", "value": "schtasks /create /tn upd /tr c:\\temp\\u.exe /sc minute"}],
+                "riskLevel": risk,
+                "type": "preset"
+            }],
+            "endpoint": {"endpointName": host, "agentGuid": "cb9c8412-1f64-4fa0-a36b-76bf41a07ede", "ips": ["10.10.58.51"]},
+            "entityType": "endpoint",
+            "entityName": format!("{host}(10.10.58.51)"),
+            "detectedDateTime": crate::timefmt::api_time(detected),
+            "ingestedDateTime": crate::timefmt::api_time(ingested),
+            "detail": {
+                "eventTime": (detected.timestamp_millis()).to_string(),
+                "endpointHostName": host,
+                "processCmd": "schtasks /create /tn upd /tr c:\\temp\\u.exe /sc minute",
+                "processName": "c:\\windows\\system32\\schtasks.exe",
+                "tags": ["MITREV9.T1053.005", "XSAE.F4231"],
+                "uuid": uuid
+            }
+        });
+        out.push(SimEntry {
+            logged: ingested,
+            visible_at: ingested,
+            json: item.to_string(),
+            superseded_at: None,
+        });
+    }
+    out.sort_by_key(|e| e.logged);
+    out
+}
+
 /// Makes entries from `g` (pure; the same `g` gives the same entries).
 pub fn generate(g: &Generate) -> Vec<SimEntry> {
     let mut rng = SplitMix(g.seed);
@@ -446,6 +513,7 @@ impl Simulator {
                 settings: Mutex::new(settings),
                 entries: Mutex::new(Vec::new()),
                 alerts: Mutex::new(Vec::new()),
+                detections: Mutex::new(Vec::new()),
                 faults: Mutex::new(Faults::default()),
                 counters: Mutex::new(Counters::default()),
             }),
@@ -490,6 +558,17 @@ impl Simulator {
         self.inner.alerts.lock().unwrap().clone()
     }
 
+    /// Replaces the OAT detections (`logged` is a detection's `ingestedDateTime`).
+    pub fn set_detections(&self, mut detections: Vec<SimEntry>) {
+        detections.sort_by_key(|e| e.logged);
+        *self.inner.detections.lock().unwrap() = detections;
+    }
+
+    /// Every OAT detection, in `ingestedDateTime` order.
+    pub fn detections(&self) -> Vec<SimEntry> {
+        self.inner.detections.lock().unwrap().clone()
+    }
+
     /// Switches faults.
     pub fn set_faults(&self, f: Faults) {
         *self.inner.faults.lock().unwrap() = f;
@@ -515,6 +594,7 @@ impl Simulator {
         axum::Router::new()
             .route("/v3.0/audit/logs", get(audit_logs))
             .route("/v3.0/workbench/alerts", get(workbench_alerts))
+            .route("/v3.0/oat/detections", get(oat_detections))
             .route("/_sim/faults", post(set_faults).get(get_faults))
             .route("/_sim/entries", get(get_entries).post(post_entries))
             .route("/_sim/generate", post(post_generate))
@@ -613,6 +693,14 @@ async fn workbench_alerts(
     serve_stream(sim, headers, q, Stream::Alerts).await
 }
 
+async fn oat_detections(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    serve_stream(sim, headers, q, Stream::Oat).await
+}
+
 fn audit_stream() -> Stream {
     Stream::Audit
 }
@@ -667,7 +755,8 @@ fn respond(
         return r;
     }
     let now = Utc::now();
-    let token = match q.get("skipToken") {
+    // OAT pages with `nextBatchToken`, the others with `skipToken`.
+    let token = match q.get("skipToken").or(q.get("nextBatchToken")) {
         Some(raw) => resume(sim, settings, raw, now),
         None => first_query(q, now, stream),
     };
@@ -759,6 +848,20 @@ fn first_query(
             }
             (top, asc)
         }
+        // Detections by ingestion time, newest first whatever is asked (the endpoint takes no
+        // `orderBy`), `top` of 50, 100 or 200.
+        Stream::Oat => {
+            let top = q.get("top").map(String::as_str).unwrap_or("50");
+            let Ok(top @ (50 | 100 | 200)) = top.parse::<usize>() else {
+                return Err(bad(&format!(
+                    "Invalid top value {top:?}: allowed values are 50, 100, 200"
+                )));
+            };
+            if q.contains_key("detectedStartDateTime") || q.contains_key("detectedEndDateTime") {
+                return Err(bad("the simulator serves detections by ingested time only"));
+            }
+            (top, false)
+        }
         // The simulator keeps alert versions by update time: it serves `dateTimeTarget`
         // `updatedDateTime` only (the API's default is `createdDateTime`), a page of 100.
         Stream::Alerts => {
@@ -778,15 +881,27 @@ fn first_query(
             (100, asc)
         }
     };
-    let start = match q.get("startDateTime").map(|s| parse_bound(s)) {
+    let (start_param, end_param) = match stream {
+        Stream::Oat => ("ingestedStartDateTime", "ingestedEndDateTime"),
+        _ => ("startDateTime", "endDateTime"),
+    };
+    let start = match q.get(start_param).map(|s| parse_bound(s)) {
         None => now - chrono::Duration::days(180),
         Some(Some(t)) => t,
-        Some(None) => return Err(bad("Invalid startDateTime: use yyyy-MM-ddThh:mm:ssZ")),
+        Some(None) => {
+            return Err(bad(&format!(
+                "Invalid {start_param}: use yyyy-MM-ddThh:mm:ssZ"
+            )));
+        }
     };
-    let end = match q.get("endDateTime").map(|s| parse_bound(s)) {
+    let end = match q.get(end_param).map(|s| parse_bound(s)) {
         None => now,
         Some(Some(t)) => t,
-        Some(None) => return Err(bad("Invalid endDateTime: use yyyy-MM-ddThh:mm:ssZ")),
+        Some(None) => {
+            return Err(bad(&format!(
+                "Invalid {end_param}: use yyyy-MM-ddThh:mm:ssZ"
+            )));
+        }
     };
     Ok(SkipToken {
         stream,
@@ -813,6 +928,7 @@ fn page_of(
     let entries = match token.stream {
         Stream::Audit => sim.inner.entries.lock().unwrap(),
         Stream::Alerts => sim.inner.alerts.lock().unwrap(),
+        Stream::Oat => sim.inner.detections.lock().unwrap(),
     };
     let lo = entries.partition_point(|e| {
         let t = e.logged.timestamp();
@@ -891,12 +1007,15 @@ fn next_link(sim: &Simulator, headers: &HeaderMap, next: &SkipToken) -> String {
                 .unwrap_or("127.0.0.1");
             format!("http://{host}")
         });
-    // With the literal space real links have been seen with.
-    format!(
-        "{origin}{}?orderBy={} asc&skipToken={encoded}",
-        next.stream.path(),
-        next.stream.time_field()
-    )
+    match next.stream {
+        Stream::Oat => format!("{origin}{}?nextBatchToken={encoded}", next.stream.path()),
+        // With the literal space real links have been seen with.
+        _ => format!(
+            "{origin}{}?orderBy={} asc&skipToken={encoded}",
+            next.stream.path(),
+            next.stream.time_field()
+        ),
+    }
 }
 
 async fn set_faults(State(sim): State<Simulator>, Json(f): Json<Faults>) -> Json<Faults> {

@@ -19,17 +19,21 @@ pub enum Stream {
     /// `GET /v3.0/workbench/alerts`: Workbench alerts, read by `updatedDateTime`, so that every
     /// state an alert is seen in (a version, `(id, updatedDateTime)`) is its own line.
     Alerts,
+    /// `GET /v3.0/oat/detections`: Observed Attack Techniques detections, read by
+    /// `ingestedDateTime`: a detection Vision One ingests late is read when it is ingested.
+    Oat,
 }
 
 impl Stream {
     /// Every stream, in the order `tv1 pull` runs them.
-    pub const ALL: [Stream; 2] = [Stream::Audit, Stream::Alerts];
+    pub const ALL: [Stream; 3] = [Stream::Audit, Stream::Alerts, Stream::Oat];
 
     /// The name in `TV1_STREAMS`, `--stream`, payloads, metrics and logs.
     pub fn name(self) -> &'static str {
         match self {
             Stream::Audit => "audit",
             Stream::Alerts => "alerts",
+            Stream::Oat => "oat",
         }
     }
 
@@ -43,6 +47,7 @@ impl Stream {
         match self {
             Stream::Audit => "/v3.0/audit/logs",
             Stream::Alerts => "/v3.0/workbench/alerts",
+            Stream::Oat => "/v3.0/oat/detections",
         }
     }
 
@@ -51,6 +56,7 @@ impl Stream {
         match self {
             Stream::Audit => "loggedDateTime",
             Stream::Alerts => "updatedDateTime",
+            Stream::Oat => "ingestedDateTime",
         }
     }
 
@@ -59,6 +65,7 @@ impl Stream {
         match self {
             Stream::Audit => ("AUDIT_PREFIX", "vision-one/audit/"),
             Stream::Alerts => ("ALERTS_PREFIX", "vision-one/alerts/"),
+            Stream::Oat => ("OAT_PREFIX", "vision-one/oat/"),
         }
     }
 
@@ -67,11 +74,26 @@ impl Stream {
         match self {
             Stream::Audit => None,
             Stream::Alerts => Some("TV1_ALERTS_FILTER"),
+            Stream::Oat => Some("TV1_OAT_FILTER"),
         }
     }
 
-    /// The query parameters that read items whose time is in `[start, end]`, oldest first,
-    /// `top` items a page where the endpoint takes it.
+    /// Whether the endpoint serves a query newest first whatever it is asked (OAT detections:
+    /// it takes no `orderBy`). The engine then reads a range whole and orders it before use
+    /// (see `fetch::fetch_slice`).
+    pub fn newest_first(self) -> bool {
+        matches!(self, Stream::Oat)
+    }
+
+    /// Whether committed time is read again for items served late (`TV1_RECONCILE_HORIZON`).
+    /// Not for a stream read by its ingestion time: an item that becomes visible later has a
+    /// later ingestion time, and the pull reads it there.
+    pub fn reconciles(self) -> bool {
+        !matches!(self, Stream::Oat)
+    }
+
+    /// The query parameters that read items whose time is in `[start, end]` (oldest first, except
+    /// where [`Self::newest_first`]), `top` items a page where the endpoint takes it.
     ///
     /// The range asked for starts one second before `start`: Vision One does not say whether
     /// an item of exactly `startDateTime` is in the range, and public connectors disagree, so
@@ -101,6 +123,11 @@ impl Stream {
                 ("dateTimeTarget", "updatedDateTime".into()),
                 ("orderBy", "updatedDateTime asc".into()),
             ],
+            Stream::Oat => vec![
+                ("ingestedStartDateTime", from),
+                ("ingestedEndDateTime", to),
+                ("top", top.to_string()),
+            ],
         }
     }
 }
@@ -121,7 +148,11 @@ mod tests {
             assert_eq!(Stream::from_name(s.name()), Some(s));
             let start = crate::timefmt::parse_api_time("2026-11-30T10:00:00Z").unwrap();
             let q = s.query(start, start + TimeDelta::hours(1), 200);
-            assert!(q.contains(&("startDateTime", "2026-11-30T09:59:59Z".into())));
+            assert!(
+                q.iter()
+                    .any(|(k, v)| k.ends_with("tartDateTime") && v == "2026-11-30T09:59:59Z"),
+                "{q:?}"
+            );
         }
         assert_eq!(Stream::from_name("nope"), None);
     }

@@ -347,10 +347,11 @@ pub fn assert_exactly_once(entries: &[SimEntry], lake: &[(String, Value)]) {
             assert!(line["_time_error"].is_string(), "{key}");
             continue;
         }
-        // An audit entry's time, or an alert version's.
+        // An audit entry's time, an alert version's, or a detection's.
         let time = line["loggedDateTime"]
             .as_str()
             .or(line["updatedDateTime"].as_str())
+            .or(line["ingestedDateTime"].as_str())
             .expect("a time field");
         let t = tv1_connector::timefmt::parse_api_time(time).unwrap();
         assert!(
