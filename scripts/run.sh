@@ -18,7 +18,7 @@ cargo build --bins --features simulator
 TV1="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tv1"
 
 say "starting the Vision One simulator on 127.0.0.1:$SIM_PORT (log: .run/simulator.log)"
-start_bg "$LOGS/simulator.log" env TV1_SIM_TOKEN="$SIM_TOKEN" "$TV1" simulate --port "$SIM_PORT" --entries 5000 --hours 26 --alerts 300
+start_bg "$LOGS/simulator.log" env TV1_SIM_TOKEN="$SIM_TOKEN" "$TV1" simulate --port "$SIM_PORT" --entries 5000 --hours 26 --alerts 300 --detections 2000
 wait_for simulator "http://127.0.0.1:$SIM_PORT/_sim/stats" 30 "$LOGS/simulator.log"
 
 say "seeding bucket s3://$BUCKET and SecureString $TOKEN_PARAM"
@@ -34,9 +34,10 @@ ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET
 ENV="$ENV,OCSF_OUTPUT=on,OCSF_ACCOUNT_ID=000000000000"
 ENV="$ENV,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=$AWS_REGION"
 say "starting cargo lambda watch on 127.0.0.1:$WATCH_PORT (log: .run/watch.log)"
-# An env file, since TV1_STREAMS holds a comma: both streams, the audit logs and Workbench
-# alerts (events/schedule-alerts.json is what the alerts schedule sends).
-{ tr ',' '\n' <<<"$ENV"; echo "TV1_STREAMS=audit,alerts"; } > "$LOGS/watch.env"
+# An env file, since TV1_STREAMS holds commas: the three streams, the audit logs, Workbench
+# alerts and OAT detections (events/schedule-alerts.json and schedule-oat.json are what their
+# schedules send).
+{ tr ',' '\n' <<<"$ENV"; echo "TV1_STREAMS=audit,alerts,oat"; } > "$LOGS/watch.env"
 start_bg "$LOGS/watch.log" cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --env-file "$LOGS/watch.env"
 for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$WATCH_PORT") 2>/dev/null && break; sleep 0.2; done
 
@@ -62,6 +63,15 @@ for key in $(aws s3 ls --recursive "s3://$BUCKET/vision-one/alerts/dt=" | awk '{
   aws s3 cp "s3://$BUCKET/$key" - | gunzip | head -n 3 \
     | python3 -c 'import json,sys; [print(" ", (l:=json.loads(x))["id"], l["status"], l["updatedDateTime"]) for x in sys.stdin]'
 done
+
+say "invoking audit-puller with events/schedule-oat.json (the oat stream's schedule)"
+cargo lambda invoke audit-puller --data-file events/schedule-oat.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json > "$LOGS/oat-summary.json" \
+  || { echo "invoke failed; last lines of .run/watch.log:" >&2; tail -n 40 "$LOGS/watch.log" >&2; exit 1; }
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print({k: s[k] for k in ("stream","outcome","records","objects","checkpoint_after")})' "$LOGS/oat-summary.json"
+say "OAT detections (s3://$BUCKET/vision-one/oat/): uuid, risk, technique, detected, ingested"
+key=$(aws s3 ls --recursive "s3://$BUCKET/vision-one/oat/dt=" | awk 'END{print $4}')
+aws s3 cp "s3://$BUCKET/$key" - | gunzip | head -n 3 \
+  | python3 -c 'import json,sys; [print(" ", (l:=json.loads(x))["uuid"], l["filters"][0]["riskLevel"], l["filters"][0]["mitreTechniqueIds"][0], l["detectedDateTime"], l["ingestedDateTime"]) for x in sys.stdin]'
 
 say "test connection and status through the same function"
 cargo lambda invoke audit-puller --data-file events/test-connection.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json; echo

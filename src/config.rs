@@ -48,7 +48,8 @@ pub struct PullerConfig {
     pub stream: Stream,
     /// Its `TMV1-Filter` header value (`TV1_ALERTS_FILTER`...), sent with every request.
     pub filter: Option<String>,
-    /// Key prefix of the stream's objects and state (`AUDIT_PREFIX`, `ALERTS_PREFIX`); ends
+    /// Key prefix of the stream's objects and state (`AUDIT_PREFIX`, `ALERTS_PREFIX`,
+    /// `OAT_PREFIX`); ends
     /// with `/` unless empty.
     pub prefix: String,
     /// How far back the very first run starts.
@@ -113,7 +114,7 @@ impl PullerConfig {
         Self::for_stream(env, Stream::Audit)
     }
 
-    /// The streams `TV1_STREAMS` names (a comma list of `audit`, `alerts`; default `audit`),
+    /// The streams `TV1_STREAMS` names (a comma list of `audit`, `alerts`, `oat`; default `audit`),
     /// each once, in [`Stream::ALL`]'s order.
     pub fn streams(env: &HashMap<String, String>) -> Result<Vec<Stream>, ConfigError> {
         let list = env

@@ -253,8 +253,13 @@ fn the_lag_alarm_watches_the_metric_the_puller_emits() {
     let line = tv1_connector::audit::emf_line(&pull_reply(None), "f", 0).unwrap();
     assert!(line.contains("\"Dimensions\":[[\"FunctionName\",\"Stream\"]]"));
     assert!(line.contains("\"Stream\":\"audit\""));
-    let alerts = &t["Resources"]["AlertsCollectionLagAlarm"]["Properties"];
-    assert_eq!(alerts["Dimensions"][1]["Value"], "alerts");
+    for (alarm, stream) in [
+        ("AlertsCollectionLagAlarm", "alerts"),
+        ("OatCollectionLagAlarm", "oat"),
+    ] {
+        let alarm = &t["Resources"][alarm]["Properties"];
+        assert_eq!(alarm["Dimensions"][1]["Value"], stream);
+    }
 }
 
 /// A pull's reply that lagged one second and found `late` late entries.
@@ -313,13 +318,16 @@ fn puller_timeout_leaves_room_for_the_deadline_margin() {
     let t = template();
     let fns = functions(&t);
     let puller = &fns["audit-puller"].1["Properties"];
-    // One run per stream at a time: 1, or 2 with the alerts stream on.
+    // One run per stream at a time: one for audit, one more for each stream switched on.
     let concurrency = untag(&puller["ReservedConcurrentExecutions"]);
     assert_eq!(concurrency[0], "AlertsOn");
-    assert_eq!(
-        (concurrency[1].as_u64(), concurrency[2].as_u64()),
-        (Some(2), Some(1))
-    );
+    let oat = |v: &Value| {
+        let v = untag(v);
+        assert_eq!(v[0], "OatOn");
+        (v[1].as_u64().unwrap(), v[2].as_u64().unwrap())
+    };
+    assert_eq!(oat(&concurrency[1]), (3, 2), "alerts on");
+    assert_eq!(oat(&concurrency[2]), (2, 1), "alerts off");
     let margin = puller["Environment"]["Variables"]["TV1_DEADLINE_MARGIN"]
         .as_str()
         .unwrap();
@@ -392,7 +400,10 @@ fn a_function_that_reads_keys_that_may_be_absent_can_tell_absent_from_denied() {
     // read keys that may not exist yet (checkpoint, status, batch markers, agent records).
     let t = template();
     for (binary, prefixes) in [
-        ("audit-puller", &["AuditPrefix", "AlertsPrefix"][..]),
+        (
+            "audit-puller",
+            &["AuditPrefix", "AlertsPrefix", "OatPrefix"][..],
+        ),
         ("ad-ingest", &["AdPrefix"][..]),
     ] {
         let stmts = statements(&functions(&t)[binary].1);

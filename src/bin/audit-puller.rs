@@ -1,7 +1,7 @@
 //! The audit-puller Lambda function: an EventBridge scheduled event in, a JSON run summary out.
 //! `{"action":"test-connection"}`, `{"action":"status"}` and
 //! `{"action":"backfill","from":"…","to":"…"}` run the operator actions instead; `"stream"`
-//! (`audit`, the default, or `alerts`) picks the stream, among those TV1_STREAMS names.
+//! (`audit`, the default, `alerts` or `oat`) picks the stream, among those TV1_STREAMS names.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;

@@ -11,6 +11,7 @@ use tv1_connector::ad::{Ingest, serve};
 #[cfg(feature = "simulator")]
 use tv1_connector::audit::simulate::{
     Generate, GenerateAlerts, SimSettings, Simulator, Spread, generate, generate_alerts,
+    generate_detections,
 };
 use tv1_connector::audit::stream::Stream;
 use tv1_connector::audit::{Progress, Puller};
@@ -26,7 +27,7 @@ use tv1_connector::{aws, config::PullerConfig, telemetry, timefmt};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The Vision One stream (`audit`, `alerts`) that `pull`, `backfill`, `status`,
+    /// The Vision One stream (`audit`, `alerts`, `oat`) that `pull`, `backfill`, `status`,
     /// `test-connection` and `checkpoint` work on. `pull` without it runs every stream
     /// TV1_STREAMS names; the others default to `audit`.
     #[arg(long, global = true, value_parser = parse_stream)]
@@ -407,6 +408,15 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             seed: a.seed,
         }));
     }
+    if a.detections > 0 {
+        sim.set_detections(generate_detections(
+            a.detections,
+            timefmt::floor_second(now - chrono::Duration::hours(a.hours)),
+            timefmt::floor_second(now),
+            3600,
+            a.seed,
+        ));
+    }
     let port = a.port;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -463,6 +473,10 @@ struct SimulateArgs {
     /// twice, 10 minutes to 6 hours apart).
     #[arg(long, default_value_t = 0)]
     alerts: usize,
+    /// OAT detections to generate (ingested over the same hours, each detected up to an hour
+    /// before it was ingested).
+    #[arg(long, default_value_t = 0)]
+    detections: usize,
 }
 
 /// `--late-spread` values.
