@@ -64,6 +64,9 @@ pub struct PullerConfig {
     pub object_max_bytes: usize,
     /// Largest record count of one object before it is closed.
     pub object_max_records: usize,
+    /// Raw JSON one range of a newest-first stream (oat) may hold while it is put in order
+    /// (`TV1_ORDERED_RANGE_KIB`); a fuller range is halved and read again.
+    pub ordered_range_bytes: usize,
     /// Time kept free before the deadline for the final writes.
     pub deadline_margin: Duration,
     /// Run budget when no Lambda deadline applies (the CLI).
@@ -185,6 +188,7 @@ impl PullerConfig {
             max_window: duration(env, "TV1_MAX_WINDOW", "24h")?,
             object_max_bytes: number::<usize>(env, "TV1_OBJECT_MAX_MIB", 64)? << 20,
             object_max_records: number(env, "TV1_OBJECT_MAX_RECORDS", 100_000)?,
+            ordered_range_bytes: number::<usize>(env, "TV1_ORDERED_RANGE_KIB", 32 << 10)? << 10,
             deadline_margin: duration(env, "TV1_DEADLINE_MARGIN", "20s")?,
             run_timeout: duration(env, "TV1_RUN_TIMEOUT", "14m")?,
             lease: duration(env, "TV1_LEASE", "60s")?,

@@ -76,7 +76,9 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
     env.set("TV1_STREAMS", "oat")
         .set("TV1_INITIAL_LOOKBACK", "6h")
         .set("TV1_PAGE_SIZE", "50")
-        .set("TV1_MAX_WINDOW", "2h");
+        .set("TV1_MAX_WINDOW", "2h")
+        // Ranges of about 200 detections: a 2 h window is halved before it is put in order.
+        .set("TV1_ORDERED_RANGE_KIB", "256");
     let now = now_s();
     let from = now - D::hours(6);
     // Ingested over the last six hours, detected up to a day before.

@@ -73,9 +73,6 @@ fn keep_from(
     max
 }
 
-/// Raw JSON one range of a newest-first stream may hold in memory before it is halved.
-const MAX_ORDERED_BYTES: usize = 32 << 20;
-
 /// The time of an item: its field `field`, to the second.
 fn item_time(raw: &RawValue, field: &str) -> Option<DateTime<Utc>> {
     top_level_field(raw.get(), field)
@@ -144,7 +141,7 @@ pub(super) async fn fetch_slice(
 /// [`fetch_slice`] for a stream served newest first (OAT detections): the slice is read in
 /// ranges, each read whole, put oldest first and handed over as one page, so the consumer sees
 /// the same time order as from any other stream. A range whose items pass
-/// [`MAX_ORDERED_BYTES`] is halved and read again, so memory holds one bounded range. An
+/// `TV1_ORDERED_RANGE_KIB` is halved and read again, so memory holds one bounded range. An
 /// expired page token restarts the range being read: none of it was handed over yet.
 async fn fetch_slice_ordered(
     api: &vision_one::Client,
@@ -194,8 +191,8 @@ async fn fetch_slice_ordered(
 }
 
 /// Every item of `range` (its time in `[from, to)`, or unreadable), read through all its pages;
-/// `None` when they pass [`MAX_ORDERED_BYTES`] (only a range of more than a second: one second
-/// is read whatever its size).
+/// `None` when they pass `TV1_ORDERED_RANGE_KIB` (only a range of more than a second: one
+/// second is read whatever its size).
 async fn read_range(
     api: &vision_one::Client,
     range: Window,
@@ -215,7 +212,7 @@ async fn read_range(
             bytes += raw.get().len();
             items.push(raw);
         }
-        if bytes > MAX_ORDERED_BYTES && range.to - range.from > TimeDelta::seconds(1) {
+        if bytes > api.ordered_range_bytes() && range.to - range.from > TimeDelta::seconds(1) {
             return Ok(None);
         }
         match page.next_link {

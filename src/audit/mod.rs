@@ -303,6 +303,7 @@ impl Puller {
             vision_one::Settings {
                 stream: cfg.stream,
                 filter: cfg.filter.clone(),
+                ordered_range_bytes: cfg.ordered_range_bytes,
                 page_size: cfg.page_size,
                 http_timeout: cfg.http_timeout,
                 max_attempts: cfg.max_attempts,

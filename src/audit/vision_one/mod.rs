@@ -107,6 +107,8 @@ pub struct Settings {
     /// `TMV1-Filter`, sent with every request of a query (its first page and each `nextLink`,
     /// as Trend's SDK does).
     pub filter: Option<String>,
+    /// Raw JSON one range of a newest-first stream may hold while it is put in order.
+    pub ordered_range_bytes: usize,
     /// `top`: 50, 100 or 200.
     pub page_size: u32,
     /// Timeout of one request.
@@ -183,6 +185,11 @@ impl Client {
     /// The stream this client reads.
     pub fn stream(&self) -> Stream {
         self.settings.stream
+    }
+
+    /// Raw JSON one range of a newest-first stream may hold while it is put in order.
+    pub fn ordered_range_bytes(&self) -> usize {
+        self.settings.ordered_range_bytes
     }
 
     /// The configured origin.
