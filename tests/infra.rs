@@ -599,3 +599,55 @@ fn no_horizon_and_retention_the_template_allows_makes_reconciliation_read_expire
         );
     }
 }
+
+#[test]
+fn the_alerts_and_oat_tables_name_the_fields_their_items_have() {
+    use tv1_connector::audit::simulate::{GenerateAlerts, generate_alerts, generate_detections};
+    let t = template();
+    let now = chrono::Utc::now();
+    let alert = generate_alerts(&GenerateAlerts {
+        count: 1,
+        from: now - chrono::Duration::hours(1),
+        to: now,
+        change_after_secs: (60, 60),
+        seed: 1,
+    })
+    .remove(0);
+    let detection = generate_detections(1, now - chrono::Duration::hours(1), now, 60, 1).remove(0);
+    for (table, item, own) in [
+        ("AlertsTable", alert.json, "version_id"),
+        ("OatTable", detection.json, "entry_id"),
+    ] {
+        let item: serde_json::Value = serde_json::from_str(&item).unwrap();
+        let keys: BTreeSet<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        let input = &t["Resources"][table]["Properties"]["TableInput"];
+        let columns: Vec<String> = input["StorageDescriptor"]["Columns"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|c| c["Name"].as_str().unwrap().to_owned())
+            .filter(|c| c != own && c != "time_error")
+            .collect();
+        // Fields the simulator's items do not carry but the API's schema has (optional ones).
+        let optional = ["firstinvestigateddatetime", "incidentid", "caseid"];
+        for c in &columns {
+            assert!(
+                keys.contains(c) || optional.contains(&c.as_str()),
+                "{table}: column {c} is no field of the items"
+            );
+        }
+        for k in &keys {
+            assert!(
+                columns.contains(k),
+                "{table} lacks a column for the items' {k}"
+            );
+        }
+        let mapping = &input["StorageDescriptor"]["SerdeInfo"]["Parameters"];
+        assert_eq!(mapping[format!("mapping.{own}").as_str()], "_id");
+    }
+}
