@@ -126,13 +126,9 @@ impl PullerConfig {
             .unwrap_or("audit");
         let mut out = Vec::new();
         for name in list.split(',').filter(|n| !n.trim().is_empty()) {
-            let s = Stream::from_name(name).ok_or_else(|| ConfigError {
+            let s = Stream::parse(name).map_err(|e| ConfigError {
                 var: "TV1_STREAMS",
-                reason: format!(
-                    "{:?} is not a stream; the streams are {}",
-                    name.trim(),
-                    Stream::ALL.map(Stream::name).join(", ")
-                ),
+                reason: e.to_string(),
             })?;
             if !out.contains(&s) {
                 out.push(s);

@@ -36,6 +36,33 @@ async fn record_ids(s3: &aws_sdk_s3::Client, bucket: &str) -> HashMap<u64, usize
     ids
 }
 
+/// Waits up to 60 s for `n` distinct records in the lake; fails with the agent's log and the
+/// server's when they do not arrive.
+async fn wait_for_records(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    n: usize,
+    agent_log: &Path,
+    served: &Served,
+) {
+    let all_in = async || record_ids(s3, bucket).await.len() == n;
+    if tokio::time::timeout(Duration::from_secs(60), async {
+        while !all_in().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        let log = std::fs::read_to_string(agent_log).unwrap_or_default();
+        let server = std::fs::read_to_string(&served.log).unwrap_or_default();
+        panic!(
+            "{} of {n} events in S3 after 60 s\nagent:\n{log}\nserver:\n{server}",
+            record_ids(s3, bucket).await.len()
+        );
+    }
+}
+
 async fn agents(url: &str, key: &str) -> Value {
     let r = reqwest::Client::new()
         .get(format!("{url}/v1/agents"))
@@ -155,22 +182,14 @@ async fn syslog_ng_http_destination_posts_ndjson_exactly_once_across_a_restart()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all_in = async || record_ids(&s3, &bucket).await.len() == 300;
-    if tokio::time::timeout(Duration::from_secs(60), async {
-        while !all_in().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .is_err()
-    {
-        let log = std::fs::read_to_string(dir.join(format!("{agent}.log"))).unwrap_or_default();
-        let server = std::fs::read_to_string(&served.log).unwrap_or_default();
-        panic!(
-            "{} of 300 events in S3 after 60 s\nsyslog-ng:\n{log}\nserver:\n{server}",
-            record_ids(&s3, &bucket).await.len()
-        );
-    }
+    wait_for_records(
+        &s3,
+        &bucket,
+        300,
+        &dir.join(format!("{agent}.log")),
+        &served,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ids = record_ids(&s3, &bucket).await;
     let doubled: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
@@ -256,22 +275,8 @@ async fn syslog_ng_over_https_sends_on_through_a_certificate_renewal() {
         }
         tokio::time::sleep(renewal / 8).await;
     }
-    let all_in = async || record_ids(&lake.s3, &lake.bucket).await.len() == 400;
-    if tokio::time::timeout(Duration::from_secs(60), async {
-        while !all_in().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .is_err()
-    {
-        let log = std::fs::read_to_string(dir.join(format!("{agent}.log"))).unwrap_or_default();
-        let server = std::fs::read_to_string(&served.log).unwrap_or_default();
-        panic!(
-            "{} of 400 events in S3 after 60 s\nsyslog-ng:\n{log}\nserver:\n{server}",
-            record_ids(&lake.s3, &lake.bucket).await.len()
-        );
-    }
+    let sng_log = dir.join(format!("{agent}.log"));
+    wait_for_records(&lake.s3, &lake.bucket, 400, &sng_log, &served).await;
     stop(&mut sng);
     let ids = record_ids(&lake.s3, &lake.bucket).await;
     assert!(ids.values().all(|n| *n == 1), "stored twice: {ids:?}");

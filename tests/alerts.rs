@@ -7,26 +7,18 @@ use chrono::{DateTime, Duration as D, Utc};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
+use tv1_connector::audit::Puller;
 use tv1_connector::audit::simulate::{GenerateAlerts, SimEntry, generate_alerts};
 use tv1_connector::audit::stream::Stream;
-use tv1_connector::audit::{Outcome, Puller};
-use tv1_connector::config::PullerConfig;
 
 fn alerts_puller(env: &TestEnv) -> Puller {
-    let cfg = PullerConfig::for_stream(&env.vars, Stream::Alerts).expect("test config is valid");
-    Puller::new(cfg, env.s3.clone(), env.ssm.clone())
+    env.puller_of(Stream::Alerts)
 }
 
 /// Runs the alerts puller as the schedule would until a run reads its whole window.
 async fn run_alerts_to_completion(env: &TestEnv) -> tv1_connector::audit::RunSummary {
-    let p = alerts_puller(env);
-    for _ in 0..50 {
-        match p.run(deadline(60)).await {
-            Ok(s) if matches!(s.outcome, Outcome::Complete | Outcome::UpToDate) => return s,
-            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
-    panic!("no alerts run completed in 50 runs");
+    let mut runs = run_puller_as_scheduled(alerts_puller(env), 50, |_| false).await;
+    runs.pop().expect("one complete run")
 }
 
 /// Every version served at some point up to now whose `updatedDateTime` is in `[from, to)`.
@@ -99,19 +91,9 @@ async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
     let changed = change_state(&env, 3, "In Progress");
     assert!(changed > 50, "{changed}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    env.sim.set_faults(tv1_connector::audit::simulate::Faults {
-        delay_ms: 30,
-        delay_jitter_ms: 30,
-        ..Default::default()
-    });
-    for _ in 0..4 {
-        let mut child = env.spawn_pull(&[]);
-        tokio::time::sleep(Duration::from_millis(rand::random_range(100..1500))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    env.sim.set_faults(Default::default());
-    tokio::time::sleep(Duration::from_secs(6)).await; // the killed runs' leases lapse
+    // `tv1 pull` pulls TV1_STREAMS, the alerts stream here.
+    kill_pulls_on_a_slow_api(&env, 4).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the killed runs' leases lapse
     let (a, b) = (alerts_puller(&env), alerts_puller(&env));
     let (ra, rb) = tokio::join!(Box::pin(a.run(deadline(60))), Box::pin(b.run(deadline(60))));
     assert!(ra.is_ok() || rb.is_ok(), "{ra:?} {rb:?}");

@@ -7,25 +7,17 @@ use crate::common::*;
 use chrono::{DateTime, Duration as D, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
+use tv1_connector::audit::Puller;
 use tv1_connector::audit::simulate::{Faults, SimEntry, generate_detections};
 use tv1_connector::audit::stream::Stream;
-use tv1_connector::audit::{Outcome, Puller};
-use tv1_connector::config::PullerConfig;
 
 fn oat_puller(env: &TestEnv) -> Puller {
-    let cfg = PullerConfig::for_stream(&env.vars, Stream::Oat).expect("test config is valid");
-    Puller::new(cfg, env.s3.clone(), env.ssm.clone())
+    env.puller_of(Stream::Oat)
 }
 
 async fn run_oat_to_completion(env: &TestEnv) -> tv1_connector::audit::RunSummary {
-    let p = oat_puller(env);
-    for _ in 0..50 {
-        match p.run(deadline(60)).await {
-            Ok(s) if matches!(s.outcome, Outcome::Complete | Outcome::UpToDate) => return s,
-            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
-    panic!("no oat run completed in 50 runs");
+    let mut runs = run_puller_as_scheduled(oat_puller(env), 50, |_| false).await;
+    runs.pop().expect("one complete run")
 }
 
 fn ingested_in(env: &TestEnv, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<SimEntry> {
@@ -126,19 +118,9 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
     ));
     env.sim.set_detections(all);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    env.sim.set_faults(Faults {
-        delay_ms: 30,
-        delay_jitter_ms: 30,
-        ..Faults::default()
-    });
-    for _ in 0..3 {
-        let mut child = env.spawn_pull(&[]);
-        tokio::time::sleep(Duration::from_millis(rand::random_range(100..1500))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    env.sim.set_faults(Faults::default());
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // `tv1 pull` pulls TV1_STREAMS, the oat stream here.
+    kill_pulls_on_a_slow_api(&env, 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the killed runs' leases lapse
     let (a, b) = (oat_puller(&env), oat_puller(&env));
     let (ra, rb) = tokio::join!(Box::pin(a.run(deadline(60))), Box::pin(b.run(deadline(60))));
     assert!(ra.is_ok() || rb.is_ok(), "{ra:?} {rb:?}");

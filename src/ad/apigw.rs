@@ -89,10 +89,7 @@ pub fn to_rest(resp: HttpResponse) -> ApiGatewayProxyResponse {
 /// bytes, not from the header: gzip begins 1f 8b 08 (RFC 1952, 2.3.1), `H4sI` in base64. Only
 /// those four characters are looked at: the body is decoded after the key has been checked.
 fn rest_encoding<'a>(declared: Option<&'a str>, body: &str, base64: bool) -> Option<&'a str> {
-    let gzip = declared.is_some_and(|e| {
-        let e = e.trim();
-        e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip")
-    });
+    let gzip = declared.is_some_and(super::decode::is_gzip_coding);
     let still_gzip = if base64 {
         body.trim_start().starts_with("H4sI")
     } else {

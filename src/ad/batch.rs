@@ -66,7 +66,7 @@ impl Ingest {
         }
         let gzip = match req.content_encoding.map(str::trim).unwrap_or("") {
             "" | "identity" => false,
-            e if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => true,
+            e if decode::is_gzip_coding(e) => true,
             e => {
                 return Err(IngestError::UnsupportedMediaType(format!(
                     "Content-Encoding {:?} is not supported; send gzip or no encoding",

@@ -30,6 +30,13 @@ pub fn base64_body(body: &str) -> Result<Vec<u8>, DecodeError> {
         .map_err(|e| DecodeError::Base64(e.to_string()))
 }
 
+/// Whether a `Content-Encoding` value names gzip (`gzip`, or its old alias `x-gzip`: RFC 9110
+/// 8.4.1.3), whatever the case and surrounding spaces.
+pub fn is_gzip_coding(coding: &str) -> bool {
+    let c = coding.trim();
+    c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip")
+}
+
 /// Decompresses gzip (one or more members), refusing output beyond `cap` bytes.
 pub fn gunzip_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity((body.len() * 4).min(cap));

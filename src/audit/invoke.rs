@@ -150,12 +150,10 @@ pub enum Action {
 pub fn stream_of(event: &serde_json::Value) -> Result<Stream, String> {
     match event.get("stream") {
         None => Ok(Stream::Audit),
-        Some(v) => v.as_str().and_then(Stream::from_name).ok_or_else(|| {
-            format!(
-                "unknown stream {v}; expected one of {}",
-                Stream::ALL.map(Stream::name).join(", ")
-            )
-        }),
+        Some(v) => match v.as_str() {
+            Some(name) => Stream::parse(name).map_err(|e| e.to_string()),
+            None => Err(super::stream::UnknownStream(v.to_string()).to_string()),
+        },
     }
 }
 

@@ -591,10 +591,22 @@ impl Simulator {
 
     /// The HTTP routes.
     pub fn router(&self) -> axum::Router {
-        axum::Router::new()
-            .route("/v3.0/audit/logs", get(audit_logs))
-            .route("/v3.0/workbench/alerts", get(workbench_alerts))
-            .route("/v3.0/oat/detections", get(oat_detections))
+        // Each stream's endpoint, at the path the connector asks for it.
+        let endpoints = Stream::ALL
+            .into_iter()
+            .fold(axum::Router::new(), |r, stream| {
+                r.route(
+                    stream.path(),
+                    get(
+                        move |State(sim): State<Simulator>,
+                              headers: HeaderMap,
+                              Query(q): Query<HashMap<String, String>>| {
+                            serve_stream(sim, headers, q, stream)
+                        },
+                    ),
+                )
+            });
+        endpoints
             .route("/_sim/faults", post(set_faults).get(get_faults))
             .route("/_sim/entries", get(get_entries).post(post_entries))
             .route("/_sim/generate", post(post_generate))
@@ -675,30 +687,6 @@ impl Simulator {
         }
         None
     }
-}
-
-async fn audit_logs(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    serve_stream(sim, headers, q, Stream::Audit).await
-}
-
-async fn workbench_alerts(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    serve_stream(sim, headers, q, Stream::Alerts).await
-}
-
-async fn oat_detections(
-    State(sim): State<Simulator>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    serve_stream(sim, headers, q, Stream::Oat).await
 }
 
 fn audit_stream() -> Stream {

@@ -42,6 +42,11 @@ impl Stream {
         Stream::ALL.into_iter().find(|s| s.name() == name.trim())
     }
 
+    /// The stream called `name`, or an error that lists the streams.
+    pub fn parse(name: &str) -> Result<Stream, UnknownStream> {
+        Stream::from_name(name).ok_or_else(|| UnknownStream(name.trim().to_owned()))
+    }
+
     /// The endpoint's path on the regional origin.
     pub fn path(self) -> &'static str {
         match self {
@@ -131,6 +136,14 @@ impl Stream {
         }
     }
 }
+
+/// A name that is no stream's (in `TV1_STREAMS`, `--stream`, a payload's `"stream"`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown stream {0:?}; the streams are {streams}",
+    streams = Stream::ALL.map(Stream::name).join(", ")
+)]
+pub struct UnknownStream(pub String);
 
 impl std::fmt::Display for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -30,17 +30,8 @@ struct Cli {
     /// The Vision One stream (`audit`, `alerts`, `oat`) that `pull`, `backfill`, `status`,
     /// `test-connection` and `checkpoint` work on. `pull` without it runs every stream
     /// TV1_STREAMS names; the others default to `audit`.
-    #[arg(long, global = true, value_parser = parse_stream)]
+    #[arg(long, global = true, value_parser = Stream::parse)]
     stream: Option<Stream>,
-}
-
-fn parse_stream(s: &str) -> Result<Stream, String> {
-    Stream::from_name(s).ok_or_else(|| {
-        format!(
-            "no stream {s:?}; the streams are {}",
-            Stream::ALL.map(Stream::name).join(", ")
-        )
-    })
 }
 
 #[derive(Subcommand)]

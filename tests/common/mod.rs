@@ -144,6 +144,12 @@ impl TestEnv {
         Puller::new(self.config(), self.s3.clone(), self.ssm.clone())
     }
 
+    /// A puller of `stream` with the test's settings.
+    pub fn puller_of(&self, stream: tv1_connector::audit::stream::Stream) -> Puller {
+        let cfg = PullerConfig::for_stream(&self.vars, stream).expect("test config is valid");
+        Puller::new(cfg, self.s3.clone(), self.ssm.clone())
+    }
+
     /// Loads generated entries: `count` entries logged in `[now - back, now - fwd_gap)`.
     pub fn load(
         &self,
@@ -830,8 +836,16 @@ pub async fn run_as_scheduled(
     runs: usize,
     more: impl Fn(&tv1_connector::audit::RunSummary) -> bool,
 ) -> Vec<tv1_connector::audit::RunSummary> {
+    run_puller_as_scheduled(env.puller(), runs, more).await
+}
+
+/// [`run_as_scheduled`] with puller `p` (another stream's, say).
+pub async fn run_puller_as_scheduled(
+    p: Puller,
+    runs: usize,
+    more: impl Fn(&tv1_connector::audit::RunSummary) -> bool,
+) -> Vec<tv1_connector::audit::RunSummary> {
     use tv1_connector::audit::Outcome;
-    let p = env.puller();
     let mut failures = 0;
     let mut complete = Vec::new();
     for _ in 0..runs {
