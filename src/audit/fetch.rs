@@ -155,7 +155,8 @@ async fn fetch_slice_ordered(
     while range.from < slice.to {
         let msg = match read_range(api, range, field, deadline).await {
             Ok(Some(mut items)) => {
-                items.sort_by_cached_key(|raw| item_time(raw, field));
+                items.sort_by_key(|(time, _)| *time);
+                let items = items.into_iter().map(|(_, raw)| raw).collect();
                 let read = range;
                 range = Window {
                     from: read.to,
@@ -190,15 +191,15 @@ async fn fetch_slice_ordered(
     }
 }
 
-/// Every item of `range` (its time in `[from, to)`, or unreadable), read through all its pages;
-/// `None` when they pass `TV1_ORDERED_RANGE_KIB` (only a range of more than a second: one
-/// second is read whatever its size).
+/// Every item of `range` (its time in `[from, to)`, or unreadable), with that time, read
+/// through all its pages; `None` when they pass `TV1_ORDERED_RANGE_KIB` (only a range of more
+/// than a second: one second is read whatever its size).
 async fn read_range(
     api: &vision_one::Client,
     range: Window,
     field: &str,
     deadline: Instant,
-) -> Result<Option<Vec<Box<RawValue>>>, VisionOneError> {
+) -> Result<Option<Vec<(Option<DateTime<Utc>>, Box<RawValue>)>>, VisionOneError> {
     let mut items = Vec::new();
     let mut bytes = 0;
     let mut page = api.first_page(range.from, range.to, None, deadline).await?;
@@ -206,11 +207,12 @@ async fn read_range(
         for raw in page.items {
             // The query asks from a second early and its end may be inclusive: what lies
             // outside the range is another range's.
-            if item_time(&raw, field).is_some_and(|t| !range.contains(t)) {
+            let time = item_time(&raw, field);
+            if time.is_some_and(|t| !range.contains(t)) {
                 continue;
             }
             bytes += raw.get().len();
-            items.push(raw);
+            items.push((time, raw));
         }
         if bytes > api.ordered_range_bytes() && range.to - range.from > TimeDelta::seconds(1) {
             return Ok(None);
