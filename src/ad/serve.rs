@@ -3,9 +3,9 @@
 //! Same routes, limits and replies as the Lambda function (it calls the same
 //! [`Ingest::handle`]); the body arrives as bytes instead of inside an API Gateway event. For a
 //! VM or container next to the domain controllers, and for tests that drive real forwarding
-//! agents. TLS, with a certificate renewed in place, is [`super::tls`]. One access-log line per request, never a key;
-//! a clean stop on SIGTERM or Ctrl-C (requests in flight finish first, for at most
-//! [`SHUTDOWN_WAIT`]).
+//! agents. TLS, with a certificate renewed in place, is [`super::tls`]. One access-log line per
+//! request, never a key; a clean stop on SIGTERM or Ctrl-C (requests in flight finish first,
+//! for at most [`SHUTDOWN_WAIT`]).
 //!
 //! A client without the key gets nothing from it: method, route and key are checked from the
 //! headers before any body is read, a body larger than the limits is refused from its
