@@ -836,7 +836,8 @@ pub async fn run_as_scheduled(
     runs: usize,
     more: impl Fn(&tv1_connector::audit::RunSummary) -> bool,
 ) -> Vec<tv1_connector::audit::RunSummary> {
-    run_puller_as_scheduled(env.puller(), runs, more).await
+    // Boxed: a whole run's future is large, and debug builds run tests on small stacks.
+    Box::pin(run_puller_as_scheduled(env.puller(), runs, more)).await
 }
 
 /// [`run_as_scheduled`] with puller `p` (another stream's, say).
@@ -849,7 +850,7 @@ pub async fn run_puller_as_scheduled(
     let mut failures = 0;
     let mut complete = Vec::new();
     for _ in 0..runs {
-        match p.run(deadline(60)).await {
+        match Box::pin(p.run(deadline(60))).await {
             Ok(s) if s.outcome == Outcome::Complete || s.outcome == Outcome::UpToDate => {
                 let again = more(&s);
                 complete.push(s);
