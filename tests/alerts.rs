@@ -10,6 +10,10 @@ use std::time::Duration;
 use tv1_connector::audit::Puller;
 use tv1_connector::audit::simulate::{GenerateAlerts, SimEntry, generate_alerts};
 use tv1_connector::audit::stream::Stream;
+use tv1_connector::lake::ocsf::Dataset;
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
 
 fn alerts_puller(env: &TestEnv) -> Puller {
     env.puller_of(Stream::Alerts)
@@ -70,6 +74,7 @@ async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
     env.set("TV1_STREAMS", "alerts")
         .set("TV1_INITIAL_LOOKBACK", "3h")
         .set("TV1_RECONCILE_HORIZON", "0");
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
     let now = now_s();
     let from = now - D::hours(3);
     // Created over the last two hours; their later states come hours from now.
@@ -119,6 +124,24 @@ async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
     }
     let in_progress = newest.values().filter(|(_, s)| s == "In Progress").count();
     assert_eq!(in_progress, changed);
+    // Each line is one Detection Finding (read back with DuckDB, valid OCSF 1.1.0, source
+    // tv1-alerts): the first state of every alert a Create, each change an Update.
+    let rows =
+        assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Alerts, REGION, ACCOUNT)
+            .await;
+    let activities = rows.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.event["activity_id"].as_i64().unwrap())
+            .or_insert(0usize) += 1;
+        m
+    });
+    assert_eq!(
+        activities,
+        HashMap::from([(1, first.records as usize), (2, changed)])
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.event["finding_info"]["uid"].is_string())
+    );
     // The lines are under the alerts prefix, in hourly partitions of updatedDateTime.
     for (key, l) in &lake {
         let t =
@@ -131,4 +154,47 @@ async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
             "{key}"
         );
     }
+}
+
+/// A run paused (SIGSTOP) past its lease while its PUT of a pending object is held is fenced:
+/// the run that takes over lands the versions once, and the paused run's late PUT is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alerts_pull_paused_past_its_lease_is_fenced() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_STREAMS", "alerts")
+        .set("TV1_INITIAL_LOOKBACK", "5h")
+        .set("TV1_RECONCILE_HORIZON", "0")
+        .set("TV1_LEASE", "2s");
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
+    let now = now_s();
+    env.sim.set_alert_versions(generate_alerts(&GenerateAlerts {
+        count: 1500,
+        from: now - D::hours(4),
+        to: now - D::seconds(10),
+        change_after_secs: (6 * 3600, 9 * 3600),
+        seed: rand::random(),
+    }));
+    // The first run's third object PUT stalls in this proxy (two go through).
+    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
+    let paused = env.spawn_pull(&[
+        ("AWS_ENDPOINT_URL", &proxy.url),
+        ("TV1_OBJECT_MAX_RECORDS", "250"),
+        ("TV1_FETCH_CONCURRENCY", "1"),
+    ]);
+    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
+    signal(paused.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.set("TV1_OBJECT_MAX_RECORDS", "170");
+    let s = run_alerts_to_completion(&env).await;
+    assert!(s.recovered.is_some(), "redid the pending segment: {s:?}");
+    a_paused_run_is_refused_and_stops(&proxy, paused).await;
+    let to = s.checkpoint_after.unwrap();
+    let lake = env.lake().await;
+    let seen = seen_versions(&env, now - D::hours(5), to);
+    assert_eq!(seen.len(), 1500);
+    assert_exactly_once(&seen, &lake);
+    assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Alerts, REGION, ACCOUNT).await;
 }

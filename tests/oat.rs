@@ -10,6 +10,10 @@ use std::time::Duration;
 use tv1_connector::audit::Puller;
 use tv1_connector::audit::simulate::{Faults, SimEntry, generate_detections};
 use tv1_connector::audit::stream::Stream;
+use tv1_connector::lake::ocsf::Dataset;
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
 
 fn oat_puller(env: &TestEnv) -> Puller {
     env.puller_of(Stream::Oat)
@@ -71,6 +75,7 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
         .set("TV1_MAX_WINDOW", "2h")
         // Ranges of about 200 detections: a 2 h window is halved before it is put in order.
         .set("TV1_ORDERED_RANGE_KIB", "256");
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
     let now = now_s();
     let from = now - D::hours(6);
     // Ingested over the last six hours, detected up to a day before.
@@ -129,4 +134,56 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
     let to = s.checkpoint_after.unwrap();
     assert!(to >= later + D::seconds(4));
     assert_each_detection_once(&env, &ingested_in(&env, from, to)).await;
+    // Each detection is one Detection Finding (source tv1-oat) on the day it was detected.
+    let lake = env.lake().await;
+    let rows =
+        assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT)
+            .await;
+    assert!(rows.iter().all(|r| r.event["activity_id"] == 1));
+    assert!(
+        rows.iter().any(|r| r.event["time"].as_i64().unwrap()
+            < r.event["metadata"]["logged_time"].as_i64().unwrap() - 3_600_000),
+        "detections ingested hours after they were detected are at their detection time"
+    );
+}
+
+/// A run paused (SIGSTOP) past its lease while its PUT of a pending object is held is fenced:
+/// the run that takes over lands each detection once, and the paused run's late PUT is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oat_pull_paused_past_its_lease_is_fenced() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_STREAMS", "oat")
+        .set("TV1_INITIAL_LOOKBACK", "5h")
+        .set("TV1_PAGE_SIZE", "200")
+        .set("TV1_LEASE", "2s");
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
+    let now = now_s();
+    env.sim.set_detections(generate_detections(
+        3000,
+        now - D::hours(4),
+        now - D::seconds(5),
+        3600,
+        rand::random(),
+    ));
+    // The first run's third object PUT stalls in this proxy (two go through).
+    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
+    let paused = env.spawn_pull(&[
+        ("AWS_ENDPOINT_URL", &proxy.url),
+        ("TV1_OBJECT_MAX_RECORDS", "250"),
+        ("TV1_FETCH_CONCURRENCY", "1"),
+    ]);
+    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
+    signal(paused.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.set("TV1_OBJECT_MAX_RECORDS", "170");
+    let s = run_oat_to_completion(&env).await;
+    assert!(s.recovered.is_some(), "redid the pending segment: {s:?}");
+    a_paused_run_is_refused_and_stops(&proxy, paused).await;
+    let to = s.checkpoint_after.unwrap();
+    assert_each_detection_once(&env, &ingested_in(&env, now - D::hours(5), to)).await;
+    let lake = env.lake().await;
+    assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT).await;
 }

@@ -39,6 +39,7 @@ fn each_kind_of_mistake_is_named() {
         "authentication.metadata.version: required attribute missing",
         "authentication.metadata.product.vendor_name: required attribute missing",
         "authentication.bogus: not an attribute of authentication",
+        "detection_finding.observables[0].type_id: 42 is not one of",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -206,4 +207,139 @@ fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
     assert_eq!(find("windows_text", "4625")["status_id"], 2);
     let (ok, report) = ocsf_validate(&events);
     assert!(ok, "{report}");
+}
+
+/// Stored lines of `items` as the puller writes them (`_id` first, the item unchanged).
+fn stored_lines(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut line = Vec::new();
+            tv1_connector::lake::encode::line_with_fields(
+                item.as_bytes(),
+                &[("_id", &format!("{i:032x}"))],
+                &mut line,
+            );
+            String::from_utf8(line).unwrap()
+        })
+        .collect()
+}
+
+fn sample_items(name: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/vision-one")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Every alert version the simulator makes and every sample shape (SAE and TI alerts, an older
+/// schema, open, in progress and closed) maps to a valid Detection Finding whose lifecycle is
+/// the version's, and which names the alert, its techniques and its indicators.
+#[test]
+fn alert_versions_map_to_valid_detection_findings() {
+    use tv1_connector::lake::ocsf::Dataset;
+    let now = chrono::Utc::now();
+    let mut items: Vec<String> = tv1_connector::audit::simulate::generate_alerts(
+        &tv1_connector::audit::simulate::GenerateAlerts {
+            count: 300,
+            from: now - chrono::Duration::hours(3),
+            to: now,
+            change_after_secs: (60, 3600),
+            seed: 7,
+        },
+    )
+    .into_iter()
+    .map(|e| e.json)
+    .collect();
+    items.extend(sample_items("alerts.jsonl"));
+    let mut events = Vec::new();
+    let mut activities = std::collections::BTreeSet::new();
+    let mut statuses = std::collections::BTreeSet::new();
+    for line in stored_lines(items) {
+        let e = Dataset::Alerts
+            .event(&line)
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(e["class_uid"], 2004);
+        activities.insert(e["activity_id"].as_i64().unwrap());
+        statuses.insert(e["status_id"].as_i64().unwrap());
+        events.push(e);
+    }
+    assert_eq!(activities.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(statuses.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let sae = events
+        .iter()
+        .find(|e| e["finding_info"]["uid"] == "WB-9002-20220906-00022")
+        .unwrap();
+    assert_eq!(
+        sae["finding_info"]["attacks"][1]["sub_technique"]["uid"],
+        "T1548.002"
+    );
+    assert_eq!(sae["observables"][0]["value"].as_str().unwrap().len(), 84);
+    let ti = events
+        .iter()
+        .find(|e| e["finding_info"]["uid"] == "WB-9002-20240101-00001")
+        .unwrap();
+    assert!(
+        ti.get("device").is_none(),
+        "two hosts: resources, not one device"
+    );
+    assert_eq!(ti["resources"].as_array().unwrap().len(), 3);
+    assert_eq!(ti["observables"][1]["type_id"], 2);
+    let (ok, report) = ocsf_validate(&events);
+    assert!(
+        ok,
+        "{}",
+        report.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Every detection the simulator makes and every sample shape (endpoint and identity activity,
+/// several filters, a bare detection) maps to a valid Detection Finding at its detection time.
+#[test]
+fn oat_detections_map_to_valid_detection_findings() {
+    use tv1_connector::lake::ocsf::Dataset;
+    let now = chrono::Utc::now();
+    let mut items: Vec<String> = tv1_connector::audit::simulate::generate_detections(
+        300,
+        now - chrono::Duration::hours(3),
+        now,
+        86_400,
+        7,
+    )
+    .into_iter()
+    .map(|e| e.json)
+    .collect();
+    items.extend(sample_items("oat.jsonl"));
+    let mut events = Vec::new();
+    for line in stored_lines(items) {
+        let e = Dataset::Oat
+            .event(&line)
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(
+            (e["class_uid"].as_i64(), e["activity_id"].as_i64()),
+            (Some(2004), Some(1))
+        );
+        events.push(e);
+    }
+    let identity = events
+        .iter()
+        .find(|e| e["finding_info"]["uid"] == "0b1c2d3e-4f50-4617-8829-3a4b5c6d7e8f")
+        .unwrap();
+    assert_eq!(identity["severity_id"], 5, "the highest filter risk");
+    assert_eq!(
+        identity["finding_info"]["related_analytics"][0]["uid"],
+        "F2141"
+    );
+    assert_eq!(identity["observables"][1]["type_id"], 4);
+    let (ok, report) = ocsf_validate(&events);
+    assert!(
+        ok,
+        "{}",
+        report.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
 }

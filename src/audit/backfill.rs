@@ -321,7 +321,7 @@ impl Puller {
                     let name = object_name(&self.cfg.prefix, &key);
                     let day = unit.from.date_naive();
                     let landed = ocsf
-                        .replace(Dataset::Audit, &key, &name, &obj.body, day)
+                        .replace(Dataset::of(self.cfg.stream), &key, &name, &obj.body, day)
                         .await?;
                     summary
                         .ocsf
@@ -362,7 +362,7 @@ impl Puller {
             }
             if let Some(ocsf) = &self.ocsf {
                 let name = object_name(&self.cfg.prefix, &stale);
-                ocsf.remove(Dataset::Audit, &name, unit.from.date_naive())
+                ocsf.remove(Dataset::of(self.cfg.stream), &name, unit.from.date_naive())
                     .await?;
             }
             self.sink.delete(&stale).await?;

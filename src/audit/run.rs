@@ -491,7 +491,14 @@ impl Run<'_> {
         let budget = self.put_budget()?;
         let (sink, prefix) = (&self.p.sink, &self.p.cfg.prefix);
         let landed = ocsf
-            .land_object(Dataset::Audit, sink, prefix, key, body, budget)
+            .land_object(
+                Dataset::of(self.p.cfg.stream),
+                sink,
+                prefix,
+                key,
+                body,
+                budget,
+            )
             .await?;
         self.summary
             .ocsf

@@ -818,6 +818,54 @@ pub fn assert_ocsf_layout(
     );
 }
 
+/// Switches the OCSF output on for `env`, into a bucket of its own (created): returns it.
+pub async fn ocsf_on(env: &mut TestEnv, account: &str, region: &str) -> String {
+    let bucket = format!("{}-ocsf", env.bucket);
+    create_bucket(&env.s3, &bucket).await;
+    env.set("OCSF_OUTPUT", "on")
+        .set("OCSF_ACCOUNT_ID", account)
+        .set("OCSF_BUCKET", &bucket)
+        .set("AWS_REGION", region);
+    bucket
+}
+
+/// The OCSF rows of `dataset` in `bucket` (prefix `ext/`), after checking that each stored line
+/// of `lake` has exactly one of them (`metadata.uid` is the line's `_id`) and that they are laid
+/// out, sorted and valid as [`assert_ocsf_layout`] says.
+pub async fn assert_one_ocsf_row_per_line(
+    env: &TestEnv,
+    bucket: &str,
+    lake: &[(String, Value)],
+    dataset: tv1_connector::lake::ocsf::Dataset,
+    region: &str,
+    account: &str,
+) -> Vec<OcsfRow> {
+    let rows = ocsf_rows(&env.s3, bucket, "ext/").await;
+    let mut jsonl: HashMap<String, usize> = HashMap::new();
+    for (_, l) in lake {
+        *jsonl
+            .entry(l["_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let mut ocsf: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        *ocsf
+            .entry(r.event["metadata"]["uid"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let doubled: Vec<_> = ocsf.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "OCSF rows twice: {doubled:?}");
+    let missing = jsonl.keys().filter(|k| !ocsf.contains_key(*k)).count();
+    let extra = ocsf.keys().filter(|k| !jsonl.contains_key(*k)).count();
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "JSONL lines without OCSF rows, rows without lines"
+    );
+    assert_ocsf_layout(&rows, dataset, region, account);
+    rows
+}
+
 /// An hour that is whole, committed and reconcilable with a 1 h horizon, and an environment
 /// whose first run starts just before it (S3's clock may be a second ahead of the test's).
 pub fn two_hours_back(env: &mut TestEnv) -> DateTime<Utc> {

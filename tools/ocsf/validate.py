@@ -120,9 +120,26 @@ class Schema:
             attrs[k] = merge_attr(attrs.get(k, {}), v)
         constraints = dict(parent["constraints"]) if parent else {}
         constraints.update(raw.get("constraints", {}))
+        if name == "observable":
+            attrs["type_id"] = merge_attr(attrs["type_id"], {"enum": self.observable_types()})
         obj = {"name": name, "attributes": attrs, "constraints": constraints}
         self._objects[name] = obj
         return obj
+
+    def observable_types(self):
+        """`observable.type_id`'s values, as the OCSF server compiles them: every dictionary type
+        and object that carries an `observable` number."""
+        out = {}
+        for name, t in self.types.items():
+            if "observable" in t:
+                out[str(t["observable"])] = {"caption": t.get("caption", name)}
+        for name, o in self.raw_objects.items():
+            if "observable" in o:
+                out[str(o["observable"])] = {"caption": o.get("caption", name)}
+        for name, a in self.dict_attrs.items():
+            if "observable" in a:
+                out[str(a["observable"])] = {"caption": a.get("caption", name)}
+        return out
 
     def definition(self, attr, local):
         """The dictionary's definition of `attr`, overlaid by the class's or object's own."""

@@ -132,7 +132,7 @@ fn event(entry: &Map<String, Value>, raw: &str, id: &str, time: DateTime<Utc>) -
         activity_name,
         time_ms: time.timestamp_millis(),
         severity_id: 1,
-        status_id: status_of(text("result")),
+        status_id: Some(status_of(text("result"))),
         metadata,
         raw,
     });
@@ -216,12 +216,9 @@ fn unmapped(entry: &Map<String, Value>) -> Map<String, Value> {
 /// line the puller wrote (no `_id`, or no readable `loggedDateTime`).
 pub fn from_line(line: &str) -> Option<Value> {
     // One parse of the line: the `_id` comes out of the entry, which is then the API item.
-    let mut entry: Map<String, Value> = serde_json::from_str(line).ok()?;
-    let Value::String(id) = entry.remove("_id")? else {
-        return None;
-    };
+    let (entry, id) = super::parse_stored(line)?;
     let time = crate::timefmt::parse_api_time(entry.get("loggedDateTime")?.as_str()?)?;
-    Some(event(&entry, &original(line, &id), &id, time))
+    Some(event(&entry, &super::stored_item(line, &id), &id, time))
 }
 
 /// The class and time (epoch ms) [`from_line`] gives a stored line, without building the event.
@@ -245,19 +242,6 @@ pub fn class_and_time(line: &str) -> Option<(Class, i64)> {
         h.access.as_deref().unwrap_or(""),
     );
     Some((class, time.timestamp_millis()))
-}
-
-/// The API item of a stored line: the line without the `_id` the puller put first, byte for
-/// byte (see [`crate::lake::encode::line_with_fields`]).
-fn original(line: &str, id: &str) -> String {
-    let head = format!("{{\"_id\":{}", serde_json::to_string(id).expect("a string"));
-    match line.strip_prefix(&head) {
-        Some(rest) => match rest.strip_prefix(',') {
-            Some(fields) => format!("{{{fields}"),
-            None => rest.replacen('}', "{}", 1),
-        },
-        None => line.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -323,7 +307,7 @@ mod tests {
         assert_eq!(e["raw_data"], item);
         assert_eq!(e["metadata"]["uid"], "x1");
         assert!(e.get("unmapped").is_none_or(|u| u.get("_id").is_none()));
-        assert_eq!(original(r#"{"_id":"y"}"#, "y"), "{}");
+        assert_eq!(super::super::stored_item(r#"{"_id":"y"}"#, "y"), "{}");
         assert!(from_line(r#"{"_id":"z","loggedDateTime":"soon"}"#).is_none());
     }
 

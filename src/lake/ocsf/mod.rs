@@ -4,8 +4,11 @@
 //! schema's own definitions by `tools/ocsf/validate.py` in the tests.
 
 pub mod audit;
+mod finding;
+pub mod oat;
 pub mod parquet;
 pub mod windows;
+pub mod workbench;
 pub mod writer;
 
 use serde_json::{Map, Value};
@@ -37,20 +40,38 @@ impl Class {
     }
 }
 
-/// The two datasets, each landing one OCSF source per class.
+/// The datasets, each landing one OCSF source per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dataset {
-    /// Vision One audit logs (audit-puller).
+    /// Vision One audit logs (audit-puller, stream `audit`).
     Audit,
+    /// Vision One Workbench alert versions (audit-puller, stream `alerts`).
+    Alerts,
+    /// Vision One Observed Attack Techniques detections (audit-puller, stream `oat`).
+    Oat,
     /// Windows Security events of domain controllers (ad-ingest).
     Ad,
 }
 
 impl Dataset {
+    /// Every dataset, in the order sources are listed.
+    pub const ALL: [Dataset; 4] = [Dataset::Audit, Dataset::Alerts, Dataset::Oat, Dataset::Ad];
+
+    /// The dataset a Vision One stream lands.
+    pub fn of(stream: crate::audit::stream::Stream) -> Dataset {
+        use crate::audit::stream::Stream;
+        match stream {
+            Stream::Audit => Dataset::Audit,
+            Stream::Alerts => Dataset::Alerts,
+            Stream::Oat => Dataset::Oat,
+        }
+    }
+
     /// The classes the dataset's mapping produces.
     pub fn classes(self) -> &'static [Class] {
         match self {
             Dataset::Audit => &[AUTHENTICATION, ENTITY_MANAGEMENT, API_ACTIVITY],
+            Dataset::Alerts | Dataset::Oat => &[DETECTION_FINDING],
             Dataset::Ad => &[
                 ACCOUNT_CHANGE,
                 AUTHENTICATION,
@@ -62,13 +83,36 @@ impl Dataset {
         }
     }
 
-    /// The custom source name of `class` in this dataset: `tv1-audit-auth`, `tv1-ad-group`...
+    /// The custom source name of `class` in this dataset: `tv1-audit-auth`, `tv1-ad-group`...;
+    /// a dataset of one class is one source named after the dataset (`tv1-alerts`, `tv1-oat`).
     pub fn source(self, class: Class) -> String {
-        let dataset = match self {
-            Dataset::Audit => "audit",
-            Dataset::Ad => "ad",
-        };
-        format!("tv1-{dataset}-{}", class.slug)
+        match self {
+            Dataset::Audit => format!("tv1-audit-{}", class.slug),
+            Dataset::Ad => format!("tv1-ad-{}", class.slug),
+            Dataset::Alerts => "tv1-alerts".into(),
+            Dataset::Oat => "tv1-oat".into(),
+        }
+    }
+
+    /// The OCSF event of one stored line, `None` when it is not a line the connector wrote.
+    pub fn event(self, line: &str) -> Option<Value> {
+        match self {
+            Dataset::Audit => audit::from_line(line),
+            Dataset::Alerts => workbench::from_line(line),
+            Dataset::Oat => oat::from_line(line),
+            Dataset::Ad => windows::from_line(line),
+        }
+    }
+
+    /// The class and time (epoch ms) [`Self::event`] gives a stored line, without building the
+    /// event.
+    pub fn class_and_time(self, line: &str) -> Option<(Class, i64)> {
+        match self {
+            Dataset::Audit => audit::class_and_time(line),
+            Dataset::Alerts => workbench::class_and_time(line),
+            Dataset::Oat => oat::class_and_time(line),
+            Dataset::Ad => windows::class_and_time(line),
+        }
     }
 }
 
@@ -82,7 +126,7 @@ pub fn registration_commands(crawler_role_arn: &str, external_id: &str) -> Vec<S
         "providerIdentity": {"externalId": external_id, "principal": account},
     });
     let mut out = Vec::new();
-    for d in [Dataset::Audit, Dataset::Ad] {
+    for d in Dataset::ALL {
         for c in d.classes() {
             let classes = c
                 .security_lake
@@ -127,6 +171,17 @@ pub const GROUP_MANAGEMENT: Class = Class {
     name: "Group Management",
     category: "Identity & Access Management",
     slug: "group",
+    security_lake: None,
+};
+
+/// Detection Finding (Security Finding, 2001, is deprecated in 1.1.0). Security Lake's
+/// `EventClasses` list has `SECURITY_FINDING` but no `DETECTION_FINDING` (the SDKs' enum
+/// `OcsfEventClass`), so its sources are registered without one.
+pub const DETECTION_FINDING: Class = Class {
+    uid: 2004,
+    name: "Detection Finding",
+    category: "Findings",
+    slug: "finding",
     security_lake: None,
 };
 
@@ -195,8 +250,9 @@ struct Header<'a> {
     time_ms: i64,
     /// `severity_id`: 1 Informational, 2 Low, 3 Medium...
     severity_id: i64,
-    /// `status_id`: 1 Success, 2 Failure, 0 Unknown.
-    status_id: i64,
+    /// `status_id`: for events 1 Success, 2 Failure; for findings 1 New, 2 In Progress,
+    /// 3 Suppressed, 4 Resolved; 0 Unknown. `None` leaves it out (a finding nobody triages).
+    status_id: Option<i64>,
     /// `metadata`, without `version` (added here).
     metadata: Map<String, Value>,
     /// The original record, kept whole.
@@ -237,21 +293,51 @@ fn envelope(h: Header<'_>) -> Map<String, Value> {
         }
         .into(),
     );
-    e.insert("status_id".into(), h.status_id.into());
-    e.insert(
-        "status".into(),
-        match h.status_id {
-            1 => "Success",
-            2 => "Failure",
-            _ => "Unknown",
-        }
-        .into(),
-    );
+    if let Some(id) = h.status_id {
+        e.insert("status_id".into(), id.into());
+        e.insert("status".into(), status_caption(class, id).into());
+    }
     let mut metadata = h.metadata;
     metadata.insert("version".into(), OCSF_VERSION.into());
     e.insert("metadata".into(), Value::Object(metadata));
     e.insert("raw_data".into(), h.raw.into());
     e
+}
+
+/// The caption of `status_id` in `class`: the Findings category has its own enum.
+fn status_caption(class: Class, id: i64) -> &'static str {
+    match (class.category_uid(), id) {
+        (2, 1) => "New",
+        (2, 2) => "In Progress",
+        (2, 3) => "Suppressed",
+        (2, 4) => "Resolved",
+        (_, 1) => "Success",
+        (_, 2) => "Failure",
+        (_, 99) => "Other",
+        _ => "Unknown",
+    }
+}
+
+/// The API item of a line the puller stored: the line without the `_id` it put first, byte for
+/// byte (see [`crate::lake::encode::line_with_fields`]).
+fn stored_item(line: &str, id: &str) -> String {
+    let head = format!("{{\"_id\":{}", serde_json::to_string(id).expect("a string"));
+    match line.strip_prefix(&head) {
+        Some(rest) => match rest.strip_prefix(',') {
+            Some(fields) => format!("{{{fields}"),
+            None => rest.replacen('}', "{}", 1),
+        },
+        None => line.to_owned(),
+    }
+}
+
+/// A line the puller stored, parsed once: the API item's fields (without `_id`) and the `_id`.
+fn parse_stored(line: &str) -> Option<(Map<String, Value>, String)> {
+    let mut entry: Map<String, Value> = serde_json::from_str(line).ok()?;
+    let Value::String(id) = entry.remove("_id")? else {
+        return None;
+    };
+    Some((entry, id))
 }
 
 /// `unmapped` as Security Lake's tables declare it, `map<string,string>`: strings stay as they
@@ -272,7 +358,7 @@ mod tests {
         // Security Lake: at most 20 characters (its provider role is named after the source)
         // of `[\w\-_:.]`; one source per class and dataset.
         let mut seen = std::collections::HashSet::new();
-        for d in [Dataset::Audit, Dataset::Ad] {
+        for d in Dataset::ALL {
             for c in d.classes() {
                 let s = d.source(*c);
                 assert!(s.len() <= 20, "{s}");
@@ -283,21 +369,24 @@ mod tests {
                 assert!(seen.insert(s));
             }
         }
-        assert_eq!(seen.len(), 9);
+        assert_eq!(seen.len(), 11);
     }
 
     #[test]
     fn every_source_has_its_registration_command() {
         let role = "arn:aws:iam::123456789012:role/tv1-crawler";
         let cmds = registration_commands(role, "tv1-connector-prod");
-        assert_eq!(cmds.len(), 9);
+        assert_eq!(cmds.len(), 11);
         assert!(cmds[0].starts_with(
             "aws securitylake create-custom-log-source --source-name tv1-audit-auth --event-classes AUTHENTICATION"
         ));
-        assert!(
-            cmds.iter()
-                .any(|c| c.contains("--source-name tv1-ad-group --configuration"))
-        );
+        for source in ["tv1-ad-group", "tv1-alerts", "tv1-oat"] {
+            assert!(
+                cmds.iter()
+                    .any(|c| c.contains(&format!("--source-name {source} --configuration"))),
+                "{source}"
+            );
+        }
         assert!(
             cmds.iter()
                 .all(|c| c.contains(r#""principal":"123456789012""#))

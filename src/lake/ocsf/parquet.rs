@@ -91,13 +91,14 @@ fn metadata() -> Field {
             utf8("log_name"),
             utf8("log_provider"),
             long("processed_time"),
+            long("logged_time"),
             strings("profiles"),
         ],
     )
 }
 
 /// The attributes every class has (base event, `host` profile), in the order readers see.
-fn common() -> Vec<Field> {
+fn common(class: Class) -> Vec<Field> {
     vec![
         long("time"),
         int("class_uid"),
@@ -116,12 +117,39 @@ fn common() -> Vec<Field> {
         utf8("status_detail"),
         utf8("message"),
         metadata(),
-        object(
-            "device",
-            vec![utf8("hostname"), int("type_id"), utf8("type")],
-        ),
+        device(class),
         object("actor", vec![user("user")]),
     ]
+}
+
+/// `device`: findings name the affected host by agent GUID and address too.
+fn device(class: Class) -> Field {
+    let mut fields = vec![utf8("hostname")];
+    if class.category_uid() == 2 {
+        fields.extend([utf8("uid"), utf8("ip")]);
+    }
+    fields.extend([int("type_id"), utf8("type")]);
+    object("device", fields)
+}
+
+/// An `analytic` (a detection rule or model).
+fn analytic_fields() -> Vec<Field> {
+    vec![
+        utf8("uid"),
+        utf8("name"),
+        int("type_id"),
+        utf8("type"),
+        utf8("category"),
+    ]
+}
+
+/// A list of objects.
+fn objects(name: &str, fields: Vec<Field>) -> Field {
+    Field::new_list(
+        name,
+        Field::new_list_field(DataType::Struct(Fields::from(fields)), true),
+        true,
+    )
 }
 
 fn src_endpoint() -> Field {
@@ -154,6 +182,43 @@ fn class_fields(class: Class) -> Vec<Field> {
             object("group", vec![utf8("name"), utf8("uid"), utf8("domain")]),
             user("user"),
         ],
+        2004 => {
+            let entity = |name: &str| object(name, vec![utf8("uid"), utf8("name")]);
+            vec![
+                object(
+                    "finding_info",
+                    vec![
+                        utf8("uid"),
+                        utf8("title"),
+                        utf8("desc"),
+                        long("created_time"),
+                        long("modified_time"),
+                        long("first_seen_time"),
+                        long("last_seen_time"),
+                        utf8("src_url"),
+                        object("analytic", analytic_fields()),
+                        objects("related_analytics", analytic_fields()),
+                        objects(
+                            "attacks",
+                            vec![
+                                entity("tactic"),
+                                entity("technique"),
+                                entity("sub_technique"),
+                                utf8("version"),
+                            ],
+                        ),
+                    ],
+                ),
+                int("risk_score"),
+                int("risk_level_id"),
+                utf8("risk_level"),
+                objects(
+                    "observables",
+                    vec![utf8("name"), int("type_id"), utf8("type"), utf8("value")],
+                ),
+                objects("resources", vec![utf8("uid"), utf8("name"), utf8("type")]),
+            ]
+        }
         6003 => vec![
             object(
                 "api",
@@ -167,7 +232,7 @@ fn class_fields(class: Class) -> Vec<Field> {
 
 /// The Parquet (Arrow) schema of one class's events.
 pub fn schema(class: Class) -> SchemaRef {
-    let mut fields = common();
+    let mut fields = common(class);
     fields.extend(class_fields(class));
     // Large and rarely filtered on: last, so readers that project columns skip them cheaply.
     fields.push(Field::new_map(

@@ -736,7 +736,7 @@ pub fn from_line(text: &str) -> Option<Value> {
         activity_name: rule.activity_name,
         time_ms: time.timestamp_millis(),
         severity_id: severity_id(l.event_id, status_id),
-        status_id,
+        status_id: Some(status_id),
         metadata,
         raw: &raw,
     });

@@ -12,7 +12,7 @@
 //! one class per object and per source (`tv1-audit-auth`...), rows sorted by time.
 
 use super::parquet::{DECODE_ROWS, Encoder, ParquetEncodeError};
-use super::{Class, Dataset, audit, windows};
+use super::{Class, Dataset};
 use crate::config::{OcsfConfig, is_account_id};
 use crate::lake::sink::{Created, S3Sink, SinkError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -285,27 +285,24 @@ pub fn encode_object(
         })?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let map = |i: usize| -> Result<Value, OcsfError> {
-        let event = match dataset {
-            Dataset::Audit => audit::from_line(lines[i]),
-            Dataset::Ad => windows::from_line(lines[i]),
-        };
-        event.ok_or_else(|| OcsfError::Unmappable {
-            key: key.to_owned(),
-            line: i + 1,
-        })
+        dataset
+            .event(lines[i])
+            .ok_or_else(|| OcsfError::Unmappable {
+                key: key.to_owned(),
+                line: i + 1,
+            })
     };
     // First pass: where each record goes (class and time only). The events are built in the
     // second pass, a chunk at a time: memory holds the object's text and one chunk of events.
     let mut places = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        let placed = match dataset {
-            Dataset::Audit => audit::class_and_time(line),
-            Dataset::Ad => windows::class_and_time(line),
-        };
-        let (class, time_ms) = placed.ok_or_else(|| OcsfError::Unmappable {
-            key: key.to_owned(),
-            line: i + 1,
-        })?;
+        let (class, time_ms) =
+            dataset
+                .class_and_time(line)
+                .ok_or_else(|| OcsfError::Unmappable {
+                    key: key.to_owned(),
+                    line: i + 1,
+                })?;
         let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
             .unwrap_or_default()
             .date_naive();
