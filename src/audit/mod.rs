@@ -310,12 +310,7 @@ impl Puller {
                 backoff: Backoff::default(),
             },
         );
-        // OCSF has a mapping for the audit logs only so far: the alerts stream lands JSON Lines.
-        let ocsf = cfg
-            .ocsf
-            .as_ref()
-            .filter(|_| cfg.stream == stream::Stream::Audit)
-            .map(|o| OcsfWriter::new(o, s3.clone()));
+        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let state = StateStore::new(sink.clone(), &cfg.prefix);
         Puller {
