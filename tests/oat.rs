@@ -93,8 +93,11 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
     });
     let mut last = None;
     let mut origin = None;
+    let (mut halved, mut rereads) = (0, 0);
     for _ in 0..10 {
         let s = run_oat_to_completion(&env).await;
+        halved += s.ranges_halved;
+        rereads += s.query_restarts;
         // The first run starts TV1_INITIAL_LOOKBACK before its own now (S3's clock), a moment
         // after `from`: what was ingested before that is not the stream's.
         origin = origin.or(s.window.map(|w| w.from));
@@ -104,6 +107,11 @@ async fn every_detection_lands_once_from_a_newest_first_endpoint() {
             break;
         }
     }
+    assert!(halved > 0, "ranges over TV1_ORDERED_RANGE_KIB are halved");
+    assert!(
+        rereads > 0,
+        "ranges whose page token expired are read again"
+    );
     let to = last.unwrap().checkpoint_after.unwrap();
     let from = origin.unwrap();
     assert!(from >= now - D::hours(6) && from < now - D::hours(6) + D::seconds(30));

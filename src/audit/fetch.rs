@@ -29,6 +29,12 @@ pub(super) enum Fetched {
     /// The page token expired; the query restarts at this second (inclusive), so entries of
     /// this second received so far will come again and must be forgotten.
     Restart(DateTime<Utc>),
+    /// A range of a newest-first stream is read again before any of it was handed over:
+    /// it was too large to order (`halved`), or its page token expired.
+    Reread {
+        /// Whether the range was halved (else its token expired).
+        halved: bool,
+    },
     /// The slice cannot go on; nothing after it may be used.
     Stopped(Stop),
 }
@@ -150,6 +156,8 @@ async fn fetch_slice_ordered(
     tx: mpsc::Sender<Fetched>,
 ) {
     let field = api.stream().time_field();
+    // A range is as wide as the last one that fitted (the slice at first): a stream whose
+    // ranges must be halved keeps that width rather than halving again from the whole rest.
     let mut range = slice;
     let mut restarts = 0;
     while range.from < slice.to {
@@ -157,10 +165,10 @@ async fn fetch_slice_ordered(
             Ok(Some(mut items)) => {
                 items.sort_by_key(|(time, _)| *time);
                 let items = items.into_iter().map(|(_, raw)| raw).collect();
-                let read = range;
+                let width = range.to - range.from;
                 range = Window {
-                    from: read.to,
-                    to: slice.to,
+                    from: range.to,
+                    to: (range.to + width).min(slice.to),
                 };
                 restarts = 0;
                 Fetched::Page(Page {
@@ -173,12 +181,12 @@ async fn fetch_slice_ordered(
                 let half = TimeDelta::seconds(half.num_seconds().max(1));
                 tracing::info!(from = %api_time(range.from), to = %api_time(range.to), "a range of a newest-first stream is too large to order in memory; halving it");
                 range.to = range.from + half;
-                continue;
+                Fetched::Reread { halved: true }
             }
             Err(VisionOneError::PageTokenExpired) if restarts < MAX_RESTARTS_WITHOUT_PROGRESS => {
                 restarts += 1;
                 tracing::warn!(from = %api_time(range.from), "page token expired; reading the range again");
-                continue;
+                Fetched::Reread { halved: false }
             }
             Err(VisionOneError::PageTokenExpired) => Fetched::Stopped(Stop::Churn),
             Err(e) if e.is_deadline() => Fetched::Stopped(Stop::Deadline(e.to_string())),

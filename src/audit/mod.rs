@@ -230,6 +230,9 @@ pub struct RunSummary {
     pub recovered: Option<Window>,
     /// Page-token expiries recovered from.
     pub query_restarts: u32,
+    /// Ranges of a newest-first stream halved because they were too large to order in memory
+    /// (`TV1_ORDERED_RANGE_KIB`).
+    pub ranges_halved: u32,
     /// Committed time read again for late entries (`None` when off or nothing was due).
     pub reconcile: Option<ReconcileSummary>,
     /// What the OCSF Parquet output wrote (`None` when it is off).
@@ -271,6 +274,7 @@ impl RunSummary {
             stopped_early: None,
             recovered: None,
             query_restarts: 0,
+            ranges_halved: 0,
             reconcile: None,
             ocsf: ocsf_on.then(Landed::default),
             started_at,

@@ -502,6 +502,8 @@ impl Run<'_> {
                         tally.restart(at);
                         sum.query_restarts += 1;
                     }
+                    // Nothing of the range was handed over: nothing to forget.
+                    Some(Fetched::Reread { .. }) => sum.query_restarts += 1,
                     Some(Fetched::Stopped(stop)) => return Ok(Some(stop)),
                 }
             }

@@ -277,6 +277,8 @@ impl Run<'_> {
                     asm.drop_held_at(at);
                     self.summary.query_restarts += 1;
                 }
+                Some(Fetched::Reread { halved: true }) => self.summary.ranges_halved += 1,
+                Some(Fetched::Reread { halved: false }) => self.summary.query_restarts += 1,
                 Some(Fetched::Stopped(stop)) => return Ok(Some(stop)),
             }
         }
