@@ -503,7 +503,7 @@ fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
         })
         .collect();
     let mut expected = BTreeSet::new();
-    for d in [Dataset::Audit, Dataset::Ad] {
+    for d in Dataset::ALL {
         for c in d.classes() {
             let source = d.source(*c);
             let name = source.replace('-', "_");
@@ -538,22 +538,36 @@ fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
         }
     }
     assert_eq!(tables.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    // Each function may write its own dataset's sources, and only them.
-    for (binary, dataset) in [("audit-puller", Dataset::Audit), ("ad-ingest", Dataset::Ad)] {
+    // Each function may write its own datasets' sources, and only them.
+    for (binary, datasets) in [
+        (
+            "audit-puller",
+            &[Dataset::Audit, Dataset::Alerts, Dataset::Oat][..],
+        ),
+        ("ad-ingest", &[Dataset::Ad][..]),
+    ] {
         let fns = functions(&t);
         let writes: Vec<String> = statements(&fns[binary].1)
             .iter()
             .filter(|s| s["Sid"] == "WriteOcsfSources")
-            .map(resource)
+            .flat_map(self::resources)
             .collect();
-        let prefix = dataset.source(dataset.classes()[0]);
-        let prefix = &prefix[..prefix.rfind('-').unwrap() + 1];
-        assert_eq!(writes.len(), 1, "{binary}");
-        assert!(
-            writes[0].contains(&format!("${{OcsfPrefix}}{prefix}*")),
-            "{binary}: {}",
-            writes[0]
-        );
+        // A dataset of several sources is written under `tv1-<dataset>-*`, one of one source
+        // under `tv1-<source>/*`.
+        let expected: Vec<String> = datasets
+            .iter()
+            .map(|d| match d.classes() {
+                [one] => format!("${{OcsfPrefix}}{}/*", d.source(*one)),
+                many => {
+                    let s = d.source(many[0]);
+                    format!("${{OcsfPrefix}}{}*", &s[..s.rfind('-').unwrap() + 1])
+                }
+            })
+            .collect();
+        assert_eq!(writes.len(), expected.len(), "{binary}: {writes:?}");
+        for (w, e) in writes.iter().zip(&expected) {
+            assert!(w.ends_with(e.as_str()), "{binary}: {w} is not {e}");
+        }
     }
 }
 
