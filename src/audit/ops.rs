@@ -13,6 +13,8 @@ use tokio::time::Instant;
 pub struct ConnectionCheck {
     /// `test-connection`.
     pub action: &'static str,
+    /// The stream whose endpoint was checked (a token's role may allow one and not another).
+    pub stream: super::stream::Stream,
     /// Whether Vision One answered with data access.
     pub ok: bool,
     /// `Connection successful`, or the actionable error.
@@ -26,6 +28,8 @@ pub struct ConnectionCheck {
 /// Status as `tv1 status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// The stream.
+    pub stream: super::stream::Stream,
     /// `Active` when the last run succeeded, `Error` when it failed, `Never run` before the first.
     pub state: &'static str,
     /// The checkpoint document.
@@ -95,6 +99,7 @@ impl Puller {
         };
         ConnectionCheck {
             action: "test-connection",
+            stream: self.cfg.stream,
             ok,
             message,
             at,
@@ -131,6 +136,7 @@ impl Puller {
             records_total: status.ocsf_records_total,
         });
         Ok(StatusReport {
+            stream: self.cfg.stream,
             ocsf,
             state,
             lag_seconds: cp.as_ref().map(|c| (now - c.committed_to).num_seconds()),

@@ -28,8 +28,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// The Vision One stream (`audit`, `alerts`, `oat`) that `pull`, `backfill`, `status`,
-    /// `test-connection` and `checkpoint` work on. `pull` without it runs every stream
-    /// TV1_STREAMS names; the others default to `audit`.
+    /// `test-connection` and `checkpoint` work on. `pull`, `status` and `test-connection`
+    /// without it cover every stream TV1_STREAMS names; `backfill` and `checkpoint` default to
+    /// `audit`.
     #[arg(long, global = true, value_parser = Stream::parse)]
     stream: Option<Stream>,
 }
@@ -48,11 +49,12 @@ enum Command {
         #[arg(long, value_parser = parse_time)]
         to: chrono::DateTime<chrono::Utc>,
     },
-    /// Reads the token and makes one small request to Vision One.
+    /// Reads the token and makes one small request to each stream's endpoint; prints one JSON
+    /// report per stream.
     TestConnection,
-    /// Last successful run, records, current lag, last error.
+    /// Last successful run, records, current lag, last error: one JSON report per stream.
     Status,
-    /// Shows or repairs the audit checkpoint (instead of deleting it).
+    /// Shows or repairs a stream's checkpoint (instead of deleting it).
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
     /// Generates a new ad-ingest API key, stores it in SSM (SecureString) and prints it once.
@@ -148,6 +150,14 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The streams a command covers: `--stream`, else every stream `TV1_STREAMS` names.
+fn streams(chosen: Option<Stream>) -> anyhow::Result<Vec<Stream>> {
+    Ok(match chosen {
+        Some(s) => vec![s],
+        None => PullerConfig::streams(&std::env::vars().collect())?,
+    })
+}
+
 async fn puller(stream: Option<Stream>) -> anyhow::Result<Puller> {
     let env = std::env::vars().collect();
     let cfg = PullerConfig::for_stream(&env, stream.unwrap_or(Stream::Audit))?;
@@ -174,13 +184,9 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pull => {
-            let streams = match cli.stream {
-                Some(s) => vec![s],
-                None => PullerConfig::streams(&std::env::vars().collect())?,
-            };
             // Each stream runs whatever another one did; the exit status says if any failed.
             let mut failed = Vec::new();
-            for stream in streams {
+            for stream in streams(cli.stream)? {
                 let p = puller(Some(stream)).await?;
                 match p.run(p.default_deadline()).await {
                     Ok(summary) => print_json(&summary)?,
@@ -199,12 +205,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backfill { from, to } => backfill(cli.stream, from, to).await,
         Command::TestConnection => {
-            let check = puller(cli.stream).await?.test_connection().await;
-            print_json(&check)?;
-            anyhow::ensure!(check.ok, "{}", check.message);
+            let mut failed = Vec::new();
+            for stream in streams(cli.stream)? {
+                let check = puller(Some(stream)).await?.test_connection().await;
+                print_json(&check)?;
+                if !check.ok {
+                    failed.push(format!("{stream}: {}", check.message));
+                }
+            }
+            anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
             Ok(())
         }
-        Command::Status => print_json(&puller(cli.stream).await?.status().await?),
+        Command::Status => {
+            for stream in streams(cli.stream)? {
+                print_json(&puller(Some(stream)).await?.status().await?)?;
+            }
+            Ok(())
+        }
         Command::Checkpoint(CheckpointCommand::Show) => {
             print_json(&puller(cli.stream).await?.checkpoint_show().await?)
         }
