@@ -760,16 +760,29 @@ async fn status_shows_the_last_run_and_lag() {
     assert_eq!(st.last_success_records, Some(700));
     assert!(st.lag_seconds.unwrap() >= 1 && st.lag_seconds.unwrap() < 30);
     assert!(st.last_error.is_none());
-    // `tv1 status` prints the same from the documents in S3.
+    // `tv1 status` prints the same from the documents in S3, one report per configured stream.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
         .arg("status")
         .envs(&env.vars)
+        .env("TV1_STREAMS", "audit,alerts")
         .output()
         .await
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["state"], "Active");
+    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let v = &reports[0];
+    assert_eq!(
+        (v["stream"].as_str(), v["state"].as_str()),
+        (Some("audit"), Some("Active"))
+    );
     assert_eq!(v["last_success_records"], 700);
+    assert_eq!(
+        (reports[1]["stream"].as_str(), reports[1]["state"].as_str()),
+        (Some("alerts"), Some("Never run"))
+    );
 }
 
 #[tokio::test]
