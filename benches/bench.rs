@@ -1,8 +1,8 @@
 //! `make bench`: the figures of docs/benchmarks.md, each with its anchor. Needs LocalStack
 //! (make bench starts it). Prints a Markdown table; never asserts on timings.
 //!
-//! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, ingest, worst,
-//! serve, coldstart.
+//! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, streams, ingest,
+//! worst, serve, coldstart.
 
 use base64::Engine;
 use chrono::{Duration as D, Utc};
@@ -13,7 +13,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tv1_connector::ad::{Body, HttpRequest, Ingest};
 use tv1_connector::audit::segment::{Assembler, Item, Limits};
-use tv1_connector::audit::simulate::{Faults, Generate, SimSettings, Simulator, generate};
+use tv1_connector::audit::simulate::{
+    Faults, Generate, GenerateAlerts, SimEntry, SimSettings, Simulator, generate, generate_alerts,
+    generate_detections,
+};
+use tv1_connector::audit::stream::Stream;
 use tv1_connector::audit::vision_one::Page;
 use tv1_connector::config::IngestConfig;
 use tv1_connector::lake::ocsf::Dataset;
@@ -476,6 +480,176 @@ async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
             ),
             format!("rate-limit ceiling {ceiling:.0} records/min ({limit} × 200)"),
             format!("{:.2}×", records as f64 / minutes / ceiling),
+        ));
+    }
+}
+
+/// A tenant's data for `stream`: `per_day` items a day over `[from, to)` (alert versions whose
+/// later states come after `to`, so every version is current when read).
+fn stream_data(
+    stream: Stream,
+    per_day: usize,
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+) -> Vec<SimEntry> {
+    let count = (per_day as f64 * (to - from).num_seconds() as f64 / 86_400.0) as usize;
+    match stream {
+        Stream::Audit => generate(&Generate {
+            count,
+            from,
+            to,
+            late_fraction: 0.0,
+            ..Generate::default()
+        }),
+        Stream::Alerts => generate_alerts(&GenerateAlerts {
+            count,
+            from,
+            to,
+            change_after_secs: (400 * 86_400, 500 * 86_400),
+            seed: 1,
+        }),
+        // Ingested up to an hour after detection, as Datadog's samples show minutes.
+        Stream::Oat => generate_detections(count, from, to, 3600, 1),
+    }
+}
+
+fn load(sim: &Simulator, stream: Stream, data: Vec<SimEntry>) {
+    match stream {
+        Stream::Audit => sim.set_entries(data),
+        Stream::Alerts => sim.set_alert_versions(data),
+        Stream::Oat => sim.set_detections(data),
+    }
+}
+
+/// The items one page of `stream` holds: `TV1_PAGE_SIZE` (200) where the endpoint takes
+/// `top`, the simulator's 100 for alerts (the real endpoint's page size is not documented).
+fn page_items(stream: Stream) -> f64 {
+    match stream {
+        Stream::Alerts => 100.0,
+        _ => 200.0,
+    }
+}
+
+/// 10. Catch-up of 30 days of alerts and OAT detections for a busy tenant, `tv1 pull --stream`
+/// run after run as the schedule would, under the same rate limit and latency as row 3.
+async fn bench_stream_catchup(rows: &mut Vec<Row>, lake: &Lake) {
+    let (limit, latency_ms) = (120u32, 800u64);
+    for (stream, per_day) in [(Stream::Alerts, 1_000usize), (Stream::Oat, 4_000)] {
+        let token = format!("bench-{}", rand_id());
+        let (sim, url) = start_sim(&token).await;
+        let now = Utc::now();
+        let data = stream_data(stream, per_day, now - D::days(30), now - D::minutes(1));
+        let n = data.len();
+        load(&sim, stream, data);
+        sim.set_faults(Faults {
+            rate_limit_per_minute: Some(limit),
+            retry_after_secs: Some(1),
+            delay_ms: latency_ms,
+            ..Faults::default()
+        });
+        let vars: HashMap<&str, String> = [
+            ("TV1_BASE_URL", url),
+            ("TV1_TOKEN_PARAM", lake.param(&token).await),
+            ("BUCKET", lake.bucket().await),
+            ("TV1_STREAMS", stream.name().into()),
+            ("TV1_INITIAL_LOOKBACK", "31d".into()),
+            ("TV1_LAG", "1s".into()),
+            ("TV1_RUN_TIMEOUT", "30m".into()),
+            ("TV1_MAX_ATTEMPTS", "20".into()),
+        ]
+        .into_iter()
+        .collect();
+        let t = Instant::now();
+        let (mut records, mut runs) = (0, 0);
+        loop {
+            let (s, _, _) = timed_pull(&vars).await;
+            runs += 1;
+            records += s["records"].as_u64().unwrap();
+            if s["lag_seconds"].as_i64().unwrap() < 120 {
+                break;
+            }
+        }
+        assert_eq!(records, n as u64, "{stream}: every item once");
+        let minutes = t.elapsed().as_secs_f64() / 60.0;
+        let stats = sim.stats();
+        let r429 = stats.by_status.get(&429).copied().unwrap_or(0);
+        let ceiling = limit as f64 * page_items(stream);
+        rows.push(row(
+            &format!(
+                "10. catch-up of 30 days of `{stream}` ({per_day}/day, {}k items) under {limit} requests/min, {latency_ms} ms API latency, default settings",
+                n / 1000
+            ),
+            format!(
+                "{:.0} items/min ({:.1} min, {runs} runs, {} requests, {r429} × 429)",
+                records as f64 / minutes,
+                minutes,
+                stats.requests
+            ),
+            format!(
+                "rate-limit ceiling {ceiling:.0} items/min ({limit} × {} a page)",
+                page_items(stream)
+            ),
+            format!("**{:.2}×**", records as f64 / minutes / ceiling),
+        ));
+    }
+}
+
+/// 11. What each stream costs a day on the default schedule (a run every 5 minutes, default
+/// settings, reconciliation included): one day of a tenant's data a day and more old, replayed
+/// run by run in process (`TV1_MAX_WINDOW=5m`: one scheduled run's worth of time per run).
+async fn bench_stream_day(rows: &mut Vec<Row>, lake: &Lake) {
+    for (stream, per_day) in [
+        (Stream::Audit, 5_000usize),
+        (Stream::Alerts, 300),
+        (Stream::Oat, 5_000),
+    ] {
+        let token = format!("bench-{}", rand_id());
+        let (sim, url) = start_sim(&token).await;
+        let now = Utc::now();
+        let day = tv1_connector::timefmt::floor_hour(now) - D::hours(50);
+        let data = stream_data(stream, per_day, day, day + D::days(1));
+        let n = data.len() as u64;
+        load(&sim, stream, data);
+        let vars: HashMap<String, String> = [
+            ("TV1_BASE_URL", url),
+            ("TV1_TOKEN_PARAM", lake.param(&token).await),
+            ("BUCKET", lake.bucket().await),
+            (
+                "TV1_INITIAL_LOOKBACK",
+                format!("{}s", (now - day).num_seconds()),
+            ),
+            ("TV1_MAX_WINDOW", "5m".into()),
+            ("TV1_RUN_TIMEOUT", "60s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let cfg = tv1_connector::config::PullerConfig::for_stream(&vars, stream).unwrap();
+        let puller = tv1_connector::audit::Puller::new(cfg, lake.s3.clone(), lake.ssm.clone());
+        let (mut records, mut objects, mut cp_writes, mut reconcile_reads) = (0, 0, 0, 0);
+        for _ in 0..288 {
+            let s = puller
+                .run(tokio::time::Instant::now() + Duration::from_secs(60))
+                .await
+                .unwrap();
+            records += s.records;
+            objects += s.objects;
+            cp_writes += s.checkpoint_writes;
+            if let Some(r) = &s.reconcile {
+                reconcile_reads += r.objects_read;
+            }
+        }
+        assert_eq!(records, n, "{stream}: every item once");
+        let requests = sim.stats().requests;
+        rows.push(row(
+            &format!(
+                "11. one day of `{stream}` on the default schedule (288 runs, defaults), a tenant with {per_day} items/day"
+            ),
+            format!(
+                "**{requests} API requests**; S3: {objects} data PUTs, {cp_writes} checkpoint PUTs, {reconcile_reads} reconciliation GETs"
+            ),
+            "288 runs a day".into(),
+            format!("{:.2} requests a run", requests as f64 / 288.0),
         ));
     }
 }
@@ -1204,6 +1378,11 @@ fn main() {
         if want("catchup") {
             eprintln!("bench catchup...");
             bench_catchup(&mut rows, &lake).await;
+        }
+        if want("streams") {
+            eprintln!("bench streams...");
+            bench_stream_day(&mut rows, &lake).await;
+            bench_stream_catchup(&mut rows, &lake).await;
         }
         if want("reconcile") {
             eprintln!("bench reconcile...");

@@ -195,3 +195,78 @@ async fn an_oat_pull_paused_past_its_lease_is_fenced() {
     let lake = env.lake().await;
     assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT).await;
 }
+
+/// `tv1 backfill --stream oat` lands the detections ingested before the stream's origin, once,
+/// with their Detection Findings on the days they were detected; a rerun after Vision One
+/// stopped serving some of them rewrites its parts and deletes the OCSF objects of the days
+/// they alone were on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_of_oat_lands_each_detection_once_with_its_findings_on_their_days() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_STREAMS", "oat")
+        .set("TV1_INITIAL_LOOKBACK", "2h")
+        .set("TV1_PAGE_SIZE", "50")
+        .set("TV1_OBJECT_MAX_RECORDS", "150");
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
+    let now = now_s();
+    // Ingested over the last 6 hours, detected up to three days before.
+    let all = generate_detections(
+        2000,
+        now - D::hours(6),
+        now - D::seconds(5),
+        3 * 86_400,
+        rand::random(),
+    );
+    env.sim.set_detections(all.clone());
+    let first = run_oat_to_completion(&env).await;
+    let origin = first.window.unwrap().from;
+    let p = oat_puller(&env);
+    let s = Box::pin(p.backfill(now - D::hours(7), origin, deadline(60), &|_| {}))
+        .await
+        .unwrap();
+    assert!(s.complete && s.records > 0, "{s:?}");
+    let to = first.checkpoint_after.unwrap();
+    assert_each_detection_once(&env, &ingested_in(&env, now - D::hours(7), to)).await;
+    let lake = env.lake().await;
+    let rows =
+        assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT)
+            .await;
+    let day = |t: &serde_json::Value| {
+        chrono::DateTime::from_timestamp_millis(t.as_i64().unwrap())
+            .unwrap()
+            .date_naive()
+    };
+    let days: std::collections::BTreeSet<_> = rows.iter().map(|r| day(&r.event["time"])).collect();
+    assert!(days.len() >= 3, "findings on the days detected: {days:?}");
+
+    // Vision One no longer serves the detections detected on the earliest day (retention):
+    // the rerun's parts lack them, and so does the OCSF output.
+    let gone = *days.first().unwrap();
+    let kept: Vec<SimEntry> = all
+        .into_iter()
+        .filter(|d| {
+            let v: serde_json::Value = serde_json::from_str(&d.json).unwrap();
+            let t = tv1_connector::timefmt::parse_api_time(v["detectedDateTime"].as_str().unwrap())
+                .unwrap();
+            t.date_naive() != gone || d.logged >= origin
+        })
+        .collect();
+    env.sim.set_detections(kept);
+    let again = Box::pin(p.backfill(now - D::hours(7), origin, deadline(60), &|_| {}))
+        .await
+        .unwrap();
+    assert!(again.complete, "{again:?}");
+    assert_each_detection_once(&env, &ingested_in(&env, now - D::hours(7), to)).await;
+    let lake = env.lake().await;
+    let rows =
+        assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT)
+            .await;
+    assert!(
+        rows.iter().all(|r| day(&r.event["time"]) != gone
+            || r.event["metadata"]["logged_time"].as_i64().unwrap() >= origin.timestamp_millis()),
+        "no finding of the day no longer served is left from the backfill"
+    );
+}

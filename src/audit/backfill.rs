@@ -17,11 +17,15 @@ use crate::audit::checkpoint::Checkpoint;
 use crate::audit::segment::{Assembler, Item, partition};
 use crate::audit::vision_one::VisionOneError;
 use crate::lake::ocsf::Dataset;
-use crate::lake::ocsf::writer::object_name;
+use crate::lake::ocsf::writer::{OcsfWriter, encode_object, object_name};
+
+/// The user metadata of a backfill part naming the days (`YYYYMMDD,...`) its OCSF objects may
+/// be on (see [`Puller::replace_part`]).
+pub const OCSF_DAYS_META: &str = "tv1-ocsf-days";
 use crate::lake::sink::Condition;
 use crate::lake::state::StateError;
 use crate::timefmt::{api_time, ceil_hour, compact_time, floor_hour, parse_compact_time};
-use chrono::{DateTime, Duration as TimeDelta, Utc};
+use chrono::{DateTime, Duration as TimeDelta, NaiveDate, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -106,12 +110,6 @@ impl Puller {
         deadline: Instant,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<BackfillSummary, PullError> {
-        if self.cfg.stream.newest_first() {
-            return Err(PullError::BadRange(format!(
-                "backfill of the {} stream is not supported yet (its endpoint serves newest first); a first run reaches back TV1_INITIAL_LOOKBACK instead",
-                self.cfg.stream
-            )));
-        }
         if to <= from {
             return Err(PullError::BadRange(format!(
                 "--from {} is not before --to {}",
@@ -124,14 +122,20 @@ impl Puller {
         let now = self.run_clock().now();
         if from < now - TimeDelta::days(180) {
             return Err(PullError::BadRange(format!(
-                "Vision One keeps 180 days of audit logs; {} is older",
+                "backfill reaches back at most 180 days (Vision One's audit log retention); {} is older",
                 api_time(from)
             )));
         }
         let mut summary = BackfillSummary::new(Window { from, to }, self.ocsf.is_some());
         // Time younger than the reconciliation horizon may still gain entries Vision One serves
-        // late, and a backfill reads its time only once: it stops where that time begins.
-        let horizon = settled_before(now, self.cfg.lag.max(self.cfg.reconcile_horizon));
+        // late, and a backfill reads its time only once: it stops where that time begins. A
+        // stream read by ingestion time gains nothing late (a late item has a later time).
+        let settles_after = if self.cfg.stream.reconciles() {
+            self.cfg.lag.max(self.cfg.reconcile_horizon)
+        } else {
+            self.cfg.lag
+        };
+        let horizon = settled_before(now, settles_after);
         let origin = match loaded {
             Some((cp, _)) => cp.origin,
             None => {
@@ -290,10 +294,26 @@ impl Puller {
         summary: &mut BackfillSummary,
     ) -> Result<(), PullError> {
         let mut asm = Assembler::new("", self.limits(), unit.from);
-        let mut page = self
-            .api
-            .first_page(unit.from, unit.to, None, deadline)
-            .await;
+        let mut page = if self.cfg.stream.newest_first() {
+            // Served newest first: the hour is read whole and put in time order first, so its
+            // parts are the same whatever the order pages came in.
+            match super::fetch::read_ordered(&self.api, unit, deadline).await {
+                Ok(Some(page)) => Ok(page),
+                Ok(None) => {
+                    return Err(PullError::BadRange(format!(
+                        "the hour from {} holds more {} items than TV1_ORDERED_RANGE_KIB ({} KiB) lets a backfill put in order; raise it for this backfill",
+                        api_time(unit.from),
+                        self.cfg.stream,
+                        self.cfg.ordered_range_bytes / 1024
+                    )));
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.api
+                .first_page(unit.from, unit.to, None, deadline)
+                .await
+        };
         loop {
             let p = page?;
             parts.pages += 1;
@@ -316,17 +336,17 @@ impl Puller {
             }
             for obj in closed.into_iter().flat_map(|s| s.objects) {
                 let key = format!("{part_prefix}{:03}.jsonl.gz", parts.written.len());
-                self.sink.put_ndjson_gz(&key, obj.body.clone()).await?;
-                if let Some(ocsf) = &self.ocsf {
-                    let name = object_name(&self.cfg.prefix, &key);
-                    let day = unit.from.date_naive();
-                    let landed = ocsf
-                        .replace(Dataset::of(self.cfg.stream), &key, &name, &obj.body, day)
-                        .await?;
-                    summary
-                        .ocsf
-                        .get_or_insert_with(Default::default)
-                        .add(&landed);
+                match &self.ocsf {
+                    None => self.sink.put_ndjson_gz(&key, obj.body.clone()).await?,
+                    Some(ocsf) => {
+                        let landed = self
+                            .replace_part(ocsf, &key, unit, obj.body.clone())
+                            .await?;
+                        summary
+                            .ocsf
+                            .get_or_insert_with(Default::default)
+                            .add(&landed);
+                    }
                 }
                 parts.records += obj.records as u64;
                 parts.written.push(key);
@@ -336,6 +356,51 @@ impl Puller {
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Puts the backfill part `key` (replacing an earlier run's) and its OCSF objects, and
+    /// deletes the OCSF objects of days the part no longer has. The days a part's OCSF objects
+    /// fall on are not always its hour's (an OAT detection is on the day it was detected,
+    /// partitioned by when it was ingested), so the part carries them in its metadata
+    /// ([`OCSF_DAYS_META`]): every day any run of it wrote, so a run that dies between the part
+    /// and its deletions leaves the next one the days to clean.
+    async fn replace_part(
+        &self,
+        ocsf: &OcsfWriter,
+        key: &str,
+        unit: Window,
+        body: bytes::Bytes,
+    ) -> Result<crate::lake::ocsf::writer::Landed, PullError> {
+        let dataset = Dataset::of(self.cfg.stream);
+        let name = object_name(&self.cfg.prefix, key);
+        let files = encode_object(dataset, key, &body)?;
+        let mut days: Vec<NaiveDate> = self.ocsf_days_of(key, unit).await?;
+        days.extend(files.iter().map(|f| f.1));
+        days.sort_unstable();
+        days.dedup();
+        let meta = days
+            .iter()
+            .map(|d| d.format("%Y%m%d").to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.sink
+            .put_ndjson_gz_with(key, body, &[(OCSF_DAYS_META, &meta)])
+            .await?;
+        Ok(ocsf.replace(dataset, &name, files, &days).await?)
+    }
+
+    /// The days an existing backfill part's OCSF objects may be on: its metadata's, or for a
+    /// part written before parts carried them, its hour's day (all it could hold then); none
+    /// when there is no such part.
+    async fn ocsf_days_of(&self, key: &str, unit: Window) -> Result<Vec<NaiveDate>, PullError> {
+        Ok(match self.sink.head_meta(key, OCSF_DAYS_META).await? {
+            None => Vec::new(),
+            Some(None) => vec![unit.from.date_naive()],
+            Some(Some(list)) => list
+                .split(',')
+                .filter_map(|d| NaiveDate::parse_from_str(d.trim(), "%Y%m%d").ok())
+                .collect(),
+        })
     }
 
     /// Deletes the backfill parts of the hour (under `parts_of_hour`) that are not `written`,
@@ -362,7 +427,8 @@ impl Puller {
             }
             if let Some(ocsf) = &self.ocsf {
                 let name = object_name(&self.cfg.prefix, &stale);
-                ocsf.remove(Dataset::of(self.cfg.stream), &name, unit.from.date_naive())
+                let days = self.ocsf_days_of(&stale, unit).await?;
+                ocsf.remove(Dataset::of(self.cfg.stream), &name, &days)
                     .await?;
             }
             self.sink.delete(&stale).await?;

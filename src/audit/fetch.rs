@@ -232,6 +232,23 @@ async fn read_range(
     }
 }
 
+/// Every item of `range` of a newest-first stream in time order, as one page (a backfill hour);
+/// `None` when they pass `TV1_ORDERED_RANGE_KIB`.
+pub(super) async fn read_ordered(
+    api: &vision_one::Client,
+    range: Window,
+    deadline: Instant,
+) -> Result<Option<Page>, VisionOneError> {
+    let Some(mut items) = read_range(api, range, api.stream().time_field(), deadline).await? else {
+        return Ok(None);
+    };
+    items.sort_by_key(|(time, _)| *time);
+    Ok(Some(Page {
+        items: items.into_iter().map(|(_, raw)| raw).collect(),
+        next_link: None,
+    }))
+}
+
 /// A bounded channel per slice.
 pub(super) fn channels(n: usize) -> (Vec<mpsc::Sender<Fetched>>, Vec<mpsc::Receiver<Fetched>>) {
     (0..n).map(|_| mpsc::channel(CHANNEL_PAGES)).unzip()

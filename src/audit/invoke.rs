@@ -336,6 +336,7 @@ mod tests {
         assert!(!line.contains('\n'));
         let status = Reply::TestConnection(ConnectionCheck {
             action: "test-connection",
+            stream: crate::audit::stream::Stream::Audit,
             ok: true,
             message: String::new(),
             at: Utc::now(),

@@ -208,13 +208,27 @@ impl S3Sink {
 
     /// Puts one gzip JSON Lines object. Returns once S3 has acknowledged it (durable).
     pub async fn put_ndjson_gz(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
-        self.client
+        self.put_ndjson_gz_with(key, body, &[]).await
+    }
+
+    /// [`Self::put_ndjson_gz`] with user metadata (`x-amz-meta-<name>`).
+    pub async fn put_ndjson_gz_with(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: &[(&str, &str)],
+    ) -> Result<(), SinkError> {
+        let mut put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(NDJSON)
-            .content_encoding("gzip")
-            .body(ByteStream::from(body))
+            .content_encoding("gzip");
+        for (k, v) in meta {
+            put = put.metadata(*k, *v);
+        }
+        put.body(ByteStream::from(body))
             .send()
             .await
             .map_err(|e| self.fail("PutObject", key, e))?;

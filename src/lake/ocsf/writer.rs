@@ -210,47 +210,51 @@ impl OcsfWriter {
 
 impl OcsfWriter {
     /// Replaces the Parquet objects of a JSONL object that is itself replaced in place (a
-    /// backfill part, rewritten by every rerun of its hour, all of whose records fall on `day`):
-    /// each class's object is put again, and the objects of classes the part no longer has are
-    /// deleted, so the Parquet follows the part whatever a rerun changed.
+    /// backfill part, rewritten by every rerun of its hour): `files` (from [`encode_object`] of
+    /// its new bytes) are put, and the objects of every other class and of every day in `days`
+    /// (the days any earlier version may have written) are deleted, so the Parquet follows the
+    /// part whatever a rerun changed.
     pub async fn replace(
         &self,
         dataset: Dataset,
-        key: &str,
         name: &str,
-        body: &[u8],
-        day: NaiveDate,
+        files: Vec<(Class, NaiveDate, usize, bytes::Bytes)>,
+        days: &[NaiveDate],
     ) -> Result<Landed, OcsfError> {
-        let mut files = encode_object(dataset, key, body)?;
         let mut landed = Landed::default();
-        for class in dataset.classes() {
-            let k = self.key(&dataset.source(*class), day, name)?;
-            match files.iter().position(|f| f.0 == *class && f.1 == day) {
-                Some(i) => {
-                    let (_, _, rows, bytes) = files.swap_remove(i);
-                    landed.records += rows as u64;
-                    landed.objects += 1;
-                    landed.bytes += bytes.len() as u64;
-                    self.sink.put_parquet(&k, bytes).await?;
+        let mut kept = Vec::new();
+        for (class, day, rows, bytes) in files {
+            let k = self.key(&dataset.source(class), day, name)?;
+            landed.records += rows as u64;
+            landed.objects += 1;
+            landed.bytes += bytes.len() as u64;
+            self.sink.put_parquet(&k, bytes).await?;
+            kept.push(k);
+        }
+        for day in days {
+            for class in dataset.classes() {
+                let k = self.key(&dataset.source(*class), *day, name)?;
+                if !kept.contains(&k) {
+                    self.sink.delete(&k).await?;
                 }
-                None => self.sink.delete(&k).await?,
             }
         }
-        debug_assert!(files.is_empty(), "a backfill part holds one day");
         Ok(landed)
     }
 
-    /// Deletes the Parquet objects of a JSONL object named `name` on `day` (a stale backfill
-    /// part).
+    /// Deletes the Parquet objects of a JSONL object named `name` on any of `days` (a stale
+    /// backfill part).
     pub async fn remove(
         &self,
         dataset: Dataset,
         name: &str,
-        day: NaiveDate,
+        days: &[NaiveDate],
     ) -> Result<(), OcsfError> {
-        for class in dataset.classes() {
-            let k = self.key(&dataset.source(*class), day, name)?;
-            self.sink.delete(&k).await?;
+        for day in days {
+            for class in dataset.classes() {
+                let k = self.key(&dataset.source(*class), *day, name)?;
+                self.sink.delete(&k).await?;
+            }
         }
         Ok(())
     }
