@@ -539,7 +539,7 @@ async fn bench_stream_catchup(rows: &mut Vec<Row>, lake: &Lake) {
         let (sim, url) = start_sim(&token).await;
         let now = Utc::now();
         let data = stream_data(stream, per_day, now - D::days(30), now - D::minutes(1));
-        let n = data.len();
+        let n = data.iter().filter(|e| e.logged <= now).count();
         load(&sim, stream, data);
         sim.set_faults(Faults {
             rate_limit_per_minute: Some(limit),
@@ -608,7 +608,8 @@ async fn bench_stream_day(rows: &mut Vec<Row>, lake: &Lake) {
         let now = Utc::now();
         let day = tv1_connector::timefmt::floor_hour(now) - D::hours(50);
         let data = stream_data(stream, per_day, day, day + D::days(1));
-        let n = data.len() as u64;
+        // An alert's later states come a year on: only its first is served now.
+        let n = data.iter().filter(|e| e.logged <= now).count() as u64;
         load(&sim, stream, data);
         let vars: HashMap<String, String> = [
             ("TV1_BASE_URL", url),
