@@ -527,3 +527,54 @@ async fn reconciliation_behind_the_data_retention_passes_over_expired_time_unrea
     assert!(bucket_keys(&env.s3, &env.bucket).await.contains(&late));
     assert_eq!(skipped.from, origin);
 }
+
+/// A catch-up reads time that is already the horizon old: that read is the second one, so
+/// reconciliation passes over it instead of reading it again (which had doubled a catch-up's
+/// requests); only the last horizon, which the pull read while it was younger, is re-read.
+#[tokio::test]
+async fn a_catch_up_over_settled_time_is_not_read_twice() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    env.set("TV1_INITIAL_LOOKBACK", "3d")
+        .set("TV1_RECONCILE_HORIZON", "1h");
+    let now = now_s();
+    env.load(3000, now - D::days(3), now - D::seconds(5), |_| {});
+    // Runs as the schedule would until the backlog is read (a run reads at most a day).
+    let runs = run_as_scheduled(&env, 20, |s| {
+        s.lag_seconds.is_none_or(|l| l > 60)
+            || s.reconcile
+                .as_ref()
+                .is_some_and(|r| r.stopped_early.is_some())
+    })
+    .await;
+    let pages: u64 = runs.iter().map(|s| s.pages).sum();
+    let reread: u64 = runs
+        .iter()
+        .filter_map(|s| s.reconcile.as_ref())
+        .map(|r| r.pages)
+        .sum();
+    let passed: Vec<_> = runs
+        .iter()
+        .filter_map(|s| s.reconcile.as_ref()?.read_settled)
+        .collect();
+    assert!(
+        passed.len() >= 3,
+        "each catch-up run's settled time: {passed:?}"
+    );
+    assert!(
+        passed.windows(2).all(|w| w[0].to <= w[1].from),
+        "{passed:?}"
+    );
+    let last = runs.last().unwrap();
+    let cp = env.checkpoint().await.unwrap();
+    let checked =
+        tv1_connector::timefmt::parse_api_time(cp["reconcile"]["checked_to"].as_str().unwrap())
+            .unwrap();
+    assert!(checked >= now - D::hours(1) - D::minutes(2), "{checked}");
+    // Only the last horizon (read by the pull while younger) is read a second time.
+    assert!(reread * 10 <= pages, "re-read {reread} pages of {pages}");
+    env.assert_exactly_once(now - D::days(4), last.checkpoint_after.unwrap())
+        .await;
+}

@@ -83,6 +83,9 @@ pub struct ReconcileSummary {
     /// Committed time passed over unread because its objects may have expired
     /// (`TV1_DATA_RETENTION_DAYS`): reconciliation had fallen that far behind.
     pub skipped_expired: Option<Window>,
+    /// Committed time this run's pull read when it was already the horizon old (a catch-up):
+    /// that read was the second one, so it is not read again.
+    pub read_settled: Option<Window>,
 }
 
 /// An entry of the re-read range that S3 does not hold.
@@ -263,6 +266,26 @@ impl Run<'_> {
         Ok(skipped)
     }
 
+    /// Moves `checked_to` over the time this run's pull read when it was already `horizon`
+    /// old, as a catch-up does. Reconciliation rests on an entry being visible within the
+    /// horizon of its time; the pull read such time after that, so a second read could find
+    /// nothing the first missed. Only when reconciliation has reached the pull's window (what
+    /// lies before it was checked) and has no range pending. Returns the time passed over.
+    fn pass_over_read_settled(&mut self, horizon: TimeDelta) -> Option<Window> {
+        let (window, read_at) = self.pulled?;
+        let settled = floor_second(read_at - horizon).min(self.cp.committed_to);
+        let rc = self.rc();
+        if rc.pending.is_some() || rc.checked_to < window.from || settled <= rc.checked_to {
+            return None;
+        }
+        let passed = Window {
+            from: rc.checked_to,
+            to: settled,
+        };
+        rc.checked_to = settled;
+        Some(passed)
+    }
+
     /// Whether reconciliation has work in this run: a pending range or a range now due.
     pub(super) fn reconcile_due(&self) -> bool {
         let Some(h) = self.horizon() else {
@@ -297,6 +320,7 @@ impl Run<'_> {
         if let Some(safe) = expired {
             sum.skipped_expired = Some(self.pass_over_expired(safe).await?);
         }
+        sum.read_settled = self.pass_over_read_settled(h);
         sum.stopped_early = self.reconcile_ranges(h, fetch_deadline, &mut sum).await?;
         if let Some(why) = &sum.stopped_early {
             tracing::warn!(reason = %why, "reconciliation stopped early; it goes on next run");
@@ -307,6 +331,7 @@ impl Run<'_> {
             || sum.recovered.is_some()
             || sum.stopped_early.is_some()
             || sum.skipped_expired.is_some()
+            || sum.read_settled.is_some()
         {
             self.summary.reconcile = Some(sum);
         }

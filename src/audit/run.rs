@@ -40,6 +40,9 @@ pub(super) struct Run<'a> {
     pub(super) renew_at: Instant,
     /// Vision One's `429`s before this run (reconciliation yields once there are more).
     pub(super) throttled_at_start: u64,
+    /// The window this run's pull reads and when it began reading it (S3's clock): time of
+    /// it that was already the reconciliation horizon old then needs no second read.
+    pub(super) pulled: Option<(Window, DateTime<Utc>)>,
     pub(super) summary: RunSummary,
 }
 
@@ -136,6 +139,7 @@ impl Puller {
             write_deadline: deadline.checked_sub(margin / 4).unwrap_or(deadline),
             renew_at: Instant::now(),
             throttled_at_start: self.api.throttled(),
+            pulled: None,
         };
         if let Some(lease) = run.cp.held_by_other(&run_id, now) {
             tracing::info!(holder = %lease.run_id, until = %lease.until, "another run holds the checkpoint; skipping");
@@ -168,6 +172,7 @@ impl Puller {
             return run.complete(stop_fetching, started).await;
         };
         run.summary.window = Some(window);
+        run.pulled = Some((window, run.clock.now()));
         tracing::info!(
             run_id = %run_id,
             from = %api_time(window.from),
