@@ -20,7 +20,7 @@ use super::{Class, DETECTION_FINDING, Header, envelope};
 use serde_json::{Map, Value, json};
 
 /// Fields held whole by an attribute of their own; every other field goes to `unmapped`.
-const MAPPED: [&str; 10] = [
+const MAPPED: [&str; 9] = [
     "id",
     "model",
     "modelId",
@@ -29,7 +29,6 @@ const MAPPED: [&str; 10] = [
     "updatedDateTime",
     "workbenchLink",
     "severity",
-    "score",
     "investigationResult",
 ];
 
@@ -147,7 +146,8 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
     if let Some(r) = text("investigationResult") {
         e.insert("status_detail".into(), r.into());
     }
-    if let Some(score) = item.get("score").and_then(Value::as_i64) {
+    // `risk_score` is an integer_t (32 bits); a score past it stays in `unmapped` only.
+    if let Some(Ok(score)) = item.get("score").and_then(Value::as_i64).map(i32::try_from) {
         e.insert("risk_score".into(), score.into());
     }
     e.insert("finding_info".into(), finding_info(item, &text));
@@ -178,7 +178,10 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
     if let Some(d) = device {
         e.insert("device".into(), d);
     }
-    let unmapped = finding::unmapped(item, &MAPPED);
+    let mut unmapped = finding::unmapped(item, &MAPPED);
+    if e.contains_key("risk_score") {
+        unmapped.remove("score");
+    }
     if !unmapped.is_empty() {
         e.insert("unmapped".into(), Value::Object(unmapped));
     }
@@ -265,7 +268,7 @@ fn finding_info<'a>(
 /// (a host's name), `type` its entity type (`host`, `account`, `emailAddress`...).
 fn resources(item: &Map<String, Value>) -> Vec<Value> {
     entities(item)
-        .map(|e| {
+        .filter_map(|e| {
             let mut r = Map::new();
             if let Some(uid) = e.get("entityId").and_then(Value::as_str) {
                 r.insert("uid".into(), uid.into());
@@ -281,7 +284,9 @@ fn resources(item: &Map<String, Value>) -> Vec<Value> {
             if let Some(t) = e.get("entityType").and_then(Value::as_str) {
                 r.insert("type".into(), t.into());
             }
-            Value::Object(r)
+            // A resource is named or identified (`_entity`'s at_least_one); an entity with
+            // neither stays in `unmapped.impactScope`.
+            (r.contains_key("uid") || r.contains_key("name")).then_some(Value::Object(r))
         })
         .collect()
 }

@@ -16,7 +16,6 @@ use super::{Class, Dataset};
 use crate::config::{OcsfConfig, is_account_id};
 use crate::lake::sink::{Created, S3Sink, SinkError};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::Value;
 use std::io::Read;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,15 +30,6 @@ pub enum OcsfError {
         key: String,
         /// Why.
         reason: String,
-    },
-    /// A line of a JSONL object the connector wrote does not map (a bug, not bad input: every
-    /// line has already been validated when it was written).
-    #[error("line {line} of {key} does not map to OCSF")]
-    Unmappable {
-        /// The JSONL object.
-        key: String,
-        /// 1-based line number.
-        line: usize,
     },
     /// No account id for the `accountId=` partition yet.
     #[error(
@@ -288,25 +278,25 @@ pub fn encode_object(
             reason: format!("not gzip UTF-8 text: {e}"),
         })?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let map = |i: usize| -> Result<Value, OcsfError> {
-        dataset
-            .event(lines[i])
-            .ok_or_else(|| OcsfError::Unmappable {
-                key: key.to_owned(),
-                line: i + 1,
-            })
+    // A stored line the mapping cannot read has no OCSF record, as a line without a readable
+    // time has none: the object is written from its other lines, or a redo would fail on the
+    // same bytes forever. Valid JSON that a stricter reader refuses (a lone UTF-16 surrogate
+    // escape, RFC 8259 §8.2; a key given twice) is such a line; it stays in the JSONL.
+    let unmappable = |i: usize| {
+        tracing::warn!(
+            key,
+            line = i + 1,
+            "a stored line does not map to OCSF; it has no OCSF record (it stays in the JSON Lines)"
+        );
     };
     // First pass: where each record goes (class and time only). The events are built in the
     // second pass, a chunk at a time: memory holds the object's text and one chunk of events.
     let mut places = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        let (class, time_ms) =
-            dataset
-                .class_and_time(line)
-                .ok_or_else(|| OcsfError::Unmappable {
-                    key: key.to_owned(),
-                    line: i + 1,
-                })?;
+        let Some((class, time_ms)) = dataset.class_and_time(line) else {
+            unmappable(i);
+            continue;
+        };
         let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
             .unwrap_or_default()
             .date_naive();
@@ -324,7 +314,11 @@ pub fn encode_object(
         let mut events = Vec::new();
         let mut text = 0;
         for p in group {
-            events.push(map(p.line)?);
+            let Some(event) = dataset.event(lines[p.line]) else {
+                unmappable(p.line);
+                continue;
+            };
+            events.push(event);
             text += lines[p.line].len();
             // Bounded by rows and by text: an event may be 256 KiB, and its tree several times that.
             if events.len() == DECODE_ROWS || text >= DECODE_BYTES {
@@ -335,7 +329,9 @@ pub fn encode_object(
         }
         enc.push(&events)?;
         let rows = enc.rows();
-        files.push((group[0].class, group[0].day, rows, enc.finish()?));
+        if rows > 0 {
+            files.push((group[0].class, group[0].day, rows, enc.finish()?));
+        }
     }
     Ok(files)
 }
@@ -424,5 +420,26 @@ mod tests {
             encode_object(Dataset::Audit, "k", b"not gzip"),
             Err(OcsfError::Unreadable { .. })
         ));
+    }
+
+    #[test]
+    fn a_line_the_mapping_cannot_read_does_not_stop_the_object() {
+        // A lone surrogate escape is valid JSON text that serde_json's value parser refuses;
+        // an alert score past i32 does not fit `risk_score`.
+        let mut enc = crate::lake::encode::ObjectEncoder::new();
+        for (id, extra) in [
+            ("a", r#""cmd":"\ud800""#),
+            ("b", r#""score":99999999999"#),
+            ("c", r#""score":5"#),
+        ] {
+            let item =
+                format!(r#"{{"id":"WB-1","updatedDateTime":"2026-11-21T10:00:00Z",{extra}}}"#);
+            let mut line = Vec::new();
+            crate::lake::encode::line_with_fields(item.as_bytes(), &[("_id", id)], &mut line);
+            enc.push_line(&line);
+        }
+        let files = encode_object(Dataset::Alerts, "k", &enc.finish()).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].2, 2, "the two readable lines");
     }
 }
