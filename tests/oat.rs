@@ -197,9 +197,9 @@ async fn an_oat_pull_paused_past_its_lease_is_fenced() {
 }
 
 /// `tv1 backfill --stream oat` lands the detections ingested before the stream's origin, once,
-/// with their Detection Findings on the days they were detected; a rerun after Vision One
-/// stopped serving some of them rewrites its parts and deletes the OCSF objects of the days
-/// they alone were on.
+/// with their Detection Findings on the days they were detected. A rerun after Vision One
+/// stopped serving some of them keeps the hours it finished; an unfinished hour is rewritten,
+/// and the OCSF objects of the days its detections alone were on are deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_oat_lands_each_detection_once_with_its_findings_on_their_days() {
     if skip_without_localstack() {
@@ -242,24 +242,57 @@ async fn backfill_of_oat_lands_each_detection_once_with_its_findings_on_their_da
     let days: std::collections::BTreeSet<_> = rows.iter().map(|r| day(&r.event["time"])).collect();
     assert!(days.len() >= 3, "findings on the days detected: {days:?}");
 
-    // Vision One no longer serves the detections detected on the earliest day (retention):
-    // the rerun's parts lack them, and so does the OCSF output.
+    // Vision One no longer serves the detections detected on the earliest day (retention).
+    // Rerunning the backfill keeps the hours it finished as they are: nothing stored is lost.
     let gone = *days.first().unwrap();
+    let detected_on_gone_day = |d: &SimEntry| {
+        let v: serde_json::Value = serde_json::from_str(&d.json).unwrap();
+        let t = tv1_connector::timefmt::parse_api_time(v["detectedDateTime"].as_str().unwrap())
+            .unwrap();
+        t.date_naive() == gone && d.logged < origin
+    };
     let kept: Vec<SimEntry> = all
-        .into_iter()
-        .filter(|d| {
-            let v: serde_json::Value = serde_json::from_str(&d.json).unwrap();
-            let t = tv1_connector::timefmt::parse_api_time(v["detectedDateTime"].as_str().unwrap())
-                .unwrap();
-            t.date_naive() != gone || d.logged >= origin
-        })
+        .iter()
+        .filter(|d| !detected_on_gone_day(d))
+        .cloned()
         .collect();
+    assert!(kept.len() < all.len());
     env.sim.set_detections(kept);
     let again = Box::pin(p.backfill(now - D::hours(7), origin, deadline(60), &|_| {}))
         .await
         .unwrap();
-    assert!(again.complete, "{again:?}");
-    assert_each_detection_once(&env, &ingested_in(&env, now - D::hours(7), to)).await;
+    assert!(again.complete && again.hours_kept == s.hours, "{again:?}");
+    assert_eq!((again.records, again.removed), (0, 0), "{again:?}");
+    let lake_again = env.lake().await;
+    assert_eq!(lake_again.len(), lake.len(), "nothing stored is lost");
+
+    // An hour a backfill did not finish (its marker is not there) is read again, and its
+    // findings follow its parts: those of the day no longer served are deleted.
+    for key in bucket_keys(&env.s3, &env.bucket).await {
+        if key.ends_with(".done") {
+            env.s3
+                .delete_object()
+                .bucket(&env.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let redo = Box::pin(p.backfill(now - D::hours(7), origin, deadline(60), &|_| {}))
+        .await
+        .unwrap();
+    assert!(redo.complete && redo.hours_kept == 0, "{redo:?}");
+    let served: Vec<SimEntry> = all
+        .into_iter()
+        .filter(|d| !detected_on_gone_day(d))
+        .collect();
+    let still = served
+        .iter()
+        .filter(|d| d.logged >= now - D::hours(7) && d.logged < to)
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_each_detection_once(&env, &still).await;
     let lake = env.lake().await;
     let rows =
         assert_one_ocsf_row_per_line(&env, &ocsf_bucket, &lake, Dataset::Oat, REGION, ACCOUNT)

@@ -52,6 +52,9 @@ pub struct BackfillSummary {
     pub objects: u64,
     /// Stale objects of earlier backfills removed.
     pub removed: u64,
+    /// Hours an earlier backfill of this range finished, kept as they are (streams whose
+    /// past Vision One no longer serves whole: see [`crate::audit::stream::Stream::rereads_same`]).
+    pub hours_kept: u64,
     /// What the OCSF Parquet output wrote (`None` when it is off).
     pub ocsf: Option<crate::lake::ocsf::writer::Landed>,
     /// A note for the operator (e.g. why the range was clamped).
@@ -72,6 +75,7 @@ impl BackfillSummary {
             records: 0,
             objects: 0,
             removed: 0,
+            hours_kept: 0,
             ocsf: ocsf_on.then(Default::default),
             note: None,
         }
@@ -159,8 +163,13 @@ impl Puller {
             return Ok(summary);
         }
         if ceil_hour(to) > end {
+            let horizon_var = if self.cfg.stream.reconciles() {
+                "TV1_RECONCILE_HORIZON"
+            } else {
+                "TV1_LAG"
+            };
             summary.note = Some(format!(
-                "range clamped to end at {} (the scheduled puller's origin, or the start of the hour of now minus TV1_RECONCILE_HORIZON: younger time may still gain late entries; run the same backfill again later for the rest)",
+                "range clamped to end at {} (the scheduled puller's origin, or the start of the hour of now minus {horizon_var}: younger time may still gain late entries; run the same backfill again later for the rest)",
                 api_time(end)
             ));
         }
@@ -255,6 +264,15 @@ impl Puller {
         );
         let hour_partition = partition(&self.cfg.prefix, unit.from);
         let part_prefix = format!("{hour_partition}{name}-");
+        // Where re-reading the past gives less than the first read did (superseded alert
+        // versions, aged-out detections), a finished hour is never rewritten: its marker
+        // (`_`-named, which Athena and reconciliation skip) is written once its parts are.
+        let done_key = format!("{hour_partition}_{name}.done");
+        let keep_finished = !self.cfg.stream.rereads_same();
+        if keep_finished && self.sink.get(&done_key).await?.is_some() {
+            summary.hours_kept += 1;
+            return Ok(());
+        }
         let mut restarts = 0;
         let parts = loop {
             // One hour is one unit: on a page-token expiry it is read again from its start, and
@@ -277,6 +295,12 @@ impl Puller {
         let any_backfill_part = format!("{hour_partition}backfill_");
         self.remove_stale_parts(unit, &any_backfill_part, &parts.written, summary)
             .await?;
+        if keep_finished {
+            let done = serde_json::json!({"parts": parts.written.len(), "records": parts.records});
+            self.sink
+                .put_json(&done_key, serde_json::to_vec(&done).expect("a JSON value"))
+                .await?;
+        }
         summary.pages += parts.pages;
         summary.records += parts.records;
         summary.objects += parts.written.len() as u64;

@@ -90,6 +90,15 @@ impl Stream {
         matches!(self, Stream::Oat)
     }
 
+    /// Whether reading a past hour again gives every item a first read gave. Audit entries
+    /// never change and are kept 180 days. An alert's superseded versions are no longer served
+    /// (only its current state is), and OAT detections age out of Vision One's data lake (its
+    /// retention depends on the tenant's licence; not confirmed here): a backfill never rewrites
+    /// such an hour it finished.
+    pub fn rereads_same(self) -> bool {
+        matches!(self, Stream::Audit)
+    }
+
     /// Whether committed time is read again for items served late (`TV1_RECONCILE_HORIZON`).
     /// Not for a stream read by its ingestion time: an item that becomes visible later has a
     /// later ingestion time, and the pull reads it there.

@@ -249,7 +249,7 @@ pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
 /// content headers on the way.
 pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
     jsonl_lines(s3, bucket, |k| {
-        !k.contains("/_state/") && !k.contains("/quarantine/") && !k.ends_with(".parquet")
+        !k.contains("/_state/") && !k.contains("/quarantine/") && k.ends_with(".jsonl.gz")
     })
     .await
 }
