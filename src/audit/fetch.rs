@@ -156,16 +156,22 @@ async fn fetch_slice_ordered(
     tx: mpsc::Sender<Fetched>,
 ) {
     let field = api.stream().time_field();
-    // A range is as wide as the last one that fitted (the slice at first): a stream whose
-    // ranges must be halved keeps that width rather than halving again from the whole rest.
+    // A range is as wide as the last one that fitted (the slice at first), twice that when it
+    // held less than half the bound: a stream whose ranges must be halved does not halve
+    // again from the whole rest of the slice each time.
     let mut range = slice;
     let mut restarts = 0;
     while range.from < slice.to {
         let msg = match read_range(api, range, field, deadline).await {
-            Ok(Some(mut items)) => {
+            Ok(Some((mut items, bytes))) => {
                 items.sort_by_key(|(time, _)| *time);
                 let items = items.into_iter().map(|(_, raw)| raw).collect();
-                let width = range.to - range.from;
+                // A range well under the bound lets the next one be twice as wide again, so a
+                // burst that forced halving does not narrow the rest of the slice for good.
+                let mut width = range.to - range.from;
+                if bytes < api.ordered_range_bytes() / 2 {
+                    width = width * 2;
+                }
                 range = Window {
                     from: range.to,
                     to: (range.to + width).min(slice.to),
@@ -199,15 +205,18 @@ async fn fetch_slice_ordered(
     }
 }
 
+/// A range's items with their times, and their bytes.
+type RangeItems = (Vec<(Option<DateTime<Utc>>, Box<RawValue>)>, usize);
+
 /// Every item of `range` (its time in `[from, to)`, or unreadable), with that time, read
-/// through all its pages; `None` when they pass `TV1_ORDERED_RANGE_KIB` (only a range of more
-/// than a second: one second is read whatever its size).
+/// through all its pages, and their bytes; `None` when they pass `TV1_ORDERED_RANGE_KIB` (only
+/// a range of more than a second: one second is read whatever its size).
 async fn read_range(
     api: &vision_one::Client,
     range: Window,
     field: &str,
     deadline: Instant,
-) -> Result<Option<Vec<(Option<DateTime<Utc>>, Box<RawValue>)>>, VisionOneError> {
+) -> Result<Option<RangeItems>, VisionOneError> {
     let mut items = Vec::new();
     let mut bytes = 0;
     let mut page = api.first_page(range.from, range.to, None, deadline).await?;
@@ -227,7 +236,7 @@ async fn read_range(
         }
         match page.next_link {
             Some(link) => page = api.next_page(&link, deadline).await?,
-            None => return Ok(Some(items)),
+            None => return Ok(Some((items, bytes))),
         }
     }
 }
@@ -239,7 +248,8 @@ pub(super) async fn read_ordered(
     range: Window,
     deadline: Instant,
 ) -> Result<Option<Page>, VisionOneError> {
-    let Some(mut items) = read_range(api, range, api.stream().time_field(), deadline).await? else {
+    let Some((mut items, _)) = read_range(api, range, api.stream().time_field(), deadline).await?
+    else {
         return Ok(None);
     };
     items.sort_by_key(|(time, _)| *time);
