@@ -111,6 +111,10 @@ pub struct Reconcile {
     /// When the last late entry was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_found_at: Option<DateTime<Utc>>,
+    /// Committed time after `checked_to` that a pull read when it was already the horizon old
+    /// (a catch-up after an outage): reconciliation passes over it when it gets there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_settled: Option<super::Window>,
 }
 
 /// Reads and writes the state documents under one prefix.

@@ -150,7 +150,7 @@ impl From<SinkError> for PullError {
 }
 
 /// A half-open time range `[from, to)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Window {
     /// Start (inclusive).
     pub from: DateTime<Utc>,

@@ -206,6 +206,7 @@ impl Run<'_> {
             late_entries: 0,
             oldest_delay_seconds: None,
             last_found_at: None,
+            read_settled: None,
         })
     }
 
@@ -266,23 +267,52 @@ impl Run<'_> {
         Ok(skipped)
     }
 
-    /// Moves `checked_to` over the time this run's pull read when it was already `horizon`
-    /// old, as a catch-up does. Reconciliation rests on an entry being visible within the
-    /// horizon of its time; the pull read such time after that, so a second read could find
-    /// nothing the first missed. Only when reconciliation has reached the pull's window (what
-    /// lies before it was checked) and has no range pending. Returns the time passed over.
+    /// Records the time this run's pull read when it was already `horizon` old (a catch-up),
+    /// then moves `checked_to` over it if reconciliation is there. Reconciliation rests on an
+    /// entry being visible within the horizon of its time; the pull read such time after that,
+    /// so a second read could find nothing the first missed. One window is remembered: the
+    /// pull's windows are contiguous, so a catch-up's extend it. Returns the time passed over.
     fn pass_over_read_settled(&mut self, horizon: TimeDelta) -> Option<Window> {
-        let (window, read_at) = self.pulled?;
-        let settled = floor_second(read_at - horizon).min(self.cp.committed_to);
+        if let Some((window, read_at)) = self.pulled {
+            let settled = floor_second(read_at - horizon).min(self.cp.committed_to);
+            if settled > window.from {
+                let read = Window {
+                    from: window.from,
+                    to: settled,
+                };
+                let rc = self.rc();
+                rc.read_settled = match rc.read_settled {
+                    Some(s) if s.to == read.from => Some(Window {
+                        from: s.from,
+                        to: read.to,
+                    }),
+                    // An older one reconciliation has not reached stays; it is the next.
+                    Some(s) if s.to > rc.checked_to => Some(s),
+                    _ => Some(read),
+                };
+            }
+        }
+        self.jump_read_settled()
+    }
+
+    /// Moves `checked_to` to the end of the remembered settled window once it has reached it
+    /// (with no range pending). Returns the time passed over.
+    fn jump_read_settled(&mut self) -> Option<Window> {
         let rc = self.rc();
-        if rc.pending.is_some() || rc.checked_to < window.from || settled <= rc.checked_to {
+        let s = rc.read_settled?;
+        if rc.checked_to >= s.to {
+            rc.read_settled = None;
+            return None;
+        }
+        if rc.pending.is_some() || rc.checked_to < s.from {
             return None;
         }
         let passed = Window {
             from: rc.checked_to,
-            to: settled,
+            to: s.to,
         };
-        rc.checked_to = settled;
+        rc.checked_to = s.to;
+        rc.read_settled = None;
         Some(passed)
     }
 
@@ -383,6 +413,15 @@ impl Run<'_> {
             };
             if let Some(why) = self.reconcile_range(range, None, deadline, sum).await? {
                 return Ok(Some(why));
+            }
+            if let Some(passed) = self.jump_read_settled() {
+                sum.read_settled = Some(match sum.read_settled {
+                    Some(earlier) => Window {
+                        from: earlier.from,
+                        to: passed.to,
+                    },
+                    None => passed,
+                });
             }
         }
         let rc = self.rc().clone();
