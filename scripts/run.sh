@@ -52,7 +52,7 @@ say "checkpoint (s3://$BUCKET/vision-one/audit/_state/checkpoint.json)"
 aws s3 cp "s3://$BUCKET/vision-one/audit/_state/checkpoint.json" -; echo
 say "first lines of the first object"
 first=$(aws s3 ls --recursive "s3://$BUCKET/vision-one/audit/dt=" | awk 'NR==1{print $4}')
-aws s3 cp "s3://$BUCKET/$first" - | gunzip | head -n 3
+aws s3 cp "s3://$BUCKET/$first" - | gunzip | sed -n '1,3p'
 
 say "invoking audit-puller with events/schedule-alerts.json (the alerts stream's schedule)"
 cargo lambda invoke audit-puller --data-file events/schedule-alerts.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json > "$LOGS/alerts-summary.json" \
@@ -60,7 +60,7 @@ cargo lambda invoke audit-puller --data-file events/schedule-alerts.json -A 127.
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print({k: s[k] for k in ("stream","outcome","records","objects","checkpoint_after")})' "$LOGS/alerts-summary.json"
 say "Workbench alert versions (s3://$BUCKET/vision-one/alerts/): id, status, updatedDateTime, by object"
 for key in $(aws s3 ls --recursive "s3://$BUCKET/vision-one/alerts/dt=" | awk '{print $4}' | tail -n 2); do
-  aws s3 cp "s3://$BUCKET/$key" - | gunzip | head -n 3 \
+  aws s3 cp "s3://$BUCKET/$key" - | gunzip | sed -n '1,3p' \
     | python3 -c 'import json,sys; [print(" ", (l:=json.loads(x))["id"], l["status"], l["updatedDateTime"]) for x in sys.stdin]'
 done
 
@@ -70,7 +70,7 @@ cargo lambda invoke audit-puller --data-file events/schedule-oat.json -A 127.0.0
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print({k: s[k] for k in ("stream","outcome","records","objects","checkpoint_after")})' "$LOGS/oat-summary.json"
 say "OAT detections (s3://$BUCKET/vision-one/oat/): uuid, risk, technique, detected, ingested"
 key=$(aws s3 ls --recursive "s3://$BUCKET/vision-one/oat/dt=" | awk 'END{print $4}')
-aws s3 cp "s3://$BUCKET/$key" - | gunzip | head -n 3 \
+aws s3 cp "s3://$BUCKET/$key" - | gunzip | sed -n '1,3p' \
   | python3 -c 'import json,sys; [print(" ", (l:=json.loads(x))["uuid"], l["filters"][0]["riskLevel"], l["filters"][0]["mitreTechniqueIds"][0], l["detectedDateTime"], l["ingestedDateTime"]) for x in sys.stdin]'
 
 say "test connection and status through the same function"
