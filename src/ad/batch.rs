@@ -116,7 +116,7 @@ impl Ingest {
         {
             return Err(bad(
                 "gzip_body_lost_in_transit",
-                "this gzip body reached the function as text and its bytes were replaced on the way (API Gateway passes some content types as UTF-8 text); send it uncompressed, or through an endpoint that passes binary bodies (see the README, \"gzip through API Gateway\")",
+                "this gzip body reached the function as text and its bytes were replaced on the way (API Gateway passes some content types as UTF-8 text); send it uncompressed, or through an endpoint that passes binary bodies (see docs/ad-ingest.md, \"gzip through API Gateway\")",
             ));
         }
         decode::gunzip_capped(&raw, self.cfg.max_decompressed_bytes).map_err(|e| match e {
