@@ -2,7 +2,7 @@
 //! (make bench starts it). Prints a Markdown table; never asserts on timings.
 //!
 //! Select with `cargo bench --bench bench -- <names>`: cpu, e2e, catchup, streams, ingest,
-//! worst, serve, coldstart.
+//! requests, worst, serve, coldstart.
 
 use base64::Engine;
 use chrono::{Duration as D, Utc};
@@ -863,6 +863,156 @@ async fn bench_ingest(rows: &mut Vec<Row>, lake: &Lake) {
     ));
 }
 
+/// S3 requests a client sends, by kind (each attempt counts: S3 bills every one).
+#[derive(Debug, Default)]
+struct S3Requests {
+    put: std::sync::atomic::AtomicU64,
+    get: std::sync::atomic::AtomicU64,
+    head: std::sync::atomic::AtomicU64,
+    list: std::sync::atomic::AtomicU64,
+    delete: std::sync::atomic::AtomicU64,
+}
+
+impl S3Requests {
+    fn take(&self) -> [u64; 5] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [&self.put, &self.get, &self.head, &self.list, &self.delete].map(|c| c.swap(0, Relaxed))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CountS3(std::sync::Arc<S3Requests>);
+
+impl aws_sdk_s3::config::Intercept for CountS3 {
+    fn name(&self) -> &'static str {
+        "CountS3"
+    }
+    fn read_before_transmit(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = ctx.request();
+        let c = match (r.method(), r.uri().contains("list-type=")) {
+            ("PUT", _) => &self.0.put,
+            ("GET", true) => &self.0.list,
+            ("GET", false) => &self.0.get,
+            ("HEAD", _) => &self.0.head,
+            ("DELETE", _) => &self.0.delete,
+            _ => return Ok(()),
+        };
+        c.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+/// 13. S3 requests and new objects per accepted ad-ingest batch, today (issue 20's baseline):
+/// batches of 1 (NXLog's `om_http` posts one event per request), 20 (a one-second flush of
+/// Fluent Bit or Vector at 20 events/s) and 1,000 events over two categories (logon and account
+/// management), from one agent, with the OCSF output off and on; counted by an interceptor on
+/// the S3 client.
+async fn bench_requests(rows: &mut Vec<Row>, lake: &Lake) {
+    let counts = std::sync::Arc::new(S3Requests::default());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        lake.s3
+            .config()
+            .to_builder()
+            .interceptor(CountS3(counts.clone()))
+            .build(),
+    );
+    let auth_key = format!("bench-key-{}", rand_id());
+    let param = lake.param(&auth_key).await;
+    for ocsf in ["off", "on"] {
+        for size in [1usize, 20, 1000] {
+            let bucket = lake.bucket().await;
+            let vars: HashMap<String, String> = [
+                ("API_KEY_PARAM", param.as_str()),
+                ("BUCKET", bucket.as_str()),
+                ("OCSF_OUTPUT", ocsf),
+                ("OCSF_ACCOUNT_ID", "123456789012"),
+                ("OCSF_REGION", "us-east-1"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let ingest = Ingest::new(
+                IngestConfig::from_map(&vars).unwrap(),
+                s3.clone(),
+                lake.ssm.clone(),
+            );
+            let auth = format!("Bearer {auth_key}");
+            // The key read and the agent's first record are one-offs: warm them up.
+            let batch = |b: usize| {
+                let events: Vec<Value> = (0..size)
+                    .map(|i| winlogbeat_event(10 * (b * size + i) + if i % 2 == 0 { 0 } else { 4 }))
+                    .collect();
+                serde_json::to_string(&json!({"agent": {"id": "dc01", "hostname": "DC01"}, "batch_id": format!("b{b}"), "events": events})).unwrap()
+            };
+            let warm = batch(0);
+            let r = ingest
+                .handle(
+                    HttpRequest {
+                        method: "POST",
+                        path: "/v1/events",
+                        authorization: Some(&auth),
+                        x_api_key: None,
+                        content_type: Some("application/json"),
+                        content_encoding: None,
+                        body: Body::Bytes(warm.as_bytes()),
+                        sender: Default::default(),
+                    },
+                    Utc::now(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            counts.take();
+            let batches = 10;
+            for b in 1..=batches {
+                let body = batch(b);
+                let r = ingest
+                    .handle(
+                        HttpRequest {
+                            method: "POST",
+                            path: "/v1/events",
+                            authorization: Some(&auth),
+                            x_api_key: None,
+                            content_type: Some("application/json"),
+                            content_encoding: None,
+                            body: Body::Bytes(body.as_bytes()),
+                            sender: Default::default(),
+                        },
+                        Utc::now(),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+            let [put, get, head, list, delete] = counts.take();
+            let objects = lake
+                .s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .send()
+                .await
+                .unwrap()
+                .key_count()
+                .unwrap_or(0);
+            let per = |n: u64| n as f64 / batches as f64;
+            let total = per(put + get + head + list + delete);
+            rows.push(row(
+                &format!("13. ad-ingest S3 requests per accepted batch of {size} events (two categories), `OCSF_OUTPUT={ocsf}`, today's design"),
+                format!(
+                    "**{total:.1} requests a batch**: {:.1} PUT, {:.1} GET, {:.1} HEAD, {:.1} LIST, {:.1} DELETE; {objects} objects after {} batches",
+                    per(put), per(get), per(head), per(list), per(delete), batches + 1
+                ),
+                "goal (issue 20): ≤ 2 a batch".into(),
+                format!("{:.0} requests per 1,000 events", total * 1000.0 / size as f64),
+            ));
+        }
+    }
+}
+
 /// 5. Cold start: process start → first poll of a fake Lambda runtime API; zip sizes.
 async fn bench_coldstart(rows: &mut Vec<Row>) {
     let mut figures = Vec::new();
@@ -1412,6 +1562,10 @@ fn main() {
         if want("ingest") {
             eprintln!("bench ingest...");
             bench_ingest(&mut rows, &lake).await;
+        }
+        if want("requests") {
+            eprintln!("bench requests...");
+            bench_requests(&mut rows, &lake).await;
         }
         if want("serve") {
             eprintln!("bench serve...");
