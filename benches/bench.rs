@@ -908,7 +908,7 @@ impl aws_sdk_s3::config::Intercept for CountS3 {
     }
 }
 
-/// 13. S3 requests and new objects per accepted ad-ingest batch, today (issue 20's baseline):
+/// Row 13, S3 requests and new objects per accepted ad-ingest batch, today (issue 20's baseline):
 /// batches of 1 (NXLog's `om_http` posts one event per request), 20 (a one-second flush of
 /// Fluent Bit or Vector at 20 events/s) and 1,000 events over two categories (logon and account
 /// management), from one agent, with the OCSF output off and on; counted by an interceptor on
