@@ -1051,25 +1051,17 @@ async fn a_pull_paused_past_its_lease_is_fenced_from_the_segment_the_next_run_to
     env.set("TV1_LEASE", "2s");
     let now = now_s();
     env.load(3000, now - D::hours(5), now - D::seconds(5), |_| {});
-    // The first run's third object PUT stalls in this proxy (two go through).
-    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
-    let paused = env.spawn_pull(&[
-        ("AWS_ENDPOINT_URL", &proxy.url),
-        ("TV1_OBJECT_MAX_RECORDS", "250"),
-        ("TV1_FETCH_CONCURRENCY", "1"),
-    ]);
-    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
-    let cp = env.checkpoint().await.unwrap();
-    let held = &proxy.held()[0];
-    assert!(
-        pending_keys(&cp)
-            .iter()
-            .any(|k| held.replace("%3D", "=").contains(k.as_str())),
-        "the held PUT is the pending segment's: {held} vs {cp}"
-    );
-    // Paused (laptop sleep, a stalled PUT...) past its lease.
-    signal(paused.id(), "-STOP");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (proxy, paused) = a_pull_paused_past_its_lease(&env, async |proxy| {
+        let cp = env.checkpoint().await.unwrap();
+        let held = &proxy.held()[0];
+        assert!(
+            pending_keys(&cp)
+                .iter()
+                .any(|k| held.replace("%3D", "=").contains(k.as_str())),
+            "the held PUT is the pending segment's: {held} vs {cp}"
+        );
+    })
+    .await;
     // Another run, cutting objects differently, takes over and reads the whole window.
     env.set("TV1_OBJECT_MAX_RECORDS", "170");
     let s = run_to_completion(&env).await;
@@ -1313,14 +1305,7 @@ async fn entries_without_a_readable_time_land_once_even_at_slice_and_window_ends
     // The schedule stands at x: the next window is [x, x+4h) in four 1 h slices.
     let cp = serde_json::json!({"version": 2, "origin": x, "committed_to": x,
         "updated_at": x, "run_id": "test"});
-    env.s3
-        .put_object()
-        .bucket(&env.bucket)
-        .key("vision-one/audit/_state/checkpoint.json")
-        .body(serde_json::to_vec(&cp).unwrap().into())
-        .send()
-        .await
-        .unwrap();
+    env.put_checkpoint(&cp).await;
     env.load(800, x, x + D::hours(7), |g| g.burst_every = 0);
     // Unreadable times at a slice end (x+1h) and at the window end (x+4h): the API's inclusive
     // end bound returns them to both adjacent queries.

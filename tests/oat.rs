@@ -176,16 +176,7 @@ async fn an_oat_pull_paused_past_its_lease_is_fenced() {
         3600,
         rand::random(),
     ));
-    // The first run's third object PUT stalls in this proxy (two go through).
-    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
-    let paused = env.spawn_pull(&[
-        ("AWS_ENDPOINT_URL", &proxy.url),
-        ("TV1_OBJECT_MAX_RECORDS", "250"),
-        ("TV1_FETCH_CONCURRENCY", "1"),
-    ]);
-    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
-    signal(paused.id(), "-STOP");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (proxy, paused) = a_pull_paused_past_its_lease(&env, async |_| {}).await;
     env.set("TV1_OBJECT_MAX_RECORDS", "170");
     let s = run_oat_to_completion(&env).await;
     assert!(s.recovered.is_some(), "redid the pending segment: {s:?}");

@@ -216,14 +216,7 @@ async fn identical_twins_where_one_arrives_late_keep_distinct_ids_and_are_never_
     // Reading the same time again finds nothing new: what is in S3 is never written again.
     let mut cp = env.checkpoint().await.unwrap();
     cp["reconcile"]["checked_to"] = api_time(hour).into();
-    env.s3
-        .put_object()
-        .bucket(&env.bucket)
-        .key("vision-one/audit/_state/checkpoint.json")
-        .body(serde_json::to_vec(&cp).unwrap().into())
-        .send()
-        .await
-        .unwrap();
+    env.put_checkpoint(&cp).await;
     let again: Vec<_> = run_until_settled(&env)
         .await
         .into_iter()
@@ -477,21 +470,13 @@ async fn reconciliation_behind_the_data_retention_passes_over_expired_time_unrea
     assert!(expired > 0);
     // Reconciliation is switched on with its state far behind, at the origin, where a run that
     // died had announced a range (pending) in time whose objects have since expired.
-    let key = "vision-one/audit/_state/checkpoint.json";
     let mut cp = env.checkpoint().await.unwrap();
     let origin = tv1_connector::timefmt::parse_api_time(cp["origin"].as_str().unwrap()).unwrap();
     let step_end = tv1_connector::timefmt::ceil_hour(origin + D::seconds(1));
     let late = tv1_connector::audit::segment::late_key("vision-one/audit/", origin, step_end, 0);
     cp["reconcile"] = json!({"checked_to": cp["origin"], "pending": {
         "from": cp["origin"], "to": api_time(step_end), "keys": [late]}});
-    env.s3
-        .put_object()
-        .bucket(&env.bucket)
-        .key(key)
-        .body(serde_json::to_vec(&cp).unwrap().into())
-        .send()
-        .await
-        .unwrap();
+    env.put_checkpoint(&cp).await;
     env.set("TV1_RECONCILE_HORIZON", "1h")
         .set("TV1_DATA_RETENTION_DAYS", "2");
     let runs = run_until_settled(&env).await;
@@ -541,20 +526,7 @@ async fn a_catch_up_over_settled_time_is_not_read_twice() {
         .set("TV1_RECONCILE_HORIZON", "1h");
     let now = now_s();
     env.load(3000, now - D::days(3), now - D::seconds(5), |_| {});
-    // Runs as the schedule would until the backlog is read (a run reads at most a day).
-    let runs = run_as_scheduled(&env, 20, |s| {
-        s.lag_seconds.is_none_or(|l| l > 60)
-            || s.reconcile
-                .as_ref()
-                .is_some_and(|r| r.stopped_early.is_some())
-    })
-    .await;
-    let pages: u64 = runs.iter().map(|s| s.pages).sum();
-    let reread: u64 = runs
-        .iter()
-        .filter_map(|s| s.reconcile.as_ref())
-        .map(|r| r.pages)
-        .sum();
+    let (runs, pages, reread) = catch_up(&env, 20).await;
     let passed: Vec<_> = runs
         .iter()
         .filter_map(|s| s.reconcile.as_ref()?.read_settled)
@@ -600,28 +572,9 @@ async fn a_catch_up_after_an_outage_is_not_read_twice() {
     cp["origin"] = api_time(down - D::hours(2)).into();
     cp["committed_to"] = api_time(down).into();
     cp["reconcile"] = json!({"checked_to": api_time(down - D::hours(1)), "late_entries": 0});
-    env.s3
-        .put_object()
-        .bucket(&env.bucket)
-        .key("vision-one/audit/_state/checkpoint.json")
-        .body(serde_json::to_vec(&cp).unwrap().into())
-        .send()
-        .await
-        .unwrap();
+    env.put_checkpoint(&cp).await;
     env.load(3000, down, now - D::seconds(5), |_| {});
-    let runs = run_as_scheduled(&env, 40, |s| {
-        s.lag_seconds.is_none_or(|l| l > 60)
-            || s.reconcile
-                .as_ref()
-                .is_some_and(|r| r.stopped_early.is_some())
-    })
-    .await;
-    let pages: u64 = runs.iter().map(|s| s.pages).sum();
-    let reread: u64 = runs
-        .iter()
-        .filter_map(|s| s.reconcile.as_ref())
-        .map(|r| r.pages)
-        .sum();
+    let (runs, pages, reread) = catch_up(&env, 40).await;
     let passed = runs
         .iter()
         .filter_map(|s| s.reconcile.as_ref()?.read_settled)
@@ -634,4 +587,24 @@ async fn a_catch_up_after_an_outage_is_not_read_twice() {
     assert!(reread * 5 <= pages, "re-read {reread} pages of {pages}");
     env.assert_exactly_once(down, runs.last().unwrap().checkpoint_after.unwrap())
         .await;
+}
+
+/// Runs as the schedule would (at most `runs` runs) until the backlog is read (a run reads at
+/// most a day) and reconciliation did not stop early. Returns the runs, the pages the pull read
+/// and the pages reconciliation read again.
+async fn catch_up(env: &TestEnv, runs: usize) -> (Vec<tv1_connector::audit::RunSummary>, u64, u64) {
+    let runs = run_as_scheduled(env, runs, |s| {
+        s.lag_seconds.is_none_or(|l| l > 60)
+            || s.reconcile
+                .as_ref()
+                .is_some_and(|r| r.stopped_early.is_some())
+    })
+    .await;
+    let pages = runs.iter().map(|s| s.pages).sum();
+    let reread = runs
+        .iter()
+        .filter_map(|s| s.reconcile.as_ref())
+        .map(|r| r.pages)
+        .sum();
+    (runs, pages, reread)
 }

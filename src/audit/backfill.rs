@@ -322,7 +322,7 @@ impl Puller {
             // Served newest first: the hour is read whole and put in time order first, so its
             // parts are the same whatever the order pages came in.
             match super::fetch::read_ordered(&self.api, unit, deadline).await {
-                Ok(Some(page)) => Ok(page),
+                Ok(Some((page, _))) => Ok(page),
                 Ok(None) => {
                     return Err(PullError::BadRange(format!(
                         "the hour from {} holds more {} items than TV1_ORDERED_RANGE_KIB ({} KiB) lets a backfill put in order; raise it for this backfill",

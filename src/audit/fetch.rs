@@ -155,17 +155,14 @@ async fn fetch_slice_ordered(
     deadline: Instant,
     tx: mpsc::Sender<Fetched>,
 ) {
-    let field = api.stream().time_field();
     // A range is as wide as the last one that fitted (the slice at first), twice that when it
     // held less than half the bound: a stream whose ranges must be halved does not halve
     // again from the whole rest of the slice each time.
     let mut range = slice;
     let mut restarts = 0;
     while range.from < slice.to {
-        let msg = match read_range(api, range, field, deadline).await {
-            Ok(Some((mut items, bytes))) => {
-                items.sort_by_key(|(time, _)| *time);
-                let items = items.into_iter().map(|(_, raw)| raw).collect();
+        let msg = match read_ordered(api, range, deadline).await {
+            Ok(Some((page, bytes))) => {
                 // A range well under the bound lets the next one be twice as wide again, so a
                 // burst that forced halving does not narrow the rest of the slice for good.
                 let mut width = range.to - range.from;
@@ -177,10 +174,7 @@ async fn fetch_slice_ordered(
                     to: (range.to + width).min(slice.to),
                 };
                 restarts = 0;
-                Fetched::Page(Page {
-                    items,
-                    next_link: None,
-                })
+                Fetched::Page(page)
             }
             Ok(None) => {
                 let half = (range.to - range.from) / 2;
@@ -241,22 +235,24 @@ async fn read_range(
     }
 }
 
-/// Every item of `range` of a newest-first stream in time order, as one page (a backfill hour);
-/// `None` when they pass `TV1_ORDERED_RANGE_KIB`.
+/// Every item of `range` of a newest-first stream in time order, as one page, with their
+/// bytes; `None` when they pass `TV1_ORDERED_RANGE_KIB`.
 pub(super) async fn read_ordered(
     api: &vision_one::Client,
     range: Window,
     deadline: Instant,
-) -> Result<Option<Page>, VisionOneError> {
-    let Some((mut items, _)) = read_range(api, range, api.stream().time_field(), deadline).await?
+) -> Result<Option<(Page, usize)>, VisionOneError> {
+    let Some((mut items, bytes)) =
+        read_range(api, range, api.stream().time_field(), deadline).await?
     else {
         return Ok(None);
     };
     items.sort_by_key(|(time, _)| *time);
-    Ok(Some(Page {
+    let page = Page {
         items: items.into_iter().map(|(_, raw)| raw).collect(),
         next_link: None,
-    }))
+    };
+    Ok(Some((page, bytes)))
 }
 
 /// A bounded channel per slice.

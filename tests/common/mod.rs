@@ -13,6 +13,9 @@ use tv1_connector::config::PullerConfig;
 
 pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
 
+/// The audit stream's checkpoint document.
+pub const AUDIT_CHECKPOINT: &str = "vision-one/audit/_state/checkpoint.json";
+
 /// Points the AWS SDK at LocalStack unless the caller already did.
 pub fn aws_env() {
     for (k, v) in [
@@ -175,8 +178,20 @@ impl TestEnv {
         lake_lines(&self.s3, &self.bucket).await
     }
 
+    /// Replaces the audit checkpoint document with `cp` (a test standing in for the past).
+    pub async fn put_checkpoint(&self, cp: &Value) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(AUDIT_CHECKPOINT)
+            .body(serde_json::to_vec(cp).unwrap().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub async fn checkpoint(&self) -> Option<Value> {
-        let key = "vision-one/audit/_state/checkpoint.json";
+        let key = AUDIT_CHECKPOINT;
         let obj = self
             .s3
             .get_object()
@@ -1030,6 +1045,28 @@ pub async fn kill_pulls_on_a_slow_api(env: &TestEnv, times: usize) {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.sim.set_faults(Default::default());
+}
+
+/// Starts `tv1 pull` (the streams of `env`) with its third object PUT held in a proxy (two go
+/// through), and pauses it (SIGSTOP) once that PUT is held, for 3 s: past a `TV1_LEASE` of 2 s.
+/// `held` runs while the PUT is held and the run not yet paused. Returns the proxy and the
+/// paused process, for [`a_paused_run_is_refused_and_stops`].
+pub async fn a_pull_paused_past_its_lease(
+    env: &TestEnv,
+    held: impl AsyncFnOnce(&HoldingProxy),
+) -> (HoldingProxy, std::process::Child) {
+    let proxy = HoldingProxy::start(LOCALSTACK, 2).await;
+    let paused = env.spawn_pull(&[
+        ("AWS_ENDPOINT_URL", &proxy.url),
+        ("TV1_OBJECT_MAX_RECORDS", "250"),
+        ("TV1_FETCH_CONCURRENCY", "1"),
+    ]);
+    wait_until(30, "a held PUT", async || !proxy.held().is_empty()).await;
+    held(&proxy).await;
+    // Paused (laptop sleep, a stalled PUT...) past its lease.
+    signal(paused.id(), "-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (proxy, paused)
 }
 
 /// Lets the PUT `proxy` held for the `paused` run through once that run has been taken over:

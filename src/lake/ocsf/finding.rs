@@ -201,6 +201,28 @@ pub(super) fn observables(name: &str, vision_one_type: &str, value: &Value, out:
     }
 }
 
+/// The observables of Vision One's typed objects (alert `indicators`, OAT
+/// `highlightedObjects`: `{type, field, value}`), each named by its `field`, else its `type`,
+/// else `unnamed` (see [`observables`]).
+pub(super) fn observables_of<'a>(
+    objects: impl Iterator<Item = &'a Value>,
+    unnamed: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for object in objects {
+        let kind = object.get("type").and_then(Value::as_str).unwrap_or("");
+        let name = object
+            .get("field")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(if kind.is_empty() { unnamed } else { kind });
+        if let Some(v) = object.get("value") {
+            observables(name, kind, v, &mut out);
+        }
+    }
+    out
+}
+
 /// An affected host as the OCSF `device`: `hostname`, `uid` (the agent GUID), `ip` (the first
 /// address that is one: the attribute holds one), `type_id` (1 Server, 2 Desktop, else 0
 /// Unknown). `None` without a name or uid.

@@ -105,26 +105,11 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
         e.insert("risk_level".into(), level.into());
     }
     e.insert("finding_info".into(), finding_info(item, &filters, time_ms));
-    let mut observables = Vec::new();
-    for object in filters
+    let objects = filters
         .iter()
         .filter_map(|f| f.get("highlightedObjects")?.as_array())
-        .flatten()
-    {
-        let kind = object.get("type").and_then(Value::as_str).unwrap_or("");
-        let name = object
-            .get("field")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(if kind.is_empty() {
-                "highlightedObject"
-            } else {
-                kind
-            });
-        if let Some(v) = object.get("value") {
-            finding::observables(name, kind, v, &mut observables);
-        }
-    }
+        .flatten();
+    let observables = finding::observables_of(objects, "highlightedObject");
     if !observables.is_empty() {
         e.insert("observables".into(), observables.into());
     }

@@ -151,23 +151,8 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
         e.insert("risk_score".into(), score.into());
     }
     e.insert("finding_info".into(), finding_info(item, &text));
-    let mut observables = Vec::new();
-    for indicator in item
-        .get("indicators")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let kind = indicator.get("type").and_then(Value::as_str).unwrap_or("");
-        let name = indicator
-            .get("field")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(if kind.is_empty() { "indicator" } else { kind });
-        if let Some(v) = indicator.get("value") {
-            finding::observables(name, kind, v, &mut observables);
-        }
-    }
+    let indicators = item.get("indicators").and_then(Value::as_array);
+    let observables = finding::observables_of(indicators.into_iter().flatten(), "indicator");
     if !observables.is_empty() {
         e.insert("observables".into(), observables.into());
     }
