@@ -335,6 +335,12 @@ pub struct IngestConfig {
     /// The Lambda function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): when set, each
     /// stored batch prints its CloudWatch embedded-metric line.
     pub function_name: Option<String>,
+    /// Length of a compaction window (`AD_WINDOW`, default 5m, 1s to 1h, a divisor of a day):
+    /// batches received in one window become one object per (category, day) and OCSF class.
+    pub window: Duration,
+    /// How long after a window ends it is compacted (`AD_SETTLE`, default 1m, at least 1s and
+    /// at most the window): the clock skew between ad-ingest and S3 tolerated is half of it.
+    pub settle: Duration,
 }
 
 impl IngestConfig {
@@ -360,7 +366,24 @@ impl IngestConfig {
             agent_timeout: duration(env, "AD_AGENT_TIMEOUT", "10m")?,
             ocsf: OcsfConfig::from_map(env)?,
             function_name: value(env, "AWS_LAMBDA_FUNCTION_NAME").map(str::to_owned),
+            window: duration(env, "AD_WINDOW", "5m")?,
+            settle: duration(env, "AD_SETTLE", "1m")?,
         };
+        let whole = |d: Duration| d.subsec_nanos() == 0 && d.as_secs() > 0;
+        if !whole(cfg.window) || cfg.window.as_secs() > 3600 || 86_400 % cfg.window.as_secs() != 0
+        {
+            return Err(ConfigError {
+                var: "AD_WINDOW",
+                reason: "must be whole seconds from 1s to 1h that divide a day (e.g. 1m, 5m, 15m)"
+                    .into(),
+            });
+        }
+        if !whole(cfg.settle) || cfg.settle > cfg.window {
+            return Err(ConfigError {
+                var: "AD_SETTLE",
+                reason: "must be whole seconds, at least 1s and at most AD_WINDOW".into(),
+            });
+        }
         // API Gateway puts the body into the event Lambda receives: base64 (4/3 of it) for a
         // binary body, JSON-escaped for a text body (a valid JSON body at most doubles: every
         // `"`, `\\` and newline gains a backslash). Larger than Lambda's request limit, the agent

@@ -31,6 +31,7 @@ impl Env {
             ("BUCKET", bucket.as_str()),
         ]
         .iter()
+        .chain(&AD_TEST_WINDOWS)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         Env {

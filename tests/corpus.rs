@@ -184,13 +184,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn gunzip(data: &[u8]) -> String {
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_string(&mut s)
-        .unwrap();
-    s
-}
 
 fn offline_ingest() -> Ingest {
     Ingest::offline(&[]).unwrap()
@@ -235,14 +228,9 @@ fn run_corpus() -> (Vec<Outcome>, Vec<(String, String)>) {
                 match ingest.prepare(&http, now) {
                     Ok(p) => {
                         let lines = p
-                            .objects
+                            .lake_lines()
                             .iter()
-                            .flat_map(|(_, gz)| {
-                                gunzip(gz)
-                                    .lines()
-                                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                                    .collect::<Vec<_>>()
-                            })
+                            .map(|l| serde_json::from_str::<Value>(l).unwrap())
                             .collect();
                         (lines, p.quarantined)
                     }

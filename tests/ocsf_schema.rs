@@ -95,7 +95,6 @@ fn audit_entries_map_to_valid_ocsf() {
 /// valid OCSF 1.1.0 event of the class its event id means, with the facts the event carries.
 #[test]
 fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
-    use std::io::Read;
     use tv1_connector::ad::{Body, HttpRequest, Ingest, Sender};
     // Never reaches AWS: `prepare` is the request's CPU work only.
     let ingest = Ingest::offline(&[]).unwrap();
@@ -136,16 +135,10 @@ fn every_ad_sample_maps_to_valid_ocsf_with_the_facts_it_carries() {
         let prepared = ingest
             .prepare(&req, chrono::Utc::now())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (key, gz) in prepared.objects {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            for line in text.lines() {
-                let e = tv1_connector::lake::ocsf::windows::from_line(line)
-                    .unwrap_or_else(|| panic!("{key}: {line}"));
-                events.push(e);
-            }
+        for line in prepared.lake_lines() {
+            let e = tv1_connector::lake::ocsf::windows::from_line(&line)
+                .unwrap_or_else(|| panic!("{name}: {line}"));
+            events.push(e);
         }
     }
     // What each event id means (the Windows documentation), written out rather than derived.

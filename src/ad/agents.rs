@@ -1,5 +1,5 @@
-//! The forwarding agents that have reported: one small document per agent in S3, updated with
-//! conditional writes so that concurrent batches from one agent do not lose counts.
+//! The forwarding agents that have reported: one small document per agent in S3, updated once
+//! per compacted window (`compact.rs`) with conditional writes, each window counted once.
 
 use crate::lake::sink::{Condition, S3Sink, SinkError};
 use crate::lake::state::{StateError, parse_state};
@@ -27,6 +27,29 @@ pub struct AgentRecord {
     pub events_quarantined: u64,
     /// Batches accepted from it.
     pub batches_received: u64,
+    /// The last compacted window counted here (its start): a redone or concurrent compaction of
+    /// a window already counted changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_to: Option<DateTime<Utc>>,
+}
+
+/// What one compacted window saw of an agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The host name of its latest batch, if it gave one.
+    pub hostname: Option<String>,
+    /// The version of its latest batch, if it gave one.
+    pub version: Option<String>,
+    /// Events (quarantined included).
+    pub events: u64,
+    /// Of those, quarantined.
+    pub quarantined: u64,
+    /// Batches with events (heartbeats, with none, only move `last_seen`).
+    pub batches: u64,
+    /// When its first and latest batch were received.
+    pub first: Option<DateTime<Utc>>,
+    /// See `first`.
+    pub last: Option<DateTime<Utc>>,
 }
 
 /// An agent as `GET /v1/agents` lists it.
@@ -86,17 +109,19 @@ impl Registry {
         format!("{}{id}.json", self.prefix)
     }
 
-    /// Records a batch from `id`: `events` accepted (0 for a duplicate), `quarantined` of
-    /// them kept in quarantine, at `now`.
-    pub async fn record(
+    /// Counts what the compacted window starting at `window` saw of agent `id`, unless a
+    /// compaction of this window or a later one already did.
+    pub async fn record_window(
         &self,
         id: &str,
-        hostname: Option<&str>,
-        version: Option<&str>,
-        (events, quarantined): (u64, u64),
-        now: DateTime<Utc>,
+        seen: &Seen,
+        window: DateTime<Utc>,
     ) -> Result<AgentRecord, StateError> {
         let key = self.key(id);
+        let (first, last) = match (seen.first, seen.last) {
+            (Some(f), Some(l)) => (f, l),
+            _ => (window, window),
+        };
         for _ in 0..8 {
             let (mut rec, cond) = match self.sink.get(&key).await? {
                 Some(v) => {
@@ -108,21 +133,27 @@ impl Registry {
                         id: id.to_owned(),
                         hostname: None,
                         version: None,
-                        first_seen: now,
-                        last_seen: now,
+                        first_seen: first,
+                        last_seen: last,
                         events_received: 0,
                         events_quarantined: 0,
                         batches_received: 0,
+                        counted_to: None,
                     },
                     Condition::Absent,
                 ),
             };
-            rec.hostname = hostname.map(str::to_owned).or(rec.hostname);
-            rec.version = version.map(str::to_owned).or(rec.version);
-            rec.last_seen = rec.last_seen.max(now);
-            rec.events_received += events;
-            rec.events_quarantined += quarantined;
-            rec.batches_received += (events > 0) as u64;
+            if rec.counted_to.is_some_and(|c| c >= window) {
+                return Ok(rec);
+            }
+            rec.hostname = seen.hostname.clone().or(rec.hostname);
+            rec.version = seen.version.clone().or(rec.version);
+            rec.first_seen = rec.first_seen.min(first);
+            rec.last_seen = rec.last_seen.max(last);
+            rec.events_received += seen.events;
+            rec.events_quarantined += seen.quarantined;
+            rec.batches_received += seen.batches;
+            rec.counted_to = Some(window);
             let body = serde_json::to_vec(&rec).expect("agent record serialises");
             match self.sink.put_json_if(&key, body, &cond).await {
                 Ok(_) => return Ok(rec),

@@ -1,7 +1,7 @@
 //! A request body to a validated, encoded batch, with no I/O: content type and encoding, size
 //! caps, base64 and gzip, the batch's shape (envelope, bare events, HEC), every event
-//! normalised, then one gzip JSON Lines object per (category, day), and one quarantine object
-//! for the events the lake cannot take.
+//! normalised, then the batch's landing object (`landing.rs`): its lines grouped by (category,
+//! day), and the events the lake cannot take with their reasons.
 //!
 //! Request-level faults (body, shape, sizes, agent fields) refuse the request and nothing is
 //! written. An event is never a reason to refuse the others: agents drop a whole request on a
@@ -12,10 +12,11 @@
 
 use super::event_time::{self, fluent_bit_offset};
 use super::events::{self, Category, Hints, Normalized, Shape, normalize_in};
+use super::landing::{BatchHeader, Part};
 use super::{Body, HttpRequest, Ingest, IngestError, bad, decode, hec};
 use crate::lake::encode::{ObjectEncoder, push_compact};
 use crate::timefmt::api_time;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use decode::{BatchError, DecodeError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -45,10 +46,25 @@ pub struct Prepared {
     pub quarantined: Vec<(usize, String)>,
     /// SHA-256 of the decoded body.
     pub body_sha256: String,
-    /// `(key, gzip JSON Lines)` per category and day.
-    pub objects: Vec<(String, bytes::Bytes)>,
-    /// `(key, gzip JSON Lines)` of the quarantined events, when there are any.
-    pub quarantine: Option<(String, bytes::Bytes)>,
+    /// The landing object's header (its first line).
+    pub header: BatchHeader,
+    /// The landing object: gzip JSON Lines (see [`Ingest::encode`]).
+    pub landing: bytes::Bytes,
+}
+
+impl Prepared {
+    /// The lake lines of the landing object: its stored events' lines, without the header line
+    /// and the quarantine lines (it decompresses the object: for tests and tools).
+    pub fn lake_lines(&self) -> Vec<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(&self.landing[..]),
+            &mut text,
+        )
+        .expect("a landing object is gzip UTF-8");
+        let stored: usize = self.header.parts.iter().map(|p| p.lines).sum();
+        text.lines().skip(1).take(stored).map(str::to_owned).collect()
+    }
 }
 
 impl Ingest {
@@ -164,15 +180,15 @@ impl Ingest {
             name_after_events(&mut batch);
         }
         check_agent(&batch.agent, &batch.batch_id)?;
-        let (objects, quarantine, quarantined) = self.encode(&batch, &outcomes, now)?;
+        let (header, landing, quarantined) = self.encode(&batch, &outcomes, now)?;
         Ok(Prepared {
             agent: batch.agent.clone(),
             batch_id: batch.batch_id.clone(),
             events: batch.events.len(),
             quarantined,
             body_sha256: hex::encode(Sha256::digest(&body)),
-            objects,
-            quarantine,
+            header,
+            landing,
         })
     }
 
@@ -228,24 +244,15 @@ impl Ingest {
         })
     }
 
-    /// The objects of a batch: one per (category, day) of its stored events, encoded one at a
-    /// time so that memory holds one open encoder however many partitions a batch spans, and
-    /// the quarantine object. Named by agent and batch id, so that a retry after a lost reply
-    /// meets the same keys.
-    #[allow(clippy::type_complexity)]
+    /// The landing object of a batch: its header line, its stored events' lines grouped by
+    /// (category, day) in time order of the groups (events keep their order within a group),
+    /// then its quarantine lines; and the quarantined events with their reasons.
     fn encode(
         &self,
         batch: &decode::Batch<'_>,
         outcomes: &[Result<Normalized, String>],
         now: DateTime<Utc>,
-    ) -> Result<
-        (
-            Vec<(String, bytes::Bytes)>,
-            Option<(String, bytes::Bytes)>,
-            Vec<(usize, String)>,
-        ),
-        IngestError,
-    > {
+    ) -> Result<(BatchHeader, bytes::Bytes, Vec<(usize, String)>), IngestError> {
         let stored: Vec<(usize, &Normalized)> = outcomes
             .iter()
             .enumerate()
@@ -253,46 +260,60 @@ impl Ingest {
             .collect();
         let part = |n: &Normalized| (n.category, n.time.date_naive());
         let mut order: Vec<usize> = (0..stored.len()).collect();
-        order.sort_by_key(|&j| part(stored[j].1)); // stable: events keep their order within an object
-        let partitions = order
+        order.sort_by_key(|&j| part(stored[j].1)); // stable: events keep their order within a part
+        let parts: Vec<Part> = order
             .chunk_by(|&a, &b| part(stored[a].1) == part(stored[b].1))
-            .count();
-        if partitions > self.cfg.max_partitions {
+            .map(|group| {
+                let (category, day) = part(stored[group[0]].1);
+                Part {
+                    category,
+                    day,
+                    lines: group.len(),
+                }
+            })
+            .collect();
+        if parts.len() > self.cfg.max_partitions {
             return Err(IngestError::TooLarge(format!(
-                "the events span {partitions} (category, day) partitions; the limit is {}: send fewer days per batch",
+                "the events span {} (category, day) partitions; the limit is {}: send fewer days per batch",
+                parts.len(),
                 self.cfg.max_partitions
             )));
         }
+        let quarantined: Vec<(usize, String)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let reason = o.as_ref().err()?;
+                Some((i, reason.chars().take(MAX_REASON_CHARS).collect()))
+            })
+            .collect();
+        let header = BatchHeader {
+            agent: batch.agent.id.clone(),
+            hostname: batch.agent.hostname.clone(),
+            version: batch.agent.version.clone(),
+            batch_id: batch.batch_id.clone(),
+            received_at: now,
+            events: batch.events.len(),
+            parts,
+            quarantined: quarantined.len(),
+        };
         let received_at = api_time(now);
+        let at = Origin {
+            agent_id: &batch.agent.id,
+            batch_id: &batch.batch_id,
+            received_at: &received_at,
+        };
         let raw = |i: usize| batch.events[i].get().as_bytes();
         let meta = |i: usize| batch.meta.get(i).map(String::as_str);
-        let mut objects = Vec::with_capacity(partitions);
-        let mut line = Vec::with_capacity(4096);
-        for group in order.chunk_by(|&a, &b| part(stored[a].1) == part(stored[b].1)) {
-            let (category, day) = part(stored[group[0]].1);
-            let mut enc = ObjectEncoder::new();
-            for &j in group {
-                let (i, n) = stored[j];
-                line.clear();
-                let at = Origin {
-                    agent_id: &batch.agent.id,
-                    batch_id: &batch.batch_id,
-                    received_at: &received_at,
-                };
-                write_line(&mut line, n, &at, raw(i), meta(i));
-                enc.push_line(&line);
-            }
-            let key = data_key(
-                &self.cfg.prefix,
-                category,
-                day,
-                &batch.agent.id,
-                &batch.batch_id,
-            );
-            objects.push((key, enc.finish()));
-        }
-        let mut quarantined = Vec::new();
         let mut enc = ObjectEncoder::new();
+        let mut line = serde_json::to_vec(&header).expect("header serialises");
+        enc.push_line(&line);
+        for &j in &order {
+            let (i, n) = stored[j];
+            line.clear();
+            write_line(&mut line, n, &at, raw(i), meta(i));
+            enc.push_line(&line);
+        }
         // Metadata over the cap is what quarantined its event: the line says how large it was.
         let bounded_meta = |i: usize| {
             meta(i).map(|m| match m.len() > self.cfg.max_event_bytes {
@@ -300,33 +321,12 @@ impl Ingest {
                 false => std::borrow::Cow::Borrowed(m),
             })
         };
-        for (i, o) in outcomes.iter().enumerate() {
-            let Err(reason) = o else { continue };
-            let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        for (i, reason) in &quarantined {
             line.clear();
-            let at = Origin {
-                agent_id: &batch.agent.id,
-                batch_id: &batch.batch_id,
-                received_at: &received_at,
-            };
-            write_quarantine_line(
-                &mut line,
-                i,
-                &reason,
-                &at,
-                raw(i),
-                bounded_meta(i).as_deref(),
-            );
+            write_quarantine_line(&mut line, *i, reason, &at, raw(*i), bounded_meta(*i).as_deref());
             enc.push_line(&line);
-            quarantined.push((i, reason));
         }
-        let quarantine = (!quarantined.is_empty()).then(|| {
-            (
-                quarantine_key(&self.cfg.prefix, &batch.agent.id, &batch.batch_id),
-                enc.finish(),
-            )
-        });
-        Ok((objects, quarantine, quarantined))
+        Ok((header, enc.finish(), quarantined))
     }
 }
 
@@ -337,17 +337,11 @@ pub(crate) struct Origin<'a> {
     pub(crate) received_at: &'a str,
 }
 
-/// The key of a batch's quarantine object: not partitioned (it stays small) and named like the
-/// batch's data objects, so a retry meets the same key.
-fn quarantine_key(prefix: &str, agent: &str, batch_id: &str) -> String {
-    format!("{prefix}{QUARANTINE_DIR}{}", object_name(agent, batch_id))
-}
-
 /// The file name of a batch's object: `<agent>~<batch_id>.jsonl.gz`. Athena (like Hive)
 /// skips files whose names begin with `_` or `.`, so an agent id beginning with one is written
 /// after a `~`, which no identifier contains: the name stays visible and cannot be another
 /// agent's.
-fn object_name(agent: &str, batch_id: &str) -> String {
+pub(crate) fn object_name(agent: &str, batch_id: &str) -> String {
     let visible = if agent.starts_with(['_', '.']) {
         "~"
     } else {
@@ -360,12 +354,12 @@ fn object_name(agent: &str, batch_id: &str) -> String {
 /// table's location).
 pub const QUARANTINE_DIR: &str = "quarantine/";
 
-/// The key of a batch's object for one (category, day). `~` is not an identifier character, so
-/// no two (agent, batch) pairs can share a key.
+/// The key of a (category, day) object named after an agent and a batch (`tv1 import-evtx`'s
+/// steps): `~` is not an identifier character, so no two (agent, batch) pairs share a key.
 pub(crate) fn data_key(
     prefix: &str,
     c: Category,
-    day: NaiveDate,
+    day: chrono::NaiveDate,
     agent: &str,
     batch_id: &str,
 ) -> String {
@@ -664,23 +658,17 @@ mod tests {
         .unwrap();
         let req = post("/v1/events", &body, Default::default());
         let (prepared, peak) = crate::alloc_meter::peak(|| ingest.prepare(&req, now).unwrap());
-        assert_eq!(prepared.objects.len(), 1825);
+        assert_eq!(prepared.header.parts.len(), 1825);
         println!("peak while preparing: {} KB", peak >> 10);
         assert!(peak < 64 << 20, "preparing held {} MB", peak >> 20);
     }
 
     #[test]
     fn every_object_name_is_visible_to_athena() {
-        let day = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
         for agent in ["_hidden", ".dot", "dc01"] {
-            for key in [
-                data_key("ad/", Category::Logon, day, agent, "b"),
-                quarantine_key("ad/", agent, "b"),
-            ] {
-                let name = key.rsplit('/').next().unwrap();
-                assert!(!name.starts_with(['_', '.']), "{key}");
-                assert!(name.contains(&format!("{agent}~b")), "{key}");
-            }
+            let name = object_name(agent, "b");
+            assert!(!name.starts_with(['_', '.']), "{name}");
+            assert!(name.contains(&format!("{agent}~b")), "{name}");
         }
         assert_ne!(object_name("_a", "b"), object_name("a", "b"));
     }
@@ -689,6 +677,13 @@ mod tests {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(b), &mut s).unwrap();
         s
+    }
+
+    /// The landing object's quarantine lines: the last `header.quarantined`.
+    fn quarantine_lines(p: &Prepared) -> Vec<Value> {
+        let text = gunzip(&p.landing);
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        lines[lines.len() - p.header.quarantined..].to_vec()
     }
 
     #[test]
@@ -711,12 +706,14 @@ mod tests {
             "{:?}",
             p.quarantined
         );
-        let q = gunzip(&p.quarantine.unwrap().1);
-        assert!(q.len() < 4096, "the quarantine line is {} bytes", q.len());
-        let line: Value = serde_json::from_str(q.trim()).unwrap();
-        assert!(line["hec"]["omitted_bytes"].as_u64().unwrap() > 300 << 10);
-        assert_eq!(line["event"]["computer"], "DC1");
-        assert_eq!(p.objects.len(), 1);
+        let q = quarantine_lines(&p);
+        assert_eq!(q.len(), 1);
+        let size = q[0].to_string().len();
+        assert!(size < 4096, "the quarantine line is {size} bytes");
+        assert!(q[0]["hec"]["omitted_bytes"].as_u64().unwrap() > 300 << 10);
+        assert_eq!(q[0]["event"]["computer"], "DC1");
+        assert_eq!(p.header.parts.len(), 1);
+        assert!(gunzip(&p.landing).len() < 8192, "the landing object holds no large metadata");
     }
 
     #[test]
@@ -764,10 +761,10 @@ mod tests {
         };
         let now = Utc::now();
         let p = ingest.prepare(&req(None), now).unwrap();
-        assert_eq!((p.objects.len(), p.quarantined.len()), (0, 1));
+        assert_eq!((p.header.parts.len(), p.quarantined.len()), (0, 1));
         let p = ingest.prepare(&req(Some("Europe/Berlin")), now).unwrap();
-        assert_eq!((p.objects.len(), p.quarantined.len()), (1, 0));
-        assert!(p.objects[0].0.contains("/dt=2026-11-21/"));
+        assert_eq!((p.header.parts.len(), p.quarantined.len()), (1, 0));
+        assert_eq!(p.header.parts[0].day.to_string(), "2026-11-21");
         let e = ingest.prepare(&req(Some("Mars/Base")), now).unwrap_err();
         assert_eq!(e.status(), 400, "{e}");
     }

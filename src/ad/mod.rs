@@ -1,22 +1,26 @@
-//! The AD ingest pipeline: route → auth → decode → events → encode → sink (→ OCSF) → agents.
+//! The AD ingest pipeline: route → auth → decode → events → encode → landing; then, per closed
+//! window, compaction → lake (→ OCSF) → agents.
 //!
 //! [`Ingest::handle`] takes a request as API Gateway (HTTP API, payload 2.0) delivers it and
 //! returns the response; the Lambda binary only converts types. Here: the request and response
 //! types, the routes, the key check and the error model. Every rejection is a JSON
 //! `{"error":{"code","message"}}` (HEC's codes on HEC routes, see [`hec`]) with the status that
 //! tells an agent whether to retry (5xx) or fix its request (4xx), and a rejected request
-//! writes nothing. A batch then goes through `batch.rs` (body → validated, encoded objects, no
-//! I/O) and `store.rs` (objects, OCSF, marker and agent list in S3, exactly once).
+//! writes nothing. A batch then goes through `batch.rs` (body → validated, encoded landing
+//! object, no I/O) and `store.rs` (marker and landing object in S3, exactly once); `compact.rs`
+//! turns closed windows of landed batches into the lake, its OCSF output and the agent list.
 
 pub mod agents;
 pub mod apigw;
 pub mod auth;
 mod batch;
+pub mod compact;
 pub mod decode;
 pub mod event_time;
 pub mod events;
 pub mod evtx_import;
 pub mod hec;
+pub mod landing;
 #[cfg(test)]
 mod never_panics;
 pub mod serve;
@@ -28,9 +32,9 @@ pub use batch::{MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR}
 pub use store::{
     BODY_SHA_META, BatchReceipt, METRIC_QUARANTINED, METRIC_STORED, Quarantined, emf_line,
 };
+pub use compact::{CompactError, CompactSummary, Compactor};
 
 use crate::config::IngestConfig;
-use crate::lake::ocsf::writer::{OcsfError, OcsfWriter};
 use crate::lake::sink::{S3Sink, SinkError};
 use crate::lake::state::StateError;
 use crate::timefmt::api_time;
@@ -252,12 +256,6 @@ impl From<SinkError> for IngestError {
     }
 }
 
-impl From<OcsfError> for IngestError {
-    fn from(e: OcsfError) -> Self {
-        IngestError::Unavailable(format!("OCSF output unavailable: {e}"))
-    }
-}
-
 impl From<StateError> for IngestError {
     fn from(e: StateError) -> Self {
         IngestError::Unavailable(format!("storage unavailable: {e}"))
@@ -278,7 +276,8 @@ pub struct Ingest {
     key: ApiKey,
     sink: S3Sink,
     agents: Registry,
-    ocsf: Option<OcsfWriter>,
+    /// The compaction windows batches land in.
+    windows: landing::Windows,
     /// Requests reading their body (decompressing, parsing, encoding) at once: each may hold
     /// up to `AD_MAX_DECOMPRESSED_BYTES`, so this bounds memory as well as CPU.
     cpu: tokio::sync::Semaphore,
@@ -346,7 +345,7 @@ impl Ingest {
             cfg.key_cache_ttl,
             cfg.key_refresh_interval,
         );
-        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
+        let windows = landing::Windows::new(cfg.window, cfg.settle);
         let sink = S3Sink::new(s3, cfg.bucket.clone());
         let agents = Registry::new(sink.clone(), &cfg.prefix);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -355,7 +354,7 @@ impl Ingest {
             key,
             sink,
             agents,
-            ocsf,
+            windows,
             cpu: tokio::sync::Semaphore::new(cpus.max(2)),
         }
     }
@@ -389,11 +388,6 @@ impl Ingest {
             tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
             _ => f(),
         }
-    }
-
-    /// The OCSF output, when on.
-    pub fn ocsf(&self) -> Option<&OcsfWriter> {
-        self.ocsf.as_ref()
     }
 
     /// Handles one request at `now`. HEC routes answer in HEC's form, the rest in ours.
@@ -469,8 +463,11 @@ impl Ingest {
         }
         match route {
             Route::Agents => {
-                let (agents, truncated, unreadable) =
-                    self.agents.list(now, self.cfg.agent_timeout).await?;
+                // The list is as of the last compacted window: an agent is `connected` if its
+                // latest batch there is within the timeout plus how far compaction lags.
+                let lag = self.windows.visible_by(now) - now;
+                let timeout = self.cfg.agent_timeout + lag.to_std().unwrap_or_default();
+                let (agents, truncated, unreadable) = self.agents.list(now, timeout).await?;
                 let mut reply = json!({"agents": agents, "count": agents.len(), "truncated": truncated, "at": api_time(now)});
                 if !unreadable.is_empty() {
                     reply["unreadable"] = json!(unreadable);

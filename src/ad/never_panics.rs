@@ -51,20 +51,21 @@ fn exercise(ingest: &Ingest, path: &str, body: &[u8], gzipped: bool, sender: Sen
             .unwrap();
         text.lines().map(str::to_owned).collect::<Vec<_>>()
     };
-    for (_, object) in &p.objects {
-        for line in lines(object) {
-            // A stored line the OCSF output cannot map would fail its batch on every retry.
-            assert!(windows::from_line(&line).is_some(), "no OCSF event: {line}");
-            assert!(
-                windows::class_and_time(&line).is_some(),
-                "no class and time: {line}"
-            );
-        }
+    let all = lines(&p.landing);
+    let header: crate::ad::landing::BatchHeader =
+        serde_json::from_str(&all[0]).expect("the header line");
+    let stored: usize = header.parts.iter().map(|part| part.lines).sum();
+    assert_eq!(all.len(), 1 + stored + header.quarantined);
+    for line in &all[1..=stored] {
+        // A stored line the OCSF output cannot map would fail its batch on every retry.
+        assert!(windows::from_line(line).is_some(), "no OCSF event: {line}");
+        assert!(
+            windows::class_and_time(line).is_some(),
+            "no class and time: {line}"
+        );
     }
-    if let Some((_, object)) = &p.quarantine {
-        for line in lines(object) {
-            serde_json::from_str::<Value>(&line).expect("a quarantine line is JSON");
-        }
+    for line in &all[1 + stored..] {
+        serde_json::from_str::<Value>(line).expect("a quarantine line is JSON");
     }
 }
 

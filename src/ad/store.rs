@@ -1,25 +1,26 @@
-//! A prepared batch into S3, exactly once: the batch marker says whether it was stored before;
-//! if not, its objects are created (create-only, a few at a time, each data object followed by
-//! its OCSF objects; the quarantine object the same way, without OCSF), then the marker is
-//! written, then the agent list is updated. A retry after any failure meets the same keys, so a
-//! batch, and each of its quarantined events, is stored once however often it is sent.
+//! A prepared batch into S3, exactly once, in two PUTs: the batch marker (create-only, the
+//! receipt, naming the window the batch lands in) and the landing object (create-only, under
+//! that window). A retry meets the marker: a different body under the same id is a `409`, the
+//! same body is a `duplicate` once its landing object is in, or lands now if an earlier attempt
+//! stopped before. The compactor (`compact.rs`) turns windows of landed batches into the lake,
+//! the OCSF output and the agent list. Why a batch landing late is never lost nor compacted
+//! twice: `landing.rs`.
 
-use super::{HttpRequest, Ingest, IngestError, Prepared, decode};
-use crate::lake::ocsf::Dataset;
-use crate::lake::ocsf::writer::Landed;
+use super::landing::{self, Checkpoint, Plan};
+use super::{HttpRequest, Ingest, IngestError, Prepared};
 use crate::lake::sink::{Condition, Created, SinkError};
-use crate::timefmt::api_time;
+use crate::lake::state::parse_state;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Data objects of one batch written at once.
-const PUT_CONCURRENCY: usize = 8;
-
-/// S3 user metadata on every AD data object: the SHA-256 of the body it came from. It tells a
+/// S3 user metadata on every landing object: the SHA-256 of the body it came from. It tells a
 /// retry of the same batch from a reused `batch_id`, even after the batch marker has expired.
 pub const BODY_SHA_META: &str = "tv1-body-sha256";
+
+/// How long a late landing waits for the plan of a window being compacted before it answers
+/// `503` (the agent's retry then finds the plan).
+const PLAN_WAIT: Duration = Duration::from_secs(10);
 
 /// What an accepted batch produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,32 +34,25 @@ pub struct BatchReceipt {
     /// Of those, events kept in the quarantine object rather than the lake.
     #[serde(default)]
     pub quarantined: usize,
-    /// The quarantine object, when some events are in it.
+    /// The quarantine object its quarantined events go to, when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine_key: Option<String>,
     /// Why: the first [`super::MAX_REPORTED_ERRORS`] quarantined events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantine: Vec<Quarantined>,
-    /// Objects written.
+    /// The lake objects its events go to: one per (category, day) of its window.
     pub keys: Vec<String>,
     /// When it was first accepted.
     pub received_at: DateTime<Utc>,
     /// SHA-256 of the decoded body, to tell a true retry from a reused id.
     pub body_sha256: String,
-    /// OCSF records written for this batch (with `OCSF_OUTPUT=on`; a duplicate writes none).
+    /// The window it landed in (its start): compacted into `keys` after the window closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ocsf_records: Option<u64>,
-}
-
-/// The status of a batch marker written before the batch's objects (see `Ingest::claim`).
-const CLAIMED: &str = "claimed";
-
-/// What claiming a batch id found.
-enum Claim {
-    /// The id is this body's to store: the marker's ETag, for the final receipt.
-    Ours(String),
-    /// This body was stored before: its receipt.
-    Stored(BatchReceipt),
+    pub window: Option<DateTime<Utc>>,
+    /// When its events are in `keys` at the latest, if the compactor runs on schedule (every
+    /// `AD_WINDOW`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_by: Option<DateTime<Utc>>,
 }
 
 /// One quarantined event, as a reply lists it.
@@ -68,6 +62,17 @@ pub struct Quarantined {
     pub index: usize,
     /// Why the lake cannot take it.
     pub reason: String,
+}
+
+/// Whether the compaction of a window takes a landing object in it.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// It does (or did).
+    In,
+    /// It cannot: the window's plan was made without it. The batch must land in a newer window.
+    Left,
+    /// The window is being planned: ask again later.
+    Undecided,
 }
 
 impl Ingest {
@@ -83,8 +88,8 @@ impl Ingest {
             events,
             quarantined,
             body_sha256,
-            objects,
-            quarantine,
+            header,
+            landing,
         } = self
             .cpu_bound(|| super::batch::guarded(|| self.prepare(&req, now)))
             .await
@@ -97,53 +102,15 @@ impl Ingest {
                 ),
             }
         })??;
-        let marker_key = format!(
-            "{}_state/batches/{}/{batch_id}.json",
-            self.cfg.prefix, agent.id
-        );
-        let claim_etag = match self
-            .claim(&marker_key, &batch_id, &body_sha256, events, now)
-            .await?
-        {
-            Claim::Stored(mut receipt) => {
-                receipt.status = "duplicate".into();
-                self.touch_agent(&agent, (0, 0), now).await;
-                return Ok(receipt);
-            }
-            Claim::Ours(etag) => etag,
-        };
-        // The batch id is this body's (a new batch, or one whose marker expired or whose
-        // earlier attempt stopped half-way): the objects themselves say whether this id was used.
-        let keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
-        let quarantine_key = quarantine.as_ref().map(|(k, _)| k.clone());
-        let all: Vec<(String, bytes::Bytes, bool)> = objects
-            .into_iter()
-            .map(|(k, b)| (k, b, true))
-            .chain(quarantine.map(|(k, b)| (k, b, false)))
-            .collect();
-        let all_keys: Vec<String> = all.iter().map(|(k, ..)| k.clone()).collect();
-        let found = match self.existing(&all_keys, &body_sha256, &batch_id).await {
-            Ok(found) => found,
-            Err(e) => {
-                // Objects of another body under this id, from before its marker expired: the
-                // claim goes, so that the marker does not answer for a batch that was not stored.
-                let _ = self.sink.delete(&marker_key).await;
-                return Err(e);
-            }
-        };
-        let (created, landed) = self.create_objects(all, &body_sha256, &batch_id).await?;
-        let receipt = BatchReceipt {
-            // A heartbeat (no events, no objects) is accepted the first time; its marker makes
-            // a resend a duplicate.
-            status: if !all_keys.is_empty() && found == all_keys.len() && created == 0 {
-                "duplicate".into()
-            } else {
-                "accepted".into()
-            },
+        let prefix = &self.cfg.prefix;
+        let marker_key = format!("{prefix}_state/batches/{}/{batch_id}.json", agent.id);
+        let name = super::batch::object_name(&agent.id, &batch_id);
+        let mut receipt = BatchReceipt {
+            status: "accepted".into(),
             batch_id,
             events,
             quarantined: quarantined.len(),
-            quarantine_key,
+            quarantine_key: None,
             quarantine: quarantined
                 .iter()
                 .take(super::MAX_REPORTED_ERRORS)
@@ -152,213 +119,239 @@ impl Ingest {
                     reason: reason.clone(),
                 })
                 .collect(),
-            keys,
+            keys: Vec::new(),
             received_at: now,
             body_sha256,
-            ocsf_records: self.ocsf.as_ref().map(|_| landed.records),
+            window: None,
+            visible_by: None,
         };
-        // The one request whose receipt replaces the claim counts the batch: of concurrent
-        // copies of one batch, or an attempt that stopped and its retry, exactly one.
-        let new = match self
-            .sink
-            .put_json_if(
-                &marker_key,
-                serde_json::to_vec(&receipt).expect("receipt"),
-                &Condition::Matches(claim_etag),
-            )
-            .await
-        {
-            Ok(_) => 1,
-            // A concurrent copy of the same batch got there first: same keys, same events.
-            Err(SinkError::PreconditionFailed { .. }) => 0,
-            Err(e) => return Err(e.into()),
+        self.place(&mut receipt, &header, self.s3_now(now));
+        let (mut etag, first) = match self.claim(&marker_key, &mut receipt).await? {
+            Some(etag) => (etag, true),
+            None => {
+                let Some(w) = receipt.window else {
+                    // Stored whole before windows existed.
+                    receipt.status = "duplicate".into();
+                    return Ok(receipt);
+                };
+                // A retry: stored already if its window's plan names it.
+                if self.plan(w).await?.is_some_and(|p| names(&p, &name)) {
+                    receipt.status = "duplicate".into();
+                    return Ok(receipt);
+                }
+                (None, false)
+            }
         };
-        self.touch_agent(
-            &agent,
-            (new * events as u64, new * receipt.quarantined as u64),
-            now,
-        )
-        .await;
-        tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, objects = receipt.keys.len(), status = %receipt.status, "batch stored");
-        if let (Some(function), true) = (&self.cfg.function_name, new == 1) {
-            println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
+        let timeout = Duration::from_secs(20);
+        let sha = receipt.body_sha256.clone();
+        for _ in 0..4 {
+            let window = receipt.window.expect("placed");
+            let key = landing::landing_key(prefix, window, &agent.id, &receipt.batch_id);
+            let made = self
+                .sink
+                .create_ndjson_gz_with(&key, landing.clone(), timeout, &[(BODY_SHA_META, &sha)])
+                .await?;
+            if made == Created::AlreadyExists
+                && self.sink.head_meta(&key, BODY_SHA_META).await?.flatten() != Some(sha.clone())
+            {
+                return Err(IngestError::BatchIdConflict {
+                    batch_id: receipt.batch_id.clone(),
+                    first: "earlier".into(),
+                });
+            }
+            match self.fate(window, &name, now).await? {
+                Fate::In => {
+                    if !first && made == Created::AlreadyExists {
+                        receipt.status = "duplicate".into();
+                    }
+                    tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, window = %landing::window_name(window), status = %receipt.status, "batch landed");
+                    if let (Some(function), true) = (&self.cfg.function_name, first) {
+                        println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
+                    }
+                    return Ok(receipt);
+                }
+                Fate::Undecided => {
+                    return Err(IngestError::Unavailable(format!(
+                        "window {} is being compacted",
+                        landing::window_name(window)
+                    )));
+                }
+                Fate::Left => {
+                    tracing::warn!(agent = %agent.id, batch_id = %receipt.batch_id, window = %landing::window_name(window), "landed after its window was planned; landing it in a newer one");
+                    etag = self
+                        .move_marker(&marker_key, &mut receipt, &header, etag, now)
+                        .await?;
+                }
+            }
         }
-        Ok(receipt)
+        Err(IngestError::Unavailable(format!(
+            "batch {} could not land in a window that was still open",
+            receipt.batch_id
+        )))
     }
 
-    /// Claims `batch_id` for this body before any object is written (the marker, create-only,
-    /// with the body's hash), so that of two bodies sent under one id at once, one is stored and
-    /// the other refused before it writes anything: its `409` is true. A marker of this very
-    /// body is ours to go on with if it is a claim (an earlier attempt stopped, or a copy is
-    /// under way), or the batch's receipt if it was stored.
+    /// S3's clock (the compactor's), or `now` until S3 has answered once.
+    fn s3_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.sink.server_time().now().unwrap_or(now)
+    }
+
+    /// Puts the receipt in the window holding `at`: the window, the lake objects, when visible.
+    fn place(&self, r: &mut BatchReceipt, header: &landing::BatchHeader, at: DateTime<Utc>) {
+        let (prefix, w) = (&self.cfg.prefix, self.windows.start_of(at));
+        r.window = Some(w);
+        r.visible_by = Some(self.windows.visible_by(at));
+        r.keys = header
+            .parts
+            .iter()
+            .map(|p| landing::compacted_key(prefix, p.category, p.day, w))
+            .collect();
+        r.quarantine_key = (header.quarantined > 0).then(|| landing::quarantine_key(prefix, w));
+    }
+
+    /// Claims the batch id for this body: writes `receipt` as its marker, create-only, and
+    /// returns the marker's ETag. If a marker was there, `receipt` becomes it and `None` is
+    /// returned; a marker of another body is a `409`.
     async fn claim(
         &self,
         marker_key: &str,
-        batch_id: &str,
-        sha: &str,
-        events: usize,
-        now: DateTime<Utc>,
-    ) -> Result<Claim, IngestError> {
+        receipt: &mut BatchReceipt,
+    ) -> Result<Option<Option<String>>, IngestError> {
         for _ in 0..4 {
-            if let Some(prev) = self.sink.get(marker_key).await? {
-                let receipt: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
-                    IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
-                })?;
-                if receipt.body_sha256 != sha {
-                    return Err(IngestError::BatchIdConflict {
-                        batch_id: batch_id.to_owned(),
-                        first: api_time(receipt.received_at),
-                    });
-                }
-                return Ok(match receipt.status.as_str() {
-                    CLAIMED => Claim::Ours(prev.etag),
-                    _ => Claim::Stored(receipt),
-                });
-            }
-            let claim = BatchReceipt {
-                status: CLAIMED.into(),
-                batch_id: batch_id.to_owned(),
-                events,
-                quarantined: 0,
-                quarantine_key: None,
-                quarantine: Vec::new(),
-                keys: Vec::new(),
-                received_at: now,
-                body_sha256: sha.to_owned(),
-                ocsf_records: None,
-            };
-            let body = serde_json::to_vec(&claim).expect("claim");
+            let body = serde_json::to_vec(&receipt).expect("receipt");
             match self
                 .sink
                 .put_json_if(marker_key, body, &Condition::Absent)
                 .await
             {
-                Ok(etag) => return Ok(Claim::Ours(etag)),
-                // Claimed at the same moment: read whose it is.
-                Err(SinkError::PreconditionFailed { .. }) => continue,
+                Ok(etag) => return Ok(Some(Some(etag))),
+                Err(SinkError::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+            // Claimed before, or at the same moment: read whose it is.
+            let Some(prev) = self.sink.get(marker_key).await? else {
+                continue;
+            };
+            let stored: BatchReceipt = serde_json::from_slice(&prev.body).map_err(|e| {
+                IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
+            })?;
+            if stored.body_sha256 != receipt.body_sha256 {
+                return Err(IngestError::BatchIdConflict {
+                    batch_id: receipt.batch_id.clone(),
+                    first: crate::timefmt::api_time(stored.received_at),
+                });
+            }
+            *receipt = stored;
+            return Ok(None);
         }
         Err(IngestError::Unavailable(format!(
             "batch marker {marker_key} kept changing"
         )))
     }
 
-    /// How many of `keys` exist already, all from this very body; a key written from another
-    /// body is a reused `batch_id`, refused before anything is written.
-    async fn existing(
+    /// Moves the batch to the window open now: a conditional write of its marker, so that of
+    /// two copies moving it at once, both land it in the same window. Returns the new ETag.
+    async fn move_marker(
         &self,
-        keys: &[String],
-        sha: &str,
-        batch_id: &str,
-    ) -> Result<usize, IngestError> {
-        let heads = futures_util::stream::iter(keys.iter().cloned())
-            .map(|k| async move { self.sink.head_meta(&k, BODY_SHA_META).await })
-            .buffer_unordered(PUT_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let mut found = 0;
-        for head in heads {
-            match head? {
-                None => {}
-                Some(Some(s)) if s == sha => found += 1,
-                Some(_) => {
-                    return Err(IngestError::BatchIdConflict {
-                        batch_id: batch_id.to_owned(),
-                        first: "earlier".into(),
-                    });
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Writes the objects create-only, a few at a time, each followed by its OCSF objects;
-    /// returns how many JSONL objects were new, and the OCSF records written.
-    async fn create_objects(
-        &self,
-        objects: Vec<(String, bytes::Bytes, bool)>,
-        sha: &str,
-        batch_id: &str,
-    ) -> Result<(usize, Landed), IngestError> {
-        let timeout = Duration::from_secs(20);
-        let puts = futures_util::stream::iter(objects)
-            .map(|(key, body, ocsf)| async move {
-                let made = self
-                    .sink
-                    .create_ndjson_gz_with(&key, body.clone(), timeout, &[(BODY_SHA_META, sha)])
-                    .await?;
-                // Appeared since the check: a concurrent copy of this batch, or of another
-                // batch under the same id.
-                if made == Created::AlreadyExists
-                    && self
-                        .sink
-                        .head_meta(&key, BODY_SHA_META)
-                        .await?
-                        .flatten()
-                        .as_deref()
-                        != Some(sha)
-                {
-                    return Err(IngestError::BatchIdConflict {
-                        batch_id: batch_id.to_owned(),
-                        first: "just now".into(),
-                    });
-                }
-                let written = (made == Created::New).then_some(body);
-                let landed = if ocsf {
-                    self.land_ocsf(&key, written, timeout).await?
-                } else {
-                    Landed::default()
-                };
-                Ok::<_, IngestError>((made == Created::New, landed))
-            })
-            .buffer_unordered(PUT_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let (mut created, mut landed) = (0, Landed::default());
-        for r in puts {
-            let (new, l) = r?;
-            created += new as usize;
-            landed.add(&l);
-        }
-        Ok((created, landed))
-    }
-
-    /// The OCSF objects of the JSONL object `key`, when the output is on: from `written` when
-    /// this request wrote it, else from the object S3 kept (an earlier attempt's; see
-    /// [`crate::lake::ocsf::writer`]).
-    async fn land_ocsf(
-        &self,
-        key: &str,
-        written: Option<bytes::Bytes>,
-        timeout: Duration,
-    ) -> Result<Landed, IngestError> {
-        let Some(ocsf) = &self.ocsf else {
-            return Ok(Landed::default());
+        marker_key: &str,
+        receipt: &mut BatchReceipt,
+        header: &landing::BatchHeader,
+        etag: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, IngestError> {
+        let old = receipt.window;
+        let etag = match etag {
+            Some(e) => e,
+            None => match self.sink.get(marker_key).await? {
+                Some(v) => v.etag,
+                None => return Err(IngestError::Unavailable("batch marker vanished".into())),
+            },
         };
-        let (sink, prefix) = (&self.sink, &self.cfg.prefix);
-        Ok(ocsf
-            .land_object(Dataset::Ad, sink, prefix, key, written, timeout)
-            .await?)
-    }
-
-    /// Updates the agent list. The events are already durable, so a failure here is logged,
-    /// not returned: the agent must not resend a stored batch because of a counter.
-    async fn touch_agent(&self, agent: &decode::AgentInfo, events: (u64, u64), now: DateTime<Utc>) {
-        if let Err(e) = self
-            .agents
-            .record(
-                &agent.id,
-                agent.hostname.as_deref(),
-                agent.version.as_deref(),
-                events,
-                now,
-            )
+        self.place(receipt, header, self.s3_now(now));
+        let body = serde_json::to_vec(&receipt).expect("receipt");
+        match self
+            .sink
+            .put_json_if(marker_key, body, &Condition::Matches(etag))
             .await
         {
-            tracing::warn!(agent = %agent.id, error = %e, "could not update the agent list");
+            Ok(etag) => Ok(Some(etag)),
+            // Another copy moved it first: go where it went.
+            Err(SinkError::PreconditionFailed { .. }) => {
+                let v = self.sink.get(marker_key).await?.ok_or_else(|| {
+                    IngestError::Unavailable("batch marker vanished".into())
+                })?;
+                let stored: BatchReceipt = serde_json::from_slice(&v.body).map_err(|e| {
+                    IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
+                })?;
+                if stored.window == old {
+                    return Err(IngestError::Unavailable("batch marker kept changing".into()));
+                }
+                *receipt = BatchReceipt {
+                    status: receipt.status.clone(),
+                    ..stored
+                };
+                Ok(Some(v.etag))
+            }
+            Err(e) => Err(e.into()),
         }
     }
+
+    /// Whether the compaction of `window` takes the landing object `name`, which S3 has stored.
+    /// Most landings end well before the window is sealed, and S3's clock says so with no
+    /// request; a late one reads the compactor's checkpoint, then the window's plan.
+    async fn fate(
+        &self,
+        window: DateTime<Utc>,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Fate, IngestError> {
+        // `Date` is truncated to the second: the object was stored before `Date` + 1 s.
+        let stored_by = self.s3_now(now) + chrono::TimeDelta::seconds(1);
+        if stored_by < self.windows.surely_seen_before(window) {
+            return Ok(Fate::In);
+        }
+        let deadline = tokio::time::Instant::now() + PLAN_WAIT;
+        loop {
+            let cp = self.checkpoint().await?;
+            // Not sealed: the compactor will list the window after this object was stored.
+            if cp.sealed_to.is_none_or(|s| window >= s) {
+                return Ok(Fate::In);
+            }
+            if let Some(plan) = self.plan(window).await? {
+                return Ok(if names(&plan, name) { Fate::In } else { Fate::Left });
+            }
+            // Compacted without a plan: only once the plan has expired.
+            if cp.next.is_some_and(|n| window < n) {
+                return Ok(Fate::Left);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Fate::Undecided);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The compactor's checkpoint (default when it never ran).
+    async fn checkpoint(&self) -> Result<Checkpoint, IngestError> {
+        let key = format!("{}{}", self.cfg.prefix, landing::CHECKPOINT);
+        match self.sink.get(&key).await? {
+            Some(v) => Ok(parse_state(&self.sink, &key, &v.body)?),
+            None => Ok(Checkpoint::default()),
+        }
+    }
+
+    /// The plan of `window`, if made.
+    async fn plan(&self, window: DateTime<Utc>) -> Result<Option<Plan>, IngestError> {
+        let key = landing::plan_key(&self.cfg.prefix, window);
+        match self.sink.get(&key).await? {
+            Some(v) => Ok(Some(parse_state(&self.sink, &key, &v.body)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Whether `plan` names the landing object `name`.
+fn names(plan: &Plan, name: &str) -> bool {
+    plan.batches.binary_search_by(|b| b.as_str().cmp(name)).is_ok()
 }
 
 /// CloudWatch metric names of a stored batch (namespace [`crate::audit::METRIC_NAMESPACE`]).

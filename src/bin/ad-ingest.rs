@@ -17,10 +17,6 @@ async fn main() -> Result<(), Error> {
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            if let Some(ocsf) = ingest.ocsf() {
-                // The accountId= partition, unless OCSF_ACCOUNT_ID gave it.
-                ocsf.account_from_arn(&event.context.invoked_function_arn);
-            }
             // Boxed: the handler's future is deep enough to overflow the layout query otherwise.
             let handled = Box::pin(ingest.handle_event(event.payload, chrono::Utc::now()));
             Ok::<_, Error>(handled.await?)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tv1_connector::ad::evtx_import::{ImportConfig, Importer, Progress as ImportProgress};
 use tv1_connector::ad::tls::{CertFiles, ReloadingCert};
-use tv1_connector::ad::{Ingest, serve};
+use tv1_connector::ad::{Compactor, Ingest, serve};
 #[cfg(feature = "simulator")]
 use tv1_connector::audit::simulate::{
     Generate, GenerateAlerts, SimSettings, Simulator, Spread, generate, generate_alerts,
@@ -86,6 +86,20 @@ enum Command {
         /// only behind a TLS terminator on a network no one else reads.
         #[arg(long, env = "ALLOW_PLAIN_HTTP", conflicts_with = "tls_cert")]
         allow_plain_http: bool,
+        /// Do not compact closed windows in the background (another `tv1 serve`, `tv1 compact`
+        /// or the ad-compact function does; any number may run at once).
+        #[arg(long)]
+        no_compact: bool,
+    },
+    /// Compacts the closed windows of landed AD batches into the lake, its OCSF output and the
+    /// agent list (what ad-compact does on its schedule, and `tv1 serve` in the background);
+    /// prints the summary as JSON. Configured by ad-ingest's environment (BUCKET, AD_PREFIX,
+    /// AD_WINDOW, AD_SETTLE, OCSF_*).
+    Compact {
+        /// First wait until the window open now has closed, so that every batch landed before
+        /// the command started is compacted.
+        #[arg(long)]
+        wait: bool,
     },
     /// Prints the AWS CLI commands that register the OCSF output's sources (one per dataset and
     /// class) as Security Lake custom sources.
@@ -242,12 +256,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             allow_plain_http,
+            no_compact,
         } => {
             let tls = tls_cert
                 .zip(tls_key)
                 .map(|(cert, key)| CertFiles { cert, key });
-            serve_endpoint(listen, tls, allow_plain_http).await
+            serve_endpoint(listen, tls, allow_plain_http, !no_compact).await
         }
+        Command::Compact { wait } => compact(wait).await,
         Command::ImportEvtx {
             files,
             step_records,
@@ -314,6 +330,7 @@ async fn serve_endpoint(
     listen: std::net::SocketAddr,
     tls: Option<CertFiles>,
     allow_plain_http: bool,
+    compact: bool,
 ) -> anyhow::Result<()> {
     if tls.is_none() && !listen.ip().is_loopback() && !allow_plain_http {
         anyhow::bail!(
@@ -329,6 +346,9 @@ async fn serve_endpoint(
         ocsf.require_account()?;
     }
     let sdk = aws::load().await;
+    if compact {
+        tokio::spawn(compact_forever(Compactor::new(&cfg, aws::s3_client(&sdk)), cfg.window, cfg.settle));
+    }
     let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -337,6 +357,49 @@ async fn serve_endpoint(
     tracing::info!("ad-ingest listening on {scheme}://{listen}");
     serve::serve(Arc::new(ingest), listener, cert, serve::stop_signal()).await?;
     Ok(())
+}
+
+/// `tv1 serve`'s compaction: a run as each window settles, logged; a failed run is retried at
+/// the next.
+async fn compact_forever(compactor: Compactor, window: Duration, settle: Duration) {
+    let windows = tv1_connector::ad::landing::Windows::new(window, settle);
+    loop {
+        match compactor.run(None).await {
+            Ok(s) if s.windows > 0 => {
+                tracing::info!(summary = %serde_json::to_string(&s).unwrap_or_default(), "compaction run")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "compaction run failed; retried next window"),
+        }
+        // The first window still open closes at its end plus the settle time (a second more
+        // for S3's whole-second clock).
+        let now = chrono::Utc::now();
+        let closes = windows.next(windows.open_from(now))
+            + chrono::TimeDelta::seconds(settle.as_secs() as i64 + 1);
+        let wait = (closes - now).to_std().unwrap_or(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// `tv1 compact`: one run (after the open window closes, with `wait`), the summary as JSON.
+async fn compact(wait: bool) -> anyhow::Result<()> {
+    let cfg = IngestConfig::from_env()?;
+    if let Some(ocsf) = &cfg.ocsf {
+        ocsf.require_account()?;
+    }
+    let sdk = aws::load().await;
+    let compactor = Compactor::new(&cfg, aws::s3_client(&sdk));
+    if wait {
+        let windows = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
+        let now = chrono::Utc::now();
+        // The open window closes at its end plus the settle time; a second more for S3's
+        // whole-second clock.
+        let closed = windows.next(windows.start_of(now)) + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
+        eprintln!("waiting {}s for the open window to close", (closed - now).num_seconds());
+        tokio::time::sleep((closed - now).to_std().unwrap_or_default()).await;
+    }
+    let summary = compactor.run(None).await?;
+    print_json(&summary)
 }
 
 /// `tv1 import-evtx`: progress on a terminal, the summary as JSON.

@@ -479,6 +479,36 @@ impl S3Sink {
         Ok(self.list_at_most(prefix, usize::MAX).await?.0)
     }
 
+    /// The keys under `prefix` after `start_after` (all when `None`) and before `end`, in
+    /// order: S3 lists keys in UTF-8 binary order (ListObjectsV2 API reference), so the listing
+    /// stops at the first key from `end` on.
+    pub async fn list_range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        end: &str,
+    ) -> Result<Vec<String>, SinkError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                if key >= end {
+                    return Ok(keys);
+                }
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
     /// Lists up to `max` keys under `prefix`; `true` when there are more.
     pub async fn list_at_most(
         &self,

@@ -16,14 +16,22 @@ pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
 /// The audit stream's checkpoint document.
 pub const AUDIT_CHECKPOINT: &str = "vision-one/audit/_state/checkpoint.json";
 
-/// Points the AWS SDK at LocalStack unless the caller already did.
+/// The AD compaction windows of every test (and of every `tv1` a test starts): a second long
+/// and a second to settle, so that a batch is compacted about three seconds after it landed.
+pub const AD_TEST_WINDOWS: [(&str, &str); 2] = [("AD_WINDOW", "1s"), ("AD_SETTLE", "1s")];
+
+/// Points the AWS SDK at LocalStack unless the caller already did; AD windows as
+/// [`AD_TEST_WINDOWS`].
 pub fn aws_env() {
     for (k, v) in [
         ("AWS_ENDPOINT_URL", LOCALSTACK),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),
-    ] {
+    ]
+    .into_iter()
+    .chain(AD_TEST_WINDOWS)
+    {
         if std::env::var_os(k).is_none() {
             // SAFETY: set before any thread of this test reads the environment, same values for all.
             unsafe { std::env::set_var(k, v) };
@@ -260,18 +268,67 @@ pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     keys
 }
 
-/// Every data line in `bucket` (state documents excluded), with its key; checks each object's
+/// Every data line in `bucket` (state documents and landed AD batches excluded), with its key,
+/// once the AD batches landed so far are compacted ([`compact_landed`]); checks each object's
 /// content headers on the way.
 pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
+    compact_landed(s3, bucket).await;
     jsonl_lines(s3, bucket, |k| {
-        !k.contains("/_state/") && !k.contains("/quarantine/") && k.ends_with(".jsonl.gz")
+        !k.contains("/_state/")
+            && !k.contains("/_landing/")
+            && !k.contains("/quarantine/")
+            && k.ends_with(".jsonl.gz")
     })
     .await
 }
 
-/// The lines of the AD quarantine objects.
+/// The lines of the AD quarantine objects, once the batches landed so far are compacted.
 pub async fn quarantine_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
+    compact_landed(s3, bucket).await;
     jsonl_lines(s3, bucket, |k| k.contains("/quarantine/")).await
+}
+
+/// The AD configuration of a test's compactor: `bucket`, [`AD_TEST_WINDOWS`], then `vars`.
+pub fn ad_config(bucket: &str, vars: &[(&str, &str)]) -> tv1_connector::config::IngestConfig {
+    let env: HashMap<String, String> = [("API_KEY_PARAM", "/unused"), ("BUCKET", bucket)]
+        .into_iter()
+        .chain(AD_TEST_WINDOWS)
+        .chain(vars.iter().copied())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    tv1_connector::config::IngestConfig::from_map(&env).unwrap()
+}
+
+/// Waits until the window open now has closed, then compacts (a compactor configured by
+/// [`ad_config`]): every batch landed before the call is then in the lake.
+pub async fn compact_ad(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    vars: &[(&str, &str)],
+) -> tv1_connector::ad::CompactSummary {
+    let cfg = ad_config(bucket, vars);
+    let windows = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
+    let now = Utc::now();
+    // A second more than the settle time: S3's clock reads whole seconds.
+    let closed = windows.next(windows.start_of(now))
+        + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
+    tokio::time::sleep((closed - now).to_std().unwrap_or_default()).await;
+    tv1_connector::ad::Compactor::new(&cfg, s3.clone())
+        .run(None)
+        .await
+        .unwrap()
+}
+
+/// Compacts the AD batches landed in `bucket` so far (default prefix, no OCSF output; a test of
+/// the OCSF output compacts with its own configuration first), if there are any.
+pub async fn compact_landed(s3: &aws_sdk_s3::Client, bucket: &str) {
+    let landed = bucket_keys(s3, bucket)
+        .await
+        .into_iter()
+        .any(|k| k.starts_with("active-directory/_landing/"));
+    if landed {
+        compact_ad(s3, bucket, &[]).await;
+    }
 }
 
 async fn jsonl_lines(

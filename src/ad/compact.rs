@@ -1,0 +1,473 @@
+//! Closed windows of landed batches into the lake: one gzip JSON Lines object per (category,
+//! day) and one quarantine object per window, their OCSF Parquet, and the agent list, exactly
+//! once.
+//!
+//! A run seals the closed windows (the checkpoint's `sealed_to`, before any listing), lists
+//! their landing objects in one pass, and then, window by window: fixes the window's plan
+//! (create-only: the first compactor's listing is every compactor's), writes the window's
+//! objects create-only under keys named by the window (a redo or a concurrent copy writes the
+//! same bytes to the same keys, and keeps what is there), counts the agents once (each record
+//! remembers the last window it counted), and advances `next`. Every object is a function of the
+//! plan, and a plan whose landing object cannot be read stops the run before anything of its
+//! window is written: nothing is written from part of a window.
+
+use super::agents::{Registry, Seen};
+use super::events::Category;
+use super::landing::{self, BatchHeader, Checkpoint, Plan, Windows};
+use crate::config::IngestConfig;
+use crate::lake::encode::ObjectEncoder;
+use crate::lake::ocsf::Dataset;
+use crate::lake::ocsf::writer::{Landed, OcsfError, OcsfWriter};
+use crate::lake::sink::{Condition, Created, S3Sink, SinkError};
+use crate::lake::state::{StateError, parse_state};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::time::Duration;
+
+/// Landing objects read at once.
+const READ_CONCURRENCY: usize = 16;
+
+/// Most (category, day) objects encoded at once: each holds a compressor (~0.3 MB), so a window
+/// whose batches span more days is encoded in several passes over its landing objects.
+const OPEN_PARTS: usize = 64;
+
+/// Time allowed for one PUT of a compacted object.
+const PUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A failed compaction run. The checkpoint is where the last compacted window left it; the next
+/// run goes on from there.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// S3 failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A state document is unreadable, or a conditional write kept losing.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The OCSF output failed.
+    #[error(transparent)]
+    Ocsf(#[from] OcsfError),
+    /// A landing object the window's plan names cannot be read.
+    #[error("landing object s3://{bucket}/{key} is {reason}; window {window} is not compacted")]
+    Landing {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The window.
+        window: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CompactSummary {
+    /// Windows compacted (empty ones included).
+    pub windows: u64,
+    /// Landing objects read.
+    pub batches: u64,
+    /// Lake lines written.
+    pub lines: u64,
+    /// Quarantine lines written.
+    pub quarantined: u64,
+    /// JSONL objects written (lake and quarantine).
+    pub objects: u64,
+    /// Objects an earlier attempt had written (kept).
+    pub kept_existing: u64,
+    /// The OCSF output.
+    pub ocsf: Landed,
+    /// Agent records updated.
+    pub agents: u64,
+    /// The first window not compacted yet.
+    pub next: Option<DateTime<Utc>>,
+    /// Whether closed windows are left for the next run (the deadline came first).
+    pub behind: bool,
+}
+
+/// The compactor of one AD dataset.
+#[derive(Debug)]
+pub struct Compactor {
+    prefix: String,
+    windows: Windows,
+    sink: S3Sink,
+    agents: Registry,
+    ocsf: Option<OcsfWriter>,
+}
+
+impl Compactor {
+    /// The compactor of the dataset `cfg` configures (its bucket, prefix, windows and OCSF
+    /// output).
+    pub fn new(cfg: &IngestConfig, s3: aws_sdk_s3::Client) -> Self {
+        let ocsf = cfg.ocsf.as_ref().map(|o| OcsfWriter::new(o, s3.clone()));
+        let sink = S3Sink::new(s3, cfg.bucket.clone());
+        Compactor {
+            prefix: cfg.prefix.clone(),
+            windows: Windows::new(cfg.window, cfg.settle),
+            agents: Registry::new(sink.clone(), &cfg.prefix),
+            sink,
+            ocsf,
+        }
+    }
+
+    /// The OCSF output, when on.
+    pub fn ocsf(&self) -> Option<&OcsfWriter> {
+        self.ocsf.as_ref()
+    }
+
+    fn checkpoint_key(&self) -> String {
+        format!("{}{}", self.prefix, landing::CHECKPOINT)
+    }
+
+    async fn read_checkpoint(&self) -> Result<(Checkpoint, Condition), CompactError> {
+        let key = self.checkpoint_key();
+        Ok(match self.sink.get(&key).await? {
+            Some(v) => (parse_state(&self.sink, &key, &v.body)?, Condition::Matches(v.etag)),
+            None => (Checkpoint::default(), Condition::Absent),
+        })
+    }
+
+    /// Moves the checkpoint forward by `change` (which says whether it moved anything), with
+    /// conditional writes: concurrent runs only ever move it forward.
+    async fn advance(
+        &self,
+        cp: &mut Checkpoint,
+        cond: &mut Condition,
+        change: impl Fn(&mut Checkpoint) -> bool,
+    ) -> Result<(), CompactError> {
+        for _ in 0..8 {
+            if !change(cp) {
+                return Ok(());
+            }
+            let body = serde_json::to_vec(&cp).expect("checkpoint serialises");
+            match self.sink.put_json_if(&self.checkpoint_key(), body, cond).await {
+                Ok(etag) => {
+                    *cond = Condition::Matches(etag);
+                    return Ok(());
+                }
+                Err(SinkError::PreconditionFailed { .. }) => {
+                    (*cp, *cond) = self.read_checkpoint().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StateError::LostRace.into())
+    }
+
+    /// Compacts every closed window not compacted yet, oldest first, until `deadline` (then
+    /// `behind` is set and the next run goes on).
+    ///
+    /// Errors: S3 failures, an unreadable state document or landing object; the windows
+    /// compacted before the error stay compacted.
+    pub async fn run(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<CompactSummary, CompactError> {
+        let (mut cp, mut cond) = self.read_checkpoint().await?;
+        // S3's clock (the one ad-ingest judges late landings by), known since the read above.
+        let now = self.sink.server_time().now().unwrap_or_else(Utc::now);
+        let open = self.windows.open_from(now);
+        self.advance(&mut cp, &mut cond, |cp| {
+            let moved = cp.sealed_to.is_none_or(|s| s < open);
+            cp.sealed_to = cp.sealed_to.max(Some(open));
+            moved
+        })
+        .await?;
+        let sealed_to = cp.sealed_to.expect("sealed above");
+        // Listed only now that the windows are sealed: whatever lands in them later is in only
+        // if their plan (made from this listing, or an earlier one) names it.
+        let dir = format!("{}{}", self.prefix, landing::LANDING_DIR);
+        let after = cp.next.map(|n| landing::landing_prefix(&self.prefix, n));
+        let end = landing::landing_prefix(&self.prefix, sealed_to);
+        let mut listed: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
+        for key in self.sink.list_range(&dir, after.as_deref(), &end).await? {
+            let rest = &key[dir.len()..];
+            let Some((window, name)) = rest.split_once('/') else {
+                continue;
+            };
+            if let Some(w) = landing::parse_window_name(window) {
+                listed.entry(w).or_default().push(name.to_owned());
+            }
+        }
+        let mut summary = CompactSummary::default();
+        let Some(mut w) = cp.next.or_else(|| listed.keys().next().copied()) else {
+            return Ok(summary); // nothing ever landed
+        };
+        while w < sealed_to {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                summary.behind = true;
+                break;
+            }
+            if cp.next.is_some_and(|n| n > w) {
+                // A concurrent run is ahead.
+                w = cp.next.expect("checked");
+                continue;
+            }
+            let plan = self.plan(w, listed.remove(&w).unwrap_or_default()).await?;
+            self.compact(&plan, &mut summary).await?;
+            let next = self.windows.next(w);
+            self.advance(&mut cp, &mut cond, |cp| {
+                let moved = cp.next.is_none_or(|n| n < next);
+                cp.next = cp.next.max(Some(next));
+                moved
+            })
+            .await?;
+            summary.windows += 1;
+            w = next;
+        }
+        summary.next = cp.next;
+        Ok(summary)
+    }
+
+    /// The plan of window `w`: the one made before, or one made of `listed`.
+    async fn plan(&self, w: DateTime<Utc>, mut listed: Vec<String>) -> Result<Plan, CompactError> {
+        let key = landing::plan_key(&self.prefix, w);
+        if let Some(v) = self.sink.get(&key).await? {
+            return Ok(parse_state(&self.sink, &key, &v.body)?);
+        }
+        listed.sort();
+        let plan = Plan {
+            window: w,
+            batches: listed,
+        };
+        let body = serde_json::to_vec(&plan).expect("plan serialises");
+        match self.sink.put_json_if(&key, body, &Condition::Absent).await {
+            Ok(_) => Ok(plan),
+            // Another run planned it first: its plan is the window's.
+            Err(SinkError::PreconditionFailed { .. }) => match self.sink.get(&key).await? {
+                Some(v) => Ok(parse_state(&self.sink, &key, &v.body)?),
+                None => Err(StateError::LostRace.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the objects of one planned window and counts its agents.
+    async fn compact(&self, plan: &Plan, summary: &mut CompactSummary) -> Result<(), CompactError> {
+        if plan.batches.is_empty() {
+            return Ok(());
+        }
+        let w = plan.window;
+        let bodies = self.read_landed(plan).await?;
+        let mut headers = Vec::with_capacity(bodies.len());
+        for (name, body) in &bodies {
+            headers.push(header_of(body).map_err(|reason| self.bad_landing(w, name, reason))?);
+        }
+        let mut parts: Vec<(Category, NaiveDate)> = headers
+            .iter()
+            .flat_map(|h| h.parts.iter().map(|p| (p.category, p.day)))
+            .collect();
+        parts.sort();
+        parts.dedup();
+        let mut first = true;
+        for group in parts.chunks(OPEN_PARTS).chain(parts.is_empty().then_some(&[][..])) {
+            let mut out = Split::new(group, first);
+            for ((name, body), header) in bodies.iter().zip(&headers) {
+                out.take(header, body)
+                    .map_err(|reason| self.bad_landing(w, name, reason))?;
+            }
+            for (key, body, lines) in out.finish(&self.prefix, w) {
+                self.put(&key, body, lines, summary).await?;
+            }
+            first = false;
+        }
+        summary.batches += bodies.len() as u64;
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        for h in &headers {
+            let s = seen.entry(h.agent.clone()).or_default();
+            s.events += h.events as u64;
+            s.quarantined += h.quarantined as u64;
+            s.batches += (h.events > 0) as u64;
+            s.first = s.first.min(Some(h.received_at)).or(Some(h.received_at));
+            if s.last.is_none_or(|l| l <= h.received_at) {
+                s.last = Some(h.received_at);
+                s.hostname = h.hostname.clone().or(s.hostname.take());
+                s.version = h.version.clone().or(s.version.take());
+            }
+        }
+        for (id, s) in &seen {
+            self.agents.record_window(id, s, w).await?;
+            summary.agents += 1;
+        }
+        tracing::info!(window = %landing::window_name(w), batches = bodies.len(), agents = seen.len(), "window compacted");
+        Ok(())
+    }
+
+    /// Writes one compacted object create-only (one already there is an earlier attempt's, of
+    /// the same plan: the same lines), then its OCSF objects.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        (lines, quarantine): (u64, bool),
+        summary: &mut CompactSummary,
+    ) -> Result<(), CompactError> {
+        match self
+            .sink
+            .create_ndjson_gz(key, body.clone(), PUT_TIMEOUT)
+            .await?
+        {
+            Created::New => summary.objects += 1,
+            Created::AlreadyExists => summary.kept_existing += 1,
+        }
+        if quarantine {
+            summary.quarantined += lines;
+            return Ok(());
+        }
+        summary.lines += lines;
+        if let Some(ocsf) = &self.ocsf {
+            let landed = ocsf
+                .land_object(Dataset::Ad, &self.sink, &self.prefix, key, Some(body), PUT_TIMEOUT)
+                .await?;
+            summary.ocsf.add(&landed);
+        }
+        Ok(())
+    }
+
+    /// The landing objects of `plan`, in its order; one missing stops the window.
+    async fn read_landed(&self, plan: &Plan) -> Result<Vec<(String, Bytes)>, CompactError> {
+        let dir = landing::landing_prefix(&self.prefix, plan.window);
+        let reads: Vec<_> = futures_util::stream::iter(plan.batches.iter().cloned())
+            .map(|name| {
+                let (key, sink) = (format!("{dir}{name}"), self.sink.clone());
+                async move {
+                    let read = sink.get(&key).await;
+                    (name, read)
+                }
+            })
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(reads.len());
+        for (name, read) in reads {
+            match read? {
+                Some(v) => out.push((name, v.body)),
+                None => {
+                    return Err(self.bad_landing(plan.window, &name, "gone (expired?)".into()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn bad_landing(&self, w: DateTime<Utc>, name: &str, reason: String) -> CompactError {
+        CompactError::Landing {
+            bucket: self.sink.bucket().to_owned(),
+            key: format!("{}{name}", landing::landing_prefix(&self.prefix, w)),
+            window: landing::window_name(w),
+            reason,
+        }
+    }
+}
+
+/// Reads the lines of a landing object (gzip) one at a time into `f`.
+fn each_line(body: &[u8], mut f: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+    let mut r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("not gzip JSON Lines ({e})"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if !l.is_empty() {
+            f(l)?;
+        }
+    }
+}
+
+/// The header line of a landing object.
+fn header_of(body: &[u8]) -> Result<BatchHeader, String> {
+    let mut r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
+    let mut first = Vec::new();
+    r.read_until(b'\n', &mut first)
+        .map_err(|e| format!("not gzip ({e})"))?;
+    serde_json::from_slice(first.strip_suffix(b"\n").unwrap_or(&first))
+        .map_err(|e| format!("without a readable header line ({e})"))
+}
+
+/// One pass over a window's landing objects: the lines of `parts` into their objects, and (on
+/// the first pass) the quarantine lines into the window's quarantine object.
+struct Split<'a> {
+    parts: &'a [(Category, NaiveDate)],
+    encoders: Vec<(ObjectEncoder, u64)>,
+    quarantine: Option<(ObjectEncoder, u64)>,
+}
+
+impl<'a> Split<'a> {
+    fn new(parts: &'a [(Category, NaiveDate)], quarantine: bool) -> Self {
+        Split {
+            parts,
+            encoders: parts.iter().map(|_| (ObjectEncoder::new(), 0)).collect(),
+            quarantine: quarantine.then(|| (ObjectEncoder::new(), 0)),
+        }
+    }
+
+    /// Routes the lines of one landing object by its header: after the header line, each
+    /// part's lines in the header's order, then the quarantine lines.
+    fn take(&mut self, header: &BatchHeader, body: &[u8]) -> Result<(), String> {
+        // The encoder of each part (`None`: not in this pass), and where its lines end.
+        let mut ends = Vec::with_capacity(header.parts.len());
+        let mut end = 0;
+        for p in &header.parts {
+            end += p.lines;
+            ends.push((self.parts.binary_search(&(p.category, p.day)).ok(), end));
+        }
+        let stored = end;
+        let (mut n, mut seg) = (0usize, 0usize);
+        each_line(body, |line| {
+            n += 1;
+            let Some(k) = n.checked_sub(2) else {
+                return Ok(()); // the header
+            };
+            if k >= stored {
+                if let Some((enc, count)) = &mut self.quarantine {
+                    enc.push_line(line);
+                    *count += 1;
+                }
+                return Ok(());
+            }
+            while k >= ends[seg].1 {
+                seg += 1;
+            }
+            if let Some(i) = ends[seg].0 {
+                let (enc, count) = &mut self.encoders[i];
+                enc.push_line(line);
+                *count += 1;
+            }
+            Ok(())
+        })?;
+        let expected = 1 + stored + header.quarantined;
+        if n != expected {
+            return Err(format!(
+                "inconsistent: {n} lines where its header announces {expected}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The objects: `(key, (lines, is quarantine), gzip)`, empty ones left out.
+    fn finish(self, prefix: &str, w: DateTime<Utc>) -> Vec<(String, Bytes, (u64, bool))> {
+        let mut out: Vec<_> = self
+            .parts
+            .iter()
+            .zip(self.encoders)
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(&(c, day), (enc, n))| {
+                (landing::compacted_key(prefix, c, day, w), enc.finish(), (n, false))
+            })
+            .collect();
+        if let Some((enc, n)) = self.quarantine.filter(|(_, n)| *n > 0) {
+            out.push((landing::quarantine_key(prefix, w), enc.finish(), (n, true)));
+        }
+        out
+    }
+}
