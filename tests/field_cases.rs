@@ -55,7 +55,9 @@ impl Field {
     async fn quarantined(&self) -> Vec<(String, Value)> {
         quarantine_lines(&self.lake.s3, &self.lake.bucket).await
     }
+    /// The agent list, once the batches landed so far are compacted.
     async fn agents(&self) -> Value {
+        compact_landed(&self.lake.s3, &self.lake.bucket).await;
         let r = reqwest::Client::new()
             .get(format!("{}/v1/agents", self.served.url))
             .header("authorization", format!("Bearer {}", self.lake.key))
@@ -64,6 +66,12 @@ impl Field {
             .unwrap();
         json_of(r).await
     }
+}
+
+/// `<partition>/<agent>~` of a stored line: the folder of its object and the agent that sent it.
+fn placed((key, line): &(String, Value)) -> String {
+    let dir = &key[..key.rfind('/').unwrap() + 1];
+    format!("{dir}{}~", line["agent_id"].as_str().unwrap())
 }
 
 fn record(lines: &[(String, Value)], id: u64) -> &(String, Value) {
@@ -86,7 +94,8 @@ async fn vector_events_with_their_timestamp_moved_to_hec_time_keep_every_attribu
     f.send_case("01-vector-hec-timestamp-stripped.http").await;
     let lines = f.lines().await;
     assert_eq!(lines.len(), 2);
-    let (key, logon) = record(&lines, 3301001);
+    let (_, logon) = record(&lines, 3301001);
+    let key = placed(record(&lines, 3301001));
     assert_eq!(logon["shape"], "vector_windows_event_log");
     assert_eq!(
         logon["time"], "2026-11-21T10:00:01.234Z",
@@ -290,7 +299,8 @@ async fn an_old_event_is_stored_in_its_own_day_and_the_queue_moves_on() {
     let replies = f.send_case("06-nxlog-old-event-resend-loop.http").await;
     assert_eq!(replies[0]["status"], "accepted");
     let lines = f.lines().await;
-    let (key, l) = record(&lines, 118);
+    let (_, l) = record(&lines, 118);
+    let key = placed(record(&lines, 118));
     assert!(
         key.contains("category=system/dt=2025-09-01/nxlog-dc52~"),
         "{key}"
@@ -306,7 +316,8 @@ async fn fluent_bits_daylight_saving_offset_is_corrected_and_the_original_kept()
     let f = Field::new().await;
     f.send_case("07-fluentbit-winevtlog-dst-offset.http").await;
     let lines = f.lines().await;
-    let (key, summer) = record(&lines, 991002);
+    let (_, summer) = record(&lines, 991002);
+    let key = placed(record(&lines, 991002));
     assert_eq!(summer["time"], "2026-07-10T10:48:24Z");
     assert_eq!(summer["time_original"], "2026-07-10 12:48:24 +0100");
     assert!(summer["time_fix"].as_str().unwrap().contains("Fluent Bit"));
@@ -329,17 +340,9 @@ async fn one_old_event_in_a_chunk_costs_nothing_of_the_others() {
     let lines = f.lines().await;
     assert_eq!(lines.len(), 4);
     for id in [501001, 501002, 501003] {
-        assert!(
-            record(&lines, id)
-                .0
-                .contains("category=logon/dt=2026-11-21/dc81.corp.example~")
-        );
+        assert!(placed(record(&lines, id)).contains("category=logon/dt=2026-11-21/dc81.corp.example~"));
     }
-    assert!(
-        record(&lines, 12)
-            .0
-            .contains("category=system/dt=2025-09-01/dc81.corp.example~")
-    );
+    assert!(placed(record(&lines, 12)).contains("category=system/dt=2025-09-01/dc81.corp.example~"));
     // A resend of the chunk (the agent never saw the reply) stores nothing again.
     f.send_case("10-hec-one-stale-event-rejects-batch.http")
         .await;

@@ -117,6 +117,7 @@ fn environment_variables_match_what_the_code_reads() {
     for (binary, ty) in [
         ("audit-puller", "PullerConfig"),
         ("ad-ingest", "IngestConfig"),
+        ("ad-compact", "IngestConfig"),
     ] {
         let (mut reads, required) = config_vars(ty);
         assert!(required.contains("BUCKET"), "parsed {ty}: {required:?}");
@@ -474,6 +475,7 @@ fn expiry_never_reaches_state_documents() {
         "vision-one/audit/_state/checkpoint.json",
         "vision-one/audit/_state/status.json",
         "active-directory/_state/agents/dc01.json",
+        "active-directory/_state/compaction.json",
     ] {
         assert!(!expires(state), "{state} would expire: {prefixes:?}");
     }
@@ -482,6 +484,8 @@ fn expiry_never_reaches_state_documents() {
         "vision-one/audit/dt=2026-11-20/hour=03/backfill_20261120T030000Z_20261120T040000Z-000.jsonl.gz",
         "active-directory/category=logon/dt=2026-11-21/x.jsonl.gz",
         "active-directory/_state/batches/dc01/b1.json",
+        "active-directory/_state/windows/20261121T100000Z.json",
+        "active-directory/_landing/20261121T100000Z/dc01~b1.jsonl.gz",
     ] {
         assert!(expires(data), "{data} never expires: {prefixes:?}");
     }
@@ -544,7 +548,7 @@ fn ocsf_glue_tables_match_the_parquet_schema_and_layout() {
             "audit-puller",
             &[Dataset::Audit, Dataset::Alerts, Dataset::Oat][..],
         ),
-        ("ad-ingest", &[Dataset::Ad][..]),
+        ("ad-compact", &[Dataset::Ad][..]),
     ] {
         let fns = functions(&t);
         let writes: Vec<String> = statements(&fns[binary].1)

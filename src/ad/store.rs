@@ -134,8 +134,14 @@ impl Ingest {
                     receipt.status = "duplicate".into();
                     return Ok(receipt);
                 };
-                // A retry: stored already if its window's plan names it.
-                if self.plan(w).await?.is_some_and(|p| names(&p, &name)) {
+                // A retry: stored already if its window's plan names it, or if the window was
+                // compacted so long ago that its plan has expired (the marker of a batch its
+                // window left out would have moved to a newer window).
+                let stored = match self.plan(w).await? {
+                    Some(p) => names(&p, &name),
+                    None => self.checkpoint().await?.next.is_some_and(|n| w < n),
+                };
+                if stored {
                     receipt.status = "duplicate".into();
                     return Ok(receipt);
                 }
