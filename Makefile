@@ -17,7 +17,7 @@ agents:
 bench:
 	@scripts/bench.sh $(ARGS)
 
-# Release zips for deployment: target/lambda/{audit-puller,ad-ingest}/bootstrap.zip
+# Release zips for deployment: target/lambda/{audit-puller,ad-ingest,ad-compact}/bootstrap.zip
 build:
 	@bash -c 'source scripts/lib.sh && ensure_venv && cargo lambda build --release --output-format zip'
 

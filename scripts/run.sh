@@ -32,6 +32,9 @@ ENV="TV1_BASE_URL=http://127.0.0.1:$SIM_PORT,TV1_TOKEN_PARAM=$TOKEN_PARAM,BUCKET
 # Both functions also write OCSF Parquet (to s3://$BUCKET/ext/). In Lambda the accountId=
 # partition comes from the invoked function's ARN; `cargo lambda watch`'s names no account.
 ENV="$ENV,OCSF_OUTPUT=on,OCSF_ACCOUNT_ID=000000000000"
+# AD batches are compacted per window: 10-second windows here so that the demo waits seconds
+# (deployed: AdWindow, 5 minutes).
+ENV="$ENV,AD_WINDOW=10s,AD_SETTLE=2s"
 ENV="$ENV,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=$AWS_REGION"
 say "starting cargo lambda watch on 127.0.0.1:$WATCH_PORT (log: .run/watch.log)"
 # An env file, since TV1_STREAMS holds commas: the three streams, the audit logs, Workbench
@@ -123,10 +126,16 @@ sed -n '/^{/,$p' tests/field-cases/10-hec-one-stale-event-rejects-batch.http \
 say "an NXLog CE event with its default zone-less local time, and one that cannot be read: 200, both quarantined with their reasons"
 curl -sS -X POST "$URL/v1/events" -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
   --data '{"agent":{"id":"dc9"},"batch_id":"b1","events":[{"EventID":4624,"EventTime":"2026-11-21 11:00:05","Hostname":"DC9"},{"event_id":4624,"time":"yesterday","computer":"DC9"}]}'; echo
+say "each batch landed as one object (s3://$BUCKET/active-directory/_landing/<window>/<agent>~<batch>)"
+aws s3 ls --recursive "s3://$BUCKET/active-directory/_landing/"
+# The window open now closes at its end plus AD_SETTLE (and a second for S3's clock).
+sleep "$(python3 -c 'import time; t=time.time(); print(f"{(t // 10 + 1) * 10 + 3 - t:.1f}")')"
+say "ad-compact (its scheduled event): the closed windows into the lake, OCSF and the agent list"
+cargo lambda invoke ad-compact --data-file events/schedule.json -A 127.0.0.1 -P "$WATCH_PORT" --output-format json | python3 -m json.tool
 say "GET /v1/agents"
 curl -sS "$URL/v1/agents" -H "X-Api-Key: $API_KEY" | python3 -m json.tool
-say "AD objects in s3://$BUCKET/active-directory/"
-aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v /_state/
+say "the compacted layout: one object per (category, day) and window, in s3://$BUCKET/active-directory/"
+aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v -e /_state/ -e /_landing/
 say "the quarantine (table active_directory_quarantine): index, reason, event"
 for k in $(aws s3 ls --recursive "s3://$BUCKET/active-directory/quarantine/" | awk '{print $4}'); do
   aws s3 cp --quiet "s3://$BUCKET/$k" - | gzip -dc | python3 -c 'import json,sys

@@ -25,10 +25,13 @@
 //!        ad::decode: base64, gzip caps, envelope / NDJSON / HEC        (ad/decode.rs)
 //!        ad::events: nine agent shapes, one normalised event           (ad/events.rs)
 //!        ad::windows_xml, ad::event_time: the XML, the true UTC time   (ad/windows_xml.rs, event_time.rs)
-//!        lake::encode: one gzip JSON Lines object per category and day,
-//!        and one quarantine object for what the lake cannot take      (lake/encode.rs)
-//!   ─► store: the batch claimed (its marker), create-only objects
-//!        (lake::sink), OCSF (lake::ocsf), the receipt, the agent list  (ad/store.rs, agents.rs)
+//!        lake::encode: the batch's landing object, its lines grouped by
+//!        category and day, then those the lake cannot take           (lake/encode.rs)
+//!   ─► store: the batch claimed (its marker, naming its window), its
+//!        landing object create-only; late ones checked against plans  (ad/store.rs, landing.rs)
+//! EventBridge ─► bin/ad-compact.rs, or tv1 serve/compact ─► ad::Compactor:
+//!   closed windows sealed, listed, planned; one object per category,
+//!   day and window, OCSF (lake::ocsf), the agent list, exactly once   (ad/compact.rs, agents.rs)
 //! .evtx files ─► tv1 import-evtx ─► ad::evtx_import: records read with
 //!   the evtx crate, normalised as agents' XML, landed step by step     (ad/evtx_import.rs)
 //! ```
@@ -38,8 +41,9 @@
 //!   [`audit::Puller::invoke`].
 //! - `ad-ingest`: the API Gateway Lambda function; hands each request to
 //!   [`ad::Ingest::handle_apigw`].
+//! - `ad-compact`: the scheduled Lambda function; runs [`ad::Compactor::run`].
 //! - `tv1`: the operator CLI over the same code (`pull`, `backfill`, `status`, `checkpoint`,
-//!   `rotate-key`, `serve`, `import-evtx`, `ocsf-sources`, `simulate`).
+//!   `rotate-key`, `serve`, `compact`, `import-evtx`, `ocsf-sources`, `simulate`).
 //!
 //! # Modules
 //! - [`audit`]: the audit pipeline: runs, lease, redo, reconciliation, backfill, operator

@@ -7,6 +7,7 @@ mod common;
 
 mod ad_ingest;
 mod agents;
+mod compaction;
 mod alerts;
 mod audit_puller;
 mod corpus;

@@ -1,0 +1,213 @@
+//! The compacted AD layout, exactly once: batches that land after their window was planned,
+//! compactors racing each other, killed mid-window and paused past their window, a paused
+//! `tv1 serve` whose landings end late. Every test ends with each event once in the lake and each
+//! agent's counts exact.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tv1_connector::ad::{Body, HttpRequest, Ingest};
+
+fn batch(agent: &str, id: &str, first: u32, n: u32) -> Value {
+    let t = tv1_connector::timefmt::api_time(chrono::Utc::now());
+    let events: Vec<Value> = (first..first + n)
+        .map(|i| json!({"event_id": if i % 2 == 0 { 4624 } else { 4720 }, "time": t, "computer": agent, "record_id": i}))
+        .collect();
+    json!({"agent": {"id": agent}, "batch_id": id, "events": events})
+}
+
+fn post<'a>(key: &'a str, body: &'a str) -> HttpRequest<'a> {
+    HttpRequest {
+        method: "POST",
+        path: "/v1/events",
+        authorization: Some(key),
+        x_api_key: None,
+        content_type: Some("application/json"),
+        content_encoding: None,
+        body: Body::apigw(Some(body), false),
+        sender: Default::default(),
+    }
+}
+
+/// `record_id`s in the lake, with how often each is there.
+async fn stored(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    for (_, l) in lake_lines(s3, bucket).await {
+        *seen.entry(l["record_id"].as_u64().unwrap()).or_default() += 1;
+    }
+    seen
+}
+
+fn agent_record(list: &Value, id: &str) -> Value {
+    list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no agent {id} in {list}"))
+}
+
+/// A batch whose landing ends after its window was sealed and planned without it (a function
+/// paused between choosing the window and landing) is moved to an open window by its marker, and
+/// compacted there once; the object it left in the old window is never compacted.
+#[tokio::test]
+async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
+    // The window 5 s ago: sealed and planned (empty) by a compaction now.
+    let compactor = tv1_connector::ad::Compactor::new(&ad_config(&lake.bucket, &vars), lake.s3.clone());
+    let early = batch("dc01", "early", 0, 4);
+    let ingest = |cfg| Ingest::new(cfg, lake.s3.clone(), lake.ssm.clone());
+    let first = ingest(ad_config(&lake.bucket, &vars));
+    let body = early.to_string();
+    let auth = format!("Bearer {}", lake.key);
+    let r = first.handle(post(&auth, &body), chrono::Utc::now()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    compact_ad(&lake.s3, &lake.bucket, &vars).await;
+    let planned = compactor.run(None).await.unwrap();
+    assert!(planned.next.is_some());
+
+    // A new function instance (it has not seen S3's clock yet, so it places the batch by the
+    // time it was given) that began the request 5 s ago.
+    let late = batch("dc01", "late", 100, 6);
+    let body = late.to_string();
+    let paused = ingest(ad_config(&lake.bucket, &vars));
+    let began = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
+    let r = paused.handle(post(&auth, &body), began).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "accepted");
+    let window: chrono::DateTime<chrono::Utc> = r.body["window"].as_str().unwrap().parse().unwrap();
+    assert!(
+        window > began + chrono::TimeDelta::seconds(2),
+        "moved to a window open when it landed: {}",
+        r.body
+    );
+    let keys = bucket_keys(&lake.s3, &lake.bucket).await;
+    let landed: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/_landing/") && k.ends_with("dc01~late.jsonl.gz"))
+        .collect();
+    assert_eq!(landed.len(), 2, "the late object and the moved one: {landed:?}");
+    // A retry of it now is a duplicate, wherever it looks first.
+    let r = paused.handle(post(&auth, &body), began).await;
+    assert_eq!(r.body["status"], "duplicate", "{}", r.body);
+
+    let seen = stored(&lake.s3, &lake.bucket).await;
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    let list = first
+        .handle(
+            HttpRequest {
+                method: "GET",
+                path: "/v1/agents",
+                ..post(&auth, "")
+            },
+            chrono::Utc::now(),
+        )
+        .await;
+    let dc01 = agent_record(&list.body, "dc01");
+    assert_eq!((dc01["events_received"].as_u64(), dc01["batches_received"].as_u64()), (Some(10), Some(2)), "{dc01}");
+}
+
+/// Agents sending through a `tv1 serve` that is paused (SIGSTOP) at random points, while
+/// `tv1 compact` processes race its own compactor and are killed at random points: each event is
+/// in the lake once, and each agent's count is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    let vars = [("API_KEY_PARAM", lake.param.as_str()), ("BUCKET", lake.bucket.as_str())];
+    let served = serve(&vars).await;
+    let (url, key) = (served.url.clone(), lake.key.clone());
+    // Four agents, each sending 12 batches of 10 events one after the other, resending a batch
+    // until it is accepted (as agents do after a timeout or a 5xx).
+    let senders: Vec<_> = (0..4)
+        .map(|a| {
+            let (url, key) = (url.clone(), key.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(3))
+                    .build()
+                    .unwrap();
+                for b in 0..12u32 {
+                    let first = (a * 1000 + b * 10) as u32;
+                    let body = batch(&format!("dc{a}"), &format!("b{b}"), first, 10).to_string();
+                    loop {
+                        let r = http
+                            .post(format!("{url}/v1/events"))
+                            .header("authorization", format!("Bearer {key}"))
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 200 => break,
+                            Ok(r) => assert!(r.status().is_server_error(), "{}", r.status()),
+                            Err(_) => {}
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let compact = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tv1"))
+            .arg("compact")
+            .envs(vars.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let pid = served.child.id();
+    let mut rounds = 0;
+    while !senders.iter().all(|s| s.is_finished()) {
+        rounds += 1;
+        // Two compactors at once, one killed at a random point.
+        let (mut a, mut b) = (compact(), compact());
+        tokio::time::sleep(Duration::from_millis(rand::random_range(50..700))).await;
+        let _ = a.kill();
+        // The server paused past its window and the settle time: what it lands when it goes on
+        // lands late.
+        signal(pid, "-STOP");
+        tokio::time::sleep(Duration::from_millis(rand::random_range(500..3500))).await;
+        signal(pid, "-CONT");
+        let _ = (a.wait(), b.wait());
+        tokio::time::sleep(Duration::from_millis(rand::random_range(100..800))).await;
+        assert!(rounds < 200, "the agents never finished");
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let seen = stored(&lake.s3, &lake.bucket).await;
+    assert_eq!(seen.len(), 4 * 12 * 10, "every event stored");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let list = json_of(
+        reqwest::Client::new()
+            .get(format!("{url}/v1/agents"))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    for a in 0..4 {
+        let rec = agent_record(&list, &format!("dc{a}"));
+        assert_eq!(rec["events_received"], 120, "{rec}");
+        assert_eq!(rec["batches_received"], 12, "{rec}");
+    }
+    let late = std::fs::read_to_string(&served.log)
+        .unwrap()
+        .matches("landing it in a newer one")
+        .count();
+    println!("{rounds} rounds; {late} batches landed late and moved");
+}
