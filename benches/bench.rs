@@ -986,15 +986,28 @@ async fn bench_requests(rows: &mut Vec<Row>, lake: &Lake) {
             let compact_counts = counts.take();
             let keys: Vec<String> = {
                 let mut keys = Vec::new();
-                let mut pages = lake.s3.list_objects_v2().bucket(&bucket).into_paginator().send();
+                let mut pages = lake
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .into_paginator()
+                    .send();
                 while let Some(p) = pages.next().await {
-                    keys.extend(p.unwrap().contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+                    keys.extend(
+                        p.unwrap()
+                            .contents()
+                            .iter()
+                            .filter_map(|o| o.key().map(str::to_owned)),
+                    );
                 }
                 keys
             };
             let lake_objects = keys
                 .iter()
-                .filter(|k| (k.contains("/category=") || k.contains("/quarantine/")) || k.ends_with(".parquet"))
+                .filter(|k| {
+                    (k.contains("/category=") || k.contains("/quarantine/"))
+                        || k.ends_with(".parquet")
+                })
                 .count();
             let per = |n: u64| n as f64 / (batches + 1) as f64;
             let [put, get, head, list, delete] = ingest_counts;

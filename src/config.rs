@@ -370,8 +370,7 @@ impl IngestConfig {
             settle: duration(env, "AD_SETTLE", "1m")?,
         };
         let whole = |d: Duration| d.subsec_nanos() == 0 && d.as_secs() > 0;
-        if !whole(cfg.window) || cfg.window.as_secs() > 3600 || 86_400 % cfg.window.as_secs() != 0
-        {
+        if !whole(cfg.window) || cfg.window.as_secs() > 3600 || 86_400 % cfg.window.as_secs() != 0 {
             return Err(ConfigError {
                 var: "AD_WINDOW",
                 reason: "must be whole seconds from 1s to 1h that divide a day (e.g. 1m, 5m, 15m)"

@@ -897,7 +897,11 @@ async fn a_reused_batch_id_with_other_content_is_409_and_writes_nothing() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "batch_id_conflict");
     assert_eq!(
-        env.keys().await.iter().filter(|k| k.contains("/_landing/")).count(),
+        env.keys()
+            .await
+            .iter()
+            .filter(|k| k.contains("/_landing/"))
+            .count(),
         1,
         "a refused batch lands nothing"
     );
@@ -1301,7 +1305,11 @@ async fn two_bodies_under_one_batch_id_at_once_one_is_stored_and_the_409_is_true
             .filter(|k| k.contains("/_landing/") && k.ends_with(&format!("race~{id}.jsonl.gz")))
             .collect();
         assert_eq!(landed.len(), 1, "one landing object per batch: {landed:?}");
-        winners.push((id, won.body["events"].as_u64().unwrap(), if ra.status == 200 { one } else { two }));
+        winners.push((
+            id,
+            won.body["events"].as_u64().unwrap(),
+            if ra.status == 200 { one } else { two },
+        ));
     }
     // The lake holds each winner's events and nothing of the refused bodies.
     let lines = env.lines().await;
@@ -1313,7 +1321,10 @@ async fn two_bodies_under_one_batch_id_at_once_one_is_stored_and_the_409_is_true
             .collect();
         assert_eq!(stored.len() as u64, *events, "{id}");
         for ev in body["events"].as_array().unwrap() {
-            assert!(stored.contains(&ev), "{id}: {ev} of the stored body is missing");
+            assert!(
+                stored.contains(&ev),
+                "{id}: {ev} of the stored body is missing"
+            );
         }
     }
 }

@@ -60,7 +60,8 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
     let lake = ad_lake().await;
     let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
     // The window 5 s ago: sealed and planned (empty) by a compaction now.
-    let compactor = tv1_connector::ad::Compactor::new(&ad_config(&lake.bucket, &vars), lake.s3.clone());
+    let compactor =
+        tv1_connector::ad::Compactor::new(&ad_config(&lake.bucket, &vars), lake.s3.clone());
     let early = batch("dc01", "early", 0, 4);
     let ingest = |cfg| Ingest::new(cfg, lake.s3.clone(), lake.ssm.clone());
     let first = ingest(ad_config(&lake.bucket, &vars));
@@ -92,7 +93,11 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
         .iter()
         .filter(|k| k.contains("/_landing/") && k.ends_with("dc01~late.jsonl.gz"))
         .collect();
-    assert_eq!(landed.len(), 2, "the late object and the moved one: {landed:?}");
+    assert_eq!(
+        landed.len(),
+        2,
+        "the late object and the moved one: {landed:?}"
+    );
     // A retry of it now is a duplicate, wherever it looks first.
     let r = paused.handle(post(&auth, &body), began).await;
     assert_eq!(r.body["status"], "duplicate", "{}", r.body);
@@ -111,7 +116,14 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
         )
         .await;
     let dc01 = agent_record(&list.body, "dc01");
-    assert_eq!((dc01["events_received"].as_u64(), dc01["batches_received"].as_u64()), (Some(10), Some(2)), "{dc01}");
+    assert_eq!(
+        (
+            dc01["events_received"].as_u64(),
+            dc01["batches_received"].as_u64()
+        ),
+        (Some(10), Some(2)),
+        "{dc01}"
+    );
 }
 
 /// Agents sending through a `tv1 serve` that is paused (SIGSTOP) at random points, while
@@ -123,11 +135,14 @@ async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
         return;
     }
     let lake = ad_lake().await;
-    let vars = [("API_KEY_PARAM", lake.param.as_str()), ("BUCKET", lake.bucket.as_str())];
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", lake.bucket.as_str()),
+    ];
     let served = serve(&vars).await;
     let (url, key) = (served.url.clone(), lake.key.clone());
-    // Four agents, each sending 12 batches of 10 events one after the other, resending a batch
-    // until it is accepted (as agents do after a timeout or a 5xx).
+    // Four agents, each sending 20 batches of 10 events one after the other, a few hundred ms
+    // apart, resending a batch until it is accepted (as agents do after a timeout or a 5xx).
     let senders: Vec<_> = (0..4)
         .map(|a| {
             let (url, key) = (url.clone(), key.clone());
@@ -136,7 +151,8 @@ async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
                     .timeout(Duration::from_secs(3))
                     .build()
                     .unwrap();
-                for b in 0..12u32 {
+                for b in 0..20u32 {
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(100..500))).await;
                     let first = (a * 1000 + b * 10) as u32;
                     let body = batch(&format!("dc{a}"), &format!("b{b}"), first, 10).to_string();
                     loop {
@@ -188,7 +204,7 @@ async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
         s.await.unwrap();
     }
     let seen = stored(&lake.s3, &lake.bucket).await;
-    assert_eq!(seen.len(), 4 * 12 * 10, "every event stored");
+    assert_eq!(seen.len(), 4 * 20 * 10, "every event stored");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let list = json_of(
@@ -202,12 +218,73 @@ async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
     .await;
     for a in 0..4 {
         let rec = agent_record(&list, &format!("dc{a}"));
-        assert_eq!(rec["events_received"], 120, "{rec}");
-        assert_eq!(rec["batches_received"], 12, "{rec}");
+        assert_eq!(rec["events_received"], 200, "{rec}");
+        assert_eq!(rec["batches_received"], 20, "{rec}");
     }
     let late = std::fs::read_to_string(&served.log)
         .unwrap()
         .matches("landing it in a newer one")
         .count();
     println!("{rounds} rounds; {late} batches landed late and moved");
+}
+
+/// A `tv1 serve` whose landing PUT is held (a slow S3 connection) until its window has been
+/// sealed and planned without it: the late landing is found out, the batch moves to an open
+/// window, and it is in the lake once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landing_held_past_its_window_moves_and_is_stored_once() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    // The first landing passes (compaction has begun when the second is held), the second is
+    // held.
+    let proxy = HoldingProxy::start(LOCALSTACK, 1).await;
+    let vars = [
+        ("API_KEY_PARAM", lake.param.as_str()),
+        ("BUCKET", lake.bucket.as_str()),
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+    ];
+    let served = serve(&vars).await;
+    let first = reqwest::Client::new()
+        .post(format!("{}/v1/events", served.url))
+        .header("authorization", format!("Bearer {}", lake.key))
+        .header("content-type", "application/json")
+        .body(batch("dc01", "first", 100, 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let body = batch("dc01", "held", 0, 8).to_string();
+    let (url, key) = (served.url.clone(), lake.key.clone());
+    let request = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/events"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        json_of(r).await
+    });
+    wait_until(10, "the landing PUT to be held", async || {
+        !proxy.held().is_empty()
+    })
+    .await;
+    // Its window closes and is compacted without it.
+    let summary = compact_ad(&lake.s3, &lake.bucket, &[]).await;
+    assert!(summary.next.is_some(), "{summary:?}");
+    proxy.release();
+    let reply = request.await.unwrap();
+    assert_eq!(reply["status"], "accepted", "{reply}");
+    let held = &proxy.held()[0];
+    let moved_to =
+        tv1_connector::ad::landing::window_name(reply["window"].as_str().unwrap().parse().unwrap());
+    assert!(!held.contains(&moved_to), "moved from {held} to {moved_to}");
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    assert!(log.contains("landing it in a newer one"), "{log}");
+    let seen = stored(&lake.s3, &lake.bucket).await;
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
 }

@@ -184,7 +184,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-
 fn offline_ingest() -> Ingest {
     Ingest::offline(&[]).unwrap()
 }

@@ -340,9 +340,13 @@ async fn one_old_event_in_a_chunk_costs_nothing_of_the_others() {
     let lines = f.lines().await;
     assert_eq!(lines.len(), 4);
     for id in [501001, 501002, 501003] {
-        assert!(placed(record(&lines, id)).contains("category=logon/dt=2026-11-21/dc81.corp.example~"));
+        assert!(
+            placed(record(&lines, id)).contains("category=logon/dt=2026-11-21/dc81.corp.example~")
+        );
     }
-    assert!(placed(record(&lines, 12)).contains("category=system/dt=2025-09-01/dc81.corp.example~"));
+    assert!(
+        placed(record(&lines, 12)).contains("category=system/dt=2025-09-01/dc81.corp.example~")
+    );
     // A resend of the chunk (the agent never saw the reply) stores nothing again.
     f.send_case("10-hec-one-stale-event-rejects-batch.http")
         .await;

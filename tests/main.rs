@@ -7,9 +7,9 @@ mod common;
 
 mod ad_ingest;
 mod agents;
-mod compaction;
 mod alerts;
 mod audit_puller;
+mod compaction;
 mod corpus;
 mod field_cases;
 mod import_evtx;

@@ -163,8 +163,14 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
     assert_eq!(
         requests,
         [
-            ("PUT".to_owned(), "/lake-bucket/active-directory/_state/batches/dc01/b1.json".to_owned()),
-            ("GET".to_owned(), "/lake-bucket/active-directory/_state/batches/dc01/b1.json".to_owned()),
+            (
+                "PUT".to_owned(),
+                "/lake-bucket/active-directory/_state/batches/dc01/b1.json".to_owned()
+            ),
+            (
+                "GET".to_owned(),
+                "/lake-bucket/active-directory/_state/batches/dc01/b1.json".to_owned()
+            ),
         ],
         "a refused batch writes nothing"
     );

@@ -63,7 +63,11 @@ impl Prepared {
         )
         .expect("a landing object is gzip UTF-8");
         let stored: usize = self.header.parts.iter().map(|p| p.lines).sum();
-        text.lines().skip(1).take(stored).map(str::to_owned).collect()
+        text.lines()
+            .skip(1)
+            .take(stored)
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -323,7 +327,14 @@ impl Ingest {
         };
         for (i, reason) in &quarantined {
             line.clear();
-            write_quarantine_line(&mut line, *i, reason, &at, raw(*i), bounded_meta(*i).as_deref());
+            write_quarantine_line(
+                &mut line,
+                *i,
+                reason,
+                &at,
+                raw(*i),
+                bounded_meta(*i).as_deref(),
+            );
             enc.push_line(&line);
         }
         Ok((header, enc.finish(), quarantined))
@@ -682,7 +693,10 @@ mod tests {
     /// The landing object's quarantine lines: the last `header.quarantined`.
     fn quarantine_lines(p: &Prepared) -> Vec<Value> {
         let text = gunzip(&p.landing);
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         lines[lines.len() - p.header.quarantined..].to_vec()
     }
 
@@ -713,7 +727,10 @@ mod tests {
         assert!(q[0]["hec"]["omitted_bytes"].as_u64().unwrap() > 300 << 10);
         assert_eq!(q[0]["event"]["computer"], "DC1");
         assert_eq!(p.header.parts.len(), 1);
-        assert!(gunzip(&p.landing).len() < 8192, "the landing object holds no large metadata");
+        assert!(
+            gunzip(&p.landing).len() < 8192,
+            "the landing object holds no large metadata"
+        );
     }
 
     #[test]

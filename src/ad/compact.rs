@@ -127,7 +127,10 @@ impl Compactor {
     async fn read_checkpoint(&self) -> Result<(Checkpoint, Condition), CompactError> {
         let key = self.checkpoint_key();
         Ok(match self.sink.get(&key).await? {
-            Some(v) => (parse_state(&self.sink, &key, &v.body)?, Condition::Matches(v.etag)),
+            Some(v) => (
+                parse_state(&self.sink, &key, &v.body)?,
+                Condition::Matches(v.etag),
+            ),
             None => (Checkpoint::default(), Condition::Absent),
         })
     }
@@ -145,7 +148,11 @@ impl Compactor {
                 return Ok(());
             }
             let body = serde_json::to_vec(&cp).expect("checkpoint serialises");
-            match self.sink.put_json_if(&self.checkpoint_key(), body, cond).await {
+            match self
+                .sink
+                .put_json_if(&self.checkpoint_key(), body, cond)
+                .await
+            {
                 Ok(etag) => {
                     *cond = Condition::Matches(etag);
                     return Ok(());
@@ -195,9 +202,22 @@ impl Compactor {
             }
         }
         let mut summary = CompactSummary::default();
-        let Some(mut w) = cp.next.or_else(|| listed.keys().next().copied()) else {
-            return Ok(summary); // nothing ever landed
-        };
+        if cp.next.is_none() {
+            // The first run: compaction starts at the first window anything landed in. Fixed
+            // by a conditional write, so that a concurrent first run (which may have listed a
+            // late landing in an earlier window) starts there too, and a late writer whose
+            // window is before it knows it is left out.
+            let Some(&first) = listed.keys().next() else {
+                return Ok(summary); // nothing landed yet
+            };
+            self.advance(&mut cp, &mut cond, |cp| {
+                let unset = cp.next.is_none();
+                cp.next = cp.next.or(Some(first));
+                unset
+            })
+            .await?;
+        }
+        let mut w = cp.next.expect("set above");
         while w < sealed_to {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 summary.behind = true;
@@ -265,7 +285,10 @@ impl Compactor {
         parts.sort();
         parts.dedup();
         let mut first = true;
-        for group in parts.chunks(OPEN_PARTS).chain(parts.is_empty().then_some(&[][..])) {
+        for group in parts
+            .chunks(OPEN_PARTS)
+            .chain(parts.is_empty().then_some(&[][..]))
+        {
             let mut out = Split::new(group, first);
             for ((name, body), header) in bodies.iter().zip(&headers) {
                 out.take(header, body)
@@ -322,7 +345,14 @@ impl Compactor {
         summary.lines += lines;
         if let Some(ocsf) = &self.ocsf {
             let landed = ocsf
-                .land_object(Dataset::Ad, &self.sink, &self.prefix, key, Some(body), PUT_TIMEOUT)
+                .land_object(
+                    Dataset::Ad,
+                    &self.sink,
+                    &self.prefix,
+                    key,
+                    Some(body),
+                    PUT_TIMEOUT,
+                )
                 .await?;
             summary.ocsf.add(&landed);
         }
@@ -462,7 +492,11 @@ impl<'a> Split<'a> {
             .zip(self.encoders)
             .filter(|(_, (_, n))| *n > 0)
             .map(|(&(c, day), (enc, n))| {
-                (landing::compacted_key(prefix, c, day, w), enc.finish(), (n, false))
+                (
+                    landing::compacted_key(prefix, c, day, w),
+                    enc.finish(),
+                    (n, false),
+                )
             })
             .collect();
         if let Some((enc, n)) = self.quarantine.filter(|(_, n)| *n > 0) {

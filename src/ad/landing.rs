@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(w.open_from(t("2026-11-30T07:45:59Z")), s);
         assert_eq!(w.open_from(t("2026-11-30T07:46:00Z")), w.next(s));
         assert_eq!(w.surely_seen_before(s), t("2026-11-30T07:45:30Z"));
-        assert_eq!(w.visible_by(t("2026-11-30T07:41:00Z")), t("2026-11-30T07:51:00Z"));
+        assert_eq!(
+            w.visible_by(t("2026-11-30T07:41:00Z")),
+            t("2026-11-30T07:51:00Z")
+        );
         assert_eq!(
             w.start_of(t("1969-12-31T23:59:59Z")),
             t("1969-12-31T23:55:00Z")
@@ -238,6 +241,9 @@ mod tests {
             quarantine_key("ad/", s),
             "ad/quarantine/20261130T074000Z.jsonl.gz"
         );
-        assert_eq!(plan_key("ad/", s), "ad/_state/windows/20261130T074000Z.json");
+        assert_eq!(
+            plan_key("ad/", s),
+            "ad/_state/windows/20261130T074000Z.json"
+        );
     }
 }

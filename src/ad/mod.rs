@@ -29,10 +29,10 @@ pub mod tls;
 pub mod windows_xml;
 
 pub use batch::{MAX_REASON_CHARS, MAX_REPORTED_ERRORS, Prepared, QUARANTINE_DIR};
+pub use compact::{CompactError, CompactSummary, Compactor};
 pub use store::{
     BODY_SHA_META, BatchReceipt, METRIC_QUARANTINED, METRIC_STORED, Quarantined, emf_line,
 };
-pub use compact::{CompactError, CompactSummary, Compactor};
 
 use crate::config::IngestConfig;
 use crate::lake::sink::{S3Sink, SinkError};

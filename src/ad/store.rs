@@ -282,14 +282,18 @@ impl Ingest {
             Ok(etag) => Ok(Some(etag)),
             // Another copy moved it first: go where it went.
             Err(SinkError::PreconditionFailed { .. }) => {
-                let v = self.sink.get(marker_key).await?.ok_or_else(|| {
-                    IngestError::Unavailable("batch marker vanished".into())
-                })?;
+                let v = self
+                    .sink
+                    .get(marker_key)
+                    .await?
+                    .ok_or_else(|| IngestError::Unavailable("batch marker vanished".into()))?;
                 let stored: BatchReceipt = serde_json::from_slice(&v.body).map_err(|e| {
                     IngestError::Unavailable(format!("unreadable batch marker {marker_key}: {e}"))
                 })?;
                 if stored.window == old {
-                    return Err(IngestError::Unavailable("batch marker kept changing".into()));
+                    return Err(IngestError::Unavailable(
+                        "batch marker kept changing".into(),
+                    ));
                 }
                 *receipt = BatchReceipt {
                     status: receipt.status.clone(),
@@ -323,7 +327,11 @@ impl Ingest {
                 return Ok(Fate::In);
             }
             if let Some(plan) = self.plan(window).await? {
-                return Ok(if names(&plan, name) { Fate::In } else { Fate::Left });
+                return Ok(if names(&plan, name) {
+                    Fate::In
+                } else {
+                    Fate::Left
+                });
             }
             // Compacted without a plan: only once the plan has expired.
             if cp.next.is_some_and(|n| window < n) {
@@ -357,7 +365,9 @@ impl Ingest {
 
 /// Whether `plan` names the landing object `name`.
 fn names(plan: &Plan, name: &str) -> bool {
-    plan.batches.binary_search_by(|b| b.as_str().cmp(name)).is_ok()
+    plan.batches
+        .binary_search_by(|b| b.as_str().cmp(name))
+        .is_ok()
 }
 
 /// CloudWatch metric names of a stored batch (namespace [`crate::audit::METRIC_NAMESPACE`]).

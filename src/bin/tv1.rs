@@ -347,7 +347,11 @@ async fn serve_endpoint(
     }
     let sdk = aws::load().await;
     if compact {
-        tokio::spawn(compact_forever(Compactor::new(&cfg, aws::s3_client(&sdk)), cfg.window, cfg.settle));
+        tokio::spawn(compact_forever(
+            Compactor::new(&cfg, aws::s3_client(&sdk)),
+            cfg.window,
+            cfg.settle,
+        ));
     }
     let ingest = Ingest::new(cfg, aws::s3_client(&sdk), aws::ssm_client(&sdk));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -394,8 +398,12 @@ async fn compact(wait: bool) -> anyhow::Result<()> {
         let now = chrono::Utc::now();
         // The open window closes at its end plus the settle time; a second more for S3's
         // whole-second clock.
-        let closed = windows.next(windows.start_of(now)) + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
-        eprintln!("waiting {}s for the open window to close", (closed - now).num_seconds());
+        let closed = windows.next(windows.start_of(now))
+            + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
+        eprintln!(
+            "waiting {}s for the open window to close",
+            (closed - now).num_seconds()
+        );
         tokio::time::sleep((closed - now).to_std().unwrap_or_default()).await;
     }
     let summary = compactor.run(None).await?;

@@ -471,8 +471,8 @@ pub fn now_s() -> DateTime<Utc> {
     tv1_connector::timefmt::floor_second(Utc::now())
 }
 
-/// An HTTP proxy in front of LocalStack that holds back data-object PUTs (keys under `dt=`)
-/// after the first `pass` of them, until [`HoldingProxy::release`]: a stalled PUT, under the
+/// An HTTP proxy in front of LocalStack that holds back data-object PUTs (keys under `dt=`, and
+/// landed AD batches under `_landing/`) after the first `pass` of them, until [`HoldingProxy::release`]: a stalled PUT, under the
 /// test's control. Held requests are forwarded from their own task, so they reach S3 even if
 /// the client that sent them has gone.
 pub struct HoldingProxy {
@@ -508,7 +508,8 @@ impl HoldingProxy {
                     .path_and_query()
                     .map(|p| p.to_string())
                     .unwrap_or_default();
-                let data = path.contains("/dt=") || path.contains("/dt%3D");
+                let data =
+                    path.contains("/dt=") || path.contains("/dt%3D") || path.contains("/_landing/");
                 let hold = parts.method == "PUT" && data && {
                     let mut s = st.lock().unwrap();
                     s.data_puts += 1;
