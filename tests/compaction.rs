@@ -153,7 +153,7 @@ async fn paused_servers_and_killed_racing_compactors_store_each_event_once() {
                     .unwrap();
                 for b in 0..20u32 {
                     tokio::time::sleep(Duration::from_millis(rand::random_range(100..500))).await;
-                    let first = (a * 1000 + b * 10) as u32;
+                    let first = a * 1000 + b * 10;
                     let body = batch(&format!("dc{a}"), &format!("b{b}"), first, 10).to_string();
                     loop {
                         let r = http

@@ -21,7 +21,7 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tv1_connector::ad::{Body, HttpRequest, Ingest, Sender};
 use tv1_connector::lake::ocsf::windows::from_line;

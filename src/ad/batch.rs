@@ -184,7 +184,11 @@ impl Ingest {
             name_after_events(&mut batch);
         }
         check_agent(&batch.agent, &batch.batch_id)?;
-        let (header, landing, quarantined) = self.encode(&batch, &outcomes, now)?;
+        let Encoded {
+            header,
+            landing,
+            quarantined,
+        } = self.encode(&batch, &outcomes, now)?;
         Ok(Prepared {
             agent: batch.agent.clone(),
             batch_id: batch.batch_id.clone(),
@@ -256,7 +260,7 @@ impl Ingest {
         batch: &decode::Batch<'_>,
         outcomes: &[Result<Normalized, String>],
         now: DateTime<Utc>,
-    ) -> Result<(BatchHeader, bytes::Bytes, Vec<(usize, String)>), IngestError> {
+    ) -> Result<Encoded, IngestError> {
         let stored: Vec<(usize, &Normalized)> = outcomes
             .iter()
             .enumerate()
@@ -337,8 +341,19 @@ impl Ingest {
             );
             enc.push_line(&line);
         }
-        Ok((header, enc.finish(), quarantined))
+        Ok(Encoded {
+            header,
+            landing: enc.finish(),
+            quarantined,
+        })
     }
+}
+
+/// A batch's landing object, and its quarantined events `(index, reason)`.
+struct Encoded {
+    header: BatchHeader,
+    landing: bytes::Bytes,
+    quarantined: Vec<(usize, String)>,
 }
 
 /// Where a stored line came from: the agent, the batch and when it was received.

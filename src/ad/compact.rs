@@ -274,30 +274,18 @@ impl Compactor {
         }
         let w = plan.window;
         let bodies = self.read_landed(plan).await?;
-        let mut headers = Vec::with_capacity(bodies.len());
-        for (name, body) in &bodies {
-            headers.push(header_of(body).map_err(|reason| self.bad_landing(w, name, reason))?);
+        let landed: Vec<&[u8]> = bodies.iter().map(|(_, b)| &b[..]).collect();
+        // Seconds of CPU for a large window: off the async workers where the runtime can move
+        // them, so that `tv1 serve`'s requests are not kept waiting.
+        let split = || window_objects(&self.prefix, w, &landed);
+        let (headers, objects) = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(split),
+            _ => split(),
         }
-        let mut parts: Vec<(Category, NaiveDate)> = headers
-            .iter()
-            .flat_map(|h| h.parts.iter().map(|p| (p.category, p.day)))
-            .collect();
-        parts.sort();
-        parts.dedup();
-        let mut first = true;
-        for group in parts
-            .chunks(OPEN_PARTS)
-            .chain(parts.is_empty().then_some(&[][..]))
-        {
-            let mut out = Split::new(group, first);
-            for ((name, body), header) in bodies.iter().zip(&headers) {
-                out.take(header, body)
-                    .map_err(|reason| self.bad_landing(w, name, reason))?;
-            }
-            for (key, body, lines) in out.finish(&self.prefix, w) {
-                self.put(&key, body, lines, summary).await?;
-            }
-            first = false;
+        .map_err(|(i, reason)| self.bad_landing(w, &bodies[i].0, reason))?;
+        for o in objects {
+            self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
+                .await?;
         }
         summary.batches += bodies.len() as u64;
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
@@ -395,6 +383,56 @@ impl Compactor {
     }
 }
 
+/// One compacted object of a window.
+#[derive(Debug, Clone)]
+pub struct WindowObject {
+    /// Its key: `category=<c>/dt=<day>/<window>.jsonl.gz` or `quarantine/<window>.jsonl.gz`.
+    pub key: String,
+    /// Gzip JSON Lines.
+    pub body: Bytes,
+    /// Lines in it.
+    pub lines: u64,
+    /// Whether it is the window's quarantine object.
+    pub quarantine: bool,
+}
+
+/// The objects of the window starting at `w` made of `landed`, its landing objects in its
+/// plan's order, and their headers: a pure function of those bytes, so that every compaction of
+/// the window writes the same objects. Partitions are encoded [`OPEN_PARTS`] at a time, each
+/// group a pass over the landing objects, which bounds the compressors held at once.
+///
+/// Errors: the index of a landing object that is not what ad-ingest writes, and why.
+pub fn window_objects(
+    prefix: &str,
+    w: DateTime<Utc>,
+    landed: &[&[u8]],
+) -> Result<(Vec<BatchHeader>, Vec<WindowObject>), (usize, String)> {
+    let headers = landed
+        .iter()
+        .enumerate()
+        .map(|(i, body)| header_of(body).map_err(|e| (i, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut parts: Vec<(Category, NaiveDate)> = headers
+        .iter()
+        .flat_map(|h| h.parts.iter().map(|p| (p.category, p.day)))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    let mut objects = Vec::new();
+    // The quarantine lines go with the first pass, which an empty window still makes.
+    let groups = parts
+        .chunks(OPEN_PARTS)
+        .chain(parts.is_empty().then_some(&[][..]));
+    for (n, group) in groups.enumerate() {
+        let mut out = Split::new(group, n == 0);
+        for (i, (body, header)) in landed.iter().zip(&headers).enumerate() {
+            out.take(header, body).map_err(|e| (i, e))?;
+        }
+        objects.extend(out.finish(prefix, w));
+    }
+    Ok((headers, objects))
+}
+
 /// Reads the lines of a landing object (gzip) one at a time into `f`.
 fn each_line(body: &[u8], mut f: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
     let mut r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
@@ -484,24 +522,138 @@ impl<'a> Split<'a> {
         Ok(())
     }
 
-    /// The objects: `(key, (lines, is quarantine), gzip)`, empty ones left out.
-    fn finish(self, prefix: &str, w: DateTime<Utc>) -> Vec<(String, Bytes, (u64, bool))> {
+    /// The objects, empty ones left out.
+    fn finish(self, prefix: &str, w: DateTime<Utc>) -> Vec<WindowObject> {
         let mut out: Vec<_> = self
             .parts
             .iter()
             .zip(self.encoders)
             .filter(|(_, (_, n))| *n > 0)
-            .map(|(&(c, day), (enc, n))| {
-                (
-                    landing::compacted_key(prefix, c, day, w),
-                    enc.finish(),
-                    (n, false),
-                )
+            .map(|(&(c, day), (enc, lines))| WindowObject {
+                key: landing::compacted_key(prefix, c, day, w),
+                body: enc.finish(),
+                lines,
+                quarantine: false,
             })
             .collect();
-        if let Some((enc, n)) = self.quarantine.filter(|(_, n)| *n > 0) {
-            out.push((landing::quarantine_key(prefix, w), enc.finish(), (n, true)));
+        if let Some((enc, lines)) = self.quarantine.filter(|(_, n)| *n > 0) {
+            out.push(WindowObject {
+                key: landing::quarantine_key(prefix, w),
+                body: enc.finish(),
+                lines,
+                quarantine: true,
+            });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ad::{Body, HttpRequest, Ingest};
+    use serde_json::{Value, json};
+
+    fn landed(ingest: &Ingest, agent: &str, events: Vec<Value>) -> Bytes {
+        let body = json!({"agent": {"id": agent}, "batch_id": "b", "events": events}).to_string();
+        let req = HttpRequest {
+            method: "POST",
+            path: "/v1/events",
+            authorization: None,
+            x_api_key: None,
+            content_type: Some("application/json"),
+            content_encoding: None,
+            body: Body::Bytes(body.as_bytes()),
+            sender: Default::default(),
+        };
+        ingest.prepare(&req, Utc::now()).unwrap().landing
+    }
+
+    fn lines(body: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        each_line(body, |l| {
+            out.push(serde_json::from_slice(l).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn event(id: u32, day: u32, n: u32) -> Value {
+        json!({"event_id": id, "time": format!("2026-10-{day:02}T10:00:00Z"), "computer": "DC1", "record_id": n})
+    }
+
+    #[test]
+    fn a_window_is_one_object_per_partition_in_plan_order_and_the_same_every_time() {
+        let ingest = Ingest::offline(&[("AD_MAX_PARTITIONS", "5000")]).unwrap();
+        let w = "2026-11-30T08:00:00Z".parse().unwrap();
+        let a = landed(
+            &ingest,
+            "dc1",
+            vec![
+                event(4624, 1, 1),
+                event(4720, 1, 2),
+                event(4624, 2, 3),
+                json!({"event_id": 4624, "time": "no time", "computer": "DC1"}),
+            ],
+        );
+        // Over 70 days: more partitions than one pass encodes.
+        let b = landed(
+            &ingest,
+            "dc2",
+            (0..140)
+                .map(|n| event(4624, 1 + n % 28, 100 + n))
+                .chain((0..70).map(|n| event(1102, 1 + n % 30, 300 + n)))
+                .collect(),
+        );
+        let (headers, objects) = window_objects("ad/", w, &[&a, &b]).unwrap();
+        assert_eq!(
+            headers.iter().map(|h| h.agent.as_str()).collect::<Vec<_>>(),
+            ["dc1", "dc2"]
+        );
+        // 28 logon days, 1 account-management day, 30 system days, and the quarantine.
+        assert_eq!(objects.len(), 28 + 1 + 30 + 1);
+        let logon1 = objects
+            .iter()
+            .find(|o| o.key == "ad/category=logon/dt=2026-10-01/20261130T080000Z.jsonl.gz")
+            .unwrap();
+        let records: Vec<u64> = lines(&logon1.body)
+            .iter()
+            .map(|l| l["record_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(records, [1, 100, 128, 156, 184, 212], "the plan's order, then the batch's");
+        let q: Vec<&WindowObject> = objects.iter().filter(|o| o.quarantine).collect();
+        assert_eq!((q.len(), q[0].lines), (1, 1));
+        assert_eq!(q[0].key, "ad/quarantine/20261130T080000Z.jsonl.gz");
+        let total: u64 = objects.iter().map(|o| o.lines).sum();
+        assert_eq!(total, 4 + 210);
+        let (_, again) = window_objects("ad/", w, &[&a, &b]).unwrap();
+        assert!(
+            objects
+                .iter()
+                .zip(&again)
+                .all(|(x, y)| x.key == y.key && x.body == y.body)
+        );
+    }
+
+    #[test]
+    fn a_landing_object_that_is_not_whole_is_named() {
+        let ingest = Ingest::offline(&[]).unwrap();
+        let w = "2026-11-30T08:00:00Z".parse().unwrap();
+        let a = landed(&ingest, "dc1", vec![event(4624, 1, 1), event(4624, 1, 2)]);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&a[..]), &mut text)
+            .unwrap();
+        let cut: Vec<&str> = text.lines().take(2).collect();
+        let mut enc = ObjectEncoder::new();
+        for l in cut {
+            enc.push_line(l.as_bytes());
+        }
+        let short = enc.finish();
+        let (i, e) = window_objects("ad/", w, &[&a, &short]).unwrap_err();
+        assert_eq!(i, 1);
+        assert!(e.contains("2 lines where its header announces 3"), "{e}");
+        let (i, e) = window_objects("ad/", w, &[b"not gzip"]).unwrap_err();
+        assert_eq!(i, 0, "{e}");
     }
 }
