@@ -178,6 +178,8 @@ fn bench_cpu(rows: &mut Vec<Row>) {
 }
 
 /// Encodes each JSONL object as the OCSF output does: records/s, Parquet bytes, gzip bytes.
+/// With `TV1_BENCH_PARQUET_DIR` set, the Parquet files are also written there, to be looked at
+/// (e.g. DuckDB's `parquet_metadata()`: the bytes of each column).
 fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usize, usize, usize) {
     let run = || {
         let mut out = (0, 0);
@@ -189,6 +191,15 @@ fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usiz
         }
         out
     };
+    if let Ok(dir) = std::env::var("TV1_BENCH_PARQUET_DIR") {
+        let dir = std::path::Path::new(&dir).join(format!("{dataset:?}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (n, (key, body)) in objects.iter().enumerate() {
+            for (class, _, _, parquet) in encode_object(dataset, key, body).unwrap() {
+                std::fs::write(dir.join(format!("{n:05}-{}.parquet", class.uid)), parquet).unwrap();
+            }
+        }
+    }
     run(); // warm-up
     let mut best = f64::MAX;
     let mut out = (0, 0);
@@ -1018,7 +1029,8 @@ async fn bench_requests(rows: &mut Vec<Row>, lake: &Lake) {
                         || k.ends_with(".parquet")
                 })
                 .count();
-            let per = |n: u64| n as f64 / (batches + 1) as f64;
+            // Batch 0's requests were not counted.
+            let per = |n: u64| n as f64 / batches as f64;
             let [put, get, head, list, delete] = ingest_counts;
             let at_ingest = per(put + get + head + list + delete);
             let compact_total: u64 = compact_counts.iter().sum();

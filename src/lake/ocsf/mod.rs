@@ -255,8 +255,9 @@ struct Header<'a> {
     status_id: Option<i64>,
     /// `metadata`, without `version` (added here).
     metadata: Map<String, Value>,
-    /// The original record, kept whole.
-    raw: &'a str,
+    /// The original record, kept whole in `raw_data`; `None` where the mapping loses nothing of
+    /// it (every field has an attribute or is in `unmapped`) and the JSONL keeps it anyway.
+    raw: Option<&'a str>,
 }
 
 /// The attributes every event carries: classification, time, severity, status, metadata, the
@@ -300,7 +301,9 @@ fn envelope(h: Header<'_>) -> Map<String, Value> {
     let mut metadata = h.metadata;
     metadata.insert("version".into(), OCSF_VERSION.into());
     e.insert("metadata".into(), Value::Object(metadata));
-    e.insert("raw_data".into(), h.raw.into());
+    if let Some(raw) = h.raw {
+        e.insert("raw_data".into(), raw.into());
+    }
     e
 }
 

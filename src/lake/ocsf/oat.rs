@@ -98,7 +98,7 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
         severity_id: finding::severity_id(top_risk),
         status_id: None,
         metadata,
-        raw,
+        raw: Some(raw),
     });
     if let Some((level_id, level)) = finding::risk_level(top_risk) {
         e.insert("risk_level_id".into(), level_id.into());

@@ -299,7 +299,8 @@ fn options() -> ArrowWriterOptions {
             ZstdLevel::try_new(ZSTD_LEVEL).expect("a zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("time"), EnabledStatistics::Chunk)
         .set_statistics_truncate_length(Some(64));
     for column in distinct {
         properties = properties.set_column_dictionary_enabled(column, false);

@@ -738,7 +738,7 @@ pub fn from_line(text: &str) -> Option<Value> {
         severity_id: severity_id(l.event_id, status_id),
         status_id: Some(status_id),
         metadata,
-        raw: &raw,
+        raw: Some(&raw),
     });
     e.insert(
         "device".into(),

@@ -141,7 +141,7 @@ fn event(item: &Map<String, Value>, raw: &str, id: &str, time_ms: i64) -> Value 
         severity_id: text("severity").map_or(0, finding::severity_id),
         status_id: Some(status_id(item)),
         metadata,
-        raw,
+        raw: Some(raw),
     });
     if let Some(r) = text("investigationResult") {
         e.insert("status_detail".into(), r.into());
