@@ -53,8 +53,8 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
     env.sim
         .set_entries(served_late(&entries, |i, _| i % 10 == 0));
 
-    // 1. The OCSF bucket does not exist: the first segment's JSONL object lands, its Parquet
-    //    cannot, and the run fails with the segment still pending.
+    // 1. The OCSF bucket does not exist: the run commits the hour's JSONL, then fails writing
+    //    the hour's Parquet, which stays to do (`ocsf_to` still at the hour).
     let err = env
         .puller()
         .run(tokio::time::Instant::now() + Duration::from_secs(60))
@@ -66,7 +66,11 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         "the segment's JSONL object landed"
     );
     let cp = env.checkpoint().await.unwrap();
-    assert!(cp["pending"].is_object(), "{cp}");
+    assert_eq!(
+        cp["ocsf_to"].as_str(),
+        Some(tv1_connector::timefmt::api_time(hour).as_str()),
+        "{cp}"
+    );
     create_bucket(&env.s3, &ocsf_bucket).await;
 
     // 2. Pulls killed at random points, on a slow API, then runs until settled.
@@ -110,6 +114,29 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         "{ocsf:?}"
     );
     assert_eq!(ocsf.location, format!("s3://{ocsf_bucket}/ext/"));
+    // The pull's records are in one object per class for the hour, however many segments and
+    // runs made it; reconciliation's late objects have their own.
+    let pull_files: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.file.as_str())
+        .filter(|f| !f.contains("late_"))
+        .collect();
+    assert_eq!(pull_files.len(), 3, "{pull_files:?}");
+    assert!(pull_files.iter().all(|f| f.ends_with("_pull.parquet")), "{pull_files:?}");
+    // A run that wrote the hour's objects and died before moving `ocsf_to` is redone: the same
+    // objects, kept, and no record twice.
+    let mut cp = env.checkpoint().await.unwrap();
+    cp["ocsf_to"] = json!(tv1_connector::timefmt::api_time(hour));
+    cp["lease"] = Value::Null;
+    env.put_checkpoint(&cp).await;
+    let redo = env
+        .puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let landed = redo.ocsf.expect("the OCSF output ran");
+    assert_eq!((landed.objects, landed.kept_existing), (0, 3), "{landed:?}");
+    assert_eq!(ocsf_rows(&env.s3, &ocsf_bucket, "ext/").await.len(), rows.len());
     println!("{} records, classes {classes:?}", rows.len());
 }
 

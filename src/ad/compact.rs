@@ -275,14 +275,9 @@ impl Compactor {
         let w = plan.window;
         let bodies = self.read_landed(plan).await?;
         let landed: Vec<&[u8]> = bodies.iter().map(|(_, b)| &b[..]).collect();
-        // Seconds of CPU for a large window: off the async workers where the runtime can move
-        // them, so that `tv1 serve`'s requests are not kept waiting.
-        let split = || window_objects(&self.prefix, w, &landed);
-        let (headers, objects) = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(split),
-            _ => split(),
-        }
-        .map_err(|(i, reason)| self.bad_landing(w, &bodies[i].0, reason))?;
+        let (headers, objects) =
+            crate::lake::cpu_heavy(|| window_objects(&self.prefix, w, &landed))
+                .map_err(|(i, reason)| self.bad_landing(w, &bodies[i].0, reason))?;
         for o in objects {
             self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
                 .await?;
@@ -621,7 +616,11 @@ mod tests {
             .iter()
             .map(|l| l["record_id"].as_u64().unwrap())
             .collect();
-        assert_eq!(records, [1, 100, 128, 156, 184, 212], "the plan's order, then the batch's");
+        assert_eq!(
+            records,
+            [1, 100, 128, 156, 184, 212],
+            "the plan's order, then the batch's"
+        );
         let q: Vec<&WindowObject> = objects.iter().filter(|o| o.quarantine).collect();
         assert_eq!((q.len(), q[0].lines), (1, 1));
         assert_eq!(q[0].key, "ad/quarantine/20261130T080000Z.jsonl.gz");

@@ -28,6 +28,10 @@ pub struct Checkpoint {
     /// How far committed time has been read again for entries Vision One served late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<Reconcile>,
+    /// The first hour whose pull objects are not in the hourly OCSF output yet (see
+    /// `ocsf_hours.rs`); absent in a checkpoint written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf_to: Option<DateTime<Utc>>,
     /// When this document was written (S3's clock).
     pub updated_at: DateTime<Utc>,
     /// The run that wrote it.
@@ -47,6 +51,7 @@ impl Checkpoint {
             lease: None,
             pending: None,
             reconcile: None,
+            ocsf_to: None,
             updated_at: now,
             run_id: run_id.into(),
         }

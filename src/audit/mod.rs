@@ -43,6 +43,7 @@ mod backfill;
 pub mod checkpoint;
 mod fetch;
 mod invoke;
+mod ocsf_hours;
 mod ops;
 mod reconcile;
 mod repair;

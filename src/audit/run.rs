@@ -120,7 +120,15 @@ impl Puller {
         // After the first S3 response: every instant from here on is on S3's clock.
         let clock = self.run_clock();
         let now = clock.now();
-        let (cp, cond, before) = self.checkpoint_or_first(loaded, now, &run_id).await?;
+        let (mut cp, cond, before) = self.checkpoint_or_first(loaded, now, &run_id).await?;
+        if cp.ocsf_to.is_none() {
+            let first = matches!(cond, Condition::Absent);
+            cp.ocsf_to = Some(super::ocsf_hours::initial_ocsf_to(
+                first,
+                cp.origin,
+                cp.committed_to,
+            ));
+        }
         let mut run = Run {
             p: self,
             summary: RunSummary {
@@ -156,6 +164,7 @@ impl Puller {
             && run.window().is_none()
             && !run.first()
             && !run.reconcile_due()
+            && !run.ocsf_due()
         {
             run.summary.outcome = Outcome::UpToDate;
             return Ok(run.finish(started));
@@ -431,7 +440,7 @@ impl Run<'_> {
     }
 
     /// Time a data PUT may take: it must end before the lease does and before the deadline.
-    fn put_budget(&self) -> Result<Duration, PullError> {
+    pub(super) fn put_budget(&self) -> Result<Duration, PullError> {
         let lease_end = self
             .cp
             .lease
@@ -484,8 +493,17 @@ impl Run<'_> {
             .sink
             .create_ndjson_gz(key, body.clone(), budget)
             .await?;
-        self.land_ocsf(key, (made == Created::New).then_some(body))
-            .await?;
+        // The pull's objects go into their hour's OCSF objects once the hour is committed
+        // (`ocsf_hours.rs`); late objects, and pull objects of an hour that output does not
+        // cover, get their own.
+        let prefix = &self.p.cfg.prefix;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if !super::ocsf_hours::is_pull_object(name)
+            || self.own_ocsf(super::segment::hour_of_partition(prefix, key))
+        {
+            self.land_ocsf(key, (made == Created::New).then_some(body))
+                .await?;
+        }
         Ok(made)
     }
 
@@ -556,6 +574,7 @@ impl Run<'_> {
         started: Instant,
     ) -> Result<RunSummary, PullError> {
         self.reconcile(fetch_deadline).await?;
+        self.ocsf_hours().await?;
         self.flush().await?;
         Ok(self.finish(started))
     }

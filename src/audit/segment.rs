@@ -165,6 +165,17 @@ pub fn unreadable_object(raw: &RawValue, hash: &[u8; 32], time_field: &str) -> B
     enc.finish()
 }
 
+/// The hour whose partition (`<prefix>dt=YYYY-MM-DD/hour=HH/`) holds `key`.
+pub fn hour_of_partition(prefix: &str, key: &str) -> Option<DateTime<Utc>> {
+    let rest = key.strip_prefix(prefix)?;
+    let t = chrono::NaiveDateTime::parse_from_str(
+        &format!("{}:00:00", rest.get(..21)?),
+        "dt=%Y-%m-%d/hour=%H:%M:%S",
+    )
+    .ok()?;
+    Some(t.and_utc())
+}
+
 /// The Hive-style partition path of an hour: `<prefix>dt=YYYY-MM-DD/hour=HH/`.
 pub fn partition(prefix: &str, hour: DateTime<Utc>) -> String {
     format!("{prefix}{}", hour.format("dt=%Y-%m-%d/hour=%H/"))
@@ -353,6 +364,23 @@ impl Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hour_of_a_key() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let key = segment_key(
+            "p/",
+            t("2026-11-21T10:00:00Z"),
+            t("2026-11-21T10:05:00Z"),
+            t("2026-11-21T10:10:00Z"),
+        );
+        assert_eq!(
+            hour_of_partition("p/", &key),
+            Some(t("2026-11-21T10:00:00Z"))
+        );
+        assert_eq!(hour_of_partition("q/", &key), None);
+        assert_eq!(hour_of_partition("p/", "p/x"), None);
+    }
     use serde_json::Value;
     use std::io::Read;
 

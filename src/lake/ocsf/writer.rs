@@ -179,7 +179,19 @@ impl OcsfWriter {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Landed, OcsfError> {
-        let files = encode_object(dataset, key, body)?;
+        let files = crate::lake::cpu_heavy(|| encode_object(dataset, key, body))?;
+        self.write_files(dataset, name, files, timeout).await
+    }
+
+    /// Writes `files` (from [`encode_object`]) create-only, each named `name` in its source and
+    /// day, within `timeout` each; one already there (an earlier attempt's) is kept.
+    pub async fn write_files(
+        &self,
+        dataset: Dataset,
+        name: &str,
+        files: Vec<(Class, NaiveDate, usize, bytes::Bytes)>,
+        timeout: Duration,
+    ) -> Result<Landed, OcsfError> {
         let mut landed = Landed::default();
         for (class, day, rows, bytes) in files {
             let k = self.key(&dataset.source(class), day, name)?;
