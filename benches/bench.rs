@@ -230,7 +230,10 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     for e in &entries {
         let raw = serde_json::value::RawValue::from_string(e.json.clone()).unwrap();
         let time = Item::parse(&raw).unwrap().time.unwrap();
-        by_window.entry(time.timestamp().div_euclid(five)).or_default().push(e);
+        by_window
+            .entry(time.timestamp().div_euclid(five))
+            .or_default()
+            .push(e);
     }
     let mut objects = Vec::new();
     for (w, group) in &by_window {
@@ -262,7 +265,8 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
             .or_default()
             .extend_from_slice(body);
     }
-    let hours: Vec<(String, bytes::Bytes)> = hours.into_iter().map(|(k, b)| (k, b.into())).collect();
+    let hours: Vec<(String, bytes::Bytes)> =
+        hours.into_iter().map(|(k, b)| (k, b.into())).collect();
     let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, &hours);
     assert_eq!(records, n);
     rows.push(row(

@@ -138,7 +138,11 @@ async fn every_alert_version_lands_once_through_kills_and_concurrent_runs() {
     let mut activities = HashMap::new();
     for r in &rows {
         let l = line_of[r.event["metadata"]["uid"].as_str().unwrap()];
-        let want = if l["updatedDateTime"] == l["createdDateTime"] { 1 } else { 2 };
+        let want = if l["updatedDateTime"] == l["createdDateTime"] {
+            1
+        } else {
+            2
+        };
         assert_eq!(r.event["activity_id"], want, "{l}");
         *activities.entry(want).or_insert(0usize) += 1;
     }

@@ -122,7 +122,10 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         .filter(|f| !f.contains("late_"))
         .collect();
     assert_eq!(pull_files.len(), 3, "{pull_files:?}");
-    assert!(pull_files.iter().all(|f| f.ends_with("_pull.parquet")), "{pull_files:?}");
+    assert!(
+        pull_files.iter().all(|f| f.ends_with("_pull.parquet")),
+        "{pull_files:?}"
+    );
     // A run that wrote the hour's objects and died before moving `ocsf_to` is redone: the same
     // objects, kept, and no record twice.
     let mut cp = env.checkpoint().await.unwrap();
@@ -136,7 +139,10 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         .unwrap();
     let landed = redo.ocsf.expect("the OCSF output ran");
     assert_eq!((landed.objects, landed.kept_existing), (0, 3), "{landed:?}");
-    assert_eq!(ocsf_rows(&env.s3, &ocsf_bucket, "ext/").await.len(), rows.len());
+    assert_eq!(
+        ocsf_rows(&env.s3, &ocsf_bucket, "ext/").await.len(),
+        rows.len()
+    );
     println!("{} records, classes {classes:?}", rows.len());
 }
 

@@ -926,8 +926,7 @@ pub async fn assert_one_ocsf_row_per_line(
         .send()
         .await
         .expect("the stream's checkpoint");
-    let cp: Value =
-        serde_json::from_slice(&cp.body.collect().await.unwrap().into_bytes()).unwrap();
+    let cp: Value = serde_json::from_slice(&cp.body.collect().await.unwrap().into_bytes()).unwrap();
     let ocsf_to: DateTime<Utc> = cp["ocsf_to"].as_str().expect("ocsf_to").parse().unwrap();
     let covered = |key: &str| {
         let name = key.rsplit('/').next().unwrap();
