@@ -936,7 +936,7 @@ pub async fn assert_one_ocsf_row_per_line(
                 .is_some_and(|h| h < ocsf_to)
     };
     let mut jsonl: HashMap<String, usize> = HashMap::new();
-    for (key, l) in lake.iter().filter(|(k, _)| covered(k)) {
+    for (_, l) in lake.iter().filter(|(k, _)| covered(k)) {
         *jsonl
             .entry(l["_id"].as_str().unwrap().to_owned())
             .or_default() += 1;
