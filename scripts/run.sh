@@ -135,7 +135,7 @@ cargo lambda invoke ad-compact --data-file events/schedule.json -A 127.0.0.1 -P 
 say "GET /v1/agents"
 curl -sS "$URL/v1/agents" -H "X-Api-Key: $API_KEY" | python3 -m json.tool
 say "the compacted layout: one object per (category, day) and window, in s3://$BUCKET/active-directory/"
-aws s3 ls --recursive "s3://$BUCKET/active-directory/" | grep -v -e /_state/ -e /_landing/
+aws s3 ls --recursive "s3://$BUCKET/active-directory/" | { grep -v -e /_state/ -e /_landing/ || true; }
 say "the quarantine (table active_directory_quarantine): index, reason, event"
 for k in $(aws s3 ls --recursive "s3://$BUCKET/active-directory/quarantine/" | awk '{print $4}'); do
   aws s3 cp --quiet "s3://$BUCKET/$k" - | gzip -dc | python3 -c 'import json,sys
