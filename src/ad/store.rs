@@ -64,6 +64,14 @@ pub struct Quarantined {
     pub reason: String,
 }
 
+/// How claiming a batch id ended.
+enum Claim {
+    /// The marker is this request's: its ETag.
+    New(String),
+    /// A marker of this very body was there (the receipt is now it): its ETag.
+    Existing(String),
+}
+
 /// Whether the compaction of a window takes a landing object in it.
 #[derive(Debug, PartialEq, Eq)]
 enum Fate {
@@ -127,8 +135,8 @@ impl Ingest {
         };
         self.place(&mut receipt, &header, self.s3_now(now));
         let (mut etag, first) = match self.claim(&marker_key, &mut receipt).await? {
-            Some(etag) => (etag, true),
-            None => {
+            Claim::New(etag) => (etag, true),
+            Claim::Existing(etag) => {
                 let Some(w) = receipt.window else {
                     // Stored whole before windows existed.
                     receipt.status = "duplicate".into();
@@ -145,7 +153,7 @@ impl Ingest {
                     receipt.status = "duplicate".into();
                     return Ok(receipt);
                 }
-                (None, false)
+                (etag, false)
             }
         };
         let timeout = Duration::from_secs(20);
@@ -214,14 +222,13 @@ impl Ingest {
         r.quarantine_key = (header.quarantined > 0).then(|| landing::quarantine_key(prefix, w));
     }
 
-    /// Claims the batch id for this body: writes `receipt` as its marker, create-only, and
-    /// returns the marker's ETag. If a marker was there, `receipt` becomes it and `None` is
-    /// returned; a marker of another body is a `409`.
+    /// Claims the batch id for this body: writes `receipt` as its marker, create-only. If a
+    /// marker of this body was there, `receipt` becomes it; a marker of another body is a `409`.
     async fn claim(
         &self,
         marker_key: &str,
         receipt: &mut BatchReceipt,
-    ) -> Result<Option<Option<String>>, IngestError> {
+    ) -> Result<Claim, IngestError> {
         for _ in 0..4 {
             let body = serde_json::to_vec(&receipt).expect("receipt");
             match self
@@ -229,7 +236,7 @@ impl Ingest {
                 .put_json_if(marker_key, body, &Condition::Absent)
                 .await
             {
-                Ok(etag) => return Ok(Some(Some(etag))),
+                Ok(etag) => return Ok(Claim::New(etag)),
                 Err(SinkError::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -247,7 +254,7 @@ impl Ingest {
                 });
             }
             *receipt = stored;
-            return Ok(None);
+            return Ok(Claim::Existing(prev.etag));
         }
         Err(IngestError::Unavailable(format!(
             "batch marker {marker_key} kept changing"
@@ -261,17 +268,10 @@ impl Ingest {
         marker_key: &str,
         receipt: &mut BatchReceipt,
         header: &landing::BatchHeader,
-        etag: Option<String>,
+        etag: String,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, IngestError> {
+    ) -> Result<String, IngestError> {
         let old = receipt.window;
-        let etag = match etag {
-            Some(e) => e,
-            None => match self.sink.get(marker_key).await? {
-                Some(v) => v.etag,
-                None => return Err(IngestError::Unavailable("batch marker vanished".into())),
-            },
-        };
         self.place(receipt, header, self.s3_now(now));
         let body = serde_json::to_vec(&receipt).expect("receipt");
         match self
@@ -279,7 +279,7 @@ impl Ingest {
             .put_json_if(marker_key, body, &Condition::Matches(etag))
             .await
         {
-            Ok(etag) => Ok(Some(etag)),
+            Ok(etag) => Ok(etag),
             // Another copy moved it first: go where it went.
             Err(SinkError::PreconditionFailed { .. }) => {
                 let v = self
@@ -299,7 +299,7 @@ impl Ingest {
                     status: receipt.status.clone(),
                     ..stored
                 };
-                Ok(Some(v.etag))
+                Ok(v.etag)
             }
             Err(e) => Err(e.into()),
         }
