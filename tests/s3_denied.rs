@@ -17,11 +17,15 @@ const ACCESS_DENIED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Denies every S3 request; answers SSM GetParameter with `key`.
+const NO_SUCH_KEY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>2</RequestId></Error>"#;
+
 const PRECONDITION_FAILED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition><RequestId>1</RequestId></Error>"#;
 
-/// An S3 (and SSM) stand-in: the API key from SSM; `403 AccessDenied` for every S3 request but a
-/// create-only PUT, which gets `412` (the object exists).
+/// An S3 (and SSM) stand-in: the API key from SSM; `403 AccessDenied` for every S3 request but
+/// a create-only PUT, which gets `412` (the object exists), and the AD compaction checkpoint,
+/// `404` (not written yet).
 async fn stand_in(log: Log) -> String {
     let app = axum::Router::new().fallback(move |req: Request| {
         let log = log.clone();
@@ -39,6 +43,14 @@ async fn stand_in(log: Log) -> String {
             log.lock()
                 .unwrap()
                 .push((req.method().to_string(), req.uri().path().to_owned()));
+            // The compactor has not run yet (ad-ingest reads its checkpoint once per instance).
+            if req.uri().path().ends_with("/_state/compaction.json") {
+                return Response::builder()
+                    .status(404)
+                    .header("content-type", "application/xml")
+                    .body(axum::body::Body::from(NO_SUCH_KEY))
+                    .unwrap();
+            }
             // A create-only PUT finds the object there (the batch marker of a retry).
             if req.method() == "PUT" && req.headers().contains_key("if-none-match") {
                 return Response::builder()
@@ -157,12 +169,16 @@ async fn ad_ingest_never_reads_a_denied_batch_marker_as_a_new_batch() {
         msg.contains("s3:ListBucket on arn:aws:s3:::lake-bucket"),
         "{msg}"
     );
-    // The marker's create-only PUT (refused: it exists), then its GET (denied), and nothing
-    // after: a marker S3 will not show is not taken as absent.
+    // The compaction checkpoint (absent), the marker's create-only PUT (refused: it exists),
+    // then its GET (denied), and nothing after: a marker S3 will not show is not taken as absent.
     let requests = log.lock().unwrap().clone();
     assert_eq!(
         requests,
         [
+            (
+                "GET".to_owned(),
+                "/lake-bucket/active-directory/_state/compaction.json".to_owned()
+            ),
             (
                 "PUT".to_owned(),
                 "/lake-bucket/active-directory/_state/batches/dc01/b1.json".to_owned()

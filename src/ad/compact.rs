@@ -35,6 +35,9 @@ const READ_CONCURRENCY: usize = 16;
 /// whose batches span more days is encoded in several passes over its landing objects.
 const OPEN_PARTS: usize = 64;
 
+/// Most windows one run lists and compacts.
+const MAX_WINDOWS_PER_RUN: i32 = 288;
+
 /// Time allowed for one PUT of a compacted object.
 const PUT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,6 +54,27 @@ pub enum CompactError {
     /// The OCSF output failed.
     #[error(transparent)]
     Ocsf(#[from] OcsfError),
+    /// The checkpoint's windows are not this compactor's.
+    #[error(
+        "AD_WINDOW/AD_SETTLE ({}s/{}s) differ from the ones compaction has cut and sealed windows with ({}s/{}s); set those on every ad-ingest, ad-compact and tv1",
+        ours.0, ours.1, theirs.0, theirs.1
+    )]
+    Windows {
+        /// This compactor's (seconds).
+        ours: (u64, u64),
+        /// The checkpoint's.
+        theirs: (u64, u64),
+    },
+    /// A landed batch in a window that is not on the compactor's grid.
+    #[error(
+        "landed batch {key} is in a window that does not start on a multiple of AD_WINDOW ({len}s): an ad-ingest with another AD_WINDOW landed it; nothing was compacted"
+    )]
+    OffGrid {
+        /// Its key.
+        key: String,
+        /// The compactor's window length (seconds).
+        len: u64,
+    },
     /// A landing object the window's plan names cannot be read.
     #[error("landing object s3://{bucket}/{key} is {reason}; window {window} is not compacted")]
     Landing {
@@ -178,47 +202,84 @@ impl Compactor {
         let (mut cp, mut cond) = self.read_checkpoint().await?;
         // S3's clock (the one ad-ingest judges late landings by), known since the read above.
         let now = self.sink.server_time().now().unwrap_or_else(Utc::now);
+        if let Some(theirs) = cp.windows
+            && theirs != self.windows.seconds()
+        {
+            return Err(CompactError::Windows {
+                ours: self.windows.seconds(),
+                theirs,
+            });
+        }
         let open = self.windows.open_from(now);
+        let ours = self.windows.seconds();
         self.advance(&mut cp, &mut cond, |cp| {
-            let moved = cp.sealed_to.is_none_or(|s| s < open);
+            let moved = cp.sealed_to.is_none_or(|s| s < open) || cp.windows.is_none();
             cp.sealed_to = cp.sealed_to.max(Some(open));
+            cp.windows = cp.windows.or(Some(ours));
             moved
         })
         .await?;
+        if cp.windows != Some(ours) {
+            return Err(CompactError::Windows {
+                ours,
+                theirs: cp.windows.unwrap_or_default(),
+            });
+        }
         let sealed_to = cp.sealed_to.expect("sealed above");
+        // A run lists and compacts at most a day of 5-minute windows: after an outage the
+        // backlog is worked off over several runs, each of which makes progress.
+        let upto = match cp.next {
+            Some(n) => sealed_to.min(n + self.windows.len() * MAX_WINDOWS_PER_RUN),
+            None => sealed_to,
+        };
         // Listed only now that the windows are sealed: whatever lands in them later is in only
         // if their plan (made from this listing, or an earlier one) names it.
         let dir = format!("{}{}", self.prefix, landing::LANDING_DIR);
         let after = cp.next.map(|n| landing::landing_prefix(&self.prefix, n));
-        let end = landing::landing_prefix(&self.prefix, sealed_to);
+        let end = landing::landing_prefix(&self.prefix, upto);
         let mut listed: BTreeMap<DateTime<Utc>, Vec<String>> = BTreeMap::new();
         for key in self.sink.list_range(&dir, after.as_deref(), &end).await? {
             let rest = &key[dir.len()..];
             let Some((window, name)) = rest.split_once('/') else {
                 continue;
             };
-            if let Some(w) = landing::parse_window_name(window) {
-                listed.entry(w).or_default().push(name.to_owned());
+            // Only what ad-ingest writes (`<agent>~<batch>.jsonl.gz`): a console "folder" or
+            // a stray object would stop every run at the window.
+            if !(name.contains('~') && name.ends_with(".jsonl.gz")) {
+                tracing::warn!(key = %key, "not a landed batch; ignored");
+                continue;
+            }
+            match landing::parse_window_name(window) {
+                Some(w) if self.windows.start_of(w) == w => {
+                    listed.entry(w).or_default().push(name.to_owned())
+                }
+                _ => {
+                    return Err(CompactError::OffGrid {
+                        key,
+                        len: self.windows.seconds().0,
+                    });
+                }
             }
         }
         let mut summary = CompactSummary::default();
         if cp.next.is_none() {
             // The first run: compaction starts at the first window anything landed in. Fixed
             // by a conditional write, so that a concurrent first run (which may have listed a
-            // late landing in an earlier window) starts there too, and a late writer whose
-            // window is before it knows it is left out.
+            // late landing in an earlier window) starts there too, and a late writer or a retry
+            // whose window is before it (`since`) knows it was never planned.
             let Some(&first) = listed.keys().next() else {
                 return Ok(summary); // nothing landed yet
             };
             self.advance(&mut cp, &mut cond, |cp| {
                 let unset = cp.next.is_none();
                 cp.next = cp.next.or(Some(first));
+                cp.since = cp.since.or(cp.next);
                 unset
             })
             .await?;
         }
         let mut w = cp.next.expect("set above");
-        while w < sealed_to {
+        while w < upto {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 summary.behind = true;
                 break;
@@ -241,6 +302,7 @@ impl Compactor {
             w = next;
         }
         summary.next = cp.next;
+        summary.behind |= cp.next.is_some_and(|n| n < sealed_to);
         Ok(summary)
     }
 

@@ -56,6 +56,14 @@ impl Windows {
         self.len
     }
 
+    /// The window length and the settle time in seconds, as the checkpoint records them.
+    pub fn seconds(&self) -> (u64, u64) {
+        (
+            self.len.num_seconds() as u64,
+            self.settle.num_seconds() as u64,
+        )
+    }
+
     /// The start of the window holding `t`.
     pub fn start_of(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         let len = self.len.num_seconds();
@@ -185,6 +193,15 @@ pub struct Plan {
 /// The compactor's checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The window length and settle time (seconds) every window so far was cut and sealed
+    /// with: compaction refuses to go on with others, which would skip the landing objects of
+    /// windows off their grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<(u64, u64)>,
+    /// The first window compaction planned (fixed by the first run): every window from it on
+    /// has a plan until plans expire; one before it never had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
     /// Windows before this one may have been listed: a landing object appearing there now is in
     /// them only if their plan names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -281,6 +281,9 @@ pub struct Ingest {
     /// Requests reading their body (decompressing, parsing, encoding) at once: each may hold
     /// up to `AD_MAX_DECOMPRESSED_BYTES`, so this bounds memory as well as CPU.
     cpu: tokio::sync::Semaphore,
+    /// Set once this instance has read the compactor's checkpoint (which also gives it S3's
+    /// clock) and found its windows the same as the compactor's.
+    windows_checked: tokio::sync::OnceCell<()>,
 }
 
 enum Route {
@@ -356,6 +359,7 @@ impl Ingest {
             agents,
             windows,
             cpu: tokio::sync::Semaphore::new(cpus.max(2)),
+            windows_checked: tokio::sync::OnceCell::new(),
         }
     }
 

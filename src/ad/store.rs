@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// S3 user metadata on every landing object: the SHA-256 of the body it came from. It tells a
-/// retry of the same batch from a reused `batch_id`, even after the batch marker has expired.
+/// S3 user metadata on every landing object: the SHA-256 of the body it came from. A landing
+/// object already under the batch's key with another hash (a `batch_id` reused after its
+/// marker was deleted) makes the request a `409`.
 pub const BODY_SHA_META: &str = "tv1-body-sha256";
 
 /// How long a late landing waits for the plan of a window being compacted before it answers
@@ -133,6 +134,7 @@ impl Ingest {
             window: None,
             visible_by: None,
         };
+        self.check_windows().await?;
         self.place(&mut receipt, &header, self.s3_now(now));
         let (mut etag, first) = match self.claim(&marker_key, &mut receipt).await? {
             Claim::New(etag) => (etag, true),
@@ -144,10 +146,12 @@ impl Ingest {
                 };
                 // A retry: stored already if its window's plan names it, or if the window was
                 // compacted so long ago that its plan has expired (the marker of a batch its
-                // window left out would have moved to a newer window).
+                // window left out would have moved to a newer window). The checkpoint is read
+                // first: a window it shows compacted has its plan written already.
+                let cp = self.checkpoint().await?;
                 let stored = match self.plan(w).await? {
                     Some(p) => names(&p, &name),
-                    None => self.checkpoint().await?.next.is_some_and(|n| w < n),
+                    None => planned_once(&cp, w),
                 };
                 if stored {
                     receipt.status = "duplicate".into();
@@ -159,7 +163,12 @@ impl Ingest {
         let timeout = Duration::from_secs(20);
         let sha = receipt.body_sha256.clone();
         for _ in 0..4 {
-            let window = receipt.window.expect("placed");
+            let Some(window) = receipt.window else {
+                return Err(IngestError::Unavailable(format!(
+                    "the batch marker of {} names no window",
+                    receipt.batch_id
+                )));
+            };
             let key = landing::landing_key(prefix, window, &agent.id, &receipt.batch_id);
             let made = self
                 .sink
@@ -202,6 +211,31 @@ impl Ingest {
             "batch {} could not land in a window that was still open",
             receipt.batch_id
         )))
+    }
+
+    /// Once per instance, before its first batch: reads the compactor's checkpoint, which gives
+    /// this instance S3's clock (a batch is placed by it, never by a local clock that may be
+    /// days off) and the windows compaction cuts. A batch landed in windows of another length
+    /// would be off the compactor's grid, so a difference refuses every batch (503, the agents
+    /// retry) until the configurations agree.
+    async fn check_windows(&self) -> Result<(), IngestError> {
+        self.windows_checked
+            .get_or_try_init(|| async {
+                let cp = self.checkpoint().await?;
+                match cp.windows {
+                    Some(theirs) if theirs != self.windows.seconds() => {
+                        let ours = self.windows.seconds();
+                        tracing::error!(?ours, ?theirs, "AD_WINDOW/AD_SETTLE differ from the compactor's");
+                        Err(IngestError::Unavailable(format!(
+                            "this endpoint's AD_WINDOW/AD_SETTLE ({}s/{}s) differ from the ones compaction uses ({}s/{}s); set the same on every ad-ingest, ad-compact and tv1",
+                            ours.0, ours.1, theirs.0, theirs.1
+                        )))
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// S3's clock (the compactor's), or `now` until S3 has answered once.
@@ -333,7 +367,8 @@ impl Ingest {
                     Fate::Left
                 });
             }
-            // Compacted without a plan: only once the plan has expired.
+            // Compacted, and no plan: a window before compaction began (never planned), or
+            // one whose plan has expired. Either way this object is not in it.
             if cp.next.is_some_and(|n| window < n) {
                 return Ok(Fate::Left);
             }
@@ -361,6 +396,13 @@ impl Ingest {
             None => Ok(None),
         }
     }
+}
+
+/// Whether window `w` was compacted with a plan that has since expired: compacted (before
+/// `next`) and not before the first window compaction planned (`since`), before which no window
+/// ever had a plan.
+fn planned_once(cp: &Checkpoint, w: DateTime<Utc>) -> bool {
+    cp.next.is_some_and(|n| w < n) && cp.since.is_some_and(|s| w >= s)
 }
 
 /// Whether `plan` names the landing object `name`.

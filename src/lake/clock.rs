@@ -55,10 +55,19 @@ impl ServerTime {
         Some(date + TimeDelta::from_std(at.elapsed()).unwrap_or_default())
     }
 
-    /// Records a `Date` header value received now.
+    /// Records a `Date` header value received now, unless the reading held already says a later
+    /// time: both are S3's time or earlier, so the later one is the better bound, and the clock
+    /// never goes back. (Concurrent requests deliver their responses in any order: ad-ingest's
+    /// late-landing check needs a clock at least as late as its own PUT's `Date`.)
     pub fn observe(&self, http_date: &str) {
         if let Ok(d) = DateTime::parse_from_rfc2822(http_date.trim()) {
-            *self.0.lock().unwrap() = Some((d.with_timezone(&Utc), Instant::now()));
+            let d = d.with_timezone(&Utc);
+            let mut reading = self.0.lock().unwrap();
+            let held = reading
+                .map(|(date, at)| date + TimeDelta::from_std(at.elapsed()).unwrap_or_default());
+            if held.is_none_or(|h| d > h) {
+                *reading = Some((d, Instant::now()));
+            }
         }
     }
 
@@ -137,6 +146,16 @@ impl RunClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_date_delivered_later_does_not_move_the_clock_back() {
+        let t = ServerTime::default();
+        t.observe("Mon, 30 Nov 2026 09:00:10 GMT");
+        t.observe("Mon, 30 Nov 2026 09:00:05 GMT");
+        assert!(t.now().unwrap() >= "2026-11-30T09:00:10Z".parse::<DateTime<Utc>>().unwrap());
+        t.observe("Mon, 30 Nov 2026 09:00:20 GMT");
+        assert!(t.now().unwrap() >= "2026-11-30T09:00:20Z".parse::<DateTime<Utc>>().unwrap());
+    }
 
     #[test]
     fn server_time_reads_http_dates_and_advances_monotonically() {
