@@ -318,6 +318,7 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
         "active-directory/",
         Utc::now(),
         &[&prepared.landing[..]],
+        tv1_connector::ad::compact::MAX_OBJECT_BYTES,
     )
     .unwrap();
     let objects: Vec<(String, bytes::Bytes)> =

@@ -35,6 +35,11 @@ const READ_CONCURRENCY: usize = 16;
 /// whose batches span more days is encoded in several passes over its landing objects.
 const OPEN_PARTS: usize = 64;
 
+/// Lines (uncompressed) in one compacted object at most; a partition's window goes on in the
+/// next object: an object, and the OCSF encoding of one (which holds its text), stays bounded
+/// whatever backlog agents flush into one window.
+pub const MAX_OBJECT_BYTES: usize = 64 << 20;
+
 /// Most windows one run lists and compacts.
 const MAX_WINDOWS_PER_RUN: i32 = 288;
 
@@ -338,7 +343,7 @@ impl Compactor {
         let bodies = self.read_landed(plan).await?;
         let landed: Vec<&[u8]> = bodies.iter().map(|(_, b)| &b[..]).collect();
         let (headers, objects) =
-            crate::lake::cpu_heavy(|| window_objects(&self.prefix, w, &landed))
+            crate::lake::cpu_heavy(|| window_objects(&self.prefix, w, &landed, MAX_OBJECT_BYTES))
                 .map_err(|(i, reason)| self.bad_landing(w, &bodies[i].0, reason))?;
         for o in objects {
             self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
@@ -463,6 +468,7 @@ pub fn window_objects(
     prefix: &str,
     w: DateTime<Utc>,
     landed: &[&[u8]],
+    max_object_bytes: usize,
 ) -> Result<(Vec<BatchHeader>, Vec<WindowObject>), (usize, String)> {
     let headers = landed
         .iter()
@@ -481,11 +487,11 @@ pub fn window_objects(
         .chunks(OPEN_PARTS)
         .chain(parts.is_empty().then_some(&[][..]));
     for (n, group) in groups.enumerate() {
-        let mut out = Split::new(group, n == 0);
+        let mut out = Split::new(prefix, w, max_object_bytes, group, n == 0);
         for (i, (body, header)) in landed.iter().zip(&headers).enumerate() {
             out.take(header, body).map_err(|e| (i, e))?;
         }
-        objects.extend(out.finish(prefix, w));
+        objects.extend(out.finish());
     }
     Ok((headers, objects))
 }
@@ -520,19 +526,99 @@ fn header_of(body: &[u8]) -> Result<BatchHeader, String> {
 }
 
 /// One pass over a window's landing objects: the lines of `parts` into their objects, and (on
-/// the first pass) the quarantine lines into the window's quarantine object.
+/// the first pass) the quarantine lines into the window's quarantine object. An object is closed
+/// at `max_bytes` of lines and the partition goes on in the next, `<window>.1.jsonl.gz`...: a
+/// window's backlog never makes an object (or the OCSF encoding of one) larger than that.
 struct Split<'a> {
+    prefix: &'a str,
+    w: DateTime<Utc>,
+    max_bytes: usize,
     parts: &'a [(Category, NaiveDate)],
-    encoders: Vec<(ObjectEncoder, u64)>,
-    quarantine: Option<(ObjectEncoder, u64)>,
+    encoders: Vec<Open>,
+    quarantine: Option<Open>,
+    done: Vec<WindowObject>,
+}
+
+/// An object being written: its encoder, its lines, its number in its partition.
+struct Open {
+    enc: ObjectEncoder,
+    lines: u64,
+    part: u32,
+}
+
+impl Open {
+    fn new() -> Self {
+        Open {
+            enc: ObjectEncoder::new(),
+            lines: 0,
+            part: 0,
+        }
+    }
+
+    /// Adds a line; when the object is full, returns it (with its number) and starts the next.
+    fn push(&mut self, line: &[u8], max_bytes: usize) -> Option<(Bytes, u64, u32)> {
+        self.enc.push_line(line);
+        self.lines += 1;
+        (self.enc.raw_bytes() >= max_bytes).then(|| self.close())
+    }
+
+    fn close(&mut self) -> (Bytes, u64, u32) {
+        let enc = std::mem::replace(&mut self.enc, ObjectEncoder::new());
+        let out = (enc.finish(), self.lines, self.part);
+        self.lines = 0;
+        self.part += 1;
+        out
+    }
+}
+
+/// `key` for the `part`-th object of its partition: `<window>.jsonl.gz`, then
+/// `<window>.1.jsonl.gz`...
+fn part_key(key: String, part: u32) -> String {
+    match (part, key.strip_suffix(".jsonl.gz")) {
+        (0, _) | (_, None) => key,
+        (n, Some(stem)) => format!("{stem}.{n}.jsonl.gz"),
+    }
 }
 
 impl<'a> Split<'a> {
-    fn new(parts: &'a [(Category, NaiveDate)], quarantine: bool) -> Self {
+    fn new(
+        prefix: &'a str,
+        w: DateTime<Utc>,
+        max_bytes: usize,
+        parts: &'a [(Category, NaiveDate)],
+        quarantine: bool,
+    ) -> Self {
         Split {
+            prefix,
+            w,
+            max_bytes,
             parts,
-            encoders: parts.iter().map(|_| (ObjectEncoder::new(), 0)).collect(),
-            quarantine: quarantine.then(|| (ObjectEncoder::new(), 0)),
+            encoders: parts.iter().map(|_| Open::new()).collect(),
+            quarantine: quarantine.then(Open::new),
+            done: Vec::new(),
+        }
+    }
+
+    fn key(&self, part: Option<usize>) -> String {
+        match part {
+            Some(i) => {
+                let (c, day) = self.parts[i];
+                landing::compacted_key(self.prefix, c, day, self.w)
+            }
+            None => landing::quarantine_key(self.prefix, self.w),
+        }
+    }
+
+    /// Keeps a closed object.
+    fn keep(&mut self, part: Option<usize>, (body, lines, n): (Bytes, u64, u32)) {
+        if lines > 0 {
+            let key = part_key(self.key(part), n);
+            self.done.push(WindowObject {
+                key,
+                body,
+                lines,
+                quarantine: part.is_none(),
+            });
         }
     }
 
@@ -547,29 +633,35 @@ impl<'a> Split<'a> {
             ends.push((self.parts.binary_search(&(p.category, p.day)).ok(), end));
         }
         let stored = end;
+        let max = self.max_bytes;
         let (mut n, mut seg) = (0usize, 0usize);
+        let mut closed = Vec::new();
         each_line(body, |line| {
             n += 1;
             let Some(k) = n.checked_sub(2) else {
                 return Ok(()); // the header
             };
             if k >= stored {
-                if let Some((enc, count)) = &mut self.quarantine {
-                    enc.push_line(line);
-                    *count += 1;
+                if let Some(q) = &mut self.quarantine
+                    && let Some(full) = q.push(line, max)
+                {
+                    closed.push((None, full));
                 }
                 return Ok(());
             }
             while k >= ends[seg].1 {
                 seg += 1;
             }
-            if let Some(i) = ends[seg].0 {
-                let (enc, count) = &mut self.encoders[i];
-                enc.push_line(line);
-                *count += 1;
+            if let Some(i) = ends[seg].0
+                && let Some(full) = self.encoders[i].push(line, max)
+            {
+                closed.push((Some(i), full));
             }
             Ok(())
         })?;
+        for (part, full) in closed {
+            self.keep(part, full);
+        }
         let expected = 1 + stored + header.quarantined;
         if n != expected {
             return Err(format!(
@@ -580,28 +672,16 @@ impl<'a> Split<'a> {
     }
 
     /// The objects, empty ones left out.
-    fn finish(self, prefix: &str, w: DateTime<Utc>) -> Vec<WindowObject> {
-        let mut out: Vec<_> = self
-            .parts
-            .iter()
-            .zip(self.encoders)
-            .filter(|(_, (_, n))| *n > 0)
-            .map(|(&(c, day), (enc, lines))| WindowObject {
-                key: landing::compacted_key(prefix, c, day, w),
-                body: enc.finish(),
-                lines,
-                quarantine: false,
-            })
-            .collect();
-        if let Some((enc, lines)) = self.quarantine.filter(|(_, n)| *n > 0) {
-            out.push(WindowObject {
-                key: landing::quarantine_key(prefix, w),
-                body: enc.finish(),
-                lines,
-                quarantine: true,
-            });
+    fn finish(mut self) -> Vec<WindowObject> {
+        for i in 0..self.encoders.len() {
+            let last = self.encoders[i].close();
+            self.keep(Some(i), last);
         }
-        out
+        if let Some(mut q) = self.quarantine.take() {
+            let last = q.close();
+            self.keep(None, last);
+        }
+        self.done
     }
 }
 
@@ -663,7 +743,7 @@ mod tests {
                 .chain((0..70).map(|n| event(1102, 1 + n % 30, 300 + n)))
                 .collect(),
         );
-        let (headers, objects) = window_objects("ad/", w, &[&a, &b]).unwrap();
+        let (headers, objects) = window_objects("ad/", w, &[&a, &b], MAX_OBJECT_BYTES).unwrap();
         assert_eq!(
             headers.iter().map(|h| h.agent.as_str()).collect::<Vec<_>>(),
             ["dc1", "dc2"]
@@ -688,13 +768,48 @@ mod tests {
         assert_eq!(q[0].key, "ad/quarantine/20261130T080000Z.jsonl.gz");
         let total: u64 = objects.iter().map(|o| o.lines).sum();
         assert_eq!(total, 4 + 210);
-        let (_, again) = window_objects("ad/", w, &[&a, &b]).unwrap();
+        let (_, again) = window_objects("ad/", w, &[&a, &b], MAX_OBJECT_BYTES).unwrap();
         assert!(
             objects
                 .iter()
                 .zip(&again)
                 .all(|(x, y)| x.key == y.key && x.body == y.body)
         );
+    }
+
+    #[test]
+    fn a_partition_larger_than_an_object_goes_on_in_numbered_objects() {
+        let ingest = Ingest::offline(&[]).unwrap();
+        let w = "2026-11-30T08:00:00Z".parse().unwrap();
+        let a = landed(&ingest, "dc1", (0..40).map(|n| event(4624, 1, n)).collect());
+        let b = landed(
+            &ingest,
+            "dc2",
+            (40..80).map(|n| event(4624, 1, n)).collect(),
+        );
+        // A line is about 250 bytes: objects of at most ~4 KB hold about 16.
+        let (_, objects) = window_objects("ad/", w, &[&a, &b], 4000).unwrap();
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert!(objects.len() >= 5, "{keys:?}");
+        assert_eq!(
+            keys[0],
+            "ad/category=logon/dt=2026-10-01/20261130T080000Z.jsonl.gz"
+        );
+        assert_eq!(
+            keys[1],
+            "ad/category=logon/dt=2026-10-01/20261130T080000Z.1.jsonl.gz"
+        );
+        let records: Vec<u64> = objects
+            .iter()
+            .flat_map(|o| lines(&o.body))
+            .map(|l| l["record_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            records,
+            (0..80).collect::<Vec<_>>(),
+            "every line once, in plan order"
+        );
+        assert!(objects.iter().all(|o| o.body.len() < 4000 && o.lines > 0));
     }
 
     #[test]
@@ -711,10 +826,10 @@ mod tests {
             enc.push_line(l.as_bytes());
         }
         let short = enc.finish();
-        let (i, e) = window_objects("ad/", w, &[&a, &short]).unwrap_err();
+        let (i, e) = window_objects("ad/", w, &[&a, &short], MAX_OBJECT_BYTES).unwrap_err();
         assert_eq!(i, 1);
         assert!(e.contains("2 lines where its header announces 3"), "{e}");
-        let (i, e) = window_objects("ad/", w, &[b"not gzip"]).unwrap_err();
+        let (i, e) = window_objects("ad/", w, &[b"not gzip"], MAX_OBJECT_BYTES).unwrap_err();
         assert_eq!(i, 0, "{e}");
     }
 }
