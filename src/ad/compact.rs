@@ -563,7 +563,7 @@ impl Open {
     }
 
     fn close(&mut self) -> (Bytes, u64, u32) {
-        let enc = std::mem::replace(&mut self.enc, ObjectEncoder::new());
+        let enc = std::mem::take(&mut self.enc);
         let out = (enc.finish(), self.lines, self.part);
         self.lines = 0;
         self.part += 1;
