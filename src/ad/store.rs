@@ -170,10 +170,12 @@ impl Ingest {
                 )));
             };
             let key = landing::landing_key(prefix, window, &agent.id, &receipt.batch_id);
+            let put_started = tokio::time::Instant::now();
             let made = self
                 .sink
                 .create_ndjson_gz_with(&key, landing.clone(), timeout, &[(BODY_SHA_META, &sha)])
                 .await?;
+            let put_took = put_started.elapsed();
             if made == Created::AlreadyExists
                 && self.sink.head_meta(&key, BODY_SHA_META).await?.flatten() != Some(sha.clone())
             {
@@ -182,7 +184,7 @@ impl Ingest {
                     first: "earlier".into(),
                 });
             }
-            match self.fate(window, &name, now).await? {
+            match self.fate(window, &name, now, put_took).await? {
                 Fate::In => {
                     if !first && made == Created::AlreadyExists {
                         receipt.status = "duplicate".into();
@@ -347,9 +349,15 @@ impl Ingest {
         window: DateTime<Utc>,
         name: &str,
         now: DateTime<Utc>,
+        put_took: Duration,
     ) -> Result<Fate, IngestError> {
-        // `Date` is truncated to the second: the object was stored before `Date` + 1 s.
-        let stored_by = self.s3_now(now) + chrono::TimeDelta::seconds(1);
+        // When S3 stored the object, at the latest: `Date` is truncated to the second, and S3's
+        // documentation does not say whether a PUT's `Date` is taken when the request arrives or
+        // when the response leaves; counting the PUT's whole duration on top covers both (it
+        // only sends PUTs close to the boundary down the slow path).
+        let stored_by = self.s3_now(now)
+            + chrono::TimeDelta::seconds(1)
+            + chrono::TimeDelta::from_std(put_took).unwrap_or(chrono::TimeDelta::hours(1));
         if stored_by < self.windows.surely_seen_before(window) {
             return Ok(Fate::In);
         }
