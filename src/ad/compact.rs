@@ -19,7 +19,7 @@ use crate::lake::encode::ObjectEncoder;
 use crate::lake::ocsf::Dataset;
 use crate::lake::ocsf::writer::{Landed, OcsfError, OcsfWriter};
 use crate::lake::sink::{Condition, Created, S3Sink, SinkError};
-use crate::lake::state::{StateError, parse_state};
+use crate::lake::state::StateError;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
@@ -154,14 +154,7 @@ impl Compactor {
     }
 
     async fn read_checkpoint(&self) -> Result<(Checkpoint, Condition), CompactError> {
-        let key = self.checkpoint_key();
-        Ok(match self.sink.get(&key).await? {
-            Some(v) => (
-                parse_state(&self.sink, &key, &v.body)?,
-                Condition::Matches(v.etag),
-            ),
-            None => (Checkpoint::default(), Condition::Absent),
-        })
+        Ok(landing::read_checkpoint(&self.sink, &self.prefix).await?)
     }
 
     /// Moves the checkpoint forward by `change` (which says whether it moved anything), with
@@ -207,17 +200,13 @@ impl Compactor {
         let (mut cp, mut cond) = self.read_checkpoint().await?;
         // S3's clock (the one ad-ingest judges late landings by), known since the read above.
         let now = self.sink.server_time().now().unwrap_or_else(Utc::now);
-        if let Some(theirs) = cp.windows
-            && theirs != self.windows.seconds()
-        {
-            return Err(CompactError::Windows {
-                ours: self.windows.seconds(),
-                theirs,
-            });
-        }
         let open = self.windows.open_from(now);
         let ours = self.windows.seconds();
         self.advance(&mut cp, &mut cond, |cp| {
+            // Windows of another length or settle time: nothing is sealed (refused below).
+            if cp.windows.is_some_and(|theirs| theirs != ours) {
+                return false;
+            }
             let moved = cp.sealed_to.is_none_or(|s| s < open) || cp.windows.is_none();
             cp.sealed_to = cp.sealed_to.max(Some(open));
             cp.windows = cp.windows.or(Some(ours));
@@ -313,10 +302,10 @@ impl Compactor {
 
     /// The plan of window `w`: the one made before, or one made of `listed`.
     async fn plan(&self, w: DateTime<Utc>, mut listed: Vec<String>) -> Result<Plan, CompactError> {
-        let key = landing::plan_key(&self.prefix, w);
-        if let Some(v) = self.sink.get(&key).await? {
-            return Ok(parse_state(&self.sink, &key, &v.body)?);
+        if let Some(plan) = landing::read_plan(&self.sink, &self.prefix, w).await? {
+            return Ok(plan);
         }
+        let key = landing::plan_key(&self.prefix, w);
         listed.sort();
         let plan = Plan {
             window: w,
@@ -326,10 +315,11 @@ impl Compactor {
         match self.sink.put_json_if(&key, body, &Condition::Absent).await {
             Ok(_) => Ok(plan),
             // Another run planned it first: its plan is the window's.
-            Err(SinkError::PreconditionFailed { .. }) => match self.sink.get(&key).await? {
-                Some(v) => Ok(parse_state(&self.sink, &key, &v.body)?),
-                None => Err(StateError::LostRace.into()),
-            },
+            Err(SinkError::PreconditionFailed { .. }) => {
+                landing::read_plan(&self.sink, &self.prefix, w)
+                    .await?
+                    .ok_or_else(|| StateError::LostRace.into())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -356,7 +346,7 @@ impl Compactor {
             s.events += h.events as u64;
             s.quarantined += h.quarantined as u64;
             s.batches += (h.events > 0) as u64;
-            s.first = s.first.min(Some(h.received_at)).or(Some(h.received_at));
+            s.first = Some(s.first.map_or(h.received_at, |f| f.min(h.received_at)));
             if s.last.is_none_or(|l| l <= h.received_at) {
                 s.last = Some(h.received_at);
                 s.hostname = h.hostname.clone().or(s.hostname.take());

@@ -20,6 +20,8 @@
 //!   batch never land it in two windows.
 
 use super::events::Category;
+use crate::lake::sink::{Condition, S3Sink};
+use crate::lake::state::{StateError, parse_state};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +82,13 @@ impl Windows {
     /// least the settle time ago and may be compacted.
     pub fn open_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         self.start_of(now - self.settle)
+    }
+
+    /// When the window starting at `start` is closed on a clock that may read up to a second
+    /// behind S3's (the whole-second `Date` it is taken from): its end, the settle time and a
+    /// second. A compactor started then compacts it.
+    pub fn closed_at(&self, start: DateTime<Utc>) -> DateTime<Utc> {
+        start + self.len + self.settle + TimeDelta::seconds(1)
     }
 
     /// Until when a landing object of the window starting at `start` that S3 had stored is
@@ -209,6 +218,39 @@ pub struct Checkpoint {
     /// Windows before this one are compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<DateTime<Utc>>,
+}
+
+/// The compactor's checkpoint of the AD data under `prefix`, and the condition a write replacing
+/// it needs; the default (nothing compacted, nothing sealed) and `Absent` when none was written.
+///
+/// Errors: S3 failed, or the document is unreadable.
+pub async fn read_checkpoint(
+    sink: &S3Sink,
+    prefix: &str,
+) -> Result<(Checkpoint, Condition), StateError> {
+    let key = format!("{prefix}{CHECKPOINT}");
+    Ok(match sink.get(&key).await? {
+        Some(v) => (
+            parse_state(sink, &key, &v.body)?,
+            Condition::Matches(v.etag),
+        ),
+        None => (Checkpoint::default(), Condition::Absent),
+    })
+}
+
+/// The plan of the window starting at `w`, if it was made.
+///
+/// Errors: S3 failed, or the document is unreadable.
+pub async fn read_plan(
+    sink: &S3Sink,
+    prefix: &str,
+    w: DateTime<Utc>,
+) -> Result<Option<Plan>, StateError> {
+    let key = plan_key(prefix, w);
+    match sink.get(&key).await? {
+        Some(v) => Ok(Some(parse_state(sink, &key, &v.body)?)),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -388,10 +388,7 @@ impl Ingest {
     /// connections' I/O.
     async fn cpu_bound<T>(&self, f: impl FnOnce() -> T) -> T {
         let _slot = self.cpu.acquire().await.expect("never closed");
-        match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-            _ => f(),
-        }
+        crate::lake::cpu_heavy(f)
     }
 
     /// Handles one request at `now`. HEC routes answer in HEC's form, the rest in ours.

@@ -9,7 +9,6 @@
 use super::landing::{self, Checkpoint, Plan};
 use super::{HttpRequest, Ingest, IngestError, Prepared};
 use crate::lake::sink::{Condition, Created, SinkError};
-use crate::lake::state::parse_state;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -389,20 +388,14 @@ impl Ingest {
 
     /// The compactor's checkpoint (default when it never ran).
     async fn checkpoint(&self) -> Result<Checkpoint, IngestError> {
-        let key = format!("{}{}", self.cfg.prefix, landing::CHECKPOINT);
-        match self.sink.get(&key).await? {
-            Some(v) => Ok(parse_state(&self.sink, &key, &v.body)?),
-            None => Ok(Checkpoint::default()),
-        }
+        Ok(landing::read_checkpoint(&self.sink, &self.cfg.prefix)
+            .await?
+            .0)
     }
 
     /// The plan of `window`, if made.
     async fn plan(&self, window: DateTime<Utc>) -> Result<Option<Plan>, IngestError> {
-        let key = landing::plan_key(&self.cfg.prefix, window);
-        match self.sink.get(&key).await? {
-            Some(v) => Ok(Some(parse_state(&self.sink, &key, &v.body)?)),
-            None => Ok(None),
-        }
+        Ok(landing::read_plan(&self.sink, &self.cfg.prefix, window).await?)
     }
 }
 

@@ -375,11 +375,8 @@ async fn compact_forever(compactor: Compactor, window: Duration, settle: Duratio
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "compaction run failed; retried next window"),
         }
-        // The first window still open closes at its end plus the settle time (a second more
-        // for S3's whole-second clock).
         let now = chrono::Utc::now();
-        let closes = windows.next(windows.open_from(now))
-            + chrono::TimeDelta::seconds(settle.as_secs() as i64 + 1);
+        let closes = windows.closed_at(windows.open_from(now));
         let wait = (closes - now).to_std().unwrap_or(Duration::from_secs(1));
         tokio::time::sleep(wait).await;
     }
@@ -396,10 +393,7 @@ async fn compact(wait: bool) -> anyhow::Result<()> {
     if wait {
         let windows = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
         let now = chrono::Utc::now();
-        // The open window closes at its end plus the settle time; a second more for S3's
-        // whole-second clock.
-        let closed = windows.next(windows.start_of(now))
-            + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
+        let closed = windows.closed_at(windows.start_of(now));
         eprintln!(
             "waiting {}s for the open window to close",
             (closed - now).num_seconds()

@@ -488,6 +488,29 @@ impl S3Sink {
         start_after: Option<&str>,
         end: &str,
     ) -> Result<Vec<String>, SinkError> {
+        Ok(self
+            .list_while(prefix, start_after, |k, _| k < end)
+            .await?
+            .0)
+    }
+
+    /// Lists up to `max` keys under `prefix`; `true` when there are more.
+    pub async fn list_at_most(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), SinkError> {
+        self.list_while(prefix, None, |_, n| n < max).await
+    }
+
+    /// The keys under `prefix` after `start_after`, in order, for as long as `take(key, keys
+    /// taken so far)` says; `true` when it stopped the listing before its end.
+    async fn list_while(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        mut take: impl FnMut(&str, usize) -> bool,
+    ) -> Result<(Vec<String>, bool), SinkError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -500,39 +523,10 @@ impl S3Sink {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
             for key in page.contents().iter().filter_map(|o| o.key()) {
-                if key >= end {
-                    return Ok(keys);
+                if !take(key, keys.len()) {
+                    return Ok((keys, true));
                 }
                 keys.push(key.to_owned());
-            }
-        }
-        Ok(keys)
-    }
-
-    /// Lists up to `max` keys under `prefix`; `true` when there are more.
-    pub async fn list_at_most(
-        &self,
-        prefix: &str,
-        max: usize,
-    ) -> Result<(Vec<String>, bool), SinkError> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("ListObjectsV2", prefix, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-            if keys.len() > max {
-                keys.truncate(max);
-                return Ok((keys, true));
             }
         }
         Ok((keys, false))

@@ -309,9 +309,7 @@ pub async fn compact_ad(
     let cfg = ad_config(bucket, vars);
     let windows = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
     let now = Utc::now();
-    // A second more than the settle time: S3's clock reads whole seconds.
-    let closed = windows.next(windows.start_of(now))
-        + chrono::TimeDelta::seconds(cfg.settle.as_secs() as i64 + 1);
+    let closed = windows.closed_at(windows.start_of(now));
     tokio::time::sleep((closed - now).to_std().unwrap_or_default()).await;
     tv1_connector::ad::Compactor::new(&cfg, s3.clone())
         .run(None)
