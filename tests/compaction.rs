@@ -30,6 +30,31 @@ fn post<'a>(key: &'a str, body: &'a str) -> HttpRequest<'a> {
     }
 }
 
+/// Writes the batch marker that an attempt which claimed the batch `body` (an envelope) in
+/// `window` leaves when it stops before landing the batch.
+async fn claimed_marker(lake: &AdLake, body: &str, window: &str) {
+    let v: Value = serde_json::from_str(body).unwrap();
+    let (agent, id) = (
+        v["agent"]["id"].as_str().unwrap(),
+        v["batch_id"].as_str().unwrap(),
+    );
+    let sha = Ingest::offline(&[])
+        .unwrap()
+        .prepare(&post("", body), chrono::Utc::now())
+        .unwrap()
+        .body_sha256;
+    let marker = json!({"status": "accepted", "batch_id": id, "events": v["events"].as_array().unwrap().len(),
+        "keys": [], "received_at": window, "body_sha256": sha, "window": window});
+    lake.s3
+        .put_object()
+        .bucket(&lake.bucket)
+        .key(format!("active-directory/_state/batches/{agent}/{id}.json"))
+        .body(marker.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// `record_id`s in the lake, with how often each is there.
 async fn stored(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
@@ -74,21 +99,7 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
     // landing it, as the marker of that attempt reads; the agent's retry, or the paused
     // function going on, lands it now.
     let late = batch("dc01", "late", 100, 6).to_string();
-    let sha = Ingest::offline(&[])
-        .unwrap()
-        .prepare(&post(&auth, &late), chrono::Utc::now())
-        .unwrap()
-        .body_sha256;
-    let marker = json!({"status": "accepted", "batch_id": "late", "events": 6, "keys": [],
-        "received_at": early_window, "body_sha256": sha, "window": early_window});
-    lake.s3
-        .put_object()
-        .bucket(&lake.bucket)
-        .key("active-directory/_state/batches/dc01/late.json")
-        .body(marker.to_string().into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    claimed_marker(&lake, &late, &early_window).await;
     let paused = ingest(ad_config(&lake.bucket, &vars));
     let r = paused.handle(post(&auth, &late), chrono::Utc::now()).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -327,23 +338,9 @@ async fn a_claimed_batch_from_before_compaction_began_lands_on_retry() {
     compact_ad(&lake.s3, &lake.bucket, &vars).await;
     // The orphan's marker, as an attempt 30 s ago left it: claimed, never landed.
     let orphan = batch("dc01", "orphan", 0, 4).to_string();
-    let sha = Ingest::offline(&[])
-        .unwrap()
-        .prepare(&post(&auth, &orphan), chrono::Utc::now())
-        .unwrap()
-        .body_sha256;
-    let then = chrono::Utc::now() - chrono::TimeDelta::seconds(30);
-    let marker = json!({"status": "accepted", "batch_id": "orphan", "events": 4, "keys": [],
-        "received_at": tv1_connector::timefmt::api_time(then), "body_sha256": sha,
-        "window": tv1_connector::timefmt::api_time(then)});
-    lake.s3
-        .put_object()
-        .bucket(&lake.bucket)
-        .key("active-directory/_state/batches/dc01/orphan.json")
-        .body(marker.to_string().into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    let then =
+        tv1_connector::timefmt::floor_second(chrono::Utc::now()) - chrono::TimeDelta::seconds(30);
+    claimed_marker(&lake, &orphan, &tv1_connector::timefmt::api_time(then)).await;
     let r = ingest
         .handle(post(&auth, &orphan), chrono::Utc::now())
         .await;
@@ -355,4 +352,61 @@ async fn a_claimed_batch_from_before_compaction_began_lands_on_retry() {
         [0, 1, 2, 3, 500, 501, 502]
     );
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+}
+
+/// Windows of another length, once compaction has cut some: the compactor stops with an error
+/// and ad-ingest answers 503, naming both settings, rather than land or compact batches on
+/// another grid (whose windows the compaction would skip).
+#[tokio::test]
+async fn other_window_settings_are_refused_once_compaction_has_begun() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
+    let auth = format!("Bearer {}", lake.key);
+    let ingest = Ingest::new(
+        ad_config(&lake.bucket, &vars),
+        lake.s3.clone(),
+        lake.ssm.clone(),
+    );
+    let body = batch("dc01", "b1", 0, 2).to_string();
+    assert_eq!(
+        ingest
+            .handle(post(&auth, &body), chrono::Utc::now())
+            .await
+            .status,
+        200
+    );
+    compact_ad(&lake.s3, &lake.bucket, &vars).await;
+
+    let other: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param), ("AD_WINDOW", "2s")];
+    let e = tv1_connector::ad::Compactor::new(&ad_config(&lake.bucket, &other), lake.s3.clone())
+        .run(None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("(2s/1s)") && e.to_string().contains("(1s/1s)"),
+        "{e}"
+    );
+    let moved = Ingest::new(
+        ad_config(&lake.bucket, &other),
+        lake.s3.clone(),
+        lake.ssm.clone(),
+    );
+    let body = batch("dc01", "b2", 10, 2).to_string();
+    let r = moved.handle(post(&auth, &body), chrono::Utc::now()).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AD_WINDOW"),
+        "{}",
+        r.body
+    );
+    // Nothing of the refused batch landed; the first is in the lake once.
+    let keys = bucket_keys(&lake.s3, &lake.bucket).await;
+    assert!(!keys.iter().any(|k| k.contains("b2")), "{keys:?}");
+    assert_eq!(stored(&lake.s3, &lake.bucket).await.len(), 2);
 }
