@@ -180,7 +180,11 @@ fn bench_cpu(rows: &mut Vec<Row>) {
 /// Encodes each JSONL object as the OCSF output does: records/s, Parquet bytes, gzip bytes.
 /// With `TV1_BENCH_PARQUET_DIR` set, the Parquet files are also written there, to be looked at
 /// (e.g. DuckDB's `parquet_metadata()`: the bytes of each column).
-fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usize, usize, usize) {
+fn ocsf_pass(
+    dataset: Dataset,
+    label: &str,
+    objects: &[(String, bytes::Bytes)],
+) -> (f64, usize, usize, usize) {
     let run = || {
         let mut out = (0, 0);
         for (key, body) in objects {
@@ -192,7 +196,7 @@ fn ocsf_pass(dataset: Dataset, objects: &[(String, bytes::Bytes)]) -> (f64, usiz
         out
     };
     if let Ok(dir) = std::env::var("TV1_BENCH_PARQUET_DIR") {
-        let dir = std::path::Path::new(&dir).join(format!("{dataset:?}"));
+        let dir = std::path::Path::new(&dir).join(format!("{dataset:?}-{label}"));
         std::fs::create_dir_all(&dir).unwrap();
         for (n, (key, body)) in objects.iter().enumerate() {
             for (class, _, _, parquet) in encode_object(dataset, key, body).unwrap() {
@@ -255,7 +259,7 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     let objects: Vec<(String, bytes::Bytes)> =
         objects.into_iter().map(|o| (o.key, o.body)).collect();
     // Before: one Parquet object per class per segment object.
-    let (_, _, per_segment, _) = ocsf_pass(Dataset::Audit, &objects);
+    let (_, _, per_segment, _) = ocsf_pass(Dataset::Audit, "segment", &objects);
     // Now: the hour's objects together (a multi-member gzip body), as `ocsf_hours.rs` reads them.
     let mut hours: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (key, body) in &objects {
@@ -267,7 +271,7 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     }
     let hours: Vec<(String, bytes::Bytes)> =
         hours.into_iter().map(|(k, b)| (k, b.into())).collect();
-    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, &hours);
+    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, "hour", &hours);
     assert_eq!(records, n);
     rows.push(row(
         "9a. OCSF output, audit: 200k entries over a week as a 5-minute schedule writes them → OCSF Parquet (zstd) per hour, 1 core, in process",
@@ -323,7 +327,7 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
     .unwrap();
     let objects: Vec<(String, bytes::Bytes)> =
         objects.into_iter().map(|o| (o.key, o.body)).collect();
-    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Ad, &objects);
+    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Ad, "window", &objects);
     assert_eq!(records, events.len());
     rows.push(row(
         "9b. OCSF output, AD: one batch of 10,000 Winlogbeat events (AD_MAX_EVENTS) (the objects its compaction writes) → OCSF Parquet, 1 core",

@@ -88,6 +88,9 @@ pub struct PullerConfig {
     /// `ExpirationInDays`); `None` when they are kept. Reconciliation never reads time whose
     /// objects may have expired (see [`RETENTION_MARGIN`]).
     pub data_retention: Option<Duration>,
+    /// How much of the pull one OCSF object holds (`TV1_AUDIT_OCSF_PERIOD`, default 24h;
+    /// `TV1_ALERTS_OCSF_PERIOD`, `TV1_OAT_OCSF_PERIOD`, default 1h): whole hours dividing a day.
+    pub ocsf_period: Duration,
     /// The OCSF Parquet output, when `OCSF_OUTPUT=on`.
     pub ocsf: Option<OcsfConfig>,
 }
@@ -202,6 +205,10 @@ impl PullerConfig {
                         reason: format!("must be 0 (kept) or at most {MAX_RETENTION_DAYS} days"),
                     });
                 }
+            },
+            ocsf_period: {
+                let (var, default) = stream.ocsf_period_var();
+                ocsf_period(env, var, default)?
             },
             ocsf: OcsfConfig::from_map(env)?,
         };
@@ -555,6 +562,24 @@ pub fn duration(
     })
 }
 
+/// Reads an OCSF period: whole hours that divide a day (1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h), so
+/// that periods start on a grid from midnight UTC and never span two `eventDay` partitions.
+fn ocsf_period(
+    env: &HashMap<String, String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let period = duration(env, var, default)?;
+    let secs = period.as_secs();
+    if period.subsec_nanos() != 0 || secs == 0 || secs % 3600 != 0 || 86_400 % secs != 0 {
+        return Err(ConfigError {
+            var,
+            reason: "must be a number of whole hours that divides a day: 1h, 2h, 3h, 4h, 6h, 8h, 12h or 24h".into(),
+        });
+    }
+    Ok(period)
+}
+
 /// Reads a non-negative integer.
 pub fn number<T: std::str::FromStr>(
     env: &HashMap<String, String>,
@@ -663,6 +688,28 @@ mod tests {
         let off = PullerConfig::from_map(&env(&[("TV1_RECONCILE_HORIZON", "0")])).unwrap();
         assert!(off.reconcile_horizon.is_zero());
         assert_eq!(c.data_retention, None);
+    }
+
+    #[test]
+    fn ocsf_periods_are_a_day_of_audit_an_hour_of_alerts_and_divide_a_day() {
+        let period = |pairs: &[(&str, &str)], stream| {
+            PullerConfig::for_stream(&env(pairs), stream).map(|c| c.ocsf_period.as_secs() / 3600)
+        };
+        assert_eq!(period(&[], Stream::Audit).unwrap(), 24);
+        assert_eq!(period(&[], Stream::Alerts).unwrap(), 1);
+        assert_eq!(period(&[], Stream::Oat).unwrap(), 1);
+        assert_eq!(
+            period(&[("TV1_AUDIT_OCSF_PERIOD", "6h")], Stream::Audit).unwrap(),
+            6
+        );
+        assert_eq!(
+            period(&[("TV1_OAT_OCSF_PERIOD", "1d")], Stream::Oat).unwrap(),
+            24
+        );
+        for bad in ["5h", "30m", "0", "48h", "90m", "1h30m", "soon"] {
+            let e = period(&[("TV1_ALERTS_OCSF_PERIOD", bad)], Stream::Alerts).unwrap_err();
+            assert_eq!(e.var, "TV1_ALERTS_OCSF_PERIOD", "{bad}");
+        }
     }
 
     #[test]

@@ -37,7 +37,10 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         .set("TV1_LEASE", "2s")
         .set("TV1_OBJECT_MAX_RECORDS", "250")
         .set("TV1_RECONCILE_STEP", "5m")
-        .set("TV1_RECONCILE_HORIZON", "5h");
+        .set("TV1_RECONCILE_HORIZON", "5h")
+        // Hour periods, so that the hour two hours back is a whole period before the run ends
+        // (day periods: `audit_day_periods_...` below).
+        .set("TV1_AUDIT_OCSF_PERIOD", "1h");
     let hour = two_hours_back(&mut env);
     // Real-looking entries (every category and access type, so every class), repeats included;
     // every tenth one served only after the pull has committed its time.
@@ -130,6 +133,7 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
     // objects, kept, and no record twice.
     let mut cp = env.checkpoint().await.unwrap();
     cp["ocsf_to"] = json!(tv1_connector::timefmt::api_time(hour));
+    cp["ocsf_until"] = json!(tv1_connector::timefmt::api_time(hour + D::hours(1)));
     cp["lease"] = Value::Null;
     env.put_checkpoint(&cp).await;
     let redo = env
@@ -144,6 +148,164 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
         rows.len()
     );
     println!("{} records, classes {classes:?}", rows.len());
+}
+
+/// The hour a stored line's key places it in (`.../dt=YYYY-MM-DD/hour=HH/...`).
+fn hour_of_key(key: &str) -> chrono::DateTime<Utc> {
+    let dt = &key[key.find("dt=").unwrap() + 3..][..10];
+    let hour = &key[key.find("hour=").unwrap() + 5..][..2];
+    format!("{dt}T{hour}:00:00Z").parse().unwrap()
+}
+
+/// With the default audit period (a day), a day's pull is one Parquet object per class, written
+/// once the day is committed; the day the pull started in is a shorter period, up to midnight.
+/// A run that died after writing some of a day's objects is redone as that day even after the
+/// period is changed to an hour, which takes effect from the next period boundary: no record
+/// twice, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_for_the_boundary() {
+    if skip_without_localstack() {
+        return;
+    }
+    let mut env = TestEnv::new().await;
+    let ocsf_bucket = ocsf_on(&mut env, ACCOUNT, REGION).await;
+    env.set("TV1_RECONCILE_HORIZON", "0")
+        .set("TV1_MAX_WINDOW", "3d");
+    let now = now_s();
+    // Midnight of the day that is surely committed by the time the pull settles.
+    let today = (now - D::minutes(15))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let origin = today - D::hours(26); // 22:00 the day before yesterday
+    env.set(
+        "TV1_INITIAL_LOOKBACK",
+        &format!("{}s", (now - origin).num_seconds()),
+    );
+    let entries = generate(&Generate {
+        count: 3000,
+        from: origin,
+        to: now - D::minutes(10),
+        late_fraction: 0.0,
+        seed: rand::random(),
+        ..Generate::default()
+    });
+    env.sim.set_entries(entries.clone());
+    run_until_settled(&env).await;
+
+    let lake = env.lake().await;
+    assert_exactly_once(&entries, &lake);
+    // The lines that have OCSF rows: those of hours before `covered`; each exactly once.
+    let s3 = env.s3.clone();
+    let check = async |covered: chrono::DateTime<Utc>| {
+        let want = counts(
+            lake.iter()
+                .filter(|(k, _)| hour_of_key(k) < covered)
+                .map(|(_, l)| l["_id"].as_str().unwrap().to_owned()),
+        );
+        let rows = ocsf_rows(&s3, &ocsf_bucket, "ext/").await;
+        let got = counts(
+            rows.iter()
+                .map(|r| r.event["metadata"]["uid"].as_str().unwrap().to_owned()),
+        );
+        assert!(!want.is_empty());
+        assert_eq!(got.len(), want.len(), "covered to {covered}");
+        assert!(
+            got == want,
+            "OCSF ids differ from the JSONL ids before {covered}"
+        );
+        assert_ocsf_layout(&rows, Dataset::Audit, REGION, ACCOUNT);
+        rows.iter()
+            .map(|r| {
+                (
+                    r.source.clone(),
+                    r.file.rsplit('/').next().unwrap().to_owned(),
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let name = |t: chrono::DateTime<Utc>| format!("{}_pull.parquet", t.format("%Y-%m-%d_%H"));
+    let files = check(today).await;
+    let classes = ["tv1-audit-auth", "tv1-audit-entity", "tv1-audit-api"];
+    let mut expected = std::collections::BTreeSet::new();
+    for start in [origin, today - D::days(1)] {
+        for c in classes {
+            expected.insert((c.to_owned(), name(start)));
+        }
+    }
+    assert_eq!(files, expected);
+    let cp = env.checkpoint().await.unwrap();
+    let at = |t: chrono::DateTime<Utc>| json!(tv1_connector::timefmt::api_time(t));
+    assert_eq!(
+        (&cp["ocsf_to"], &cp["ocsf_until"]),
+        (&at(today), &at(today + D::days(1))),
+        "{cp}"
+    );
+
+    // A run dies after writing two of yesterday's three objects; then the period is changed.
+    let yesterday = today - D::days(1);
+    let lost = bucket_keys(&env.s3, &ocsf_bucket)
+        .await
+        .into_iter()
+        .find(|k| k.contains("tv1-audit-entity/") && k.ends_with(&name(yesterday)))
+        .unwrap();
+    env.s3
+        .delete_object()
+        .bucket(&ocsf_bucket)
+        .key(&lost)
+        .send()
+        .await
+        .unwrap();
+    let mut cp = cp;
+    cp["ocsf_to"] = at(yesterday);
+    cp["ocsf_until"] = at(today);
+    cp["lease"] = Value::Null;
+    env.put_checkpoint(&cp).await;
+    env.set("TV1_AUDIT_OCSF_PERIOD", "1h");
+    let redo = env
+        .puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let landed = redo.ocsf.expect("the OCSF output ran");
+    // The day again, as a day: the lost object written, the two others kept. A run writes at
+    // most a day's hours, so it stops there, and hour periods start at the boundary.
+    assert_eq!((landed.objects, landed.kept_existing), (1, 2), "{landed:?}");
+    let cp = env.checkpoint().await.unwrap();
+    assert_eq!(
+        (&cp["ocsf_to"], &cp["ocsf_until"]),
+        (&at(today), &at(today + D::hours(1))),
+        "{cp}"
+    );
+    // The next run writes today's whole hours, an object per class each.
+    env.puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let cp = env.checkpoint().await.unwrap();
+    let committed: chrono::DateTime<Utc> = cp["committed_to"].as_str().unwrap().parse().unwrap();
+    let covered = tv1_connector::timefmt::floor_hour(committed);
+    let files = check(covered).await;
+    assert_eq!(
+        (&cp["ocsf_to"], &cp["ocsf_until"]),
+        (&at(covered), &at(covered + D::hours(1))),
+        "{cp}"
+    );
+    let hours: std::collections::BTreeSet<_> = files
+        .iter()
+        .map(|(_, f)| f.clone())
+        .filter(|f| f.starts_with(&today.format("%Y-%m-%d").to_string()))
+        .collect();
+    // One name per whole hour of today that has lines (an object per class of it).
+    let want: std::collections::BTreeSet<_> = lake
+        .iter()
+        .map(|(k, _)| hour_of_key(k))
+        .filter(|h| *h >= today && *h < covered)
+        .map(name)
+        .collect();
+    assert_eq!(hours, want);
+    println!("{} objects; {landed:?}", files.len());
 }
 
 /// One real-looking native event of every kind the mapping knows, numbered `n`.

@@ -28,10 +28,16 @@ pub struct Checkpoint {
     /// How far committed time has been read again for entries Vision One served late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<Reconcile>,
-    /// The first hour whose pull objects are not in the hourly OCSF output yet (see
-    /// `ocsf_hours.rs`); absent in a checkpoint written before it existed.
+    /// The first hour whose pull objects are not in the OCSF output yet (see
+    /// `ocsf_periods.rs`); absent in a checkpoint written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocsf_to: Option<DateTime<Utc>>,
+    /// The end of the OCSF period that starts at `ocsf_to`: fixed when `ocsf_to` moves, before
+    /// any object of the period is written, so a redo writes the same objects whatever the
+    /// configured period has become meanwhile. Absent in a checkpoint written before it existed
+    /// (whose periods were hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf_until: Option<DateTime<Utc>>,
     /// When this document was written (S3's clock).
     pub updated_at: DateTime<Utc>,
     /// The run that wrote it.
@@ -52,6 +58,7 @@ impl Checkpoint {
             pending: None,
             reconcile: None,
             ocsf_to: None,
+            ocsf_until: None,
             updated_at: now,
             run_id: run_id.into(),
         }

@@ -43,7 +43,7 @@ mod backfill;
 pub mod checkpoint;
 mod fetch;
 mod invoke;
-mod ocsf_hours;
+mod ocsf_periods;
 mod ops;
 mod reconcile;
 mod repair;

@@ -121,13 +121,17 @@ impl Puller {
         let clock = self.run_clock();
         let now = clock.now();
         let (mut cp, cond, before) = self.checkpoint_or_first(loaded, now, &run_id).await?;
-        if cp.ocsf_to.is_none() {
-            let first = matches!(cond, Condition::Absent);
-            cp.ocsf_to = Some(super::ocsf_hours::initial_ocsf_to(
-                first,
-                cp.origin,
-                cp.committed_to,
-            ));
+        match (cp.ocsf_to, cp.ocsf_until) {
+            (None, _) => {
+                let first = matches!(cond, Condition::Absent);
+                let to = super::ocsf_periods::initial_ocsf_to(first, cp.origin, cp.committed_to);
+                cp.ocsf_to = Some(to);
+                cp.ocsf_until = Some(super::ocsf_periods::period_end(to, self.cfg.ocsf_period));
+            }
+            // Written by a version whose periods were hours, which may have begun this one's
+            // objects: it is finished as an hour.
+            (Some(to), None) => cp.ocsf_until = Some(to + TimeDelta::hours(1)),
+            (Some(_), Some(_)) => {}
         }
         let mut run = Run {
             p: self,
@@ -494,11 +498,11 @@ impl Run<'_> {
             .create_ndjson_gz(key, body.clone(), budget)
             .await?;
         // The pull's objects go into their hour's OCSF objects once the hour is committed
-        // (`ocsf_hours.rs`); late objects, and pull objects of an hour that output does not
+        // (`ocsf_periods.rs`); late objects, and pull objects of an hour that output does not
         // cover, get their own.
         let prefix = &self.p.cfg.prefix;
         let name = key.rsplit('/').next().unwrap_or(key);
-        if !super::ocsf_hours::is_pull_object(name)
+        if !super::ocsf_periods::is_pull_object(name)
             || self.own_ocsf(super::segment::hour_of_partition(prefix, key))
         {
             self.land_ocsf(key, (made == Created::New).then_some(body))
@@ -574,7 +578,7 @@ impl Run<'_> {
         started: Instant,
     ) -> Result<RunSummary, PullError> {
         self.reconcile(fetch_deadline).await?;
-        self.ocsf_hours().await?;
+        self.ocsf_periods().await?;
         self.flush().await?;
         Ok(self.finish(started))
     }

@@ -74,6 +74,19 @@ impl Stream {
         }
     }
 
+    /// The variable setting how much of the stream's pull one OCSF Parquet object holds (see
+    /// `ocsf_periods.rs`), and its default: a day of audit entries (Security Lake's longest
+    /// delivery increment, and what keeps their Parquet no larger than their gzip JSON Lines,
+    /// `docs/benchmarks.md` note 15), an hour of alerts and detections, which are read for
+    /// response.
+    pub fn ocsf_period_var(self) -> (&'static str, &'static str) {
+        match self {
+            Stream::Audit => ("TV1_AUDIT_OCSF_PERIOD", "24h"),
+            Stream::Alerts => ("TV1_ALERTS_OCSF_PERIOD", "1h"),
+            Stream::Oat => ("TV1_OAT_OCSF_PERIOD", "1h"),
+        }
+    }
+
     /// The variable holding the stream's `TMV1-Filter`, if the endpoint takes one.
     pub fn filter_var(self) -> Option<&'static str> {
         match self {

@@ -288,12 +288,20 @@ pub fn hive_columns(class: Class) -> Vec<(String, String)> {
 /// Writer settings. Objects are as small as a segment or a batch, so what every file carries
 /// counts: no embedded Arrow schema (readers take the Parquet schema; it adds kilobytes per
 /// file), statistics per column chunk only (no page index) and cut to 64 bytes, and no
-/// dictionary for the columns whose values are all distinct (`raw_data`, `metadata.uid`).
+/// dictionary for the columns whose values are (nearly) all distinct: `raw_data`,
+/// `metadata.uid` and the times. A dictionary of distinct values only adds an index per row:
+/// without them the audit bench's Parquet is 4 % smaller (`docs/benchmarks.md`, note 15).
 fn options() -> ArrowWriterOptions {
+    let path = |p: &str| ColumnPath::from(p.split('.').map(str::to_owned).collect::<Vec<_>>());
     let distinct = [
-        ColumnPath::from("raw_data"),
-        ColumnPath::from(vec!["metadata".to_owned(), "uid".to_owned()]),
-    ];
+        "raw_data",
+        "metadata.uid",
+        "time",
+        "metadata.original_time",
+        "metadata.logged_time",
+        "metadata.processed_time",
+    ]
+    .map(path);
     let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("a zstd level"),

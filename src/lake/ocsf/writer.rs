@@ -16,6 +16,8 @@ use super::{Class, Dataset};
 use crate::config::{OcsfConfig, is_account_id};
 use crate::lake::sink::{Created, S3Sink, SinkError};
 use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io::Read;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -282,70 +284,112 @@ pub fn encode_object(
     key: &str,
     body: &[u8],
 ) -> Result<Vec<(Class, NaiveDate, usize, bytes::Bytes)>, OcsfError> {
-    let mut text = String::new();
-    flate2::read::MultiGzDecoder::new(body)
-        .read_to_string(&mut text)
-        .map_err(|e| OcsfError::Unreadable {
-            key: key.to_owned(),
-            reason: format!("not gzip UTF-8 text: {e}"),
-        })?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    // A stored line the mapping cannot read has no OCSF record, as a line without a readable
-    // time has none: the object is written from its other lines, or a redo would fail on the
-    // same bytes forever. Valid JSON that a stricter reader refuses (a lone UTF-16 surrogate
-    // escape, RFC 8259 §8.2; a key given twice) is such a line; it stays in the JSONL.
-    let unmappable = |i: usize| {
-        tracing::warn!(
-            key,
-            line = i + 1,
-            "a stored line does not map to OCSF; it has no OCSF record (it stays in the JSON Lines)"
-        );
-    };
-    // First pass: where each record goes (class and time only). The events are built in the
-    // second pass, a chunk at a time: memory holds the object's text and one chunk of events.
-    let mut places = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        let Some((class, time_ms)) = dataset.class_and_time(line) else {
-            unmappable(i);
-            continue;
-        };
-        let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
-            .unwrap_or_default()
-            .date_naive();
-        places.push(Place {
-            class,
-            day,
-            time_ms,
-            line: i,
-        });
+    let mut set = FileSet::new(dataset);
+    set.add(key, body)?;
+    set.finish()
+}
+
+/// The Parquet files of one or more JSONL objects, one per class and day, built an object at a
+/// time: memory holds one object's text, one chunk of events and each file's open row group,
+/// not the objects' lines. Rows are sorted by time within each [`FileSet::add`]; objects given
+/// in time order (an hour's objects, then the next hour's) make files sorted throughout.
+/// CPU only.
+pub struct FileSet {
+    dataset: Dataset,
+    files: BTreeMap<(Class, NaiveDate), Encoder>,
+}
+
+impl FileSet {
+    /// No files yet.
+    pub fn new(dataset: Dataset) -> Self {
+        FileSet {
+            dataset,
+            files: BTreeMap::new(),
+        }
     }
-    places.sort_unstable();
-    let mut files = Vec::new();
-    for group in places.chunk_by(|a, b| (a.class, a.day) == (b.class, b.day)) {
-        let mut enc = Encoder::new(group[0].class)?;
-        let mut events = Vec::new();
-        let mut text = 0;
-        for p in group {
-            let Some(event) = dataset.event(lines[p.line]) else {
-                unmappable(p.line);
+
+    /// Adds the records of `body` (gzip JSON Lines, one or more members; `key` names it in
+    /// errors and logs). Errors: the body is not gzip UTF-8 text, or an event does not fit its
+    /// class's schema (a mapping bug).
+    pub fn add(&mut self, key: &str, body: &[u8]) -> Result<(), OcsfError> {
+        let dataset = self.dataset;
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(body)
+            .read_to_string(&mut text)
+            .map_err(|e| OcsfError::Unreadable {
+                key: key.to_owned(),
+                reason: format!("not gzip UTF-8 text: {e}"),
+            })?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        // A stored line the mapping cannot read has no OCSF record, as a line without a readable
+        // time has none: the object is written from its other lines, or a redo would fail on the
+        // same bytes forever. Valid JSON that a stricter reader refuses (a lone UTF-16 surrogate
+        // escape, RFC 8259 §8.2; a key given twice) is such a line; it stays in the JSONL.
+        let unmappable = |i: usize| {
+            tracing::warn!(
+                key,
+                line = i + 1,
+                "a stored line does not map to OCSF; it has no OCSF record (it stays in the JSON Lines)"
+            );
+        };
+        // First pass: where each record goes (class and time only). The events are built in the
+        // second pass, a chunk at a time.
+        let mut places = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            let Some((class, time_ms)) = dataset.class_and_time(line) else {
+                unmappable(i);
                 continue;
             };
-            events.push(event);
-            text += lines[p.line].len();
-            // Bounded by rows and by text: an event may be 256 KiB, and its tree several times that.
-            if events.len() == DECODE_ROWS || text >= DECODE_BYTES {
-                enc.push(&events)?;
-                events.clear();
-                text = 0;
+            let day = DateTime::<Utc>::from_timestamp_millis(time_ms)
+                .unwrap_or_default()
+                .date_naive();
+            places.push(Place {
+                class,
+                day,
+                time_ms,
+                line: i,
+            });
+        }
+        places.sort_unstable();
+        for group in places.chunk_by(|a, b| (a.class, a.day) == (b.class, b.day)) {
+            let enc = match self.files.entry((group[0].class, group[0].day)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(Encoder::new(group[0].class)?),
+            };
+            let mut events = Vec::new();
+            let mut text = 0;
+            for p in group {
+                let Some(event) = dataset.event(lines[p.line]) else {
+                    unmappable(p.line);
+                    continue;
+                };
+                events.push(event);
+                text += lines[p.line].len();
+                // Bounded by rows and by text: an event may be 256 KiB, and its tree several
+                // times that.
+                if events.len() == DECODE_ROWS || text >= DECODE_BYTES {
+                    enc.push(&events)?;
+                    events.clear();
+                    text = 0;
+                }
+            }
+            enc.push(&events)?;
+        }
+        Ok(())
+    }
+
+    /// The files: `(class, eventDay, rows, bytes)`, in class and day order; none for a
+    /// (class, day) whose lines all failed to map.
+    pub fn finish(self) -> Result<Vec<(Class, NaiveDate, usize, bytes::Bytes)>, OcsfError> {
+        let mut out = Vec::new();
+        for ((class, day), enc) in self.files {
+            let rows = enc.rows();
+            if rows > 0 {
+                out.push((class, day, rows, enc.finish()?));
             }
         }
-        enc.push(&events)?;
-        let rows = enc.rows();
-        if rows > 0 {
-            files.push((group[0].class, group[0].day, rows, enc.finish()?));
-        }
+        Ok(out)
     }
-    Ok(files)
 }
 
 #[cfg(test)]
