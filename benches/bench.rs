@@ -260,33 +260,42 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
         objects.into_iter().map(|o| (o.key, o.body)).collect();
     // Before: one Parquet object per class per segment object.
     let (_, _, per_segment, _) = ocsf_pass(Dataset::Audit, "segment", &objects);
-    // Now: the hour's objects together (a multi-member gzip body), as `ocsf_hours.rs` reads them.
-    let mut hours: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (key, body) in &objects {
-        let dir = &key[..key.rfind('/').unwrap() + 1];
-        hours
-            .entry(format!("{dir}pull.jsonl.gz"))
-            .or_default()
-            .extend_from_slice(body);
-    }
-    let hours: Vec<(String, bytes::Bytes)> =
-        hours.into_iter().map(|(k, b)| (k, b.into())).collect();
-    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, "hour", &hours);
+    // Now: a period's objects together (a multi-member gzip body), as `ocsf_periods.rs` reads
+    // them: a day (TV1_AUDIT_OCSF_PERIOD's default), and an hour (the alerts' default).
+    let periods = |cut: fn(&str) -> usize| {
+        let mut periods: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (key, body) in &objects {
+            periods
+                .entry(format!("{}pull.jsonl.gz", &key[..cut(key)]))
+                .or_default()
+                .extend_from_slice(body);
+        }
+        periods
+            .into_iter()
+            .map(|(k, b)| (k, bytes::Bytes::from(b)))
+            .collect::<Vec<_>>()
+    };
+    let hours = periods(|k| k.rfind('/').unwrap() + 1);
+    let (_, _, per_hour, _) = ocsf_pass(Dataset::Audit, "hour", &hours);
+    let days = periods(|k| k.find("/hour=").unwrap() + 1);
+    let (rate, records, parquet, gz) = ocsf_pass(Dataset::Audit, "day", &days);
     assert_eq!(records, n);
     rows.push(row(
-        "9a. OCSF output, audit: 200k entries over a week as a 5-minute schedule writes them → OCSF Parquet (zstd) per hour, 1 core, in process",
+        "9a. OCSF output, audit: 200k entries over a week as a 5-minute schedule writes them → OCSF Parquet (zstd) per day (`TV1_AUDIT_OCSF_PERIOD`), 1 core, in process",
         format!(
-            "{rate:.0} records/s; {:.1} MB of Parquet for {:.1} MB of gzip JSONL ({} JSONL objects, {} hours); one Parquet object per segment instead: {:.1} MB",
+            "{rate:.0} records/s; {:.1} MB of Parquet for {:.1} MB of gzip JSONL ({} JSONL objects, {} days); per hour instead: {:.1} MB; one Parquet object per segment: {:.1} MB",
             parquet as f64 / 1e6,
             gz as f64 / 1e6,
             objects.len(),
-            hours.len(),
+            days.len(),
+            per_hour as f64 / 1e6,
             per_segment as f64 / 1e6,
         ),
         format!("the JSONL path on the same entries: {jsonl_rate:.0} records/s"),
         format!(
-            "Parquet = **{:.2}×** gzip JSONL in bytes (per segment: {:.2}×); adds {:.1} µs per record",
+            "Parquet = **{:.2}×** gzip JSONL in bytes (per hour: {:.2}×, per segment: {:.2}×); adds {:.1} µs per record",
             parquet as f64 / gz as f64,
+            per_hour as f64 / gz as f64,
             per_segment as f64 / gz as f64,
             1e6 / rate
         ),

@@ -123,11 +123,13 @@ fn environment_variables_match_what_the_code_reads() {
         assert!(required.contains("BUCKET"), "parsed {ty}: {required:?}");
         // Both read the OCSF output's settings through OcsfConfig.
         reads.extend(config_vars("OcsfConfig").0);
-        // The puller reads each stream's prefix and filter variables as Stream names them.
+        // The puller reads each stream's prefix, filter and OCSF period variables as Stream
+        // names them.
         if ty == "PullerConfig" {
             for s in tv1_connector::audit::stream::Stream::ALL {
                 reads.insert(s.prefix_var().0.to_owned());
                 reads.extend(s.filter_var().map(str::to_owned));
+                reads.insert(s.ocsf_period_var().0.to_owned());
             }
         }
         let set = env_vars(&t, &fns[binary].1);
@@ -141,6 +143,36 @@ fn environment_variables_match_what_the_code_reads() {
             missing.is_empty(),
             "{binary}: the template does not set required {missing:?}"
         );
+    }
+}
+
+#[test]
+fn ocsf_period_parameters_default_to_the_codes_and_allow_only_what_it_takes() {
+    let t = template();
+    let fns = functions(&t);
+    let vars = &fns["audit-puller"].1["Properties"]["Environment"]["Variables"];
+    for s in tv1_connector::audit::stream::Stream::ALL {
+        let (var, default) = s.ocsf_period_var();
+        let param = untag(&vars[var])
+            .as_str()
+            .unwrap_or_else(|| panic!("{var} is set"));
+        let p = &t["Parameters"][param];
+        assert_eq!(p["Default"].as_str(), Some(default), "{param}");
+        for allowed in p["AllowedValues"].as_sequence().unwrap() {
+            let env = [
+                ("TV1_TOKEN_PARAM", "/t"),
+                ("BUCKET", "b"),
+                (var, allowed.as_str().unwrap()),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let c = tv1_connector::config::PullerConfig::for_stream(&env, s).unwrap();
+            assert_eq!(
+                format!("{}h", c.ocsf_period.as_secs() / 3600),
+                allowed.as_str().unwrap()
+            );
+        }
     }
 }
 
