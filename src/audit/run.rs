@@ -497,7 +497,7 @@ impl Run<'_> {
             .sink
             .create_ndjson_gz(key, body.clone(), budget)
             .await?;
-        // The pull's objects go into their hour's OCSF objects once the hour is committed
+        // The pull's objects go into their period's OCSF objects once the period is committed
         // (`ocsf_periods.rs`); late objects, and pull objects of an hour that output does not
         // cover, get their own.
         let prefix = &self.p.cfg.prefix;
