@@ -305,6 +305,37 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
         .map(name)
         .collect();
     assert_eq!(hours, want);
+
+    if covered == today {
+        println!(
+            "{} objects (no whole hour of today yet); {landed:?}",
+            files.len()
+        );
+        return;
+    }
+    // A checkpoint of the version before periods (`ocsf_to`, no `ocsf_until`), back at
+    // midnight, with the day period configured again: its period is finished as the hour that
+    // version may have begun (its objects kept), and the day period starts at the next grid
+    // boundary, not before.
+    let mut cp = env.checkpoint().await.unwrap();
+    cp["ocsf_to"] = at(today);
+    cp.as_object_mut().unwrap().remove("ocsf_until");
+    cp["lease"] = Value::Null;
+    env.put_checkpoint(&cp).await;
+    env.set("TV1_AUDIT_OCSF_PERIOD", "24h");
+    let old = env
+        .puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let kept = old.ocsf.expect("the OCSF output ran");
+    assert_eq!((kept.objects, kept.kept_existing), (0, 3), "{kept:?}");
+    let cp = env.checkpoint().await.unwrap();
+    assert_eq!(
+        (&cp["ocsf_to"], &cp["ocsf_until"]),
+        (&at(today + D::hours(1)), &at(today + D::days(1))),
+        "{cp}"
+    );
     println!("{} objects; {landed:?}", files.len());
 }
 
