@@ -331,7 +331,7 @@ fn bench_ocsf(rows: &mut Vec<Row>) {
         "active-directory/",
         Utc::now(),
         &[&prepared.landing[..]],
-        tv1_connector::ad::compact::MAX_OBJECT_BYTES,
+        tv1_connector::ad::compact::Limits::for_buffer(256 << 20),
     )
     .unwrap();
     let objects: Vec<(String, bytes::Bytes)> =

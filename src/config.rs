@@ -348,6 +348,11 @@ pub struct IngestConfig {
     /// How long after a window ends it is compacted (`AD_SETTLE`, default 1m, at least 1s and
     /// at most the window): the clock skew between ad-ingest and S3 tolerated is half of it.
     pub settle: Duration,
+    /// Memory the compactor gives a window's landed batches and its open objects, half each
+    /// (`AD_COMPACT_BUFFER_MIB`, default 256, a quarter of ad-compact's 1024 MB): a window
+    /// larger than that is compacted all the same, reading batches again and closing objects
+    /// sooner.
+    pub compact_buffer_bytes: usize,
 }
 
 impl IngestConfig {
@@ -375,7 +380,15 @@ impl IngestConfig {
             function_name: value(env, "AWS_LAMBDA_FUNCTION_NAME").map(str::to_owned),
             window: duration(env, "AD_WINDOW", "5m")?,
             settle: duration(env, "AD_SETTLE", "1m")?,
+            compact_buffer_bytes: number::<usize>(env, "AD_COMPACT_BUFFER_MIB", 256)?
+                .saturating_mul(1 << 20),
         };
+        if cfg.compact_buffer_bytes == 0 {
+            return Err(ConfigError {
+                var: "AD_COMPACT_BUFFER_MIB",
+                reason: "must be at least 1".into(),
+            });
+        }
         let whole = |d: Duration| d.subsec_nanos() == 0 && d.as_secs() > 0;
         if !whole(cfg.window) || cfg.window.as_secs() > 3600 || 86_400 % cfg.window.as_secs() != 0 {
             return Err(ConfigError {

@@ -57,8 +57,12 @@ async fn claimed_marker(lake: &AdLake, body: &str, window: &str) {
 
 /// `record_id`s in the lake, with how often each is there.
 async fn stored(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<u64, usize> {
+    count_records(lake_lines(s3, bucket).await)
+}
+
+fn count_records(lines: Vec<(String, Value)>) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
-    for (_, l) in lake_lines(s3, bucket).await {
+    for (_, l) in lines {
         *seen.entry(l["record_id"].as_u64().unwrap()).or_default() += 1;
     }
     seen
@@ -409,4 +413,96 @@ async fn other_window_settings_are_refused_once_compaction_has_begun() {
     let keys = bucket_keys(&lake.s3, &lake.bucket).await;
     assert!(!keys.iter().any(|k| k.contains("b2")), "{keys:?}");
     assert_eq!(stored(&lake.s3, &lake.bucket).await.len(), 2);
+}
+
+/// A window larger than the compactor's buffer (`AD_COMPACT_BUFFER_MIB=1`: half a MiB of
+/// landed batches kept, half a MiB of open objects) is compacted all the same, in bounded
+/// memory: batches past the buffer are read again, objects are closed sooner, and each event is
+/// stored once. A redo of the window (the checkpoint rewound) cuts in the same places: every
+/// object is kept, none written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_larger_than_the_buffer_is_compacted_once_in_bounded_memory() {
+    if skip_without_localstack() {
+        return;
+    }
+    let lake = ad_lake().await;
+    let vars: Vec<(&str, &str)> = vec![
+        ("API_KEY_PARAM", &lake.param),
+        ("AD_COMPACT_BUFFER_MIB", "1"),
+        ("AD_WINDOW", "20s"),
+        ("AD_SETTLE", "1s"),
+    ];
+    let ingest = Ingest::new(
+        ad_config(&lake.bucket, &vars),
+        lake.s3.clone(),
+        lake.ssm.clone(),
+    );
+    let auth = format!("Bearer {}", lake.key);
+    let (batches, per_batch) = (8u32, 3000u32);
+    let now = chrono::Utc::now();
+    for b in 0..batches {
+        // Ten days of events, each with 128 random hex digits (about as compressible as ids).
+        let events: Vec<Value> = (0..per_batch)
+            .map(|n| {
+                let t = now - chrono::Duration::days(i64::from(n % 10));
+                json!({"event_id": 4624, "time": tv1_connector::timefmt::api_time(t),
+                    "computer": "DC1", "record_id": b * per_batch + n, "note": rand_hex(64)})
+            })
+            .collect();
+        let body = json!({"agent": {"id": format!("dc{}", b % 2)}, "batch_id": format!("b{b}"), "events": events})
+            .to_string();
+        let r = ingest.handle(post(&auth, &body), chrono::Utc::now()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let first = compact_ad(&lake.s3, &lake.bucket, &vars).await;
+    assert_eq!(first.batches, u64::from(batches), "{first:?}");
+    assert!(first.landing_reads > first.batches, "read again: {first:?}");
+    // Ten partitions (a day each, one category), cut into more objects than that.
+    assert!(first.objects > 10, "{first:?}");
+    let seen = count_records(compacted_lines(&lake.s3, &lake.bucket).await);
+    assert_eq!(seen.len(), (batches * per_batch) as usize);
+    assert!(seen.values().all(|&n| n == 1));
+
+    // The window again, from its plan.
+    let key = format!(
+        "active-directory/{}",
+        tv1_connector::ad::landing::CHECKPOINT
+    );
+    let cp: Value = serde_json::from_slice(
+        &lake
+            .s3
+            .get_object()
+            .bucket(&lake.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    let mut rewound = cp.clone();
+    rewound["next"] = cp["since"].clone();
+    lake.s3
+        .put_object()
+        .bucket(&lake.bucket)
+        .key(&key)
+        .body(rewound.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let redo = compact_ad(&lake.s3, &lake.bucket, &vars).await;
+    assert_eq!(
+        (redo.objects, redo.kept_existing),
+        (0, first.objects),
+        "{redo:?}"
+    );
+    assert_eq!(
+        count_records(compacted_lines(&lake.s3, &lake.bucket).await),
+        seen
+    );
+    println!("{first:?}");
 }

@@ -99,8 +99,11 @@ pub enum CompactError {
 pub struct CompactSummary {
     /// Windows compacted (empty ones included).
     pub windows: u64,
-    /// Landing objects read.
+    /// Landing objects compacted.
     pub batches: u64,
+    /// GETs of landing objects: one per batch, more for a window larger than the compactor's
+    /// buffer (`AD_COMPACT_BUFFER_MIB`), whose batches are read again.
+    pub landing_reads: u64,
     /// Lake lines written.
     pub lines: u64,
     /// Quarantine lines written.
@@ -127,6 +130,9 @@ pub struct Compactor {
     sink: S3Sink,
     agents: Registry,
     ocsf: Option<OcsfWriter>,
+    /// Landed bytes kept between passes over a window; past them, batches are read again.
+    keep_bytes: usize,
+    limits: Limits,
 }
 
 impl Compactor {
@@ -141,6 +147,8 @@ impl Compactor {
             agents: Registry::new(sink.clone(), &cfg.prefix),
             sink,
             ocsf,
+            keep_bytes: (cfg.compact_buffer_bytes / 2).max(1),
+            limits: Limits::for_buffer(cfg.compact_buffer_bytes),
         }
     }
 
@@ -324,22 +332,49 @@ impl Compactor {
         }
     }
 
-    /// Writes the objects of one planned window and counts its agents.
+    /// Writes the objects of one planned window and counts its agents. Memory holds the
+    /// landed batches up to half the compactor's buffer (the rest are read again in each pass
+    /// that needs them), the open objects of one pass up to the other half, and the objects
+    /// being written; not the window.
     async fn compact(&self, plan: &Plan, summary: &mut CompactSummary) -> Result<(), CompactError> {
         if plan.batches.is_empty() {
             return Ok(());
         }
         let w = plan.window;
-        let bodies = self.read_landed(plan).await?;
-        let landed: Vec<&[u8]> = bodies.iter().map(|(_, b)| &b[..]).collect();
-        let (headers, objects) =
-            crate::lake::cpu_heavy(|| window_objects(&self.prefix, w, &landed, MAX_OBJECT_BYTES))
-                .map_err(|(i, reason)| self.bad_landing(w, &bodies[i].0, reason))?;
-        for o in objects {
-            self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
-                .await?;
+        // A first read of every batch gives the headers, which name the window's partitions.
+        let mut headers = Vec::with_capacity(plan.batches.len());
+        let mut kept: Vec<Option<Bytes>> = Vec::with_capacity(plan.batches.len());
+        let mut kept_bytes = 0;
+        let mut reads = self.landed(plan, vec![None; plan.batches.len()]);
+        while let Some((i, body)) = reads.next().await {
+            let (body, _) = body?;
+            summary.landing_reads += 1;
+            headers.push(header_of(&body).map_err(|e| self.bad_landing(w, &plan.batches[i], e))?);
+            let keep = kept_bytes + body.len() <= self.keep_bytes;
+            kept_bytes += if keep { body.len() } else { 0 };
+            kept.push(keep.then_some(body));
         }
-        summary.batches += bodies.len() as u64;
+        drop(reads);
+        let parts = window_parts(&headers);
+        for (n, group) in passes(&parts).enumerate() {
+            let mut split = Split::new(&self.prefix, w, self.limits, group, n == 0);
+            let mut reads = self.landed(plan, kept.clone());
+            while let Some((i, body)) = reads.next().await {
+                let (body, read) = body?;
+                summary.landing_reads += u64::from(read);
+                let closed = crate::lake::cpu_heavy(|| split.take(&headers[i], &body))
+                    .map_err(|e| self.bad_landing(w, &plan.batches[i], e))?;
+                for o in closed {
+                    self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
+                        .await?;
+                }
+            }
+            for o in split.finish() {
+                self.put(&o.key, o.body, (o.lines, o.quarantine), summary)
+                    .await?;
+            }
+        }
+        summary.batches += plan.batches.len() as u64;
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         for h in &headers {
             let s = seen.entry(h.agent.clone()).or_default();
@@ -357,7 +392,7 @@ impl Compactor {
             self.agents.record_window(id, s, w).await?;
             summary.agents += 1;
         }
-        tracing::info!(window = %landing::window_name(w), batches = bodies.len(), agents = seen.len(), "window compacted");
+        tracing::info!(window = %landing::window_name(w), batches = plan.batches.len(), agents = seen.len(), "window compacted");
         Ok(())
     }
 
@@ -399,30 +434,34 @@ impl Compactor {
         Ok(())
     }
 
-    /// The landing objects of `plan`, in its order; one missing stops the window.
-    async fn read_landed(&self, plan: &Plan) -> Result<Vec<(String, Bytes)>, CompactError> {
+    /// The landing objects of `plan` in its order, with their index and whether each was read
+    /// from S3: those of `kept` that are `Some` as they are, the others read
+    /// ([`READ_CONCURRENCY`] at once). One missing stops the window.
+    fn landed<'s>(
+        &'s self,
+        plan: &'s Plan,
+        kept: Vec<Option<Bytes>>,
+    ) -> impl futures_util::Stream<Item = (usize, Result<(Bytes, bool), CompactError>)> + 's {
         let dir = landing::landing_prefix(&self.prefix, plan.window);
-        let reads: Vec<_> = futures_util::stream::iter(plan.batches.iter().cloned())
-            .map(|name| {
+        futures_util::stream::iter(kept.into_iter().enumerate())
+            .map(move |(i, kept)| {
+                let name = &plan.batches[i];
                 let (key, sink) = (format!("{dir}{name}"), self.sink.clone());
                 async move {
-                    let read = sink.get(&key).await;
-                    (name, read)
+                    let read = match kept {
+                        Some(body) => Ok((body, false)),
+                        None => match sink.get(&key).await {
+                            Ok(Some(v)) => Ok((v.body, true)),
+                            Ok(None) => {
+                                Err(self.bad_landing(plan.window, name, "gone (expired?)".into()))
+                            }
+                            Err(e) => Err(e.into()),
+                        },
+                    };
+                    (i, read)
                 }
             })
             .buffered(READ_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = Vec::with_capacity(reads.len());
-        for (name, read) in reads {
-            match read? {
-                Some(v) => out.push((name, v.body)),
-                None => {
-                    return Err(self.bad_landing(plan.window, &name, "gone (expired?)".into()));
-                }
-            }
-        }
-        Ok(out)
     }
 
     fn bad_landing(&self, w: DateTime<Utc>, name: &str, reason: String) -> CompactError {
@@ -449,41 +488,73 @@ pub struct WindowObject {
 }
 
 /// The objects of the window starting at `w` made of `landed`, its landing objects in its
-/// plan's order, and their headers: a pure function of those bytes, so that every compaction of
-/// the window writes the same objects. Partitions are encoded [`OPEN_PARTS`] at a time, each
-/// group a pass over the landing objects, which bounds the compressors held at once.
+/// plan's order, and their headers: a pure function of those bytes (and of the limits), so
+/// that every compaction of the window writes the same objects. [`Compactor`] writes the same
+/// objects as they are closed, without holding the window; this holds them all (tests, bench).
 ///
 /// Errors: the index of a landing object that is not what ad-ingest writes, and why.
 pub fn window_objects(
     prefix: &str,
     w: DateTime<Utc>,
     landed: &[&[u8]],
-    max_object_bytes: usize,
+    limits: Limits,
 ) -> Result<(Vec<BatchHeader>, Vec<WindowObject>), (usize, String)> {
     let headers = landed
         .iter()
         .enumerate()
         .map(|(i, body)| header_of(body).map_err(|e| (i, e)))
         .collect::<Result<Vec<_>, _>>()?;
+    let parts = window_parts(&headers);
+    let mut objects = Vec::new();
+    for (n, group) in passes(&parts).enumerate() {
+        let mut out = Split::new(prefix, w, limits, group, n == 0);
+        for (i, (body, header)) in landed.iter().zip(&headers).enumerate() {
+            objects.extend(out.take(header, body).map_err(|e| (i, e))?);
+        }
+        objects.extend(out.finish());
+    }
+    Ok((headers, objects))
+}
+
+/// The bounds on what compaction holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Lines (uncompressed) in one object at most ([`MAX_OBJECT_BYTES`]).
+    pub max_object_bytes: usize,
+    /// Bytes the open objects of a pass may hold together (compressed, and lines not
+    /// compressed yet), checked after each landing object: past it, the largest open objects
+    /// are closed (their partitions go on in their next objects) until they fit.
+    pub max_open_bytes: usize,
+}
+
+impl Limits {
+    /// The limits for a compactor given `buffer` bytes (half for open objects).
+    pub fn for_buffer(buffer: usize) -> Self {
+        Limits {
+            max_object_bytes: MAX_OBJECT_BYTES,
+            max_open_bytes: (buffer / 2).max(1),
+        }
+    }
+}
+
+/// The (category, day) partitions of a window's batches, sorted, each once.
+fn window_parts(headers: &[BatchHeader]) -> Vec<(Category, NaiveDate)> {
     let mut parts: Vec<(Category, NaiveDate)> = headers
         .iter()
         .flat_map(|h| h.parts.iter().map(|p| (p.category, p.day)))
         .collect();
     parts.sort();
     parts.dedup();
-    let mut objects = Vec::new();
-    // The quarantine lines go with the first pass, which an empty window still makes.
-    let groups = parts
+    parts
+}
+
+/// The partitions of each pass over a window's landing objects, [`OPEN_PARTS`] at a time,
+/// which bounds the compressors held at once. The quarantine lines go with the first pass,
+/// which an empty window still makes.
+fn passes(parts: &[(Category, NaiveDate)]) -> impl Iterator<Item = &[(Category, NaiveDate)]> + '_ {
+    parts
         .chunks(OPEN_PARTS)
-        .chain(parts.is_empty().then_some(&[][..]));
-    for (n, group) in groups.enumerate() {
-        let mut out = Split::new(prefix, w, max_object_bytes, group, n == 0);
-        for (i, (body, header)) in landed.iter().zip(&headers).enumerate() {
-            out.take(header, body).map_err(|e| (i, e))?;
-        }
-        objects.extend(out.finish());
-    }
-    Ok((headers, objects))
+        .chain(parts.is_empty().then_some(&[][..]))
 }
 
 /// Reads the lines of a landing object (gzip) one at a time into `f`.
@@ -517,16 +588,17 @@ fn header_of(body: &[u8]) -> Result<BatchHeader, String> {
 
 /// One pass over a window's landing objects: the lines of `parts` into their objects, and (on
 /// the first pass) the quarantine lines into the window's quarantine object. An object is closed
-/// at `max_bytes` of lines and the partition goes on in the next, `<window>.1.jsonl.gz`...: a
-/// window's backlog never makes an object (or the OCSF encoding of one) larger than that.
+/// at `max_object_bytes` of lines, or sooner when the open objects together pass
+/// `max_open_bytes`, and the partition goes on in the next, `<window>.1.jsonl.gz`...: a
+/// window's backlog never makes an object (or the OCSF encoding of one), or a pass, larger
+/// than that.
 struct Split<'a> {
     prefix: &'a str,
     w: DateTime<Utc>,
-    max_bytes: usize,
+    limits: Limits,
     parts: &'a [(Category, NaiveDate)],
     encoders: Vec<Open>,
     quarantine: Option<Open>,
-    done: Vec<WindowObject>,
 }
 
 /// An object being written: its encoder, its lines, its number in its partition.
@@ -574,18 +646,17 @@ impl<'a> Split<'a> {
     fn new(
         prefix: &'a str,
         w: DateTime<Utc>,
-        max_bytes: usize,
+        limits: Limits,
         parts: &'a [(Category, NaiveDate)],
         quarantine: bool,
     ) -> Self {
         Split {
             prefix,
             w,
-            max_bytes,
+            limits,
             parts,
             encoders: parts.iter().map(|_| Open::new()).collect(),
             quarantine: quarantine.then(Open::new),
-            done: Vec::new(),
         }
     }
 
@@ -599,22 +670,32 @@ impl<'a> Split<'a> {
         }
     }
 
-    /// Keeps a closed object.
-    fn keep(&mut self, part: Option<usize>, (body, lines, n): (Bytes, u64, u32)) {
-        if lines > 0 {
-            let key = part_key(self.key(part), n);
-            self.done.push(WindowObject {
-                key,
-                body,
-                lines,
-                quarantine: part.is_none(),
-            });
+    /// A closed object of partition `part` (`None`: the quarantine), unless it is empty.
+    fn object(
+        &self,
+        part: Option<usize>,
+        (body, lines, n): (Bytes, u64, u32),
+    ) -> Option<WindowObject> {
+        (lines > 0).then(|| WindowObject {
+            key: part_key(self.key(part), n),
+            body,
+            lines,
+            quarantine: part.is_none(),
+        })
+    }
+
+    /// The open object of `part` (`None`: the quarantine).
+    fn open(&mut self, part: Option<usize>) -> Option<&mut Open> {
+        match part {
+            Some(i) => self.encoders.get_mut(i),
+            None => self.quarantine.as_mut(),
         }
     }
 
     /// Routes the lines of one landing object by its header: after the header line, each
-    /// part's lines in the header's order, then the quarantine lines.
-    fn take(&mut self, header: &BatchHeader, body: &[u8]) -> Result<(), String> {
+    /// part's lines in the header's order, then the quarantine lines. Returns the objects this
+    /// closed, in the order they were closed.
+    fn take(&mut self, header: &BatchHeader, body: &[u8]) -> Result<Vec<WindowObject>, String> {
         // The encoder of each part (`None`: not in this pass), and where its lines end.
         let mut ends = Vec::with_capacity(header.parts.len());
         let mut end = 0;
@@ -623,7 +704,7 @@ impl<'a> Split<'a> {
             ends.push((self.parts.binary_search(&(p.category, p.day)).ok(), end));
         }
         let stored = end;
-        let max = self.max_bytes;
+        let max = self.limits.max_object_bytes;
         let (mut n, mut seg) = (0usize, 0usize);
         let mut closed = Vec::new();
         each_line(body, |line| {
@@ -649,29 +730,60 @@ impl<'a> Split<'a> {
             }
             Ok(())
         })?;
-        for (part, full) in closed {
-            self.keep(part, full);
-        }
         let expected = 1 + stored + header.quarantined;
         if n != expected {
             return Err(format!(
                 "inconsistent: {n} lines where its header announces {expected}"
             ));
         }
-        Ok(())
+        // Past the pass's budget, the largest open objects are closed (the first of equals),
+        // a function of the lines so far, so every compaction cuts in the same places.
+        let held = |o: &Open| o.enc.held_bytes();
+        let mut total: usize = self.encoders.iter().chain(&self.quarantine).map(held).sum();
+        while total > self.limits.max_open_bytes {
+            let sizes = self
+                .encoders
+                .iter()
+                .map(|o| (held(o), o.lines))
+                .enumerate()
+                .map(|(i, s)| (s, Some(i)))
+                .chain(self.quarantine.as_ref().map(|q| ((held(q), q.lines), None)));
+            let Some(((size, lines), part)) =
+                sizes.fold(None, |best: Option<((usize, u64), Option<usize>)>, c| {
+                    if best.is_none_or(|b| c.0.0 > b.0.0) {
+                        Some(c)
+                    } else {
+                        best
+                    }
+                })
+            else {
+                break;
+            };
+            if lines == 0 {
+                break;
+            }
+            let full = self.open(part).expect("an open object").close();
+            closed.push((part, full));
+            total -= size;
+        }
+        Ok(closed
+            .into_iter()
+            .filter_map(|(part, full)| self.object(part, full))
+            .collect())
     }
 
-    /// The objects, empty ones left out.
+    /// The objects still open, empty ones left out.
     fn finish(mut self) -> Vec<WindowObject> {
+        let mut out = Vec::new();
         for i in 0..self.encoders.len() {
             let last = self.encoders[i].close();
-            self.keep(Some(i), last);
+            out.extend(self.object(Some(i), last));
         }
         if let Some(mut q) = self.quarantine.take() {
             let last = q.close();
-            self.keep(None, last);
+            out.extend(self.object(None, last));
         }
-        self.done
+        out
     }
 }
 
@@ -706,6 +818,11 @@ mod tests {
         out
     }
 
+    const LIMITS: Limits = Limits {
+        max_object_bytes: MAX_OBJECT_BYTES,
+        max_open_bytes: 128 << 20,
+    };
+
     fn event(id: u32, day: u32, n: u32) -> Value {
         json!({"event_id": id, "time": format!("2026-10-{day:02}T10:00:00Z"), "computer": "DC1", "record_id": n})
     }
@@ -733,7 +850,7 @@ mod tests {
                 .chain((0..70).map(|n| event(1102, 1 + n % 30, 300 + n)))
                 .collect(),
         );
-        let (headers, objects) = window_objects("ad/", w, &[&a, &b], MAX_OBJECT_BYTES).unwrap();
+        let (headers, objects) = window_objects("ad/", w, &[&a, &b], LIMITS).unwrap();
         assert_eq!(
             headers.iter().map(|h| h.agent.as_str()).collect::<Vec<_>>(),
             ["dc1", "dc2"]
@@ -758,7 +875,7 @@ mod tests {
         assert_eq!(q[0].key, "ad/quarantine/20261130T080000Z.jsonl.gz");
         let total: u64 = objects.iter().map(|o| o.lines).sum();
         assert_eq!(total, 4 + 210);
-        let (_, again) = window_objects("ad/", w, &[&a, &b], MAX_OBJECT_BYTES).unwrap();
+        let (_, again) = window_objects("ad/", w, &[&a, &b], LIMITS).unwrap();
         assert!(
             objects
                 .iter()
@@ -778,7 +895,11 @@ mod tests {
             (40..80).map(|n| event(4624, 1, n)).collect(),
         );
         // A line is about 250 bytes: objects of at most ~4 KB hold about 16.
-        let (_, objects) = window_objects("ad/", w, &[&a, &b], 4000).unwrap();
+        let limits = Limits {
+            max_object_bytes: 4000,
+            ..LIMITS
+        };
+        let (_, objects) = window_objects("ad/", w, &[&a, &b], limits).unwrap();
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         assert!(objects.len() >= 5, "{keys:?}");
         assert_eq!(
@@ -803,6 +924,52 @@ mod tests {
     }
 
     #[test]
+    fn open_objects_past_the_pass_budget_are_closed_largest_first_and_the_same_every_time() {
+        let ingest = Ingest::offline(&[("AD_MAX_PARTITIONS", "5000")]).unwrap();
+        let w = "2026-11-30T08:00:00Z".parse().unwrap();
+        // Four batches, each over the same 10 days: 10 partitions open at once.
+        let batches: Vec<Bytes> = (0..4)
+            .map(|b| {
+                let events = (0..60)
+                    .map(|n| event(4624, 1 + n % 10, b * 100 + n))
+                    .collect();
+                landed(&ingest, &format!("dc{b}"), events)
+            })
+            .collect();
+        let refs: Vec<&[u8]> = batches.iter().map(|b| &b[..]).collect();
+        let (_, whole) = window_objects("ad/", w, &refs, LIMITS).unwrap();
+        assert_eq!(whole.len(), 10);
+        let limits = Limits {
+            max_open_bytes: 2000,
+            ..LIMITS
+        };
+        let (_, cut) = window_objects("ad/", w, &refs, limits).unwrap();
+        assert!(cut.len() > 10, "{}", cut.len());
+        // Each partition's lines, in plan order, once, however they were cut.
+        let by_part = |objects: &[WindowObject]| {
+            let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for o in objects {
+                let part = o.key[..o.key.rfind('/').unwrap()].to_owned();
+                m.entry(part).or_default().extend(
+                    lines(&o.body)
+                        .iter()
+                        .map(|l| l["record_id"].as_u64().unwrap()),
+                );
+            }
+            m
+        };
+        assert_eq!(by_part(&cut), by_part(&whole));
+        let (_, again) = window_objects("ad/", w, &refs, limits).unwrap();
+        let same = |a: &[WindowObject], b: &[WindowObject]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| x.key == y.key && x.body == y.body)
+        };
+        assert!(same(&cut, &again), "a redo cuts in the same places");
+    }
+
+    #[test]
     fn a_landing_object_that_is_not_whole_is_named() {
         let ingest = Ingest::offline(&[]).unwrap();
         let w = "2026-11-30T08:00:00Z".parse().unwrap();
@@ -816,10 +983,10 @@ mod tests {
             enc.push_line(l.as_bytes());
         }
         let short = enc.finish();
-        let (i, e) = window_objects("ad/", w, &[&a, &short], MAX_OBJECT_BYTES).unwrap_err();
+        let (i, e) = window_objects("ad/", w, &[&a, &short], LIMITS).unwrap_err();
         assert_eq!(i, 1);
         assert!(e.contains("2 lines where its header announces 3"), "{e}");
-        let (i, e) = window_objects("ad/", w, &[b"not gzip"], MAX_OBJECT_BYTES).unwrap_err();
+        let (i, e) = window_objects("ad/", w, &[b"not gzip"], LIMITS).unwrap_err();
         assert_eq!(i, 0, "{e}");
     }
 }

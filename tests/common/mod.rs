@@ -273,6 +273,12 @@ pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
 /// content headers on the way.
 pub async fn lake_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
     compact_landed(s3, bucket).await;
+    compacted_lines(s3, bucket).await
+}
+
+/// The lines of the AD lake objects compacted so far (for a test that compacts with its own
+/// window settings).
+pub async fn compacted_lines(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Value)> {
     jsonl_lines(s3, bucket, |k| {
         !k.contains("/_state/")
             && !k.contains("/_landing/")
