@@ -1103,6 +1103,145 @@ async fn bench_requests(rows: &mut Vec<Row>, lake: &Lake) {
     }
 }
 
+/// 13b. ad-compact's memory for one large window: peak RSS of `tv1 compact` by
+/// `AD_COMPACT_BUFFER_MIB`, the same window compacted again each time (the checkpoint rewound:
+/// the objects are kept, the work and the memory are the same).
+async fn bench_compact(rows: &mut Vec<Row>, lake: &Lake) {
+    let auth_key = format!("bench-key-{}", rand_id());
+    let param = lake.param(&auth_key).await;
+    let bucket = lake.bucket().await;
+    let mut vars: HashMap<&str, String> = [
+        ("API_KEY_PARAM", param.clone()),
+        ("BUCKET", bucket.clone()),
+        ("AD_WINDOW", "3m".to_owned()),
+        ("AD_SETTLE", "1s".to_owned()),
+        ("AD_MAX_EVENTS", "10000".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let env: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let cfg = IngestConfig::from_map(&env).unwrap();
+    let ingest = Ingest::new(cfg.clone(), lake.s3.clone(), lake.ssm.clone());
+    let windows = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
+    // Every batch in one window: start with the next one.
+    let next = windows.start_of(Utc::now()) + D::from_std(cfg.window).unwrap();
+    tokio::time::sleep((next - Utc::now()).to_std().unwrap_or_default()).await;
+    let batches = 200;
+    let auth = format!("Bearer {auth_key}");
+    let mut landed = 0usize;
+    for b in 0..batches {
+        let events: Vec<Value> = (0..10_000)
+            .map(|i| winlogbeat_event(b * 10_000 + i))
+            .collect();
+        let raw = serde_json::to_vec(
+            &json!({"agent": {"id": format!("dc{:02}", b % 10)}, "batch_id": format!("b{b}"), "events": events}),
+        )
+        .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&raw).unwrap();
+        let body = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+        let r = ingest
+            .handle(
+                HttpRequest {
+                    method: "POST",
+                    path: "/v1/events",
+                    authorization: Some(&auth),
+                    x_api_key: None,
+                    content_type: Some("application/json"),
+                    content_encoding: Some("gzip"),
+                    body: Body::apigw(Some(&body), true),
+                    sender: Default::default(),
+                },
+                Utc::now(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.body["window"].as_str(),
+            Some(next.format("%Y%m%dT%H%M%SZ").to_string().as_str()),
+            "the batches took longer than a window to land"
+        );
+    }
+    let mut pages = lake
+        .s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix(format!("{}_landing/", cfg.prefix))
+        .into_paginator()
+        .send();
+    while let Some(p) = pages.next().await {
+        for o in p.unwrap().contents() {
+            landed += o.size().unwrap_or(0) as usize;
+        }
+    }
+    let closed = windows.closed_at(next);
+    tokio::time::sleep((closed - Utc::now()).to_std().unwrap_or_default()).await;
+    let checkpoint = format!("{}{}", cfg.prefix, tv1_connector::ad::landing::CHECKPOINT);
+    let mut figures = Vec::new();
+    for (n, buffer) in [4096, 256, 32].into_iter().enumerate() {
+        if n > 0 {
+            // The same window again.
+            let body = lake
+                .s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&checkpoint)
+                .send()
+                .await
+                .unwrap();
+            let mut cp: Value =
+                serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap();
+            cp["next"] = cp["since"].clone();
+            lake.s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&checkpoint)
+                .body(cp.to_string().into_bytes().into())
+                .send()
+                .await
+                .unwrap();
+        }
+        vars.insert("AD_COMPACT_BUFFER_MIB", buffer.to_string());
+        let t = Instant::now();
+        let out = tokio::process::Command::new("/usr/bin/time")
+            .args(["-f", "TV1BENCH %M"])
+            .arg(env!("CARGO_BIN_EXE_tv1"))
+            .arg("compact")
+            .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        let wall = t.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "tv1 compact failed: {stderr}");
+        let rss: u64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("TV1BENCH "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["batches"], batches, "{summary}");
+        figures.push(format!(
+            "`{buffer}`: **{:.0} MB** peak RSS, {} GETs of batches, {} objects, {wall:.1} s",
+            rss as f64 / 1024.0,
+            summary["landing_reads"],
+            summary["objects"].as_u64().unwrap() + summary["kept_existing"].as_u64().unwrap(),
+        ));
+    }
+    rows.push(row(
+        &format!("13b. ad-compact's memory: one window of {batches} batches of 10,000 Winlogbeat events ({:.0} MB landed, gzip) → `tv1 compact` by `AD_COMPACT_BUFFER_MIB`", landed as f64 / 1e6),
+        figures.join("; "),
+        "ad-compact's MemorySize: 1024 MB".into(),
+        "memory set by the buffer, not by the window".into(),
+    ));
+}
+
 /// 5. Cold start: process start → first poll of a fake Lambda runtime API; zip sizes.
 async fn bench_coldstart(rows: &mut Vec<Row>) {
     let mut figures = Vec::new();
@@ -1652,6 +1791,10 @@ fn main() {
         if want("ingest") {
             eprintln!("bench ingest...");
             bench_ingest(&mut rows, &lake).await;
+        }
+        if want("compact") {
+            eprintln!("bench compact...");
+            bench_compact(&mut rows, &lake).await;
         }
         if want("requests") {
             eprintln!("bench requests...");
