@@ -189,7 +189,12 @@ impl Ingest {
                         receipt.status = "duplicate".into();
                     }
                     tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, window = %landing::window_name(window), status = %receipt.status, "batch landed");
-                    if let (Some(function), true) = (&self.cfg.function_name, first) {
+                    // Counted as the agent is answered: a batch is `accepted` once, by the
+                    // attempt that claimed it or, when that one died before landing it, by
+                    // the retry whose landing created the object.
+                    if let (Some(function), "accepted") =
+                        (&self.cfg.function_name, receipt.status.as_str())
+                    {
                         println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
                     }
                     return Ok(receipt);
