@@ -521,9 +521,11 @@ pub fn window_objects(
 pub struct Limits {
     /// Lines (uncompressed) in one object at most ([`MAX_OBJECT_BYTES`]).
     pub max_object_bytes: usize,
-    /// Bytes the open objects of a pass may hold together (compressed, and lines not
-    /// compressed yet), checked after each landing object: past it, the largest open objects
-    /// are closed (their partitions go on in their next objects) until they fit.
+    /// Lines (uncompressed) the open objects of a pass may hold together, checked after each
+    /// landing object: past it, the largest open objects are closed (their partitions go on in
+    /// their next objects) until they fit. Counted in lines, not in compressed bytes, so that
+    /// where objects are cut depends on the plan alone, not on the compressor's version (a
+    /// redo by a newer build writes the same objects); what they hold is less.
     pub max_open_bytes: usize,
 }
 
@@ -738,7 +740,7 @@ impl<'a> Split<'a> {
         }
         // Past the pass's budget, the largest open objects are closed (the first of equals),
         // a function of the lines so far, so every compaction cuts in the same places.
-        let held = |o: &Open| o.enc.held_bytes();
+        let held = |o: &Open| o.enc.raw_bytes();
         let mut total: usize = self.encoders.iter().chain(&self.quarantine).map(held).sum();
         while total > self.limits.max_open_bytes {
             let sizes = self

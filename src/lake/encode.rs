@@ -66,11 +66,6 @@ impl ObjectEncoder {
         self.raw_bytes
     }
 
-    /// Bytes held so far: the compressed stream and the lines not compressed yet.
-    pub fn held_bytes(&self) -> usize {
-        self.gz.get_ref().len() + self.staged.len()
-    }
-
     /// Lines so far.
     pub fn records(&self) -> usize {
         self.records
