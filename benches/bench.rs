@@ -1161,7 +1161,7 @@ async fn bench_compact(rows: &mut Vec<Row>, lake: &Lake) {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
             r.body["window"].as_str(),
-            Some(next.format("%Y%m%dT%H%M%SZ").to_string().as_str()),
+            Some(tv1_connector::timefmt::api_time(next).as_str()),
             "the batches took longer than a window to land"
         );
     }
