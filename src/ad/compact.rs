@@ -578,14 +578,28 @@ fn each_line(body: &[u8], mut f: impl FnMut(&[u8]) -> Result<(), String>) -> Res
     }
 }
 
-/// The header line of a landing object.
+/// The header line of a landing object, once the whole object is read and holds the lines the
+/// header announces: a window's objects are written as they are made, so a landing object that
+/// is not whole must be found before the first of them.
 fn header_of(body: &[u8]) -> Result<BatchHeader, String> {
     let mut r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
     let mut first = Vec::new();
     r.read_until(b'\n', &mut first)
         .map_err(|e| format!("not gzip ({e})"))?;
-    serde_json::from_slice(first.strip_suffix(b"\n").unwrap_or(&first))
-        .map_err(|e| format!("without a readable header line ({e})"))
+    let header: BatchHeader = serde_json::from_slice(first.strip_suffix(b"\n").unwrap_or(&first))
+        .map_err(|e| format!("without a readable header line ({e})"))?;
+    let mut n = 0;
+    each_line(body, |_| {
+        n += 1;
+        Ok(())
+    })?;
+    let expected = 1 + header.parts.iter().map(|p| p.lines).sum::<usize>() + header.quarantined;
+    if n != expected {
+        return Err(format!(
+            "inconsistent: {n} lines where its header announces {expected}"
+        ));
+    }
+    Ok(header)
 }
 
 /// One pass over a window's landing objects: the lines of `parts` into their objects, and (on
