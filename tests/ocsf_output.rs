@@ -193,6 +193,12 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     });
     env.sim.set_entries(entries.clone());
     run_until_settled(&env).await;
+    // A run writes at most a day's hours of periods: yesterday comes after the first, shorter
+    // period, in the next run.
+    env.puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
 
     let lake = env.lake().await;
     assert_exactly_once(&entries, &lake);
@@ -278,6 +284,19 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
         (&at(today), &at(today + D::hours(1))),
         "{cp}"
     );
+    // A run with the output off, while today's hour periods are not written yet: they stay to
+    // do, and are written once it is on again.
+    env.set("OCSF_OUTPUT", "off");
+    env.puller()
+        .run(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let off = env.checkpoint().await.unwrap();
+    assert_eq!(
+        (&off["ocsf_to"], &off["ocsf_until"]),
+        (&cp["ocsf_to"], &cp["ocsf_until"])
+    );
+    env.set("OCSF_OUTPUT", "on");
     // The next run writes today's whole hours, an object per class each.
     env.puller()
         .run(tokio::time::Instant::now() + Duration::from_secs(60))

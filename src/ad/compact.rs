@@ -318,6 +318,7 @@ impl Compactor {
         let plan = Plan {
             window: w,
             batches: listed,
+            max_open_bytes: Some(self.limits.max_open_bytes as u64),
         };
         let body = serde_json::to_vec(&plan).expect("plan serialises");
         match self.sink.put_json_if(&key, body, &Condition::Absent).await {
@@ -349,15 +350,24 @@ impl Compactor {
         while let Some((i, body)) = reads.next().await {
             let (body, _) = body?;
             summary.landing_reads += 1;
-            headers.push(header_of(&body).map_err(|e| self.bad_landing(w, &plan.batches[i], e))?);
+            let header = crate::lake::cpu_heavy(|| header_of(&body));
+            headers.push(header.map_err(|e| self.bad_landing(w, &plan.batches[i], e))?);
             let keep = kept_bytes + body.len() <= self.keep_bytes;
             kept_bytes += if keep { body.len() } else { 0 };
             kept.push(keep.then_some(body));
         }
         drop(reads);
         let parts = window_parts(&headers);
+        // The plan's cut points, not this compactor's: a redo by a compactor configured
+        // otherwise writes the same objects.
+        let limits = Limits {
+            max_open_bytes: plan
+                .max_open_bytes
+                .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX)),
+            ..self.limits
+        };
         for (n, group) in passes(&parts).enumerate() {
-            let mut split = Split::new(&self.prefix, w, self.limits, group, n == 0);
+            let mut split = Split::new(&self.prefix, w, limits, group, n == 0);
             let mut reads = self.landed(plan, kept.clone());
             while let Some((i, body)) = reads.next().await {
                 let (body, read) = body?;

@@ -197,6 +197,12 @@ pub struct Plan {
     pub window: DateTime<Utc>,
     /// The file names (`<agent>~<batch_id>.jsonl.gz`) of its landing objects, sorted.
     pub batches: Vec<String>,
+    /// The compactor's budget of open lines when the plan was made (`AD_COMPACT_BUFFER_MIB`
+    /// halved): where the window's objects are cut depends on it, so every compaction of the
+    /// window uses this one, whatever its own setting. Absent in plans made before it existed,
+    /// whose objects were cut at `MAX_OBJECT_BYTES` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_bytes: Option<u64>,
 }
 
 /// The compactor's checkpoint.

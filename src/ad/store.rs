@@ -189,12 +189,10 @@ impl Ingest {
                         receipt.status = "duplicate".into();
                     }
                     tracing::info!(agent = %agent.id, batch_id = %receipt.batch_id, events, quarantined = receipt.quarantined, window = %landing::window_name(window), status = %receipt.status, "batch landed");
-                    // Counted as the agent is answered: a batch is `accepted` once, by the
-                    // attempt that claimed it or, when that one died before landing it, by
-                    // the retry whose landing created the object.
-                    if let (Some(function), "accepted") =
-                        (&self.cfg.function_name, receipt.status.as_str())
-                    {
+                    // Counted by the attempt whose PUT created the landing object that is
+                    // in its window: once per batch, whichever attempt (the one that claimed
+                    // it, or a retry of one that died before landing it) that was.
+                    if let (Some(function), Created::New) = (&self.cfg.function_name, made) {
                         println!("{}", emf_line(&receipt, function, now.timestamp_millis()));
                     }
                     return Ok(receipt);

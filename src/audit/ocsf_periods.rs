@@ -22,7 +22,7 @@
 use super::PullError;
 use super::run::Run;
 use crate::lake::ocsf::Dataset;
-use crate::lake::ocsf::writer::{FileSet, Landed, object_name};
+use crate::lake::ocsf::writer::{FileSet, Landed, OcsfWriter, object_name};
 use crate::timefmt::{ceil_hour, floor_hour};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
@@ -86,72 +86,96 @@ impl Run<'_> {
 
     /// Writes the OCSF objects of every whole, committed period from `ocsf_to` on (at most
     /// [`MAX_HOURS_PER_RUN`] hours of them, and at least one period), moving `ocsf_to` and
-    /// `ocsf_until` past each; with the output off, only moves them.
+    /// `ocsf_until` past each. A period the run has no time left for is left to the next run,
+    /// which writes the same objects (those already written are kept). With the output off,
+    /// nothing moves: the periods since are written when it is on again, so that no record
+    /// pulled while it was on goes without its OCSF record (a period started with the output
+    /// on and not yet written would otherwise be skipped).
     pub(super) async fn ocsf_periods(&mut self) -> Result<(), PullError> {
-        let period = self.p.cfg.ocsf_period;
         let Some(ocsf) = self.p.ocsf.as_ref() else {
-            // Off: nothing to write; if it is switched on, it starts from here.
-            let now_hour = floor_hour(self.cp.committed_to);
-            if self.cp.ocsf_to.is_none_or(|h| h < now_hour) {
-                self.cp.ocsf_to = Some(now_hour);
-                self.cp.ocsf_until = Some(period_end(now_hour, period));
-            }
             return Ok(());
         };
         let dataset = Dataset::of(self.p.cfg.stream);
         let mut hours = 0;
-        while hours < MAX_HOURS_PER_RUN && self.ocsf_due() {
+        while self.ocsf_due() {
             let (Some(start), Some(end)) = (self.cp.ocsf_to, self.cp.ocsf_until) else {
                 break;
             };
-            // The period's objects, an hour after another, each hour's as one multi-member gzip
-            // body: the files' rows come out in time order, and memory holds one hour's text.
-            let mut files = FileSet::new(dataset);
-            let mut objects = 0;
-            let mut hour = start;
-            while hour < end {
-                let partition = crate::audit::segment::partition(&self.p.cfg.prefix, hour);
-                let mut keys: Vec<String> = self
-                    .p
-                    .sink
-                    .list(&partition)
-                    .await?
-                    .into_iter()
-                    .filter(|k| is_pull_object(&k[partition.len()..]))
-                    .collect();
-                keys.sort();
-                let mut body = Vec::new();
-                for k in &keys {
-                    let Some(v) = self.p.sink.get(k).await? else {
-                        continue; // expired (DataRetentionDays): nothing of it to map
-                    };
-                    body.extend_from_slice(&v.body);
-                    objects += 1;
-                }
-                if !body.is_empty() {
-                    let key = format!("{partition}pull.jsonl.gz");
-                    crate::lake::cpu_heavy(|| files.add(&key, &body))?;
-                }
-                hour += TimeDelta::hours(1);
-                hours += 1;
+            let len = (end - start).num_hours();
+            if hours > 0 && hours + len > MAX_HOURS_PER_RUN {
+                break;
             }
-            let files = crate::lake::cpu_heavy(|| files.finish())?;
-            if !files.is_empty() {
-                let first = crate::audit::segment::partition(&self.p.cfg.prefix, start);
-                let name = object_name(&self.p.cfg.prefix, &format!("{first}pull.jsonl.gz"));
-                let budget = self.put_budget()?;
-                let landed = ocsf.write_files(dataset, &name, files, budget).await?;
-                tracing::info!(from = %start, to = %end, objects, records = landed.records, "period's OCSF objects written");
-                self.summary
-                    .ocsf
-                    .get_or_insert_with(Landed::default)
-                    .add(&landed);
+            match self.ocsf_period(ocsf, dataset, start, end).await {
+                Ok(()) => hours += len,
+                Err(PullError::NoTimeToWrite) => {
+                    tracing::warn!(from = %start, to = %end, "no time left in this run for the period's OCSF objects; the next run writes them");
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            self.cp.ocsf_to = Some(end);
-            self.cp.ocsf_until = Some(period_end(end, period));
-            self.save().await?;
         }
         Ok(())
+    }
+
+    /// Writes the objects of the period `[start, end)` and moves `ocsf_to` and `ocsf_until`
+    /// past it, renewing the lease as it reads. Errors: S3, encoding, and `NoTimeToWrite`
+    /// (nothing moved then).
+    async fn ocsf_period(
+        &mut self,
+        ocsf: &OcsfWriter,
+        dataset: Dataset,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), PullError> {
+        // The period's objects, an hour after another, each hour's as one multi-member gzip
+        // body: the files' rows come out in time order, and memory holds one hour's text.
+        let mut files = FileSet::new(dataset);
+        let mut objects = 0;
+        let mut hour = start;
+        while hour < end {
+            if tokio::time::Instant::now() >= self.renew_at {
+                self.renew().await?;
+            }
+            let partition = crate::audit::segment::partition(&self.p.cfg.prefix, hour);
+            let mut keys: Vec<String> = self
+                .p
+                .sink
+                .list(&partition)
+                .await?
+                .into_iter()
+                .filter(|k| is_pull_object(&k[partition.len()..]))
+                .collect();
+            keys.sort();
+            let mut body = Vec::new();
+            for k in &keys {
+                let Some(v) = self.p.sink.get(k).await? else {
+                    continue; // expired (DataRetentionDays): nothing of it to map
+                };
+                body.extend_from_slice(&v.body);
+                objects += 1;
+            }
+            if !body.is_empty() {
+                let key = format!("{partition}pull.jsonl.gz");
+                crate::lake::cpu_heavy(|| files.add(&key, &body))?;
+            }
+            hour += TimeDelta::hours(1);
+        }
+        let files = crate::lake::cpu_heavy(|| files.finish())?;
+        if !files.is_empty() {
+            self.renew().await?;
+            let first = crate::audit::segment::partition(&self.p.cfg.prefix, start);
+            let name = object_name(&self.p.cfg.prefix, &format!("{first}pull.jsonl.gz"));
+            let budget = self.put_budget()?;
+            let landed = ocsf.write_files(dataset, &name, files, budget).await?;
+            tracing::info!(from = %start, to = %end, objects, records = landed.records, "period's OCSF objects written");
+            self.summary
+                .ocsf
+                .get_or_insert_with(Landed::default)
+                .add(&landed);
+        }
+        self.cp.ocsf_to = Some(end);
+        self.cp.ocsf_until = Some(period_end(end, self.p.cfg.ocsf_period));
+        self.save().await
     }
 }
 

@@ -434,7 +434,7 @@ impl Run<'_> {
 
     /// Keeps the lease alive while the run waits for pages. Near the deadline the run is about
     /// to end (and the lease it holds outlasts it), so nothing is written then.
-    async fn renew(&mut self) -> Result<(), PullError> {
+    pub(super) async fn renew(&mut self) -> Result<(), PullError> {
         if Instant::now() >= self.write_deadline {
             self.renew_at = self.write_deadline + self.p.cfg.lease;
             return Ok(());
