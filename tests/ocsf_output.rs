@@ -243,6 +243,11 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     assert_eq!(files, expected);
     let cp = env.checkpoint().await.unwrap();
     let at = |t: chrono::DateTime<Utc>| json!(tv1_connector::timefmt::api_time(t));
+    let shown = env.puller().status().await.unwrap().ocsf.unwrap();
+    assert_eq!(
+        (shown.written_to, shown.period_seconds),
+        (Some(today), 86_400)
+    );
     assert_eq!(
         (&cp["ocsf_to"], &cp["ocsf_until"]),
         (&at(today), &at(today + D::days(1))),

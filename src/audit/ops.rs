@@ -60,6 +60,11 @@ pub struct OcsfView {
     pub last_success_records: Option<u64>,
     /// Records written by all runs since the output was turned on.
     pub records_total: u64,
+    /// The pull's records logged before this instant are in the output (the checkpoint's
+    /// `ocsf_to`): the end of the last period written.
+    pub written_to: Option<DateTime<Utc>>,
+    /// The length of a period (`TV1_AUDIT_OCSF_PERIOD`...), in seconds.
+    pub period_seconds: u64,
 }
 
 /// Reconciliation as `tv1 status` shows it.
@@ -134,6 +139,8 @@ impl Puller {
                 .and_then(|s| s.pointer("/ocsf/records"))
                 .and_then(|r| r.as_u64()),
             records_total: status.ocsf_records_total,
+            written_to: cp.as_ref().and_then(|c| c.ocsf_to),
+            period_seconds: self.cfg.ocsf_period.as_secs(),
         });
         Ok(StatusReport {
             stream: self.cfg.stream,
