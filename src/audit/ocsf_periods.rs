@@ -32,6 +32,11 @@ use std::time::Duration;
 /// one past its deadline.
 const MAX_HOURS_PER_RUN: i64 = 24;
 
+/// JSON Lines text (bytes) one Parquet object of a period holds at most; a (class, day) goes on
+/// in `<name>.1.parquet`... past it. Audit Parquet is about a tenth of its text (the bench's),
+/// so memory holds some 13 MB per class, whatever the period and the tenant.
+const PART_TEXT_BYTES: usize = 128 << 20;
+
 /// Whether `name` (a file name in an hour's partition) is one of the pull's segment objects,
 /// `<from>_<to>.jsonl.gz`, rather than a late object or a backfill part.
 pub(super) fn is_pull_object(name: &str) -> bool {
@@ -128,8 +133,12 @@ impl Run<'_> {
         end: DateTime<Utc>,
     ) -> Result<(), PullError> {
         // The period's objects, an hour after another, each hour's as one multi-member gzip
-        // body: the files' rows come out in time order, and memory holds one hour's text.
-        let mut files = FileSet::new(dataset);
+        // body: the files' rows come out in time order, and memory holds one hour's text and
+        // one part of each file (written as soon as it is closed).
+        let first = crate::audit::segment::partition(&self.p.cfg.prefix, start);
+        let name = object_name(&self.p.cfg.prefix, &format!("{first}pull.jsonl.gz"));
+        let mut files = FileSet::with_part_text(dataset, PART_TEXT_BYTES);
+        let mut landed = Landed::default();
         let mut objects = 0;
         let mut hour = start;
         while hour < end {
@@ -157,16 +166,23 @@ impl Run<'_> {
             if !body.is_empty() {
                 let key = format!("{partition}pull.jsonl.gz");
                 crate::lake::cpu_heavy(|| files.add(&key, &body))?;
+                drop(body);
+                let parts = files.take_parts();
+                if !parts.is_empty() {
+                    self.renew().await?;
+                    let budget = self.put_budget()?;
+                    landed.add(&ocsf.write_parts(dataset, &name, parts, budget).await?);
+                }
             }
             hour += TimeDelta::hours(1);
         }
-        let files = crate::lake::cpu_heavy(|| files.finish())?;
-        if !files.is_empty() {
+        let parts = crate::lake::cpu_heavy(|| files.finish_parts())?;
+        if !parts.is_empty() {
             self.renew().await?;
-            let first = crate::audit::segment::partition(&self.p.cfg.prefix, start);
-            let name = object_name(&self.p.cfg.prefix, &format!("{first}pull.jsonl.gz"));
             let budget = self.put_budget()?;
-            let landed = ocsf.write_files(dataset, &name, files, budget).await?;
+            landed.add(&ocsf.write_parts(dataset, &name, parts, budget).await?);
+        }
+        if landed != Landed::default() {
             tracing::info!(from = %start, to = %end, objects, records = landed.records, "period's OCSF objects written");
             self.summary
                 .ocsf

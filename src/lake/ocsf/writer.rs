@@ -194,9 +194,39 @@ impl OcsfWriter {
         files: Vec<(Class, NaiveDate, usize, bytes::Bytes)>,
         timeout: Duration,
     ) -> Result<Landed, OcsfError> {
+        let parts = files
+            .into_iter()
+            .map(|(class, day, rows, bytes)| ParquetPart {
+                class,
+                day,
+                part: 0,
+                rows,
+                bytes,
+            })
+            .collect();
+        self.write_parts(dataset, name, parts, timeout).await
+    }
+
+    /// Writes `parts` (from a [`FileSet`]) create-only, each named [`part_name`] of `name` in
+    /// its source and day, within `timeout` each; one already there (an earlier attempt's) is
+    /// kept.
+    pub async fn write_parts(
+        &self,
+        dataset: Dataset,
+        name: &str,
+        parts: Vec<ParquetPart>,
+        timeout: Duration,
+    ) -> Result<Landed, OcsfError> {
         let mut landed = Landed::default();
-        for (class, day, rows, bytes) in files {
-            let k = self.key(&dataset.source(class), day, name)?;
+        for ParquetPart {
+            class,
+            day,
+            part,
+            rows,
+            bytes,
+        } in parts
+        {
+            let k = self.key(&dataset.source(class), day, &part_name(name, part))?;
             let size = bytes.len() as u64;
             match self.sink.create_parquet(&k, bytes, timeout).await? {
                 Created::New => {
@@ -294,17 +324,62 @@ pub fn encode_object(
 /// not the objects' lines. Rows are sorted by time within each [`FileSet::add`]; objects given
 /// in time order (an hour's objects, then the next hour's) make files sorted throughout.
 /// CPU only.
+///
+/// With [`FileSet::with_part_text`], a (class, day) file is closed once the lines it holds
+/// reach a size, and goes on in a numbered part: the caller writes closed parts as it goes
+/// ([`FileSet::take_parts`]), so memory holds at most one part per (class, day) whatever the
+/// period. Parts are cut by the lines' bytes, in the order given, so the same objects always
+/// make the same parts.
 pub struct FileSet {
     dataset: Dataset,
-    files: BTreeMap<(Class, NaiveDate), Encoder>,
+    part_text: usize,
+    files: BTreeMap<(Class, NaiveDate), OpenFile>,
+    closed: Vec<ParquetPart>,
+}
+
+/// A (class, day) file being written.
+struct OpenFile {
+    enc: Encoder,
+    text: usize,
+    part: u32,
+}
+
+/// One Parquet file of a [`FileSet`].
+#[derive(Debug)]
+pub struct ParquetPart {
+    /// Its class.
+    pub class: Class,
+    /// Its `eventDay`.
+    pub day: NaiveDate,
+    /// Its number among the (class, day)'s parts: 0, then 1... ([`part_name`]).
+    pub part: u32,
+    /// Records.
+    pub rows: usize,
+    /// The file.
+    pub bytes: bytes::Bytes,
+}
+
+/// The name of part `part` of the objects named `name`: `name`, then `name.1`, `name.2`...
+pub fn part_name(name: &str, part: u32) -> String {
+    match part {
+        0 => name.to_owned(),
+        n => format!("{name}.{n}"),
+    }
 }
 
 impl FileSet {
-    /// No files yet.
+    /// No files yet; one per (class, day), never cut.
     pub fn new(dataset: Dataset) -> Self {
+        Self::with_part_text(dataset, usize::MAX)
+    }
+
+    /// No files yet; a (class, day)'s file is closed when its lines reach `part_text` bytes.
+    pub fn with_part_text(dataset: Dataset, part_text: usize) -> Self {
         FileSet {
             dataset,
+            part_text: part_text.max(1),
             files: BTreeMap::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -352,43 +427,88 @@ impl FileSet {
         }
         places.sort_unstable();
         for group in places.chunk_by(|a, b| (a.class, a.day) == (b.class, b.day)) {
-            let enc = match self.files.entry((group[0].class, group[0].day)) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(Encoder::new(group[0].class)?),
-            };
+            let (class, day) = (group[0].class, group[0].day);
             let mut events = Vec::new();
-            let mut text = 0;
+            let mut chunk = 0;
             for p in group {
                 let Some(event) = dataset.event(lines[p.line]) else {
                     unmappable(p.line);
                     continue;
                 };
+                let len = lines[p.line].len();
+                let open = match self.files.entry((class, day)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(OpenFile {
+                        enc: Encoder::new(class)?,
+                        text: 0,
+                        part: 0,
+                    }),
+                };
+                if open.text > 0 && open.text + len > self.part_text {
+                    open.enc.push(&events)?;
+                    events.clear();
+                    chunk = 0;
+                    let full = std::mem::replace(&mut open.enc, Encoder::new(class)?);
+                    self.closed.push(ParquetPart {
+                        class,
+                        day,
+                        part: open.part,
+                        rows: full.rows(),
+                        bytes: full.finish()?,
+                    });
+                    open.part += 1;
+                    open.text = 0;
+                }
+                open.text += len;
                 events.push(event);
-                text += lines[p.line].len();
+                chunk += len;
                 // Bounded by rows and by text: an event may be 256 KiB, and its tree several
                 // times that.
-                if events.len() == DECODE_ROWS || text >= DECODE_BYTES {
-                    enc.push(&events)?;
+                if events.len() == DECODE_ROWS || chunk >= DECODE_BYTES {
+                    open.enc.push(&events)?;
                     events.clear();
-                    text = 0;
+                    chunk = 0;
                 }
             }
-            enc.push(&events)?;
+            if let Some(open) = self.files.get_mut(&(class, day)) {
+                open.enc.push(&events)?;
+            }
         }
         Ok(())
     }
 
-    /// The files: `(class, eventDay, rows, bytes)`, in class and day order; none for a
-    /// (class, day) whose lines all failed to map.
-    pub fn finish(self) -> Result<Vec<(Class, NaiveDate, usize, bytes::Bytes)>, OcsfError> {
-        let mut out = Vec::new();
-        for ((class, day), enc) in self.files {
-            let rows = enc.rows();
+    /// The parts closed so far (not yet taken), to be written now.
+    pub fn take_parts(&mut self) -> Vec<ParquetPart> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Every part not taken yet, the open ones closed; none for a (class, day) whose lines all
+    /// failed to map.
+    pub fn finish_parts(mut self) -> Result<Vec<ParquetPart>, OcsfError> {
+        let mut out = std::mem::take(&mut self.closed);
+        for ((class, day), open) in self.files {
+            let rows = open.enc.rows();
             if rows > 0 {
-                out.push((class, day, rows, enc.finish()?));
+                out.push(ParquetPart {
+                    class,
+                    day,
+                    part: open.part,
+                    rows,
+                    bytes: open.enc.finish()?,
+                });
             }
         }
         Ok(out)
+    }
+
+    /// The files: `(class, eventDay, rows, bytes)`, in class and day order, for a set made by
+    /// [`FileSet::new`] (one file per class and day).
+    pub fn finish(self) -> Result<Vec<(Class, NaiveDate, usize, bytes::Bytes)>, OcsfError> {
+        Ok(self
+            .finish_parts()?
+            .into_iter()
+            .map(|p| (p.class, p.day, p.rows, p.bytes))
+            .collect())
     }
 }
 
@@ -476,6 +596,110 @@ mod tests {
             encode_object(Dataset::Audit, "k", b"not gzip"),
             Err(OcsfError::Unreadable { .. })
         ));
+    }
+
+    /// Audit lines `from..to`, one a second from `t0`, Logon and Logoff or Account Management.
+    fn audit_body(from: usize, to: usize, t0: i64) -> bytes::Bytes {
+        let mut enc = crate::lake::encode::ObjectEncoder::new();
+        for i in from..to {
+            let t = DateTime::<Utc>::from_timestamp(t0 + i as i64, 0).unwrap();
+            let cat = if i % 3 == 0 {
+                "Account Management"
+            } else {
+                "Logon and Logoff"
+            };
+            let item = format!(
+                r#"{{"loggedDateTime":"{}","category":"{cat}","activity":"Log on","accessType":"Console"}}"#,
+                crate::timefmt::api_time(t)
+            );
+            let mut line = Vec::new();
+            crate::lake::encode::line_with_fields(
+                item.as_bytes(),
+                &[("_id", &format!("id{i}"))],
+                &mut line,
+            );
+            enc.push_line(&line);
+        }
+        enc.finish()
+    }
+
+    fn uids(part: &ParquetPart) -> Vec<String> {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            part.bytes.clone(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let meta = batch
+                .column_by_name("metadata")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::StructArray>()
+                .unwrap()
+                .column_by_name("uid")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap()
+                .clone();
+            out.extend(meta.iter().map(|u| u.unwrap().to_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_set_cuts_parts_by_text_the_same_way_every_time_each_record_once_in_order() {
+        let t0 = "2026-11-21T10:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp();
+        let run = || {
+            // Two "hours" of lines, parts of at most ~4 KB of text (about 30 lines).
+            let mut set = FileSet::with_part_text(Dataset::Audit, 4000);
+            set.add("h1", &audit_body(0, 200, t0)).unwrap();
+            let mut parts = set.take_parts();
+            assert!(!parts.is_empty(), "parts closed during the first add");
+            set.add("h2", &audit_body(200, 400, t0)).unwrap();
+            parts.extend(set.take_parts());
+            parts.extend(set.finish_parts().unwrap());
+            parts
+        };
+        let parts = run();
+        let mut by_class: BTreeMap<u32, Vec<(u32, Vec<String>)>> = BTreeMap::new();
+        for p in &parts {
+            by_class
+                .entry(p.class.uid)
+                .or_default()
+                .push((p.part, uids(p)));
+            assert_eq!(p.rows, uids(p).len());
+        }
+        for (class, mut ps) in by_class {
+            ps.sort();
+            let numbers: Vec<u32> = ps.iter().map(|(n, _)| *n).collect();
+            assert_eq!(numbers, (0..ps.len() as u32).collect::<Vec<_>>(), "{class}");
+            assert!(ps.len() > 2, "{class}: {}", ps.len());
+            // Parts in number order hold the class's lines in time order, each once.
+            let got: Vec<String> = ps.into_iter().flat_map(|(_, u)| u).collect();
+            let want: Vec<String> = (0..400)
+                .filter(|i| (i % 3 == 0) == (class == 3004))
+                .map(|i| format!("id{i}"))
+                .collect();
+            assert_eq!(got, want, "{class}");
+        }
+        let again = run();
+        assert_eq!(parts.len(), again.len());
+        assert!(
+            parts
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| (a.class, a.day, a.part, &a.bytes)
+                    == (b.class, b.day, b.part, &b.bytes))
+        );
+        assert_eq!(part_name("x_pull", 0), "x_pull");
+        assert_eq!(part_name("x_pull", 2), "x_pull.2");
     }
 
     #[test]
