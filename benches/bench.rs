@@ -406,13 +406,14 @@ async fn start_sim(token: &str) -> (Simulator, String) {
     (sim, url)
 }
 
-/// Runs `tv1 pull` under `/usr/bin/time`; returns (summary, peak RSS KiB, wall seconds).
-async fn timed_pull(vars: &HashMap<&str, String>) -> (Value, u64, f64) {
+/// Runs `tv1 <command>` under `/usr/bin/time`; returns (the JSON it prints, peak RSS KiB, wall
+/// seconds).
+async fn timed_tv1(command: &str, vars: &HashMap<&str, String>) -> (Value, u64, f64) {
     let t = Instant::now();
     let out = tokio::process::Command::new("/usr/bin/time")
         .args(["-f", "TV1BENCH %M"])
         .arg(env!("CARGO_BIN_EXE_tv1"))
-        .arg("pull")
+        .arg(command)
         .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .env("RUST_LOG", "warn")
         .output()
@@ -420,7 +421,7 @@ async fn timed_pull(vars: &HashMap<&str, String>) -> (Value, u64, f64) {
         .unwrap();
     let wall = t.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tv1 pull failed: {stderr}");
+    assert!(out.status.success(), "tv1 {command} failed: {stderr}");
     let rss = stderr
         .lines()
         .find_map(|l| l.strip_prefix("TV1BENCH "))
@@ -456,7 +457,7 @@ async fn bench_e2e(rows: &mut Vec<Row>, lake: &Lake) {
         ]
         .into_iter()
         .collect();
-        let (s, rss, wall) = timed_pull(&vars).await;
+        let (s, rss, wall) = timed_tv1("pull", &vars).await;
         assert_eq!(s["records"].as_u64(), Some(n as u64), "{s}");
         let puts = s["objects"].as_u64().unwrap() + s["checkpoint_writes"].as_u64().unwrap() + 1;
         rss_all.push(format!("{}k: {:.1} MB", n / 1000, rss as f64 / 1024.0));
@@ -523,7 +524,7 @@ async fn bench_catchup(rows: &mut Vec<Row>, lake: &Lake) {
         let t = Instant::now();
         let (mut records, mut runs, mut pages) = (0, 0, 0);
         loop {
-            let (s, _, _) = timed_pull(&vars).await;
+            let (s, _, _) = timed_tv1("pull", &vars).await;
             runs += 1;
             records += s["records"].as_u64().unwrap();
             pages += s["pages"].as_u64().unwrap();
@@ -627,7 +628,7 @@ async fn bench_stream_catchup(rows: &mut Vec<Row>, lake: &Lake) {
         let t = Instant::now();
         let (mut records, mut runs) = (0, 0);
         loop {
-            let (s, _, _) = timed_pull(&vars).await;
+            let (s, _, _) = timed_tv1("pull", &vars).await;
             runs += 1;
             records += s["records"].as_u64().unwrap();
             if s["lag_seconds"].as_i64().unwrap() < 120 {
@@ -1205,27 +1206,7 @@ async fn bench_compact(rows: &mut Vec<Row>, lake: &Lake) {
                 .unwrap();
         }
         vars.insert("AD_COMPACT_BUFFER_MIB", buffer.to_string());
-        let t = Instant::now();
-        let out = tokio::process::Command::new("/usr/bin/time")
-            .args(["-f", "TV1BENCH %M"])
-            .arg(env!("CARGO_BIN_EXE_tv1"))
-            .arg("compact")
-            .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
-            .env("RUST_LOG", "warn")
-            .output()
-            .await
-            .unwrap();
-        let wall = t.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "tv1 compact failed: {stderr}");
-        let rss: u64 = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("TV1BENCH "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (summary, rss, wall) = timed_tv1("compact", &vars).await;
         assert_eq!(summary["batches"], batches, "{summary}");
         figures.push(format!(
             "`{buffer}`: **{:.0} MB** peak RSS, {} GETs of batches, {} objects, {wall:.1} s",

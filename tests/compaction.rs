@@ -30,6 +30,35 @@ fn post<'a>(key: &'a str, body: &'a str) -> HttpRequest<'a> {
     }
 }
 
+/// ad-ingest over `lake`, configured by `vars` (as [`ad_config`] reads them).
+fn ingest_of(lake: &AdLake, vars: &[(&str, &str)]) -> Ingest {
+    Ingest::new(
+        ad_config(&lake.bucket, vars),
+        lake.s3.clone(),
+        lake.ssm.clone(),
+    )
+}
+
+/// A batch of `n` events one day apart in turn over the ten days up to `now` (ten partitions
+/// of one category), `record_id`s from `first`, each with 128 random hex digits (about as
+/// compressible as ids).
+fn ten_day_batch(
+    agent: &str,
+    id: &str,
+    first: u32,
+    n: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            let t = now - chrono::Duration::days(i64::from(i % 10));
+            json!({"event_id": 4624, "time": tv1_connector::timefmt::api_time(t),
+                "computer": "DC1", "record_id": first + i, "note": rand_hex(64)})
+        })
+        .collect();
+    json!({"agent": {"id": agent}, "batch_id": id, "events": events}).to_string()
+}
+
 /// Writes the batch marker that an attempt which claimed the batch `body` (an envelope) in
 /// `window` leaves when it stops before landing the batch.
 async fn claimed_marker(lake: &AdLake, body: &str, window: &str) {
@@ -45,14 +74,14 @@ async fn claimed_marker(lake: &AdLake, body: &str, window: &str) {
         .body_sha256;
     let marker = json!({"status": "accepted", "batch_id": id, "events": v["events"].as_array().unwrap().len(),
         "keys": [], "received_at": window, "body_sha256": sha, "window": window});
-    lake.s3
-        .put_object()
-        .bucket(&lake.bucket)
-        .key(format!("active-directory/_state/batches/{agent}/{id}.json"))
-        .body(marker.to_string().into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    let key = format!("active-directory/_state/batches/{agent}/{id}.json");
+    put_bytes(
+        &lake.s3,
+        &lake.bucket,
+        &key,
+        marker.to_string().into_bytes(),
+    )
+    .await;
 }
 
 /// `record_id`s in the lake, with how often each is there.
@@ -88,8 +117,7 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
     }
     let lake = ad_lake().await;
     let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
-    let ingest = |cfg| Ingest::new(cfg, lake.s3.clone(), lake.ssm.clone());
-    let first = ingest(ad_config(&lake.bucket, &vars));
+    let first = ingest_of(&lake, &vars);
     let auth = format!("Bearer {}", lake.key);
     let early = batch("dc01", "early", 0, 4).to_string();
     let r = first.handle(post(&auth, &early), chrono::Utc::now()).await;
@@ -104,7 +132,7 @@ async fn a_batch_landing_after_its_window_was_planned_moves_to_an_open_one() {
     // function going on, lands it now.
     let late = batch("dc01", "late", 100, 6).to_string();
     claimed_marker(&lake, &late, &early_window).await;
-    let paused = ingest(ad_config(&lake.bucket, &vars));
+    let paused = ingest_of(&lake, &vars);
     let r = paused.handle(post(&auth, &late), chrono::Utc::now()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "accepted");
@@ -324,11 +352,7 @@ async fn a_claimed_batch_from_before_compaction_began_lands_on_retry() {
     }
     let lake = ad_lake().await;
     let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
-    let ingest = Ingest::new(
-        ad_config(&lake.bucket, &vars),
-        lake.s3.clone(),
-        lake.ssm.clone(),
-    );
+    let ingest = ingest_of(&lake, &vars);
     let auth = format!("Bearer {}", lake.key);
     // Compaction begins with another batch.
     let other = batch("dc02", "other", 500, 3).to_string();
@@ -369,11 +393,7 @@ async fn other_window_settings_are_refused_once_compaction_has_begun() {
     let lake = ad_lake().await;
     let vars: Vec<(&str, &str)> = vec![("API_KEY_PARAM", &lake.param)];
     let auth = format!("Bearer {}", lake.key);
-    let ingest = Ingest::new(
-        ad_config(&lake.bucket, &vars),
-        lake.s3.clone(),
-        lake.ssm.clone(),
-    );
+    let ingest = ingest_of(&lake, &vars);
     let body = batch("dc01", "b1", 0, 2).to_string();
     assert_eq!(
         ingest
@@ -393,11 +413,7 @@ async fn other_window_settings_are_refused_once_compaction_has_begun() {
         e.to_string().contains("(2s/1s)") && e.to_string().contains("(1s/1s)"),
         "{e}"
     );
-    let moved = Ingest::new(
-        ad_config(&lake.bucket, &other),
-        lake.s3.clone(),
-        lake.ssm.clone(),
-    );
+    let moved = ingest_of(&lake, &other);
     let body = batch("dc01", "b2", 10, 2).to_string();
     let r = moved.handle(post(&auth, &body), chrono::Utc::now()).await;
     assert_eq!(r.status, 503, "{}", r.body);
@@ -432,25 +448,13 @@ async fn a_window_larger_than_the_buffer_is_compacted_once_in_bounded_memory() {
         ("AD_WINDOW", "20s"),
         ("AD_SETTLE", "1s"),
     ];
-    let ingest = Ingest::new(
-        ad_config(&lake.bucket, &vars),
-        lake.s3.clone(),
-        lake.ssm.clone(),
-    );
+    let ingest = ingest_of(&lake, &vars);
     let auth = format!("Bearer {}", lake.key);
     let (batches, per_batch) = (8u32, 3000u32);
     let now = chrono::Utc::now();
     for b in 0..batches {
-        // Ten days of events, each with 128 random hex digits (about as compressible as ids).
-        let events: Vec<Value> = (0..per_batch)
-            .map(|n| {
-                let t = now - chrono::Duration::days(i64::from(n % 10));
-                json!({"event_id": 4624, "time": tv1_connector::timefmt::api_time(t),
-                    "computer": "DC1", "record_id": b * per_batch + n, "note": rand_hex(64)})
-            })
-            .collect();
-        let body = json!({"agent": {"id": format!("dc{}", b % 2)}, "batch_id": format!("b{b}"), "events": events})
-            .to_string();
+        let (agent, id) = (format!("dc{}", b % 2), format!("b{b}"));
+        let body = ten_day_batch(&agent, &id, b * per_batch, per_batch, now);
         let r = ingest.handle(post(&auth, &body), chrono::Utc::now()).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
@@ -468,32 +472,10 @@ async fn a_window_larger_than_the_buffer_is_compacted_once_in_bounded_memory() {
         "active-directory/{}",
         tv1_connector::ad::landing::CHECKPOINT
     );
-    let cp: Value = serde_json::from_slice(
-        &lake
-            .s3
-            .get_object()
-            .bucket(&lake.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
-    let mut rewound = cp.clone();
-    rewound["next"] = cp["since"].clone();
-    lake.s3
-        .put_object()
-        .bucket(&lake.bucket)
-        .key(&key)
-        .body(rewound.to_string().into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    let mut cp: Value =
+        serde_json::from_slice(&object_bytes(&lake.s3, &lake.bucket, &key).await).unwrap();
+    cp["next"] = cp["since"].clone();
+    put_bytes(&lake.s3, &lake.bucket, &key, cp.to_string().into_bytes()).await;
     // By a compactor with another buffer: the plan's cut points hold.
     let mut other = vars.clone();
     other[1] = ("AD_COMPACT_BUFFER_MIB", "256");
@@ -527,7 +509,7 @@ async fn a_landing_object_that_is_not_whole_stops_its_window_before_anything_is_
         ("AD_SETTLE", "1s"),
     ];
     let cfg = ad_config(&lake.bucket, &vars);
-    let ingest = Ingest::new(cfg.clone(), lake.s3.clone(), lake.ssm.clone());
+    let ingest = ingest_of(&lake, &vars);
     let auth = format!("Bearer {}", lake.key);
     // Both batches in one window: start with a fresh one if less than 10 s are left of this.
     let w = tv1_connector::ad::landing::Windows::new(cfg.window, cfg.settle);
@@ -538,15 +520,7 @@ async fn a_landing_object_that_is_not_whole_stops_its_window_before_anything_is_
     let now = chrono::Utc::now();
     let mut windows = std::collections::BTreeSet::new();
     for (b, n) in [(0u32, 4000u32), (1, 10)] {
-        let events: Vec<Value> = (0..n)
-            .map(|i| {
-                let t = now - chrono::Duration::days(i64::from(i % 10));
-                json!({"event_id": 4624, "time": tv1_connector::timefmt::api_time(t),
-                    "computer": "DC1", "record_id": b * 10_000 + i, "note": rand_hex(64)})
-            })
-            .collect();
-        let body = json!({"agent": {"id": "dc1"}, "batch_id": format!("b{b}"), "events": events})
-            .to_string();
+        let body = ten_day_batch("dc1", &format!("b{b}"), b * 10_000, n, now);
         let r = ingest.handle(post(&auth, &body), chrono::Utc::now()).await;
         assert_eq!(r.status, 200, "{}", r.body);
         windows.insert(r.body["window"].as_str().unwrap().to_owned());
@@ -557,31 +531,12 @@ async fn a_landing_object_that_is_not_whole_stops_its_window_before_anything_is_
         .iter()
         .find(|k| k.contains("/_landing/") && k.ends_with("dc1~b1.jsonl.gz"))
         .unwrap();
-    let body = lake
-        .s3
-        .get_object()
-        .bucket(&lake.bucket)
-        .key(cut)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let body = object_bytes(&lake.s3, &lake.bucket, cut).await;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut text)
         .unwrap();
     let short: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
-    lake.s3
-        .put_object()
-        .bucket(&lake.bucket)
-        .key(cut)
-        .body(gzip(short.as_bytes()).into())
-        .send()
-        .await
-        .unwrap();
+    put_bytes(&lake.s3, &lake.bucket, cut, gzip(short.as_bytes())).await;
 
     assert_eq!(windows.len(), 1, "{windows:?}");
     let last = windows.iter().next_back().unwrap().parse().unwrap();

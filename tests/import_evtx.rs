@@ -308,18 +308,7 @@ async fn manifests(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, Va
     let mut out = BTreeMap::new();
     for key in bucket_keys(s3, bucket).await {
         if key.starts_with(&format!("{PREFIX}_state/imports/")) {
-            let body = s3
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap()
-                .body
-                .collect()
-                .await
-                .unwrap()
-                .into_bytes();
+            let body = object_bytes(s3, bucket, &key).await;
             out.insert(key, serde_json::from_slice(&body).unwrap());
         }
     }

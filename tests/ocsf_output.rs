@@ -13,6 +13,15 @@ use tv1_connector::lake::ocsf::Dataset;
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 
+/// Puts `cp` back as the audit checkpoint, its lease dropped (the run that held it died), and
+/// runs once: what that run wrote of the OCSF output.
+async fn run_from(env: &TestEnv, mut cp: Value) -> tv1_connector::lake::ocsf::writer::Landed {
+    cp["lease"] = Value::Null;
+    env.put_checkpoint(&cp).await;
+    let summary = env.puller().run(deadline(60)).await.unwrap();
+    summary.ocsf.expect("the OCSF output ran")
+}
+
 /// How many times each value occurs.
 fn counts<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
     let mut m = BTreeMap::new();
@@ -58,11 +67,7 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
 
     // 1. The OCSF bucket does not exist: the run commits the hour's JSONL, then fails writing
     //    the hour's Parquet, which stays to do (`ocsf_to` still at the hour).
-    let err = env
-        .puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap_err();
+    let err = env.puller().run(deadline(60)).await.unwrap_err();
     assert!(err.to_string().contains(&ocsf_bucket), "{err}");
     assert!(
         !env.lake().await.is_empty(),
@@ -134,14 +139,7 @@ async fn audit_runs_that_fail_or_are_killed_between_the_outputs_leave_one_ocsf_r
     let mut cp = env.checkpoint().await.unwrap();
     cp["ocsf_to"] = json!(tv1_connector::timefmt::api_time(hour));
     cp["ocsf_until"] = json!(tv1_connector::timefmt::api_time(hour + D::hours(1)));
-    cp["lease"] = Value::Null;
-    env.put_checkpoint(&cp).await;
-    let redo = env
-        .puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
-    let landed = redo.ocsf.expect("the OCSF output ran");
+    let landed = run_from(&env, cp).await;
     assert_eq!((landed.objects, landed.kept_existing), (0, 3), "{landed:?}");
     assert_eq!(
         ocsf_rows(&env.s3, &ocsf_bucket, "ext/").await.len(),
@@ -195,10 +193,7 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     run_until_settled(&env).await;
     // A run writes at most a day's hours of periods: yesterday comes after the first, shorter
     // period, in the next run.
-    env.puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
+    env.puller().run(deadline(60)).await.unwrap();
 
     let lake = env.lake().await;
     assert_exactly_once(&entries, &lake);
@@ -271,15 +266,8 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     let mut cp = cp;
     cp["ocsf_to"] = at(yesterday);
     cp["ocsf_until"] = at(today);
-    cp["lease"] = Value::Null;
-    env.put_checkpoint(&cp).await;
     env.set("TV1_AUDIT_OCSF_PERIOD", "1h");
-    let redo = env
-        .puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
-    let landed = redo.ocsf.expect("the OCSF output ran");
+    let landed = run_from(&env, cp).await;
     // The day again, as a day: the lost object written, the two others kept. A run writes at
     // most a day's hours, so it stops there, and hour periods start at the boundary.
     assert_eq!((landed.objects, landed.kept_existing), (1, 2), "{landed:?}");
@@ -292,10 +280,7 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     // A run with the output off, while today's hour periods are not written yet: they stay to
     // do, and are written once it is on again.
     env.set("OCSF_OUTPUT", "off");
-    env.puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
+    env.puller().run(deadline(60)).await.unwrap();
     let off = env.checkpoint().await.unwrap();
     assert_eq!(
         (&off["ocsf_to"], &off["ocsf_until"]),
@@ -303,10 +288,7 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     );
     env.set("OCSF_OUTPUT", "on");
     // The next run writes today's whole hours, an object per class each.
-    env.puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
+    env.puller().run(deadline(60)).await.unwrap();
     let cp = env.checkpoint().await.unwrap();
     let committed: chrono::DateTime<Utc> = cp["committed_to"].as_str().unwrap().parse().unwrap();
     let covered = tv1_connector::timefmt::floor_hour(committed);
@@ -344,15 +326,8 @@ async fn audit_day_periods_are_one_object_per_class_and_a_changed_period_waits_f
     let mut cp = env.checkpoint().await.unwrap();
     cp["ocsf_to"] = at(today);
     cp.as_object_mut().unwrap().remove("ocsf_until");
-    cp["lease"] = Value::Null;
-    env.put_checkpoint(&cp).await;
     env.set("TV1_AUDIT_OCSF_PERIOD", "24h");
-    let old = env
-        .puller()
-        .run(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
-    let kept = old.ocsf.expect("the OCSF output ran");
+    let kept = run_from(&env, cp).await;
     assert_eq!((kept.objects, kept.kept_existing), (0, 3), "{kept:?}");
     let cp = env.checkpoint().await.unwrap();
     assert_eq!(

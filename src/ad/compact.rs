@@ -774,15 +774,8 @@ impl<'a> Split<'a> {
                 .enumerate()
                 .map(|(i, s)| (s, Some(i)))
                 .chain(self.quarantine.as_ref().map(|q| ((held(q), q.lines), None)));
-            let Some(((size, lines), part)) =
-                sizes.fold(None, |best: Option<((usize, u64), Option<usize>)>, c| {
-                    if best.is_none_or(|b| c.0.0 > b.0.0) {
-                        Some(c)
-                    } else {
-                        best
-                    }
-                })
-            else {
+            // `max_by_key` keeps the last of equals: reversed, the first.
+            let Some(((size, lines), part)) = sizes.rev().max_by_key(|((size, _), _)| *size) else {
                 break;
             };
             if lines == 0 {

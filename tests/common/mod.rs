@@ -253,6 +253,33 @@ impl TestEnv {
     }
 }
 
+/// The bytes of the object `key` in `bucket` (it must exist).
+pub async fn object_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Bytes {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+}
+
+/// Puts `body` as the object `key` in `bucket`, over whatever is there (a test standing in for
+/// the past, or for a hand edit).
+pub async fn put_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Every key in `bucket`.
 pub async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     let mut keys = Vec::new();
@@ -922,15 +949,13 @@ pub async fn assert_one_ocsf_row_per_line(
     // that is not); late objects and backfill parts have their own.
     let first = &lake.first().expect("lines").0;
     let prefix = first[..first.find("dt=").expect("a partition")].to_owned();
-    let cp = env
-        .s3
-        .get_object()
-        .bucket(&env.bucket)
-        .key(format!("{prefix}_state/checkpoint.json"))
-        .send()
-        .await
-        .expect("the stream's checkpoint");
-    let cp: Value = serde_json::from_slice(&cp.body.collect().await.unwrap().into_bytes()).unwrap();
+    let cp = object_bytes(
+        &env.s3,
+        &env.bucket,
+        &format!("{prefix}_state/checkpoint.json"),
+    )
+    .await;
+    let cp: Value = serde_json::from_slice(&cp).unwrap();
     let ocsf_to: DateTime<Utc> = cp["ocsf_to"].as_str().expect("ocsf_to").parse().unwrap();
     let covered = |key: &str| {
         let name = key.rsplit('/').next().unwrap();
